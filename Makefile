@@ -1,0 +1,31 @@
+# edgecls — the commands a reader needs. `make demo` and `make test` install first when .venv is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+
+.PHONY: install demo test bench clean
+
+$(BIN)/edgecls: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(BIN)/edgecls
+
+install: $(BIN)/edgecls  ## create .venv and install edgecls with its train + runtime + dev extras
+
+demo: $(BIN)/edgecls  ## train on the built-in digits, evaluate, export .tflite and .onnx, evaluate those
+	$(BIN)/edgecls train --data digits --model cnn --epochs 20 --out runs/demo
+	$(BIN)/edgecls evaluate runs/demo/model.keras
+	$(BIN)/edgecls export runs/demo/model.keras --format tflite,onnx
+	$(BIN)/edgecls evaluate runs/demo/export/model_fp32.tflite
+	$(BIN)/edgecls evaluate runs/demo/export/model_fp32.onnx
+
+test: $(BIN)/edgecls  ## the whole test suite
+	$(BIN)/pytest -q -p no:cacheprovider --durations=15
+
+bench: $(BIN)/edgecls  ## every benchmarks/*.py; JSON results in benchmarks/results/
+	@set -e; for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script; done
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,13 @@
+"""The ``edgecls`` command line: a thin typer skin over the library.
+
+One module per command; each parses options into the stage's config, calls
+one library function and renders its result (``render``). Heavy frameworks
+are imported inside the commands, so ``edgecls --help`` is instant.
+"""
+
+from edgecls.cli.app import app, main
+
+# Each module registers its commands on ``app`` when imported.
+from edgecls.cli import train as _train  # noqa: F401,E402
+
+__all__ = ["app", "main"]

@@ -1,0 +1,147 @@
+"""The typer app and what every command shares: quiet frameworks, errors, output."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import traceback
+from typing import Any, Callable, Iterator
+
+import typer
+
+from edgecls.errors import EdgeclsError
+
+app = typer.Typer(
+    name="edgecls",
+    help="Train, compress, quantize and benchmark image classifiers for Raspberry Pi and Jetson.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks and framework logs."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="More progress detail on stderr."),
+) -> None:
+    _state["debug"] = debug
+    quiet_frameworks()
+    logging.basicConfig(
+        level=logging.DEBUG if debug else (logging.INFO if verbose else logging.WARNING),
+        format="%(levelname)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def quiet_frameworks() -> None:
+    """Silence TensorFlow/absl start-up chatter (set before TensorFlow is imported)."""
+    if not _state["debug"]:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+        os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with file descriptor 2 closed off: its C++ start-up
+    lines (absl, CUDA stubs) are written before any log level applies."""
+    if _state["debug"] or "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_logical_devices("GPU")  # the CUDA probe logs once more here
+    except ImportError:
+        pass  # commands that need it will say so
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Libraries that print to stdout (Keras' exporters, tf2onnx) must not
+    pollute ``--json`` output: send their stdout to stderr while they run."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def run(call: Callable[[], Any], *, as_json: bool, render: Callable[[Any], None], tensorflow: bool = True) -> None:
+    """Call a library function, then print its result as JSON or with ``render``.
+
+    An ``EdgeclsError`` becomes one line on stderr and its exit code (2);
+    anything else is a bug: one line plus a hint, or the traceback with --debug.
+    Commands that never touch TensorFlow (the runtime's) pass ``tensorflow=False``.
+    """
+    if tensorflow:
+        import_tensorflow_quietly()
+    try:
+        with stdout_to_stderr():
+            result = call()
+    except EdgeclsError as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+    except Exception as exc:  # an unexpected failure: short message, details on --debug
+        if _state["debug"]:
+            traceback.print_exc()
+        typer.echo(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(to_jsonable(result), indent=2))
+    else:
+        render(result)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Result dataclasses → JSON-ready dicts (``to_dict()`` where a result defines it)."""
+    if hasattr(value, "to_dict"):
+        return to_jsonable(value.to_dict())
+    if hasattr(value, "__dataclass_fields__"):
+        import dataclasses
+
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def console():
+    """A rich console on stdout for human-readable results."""
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def progress_console():
+    """A rich console on stderr for progress."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,247 @@
+"""Data sets: image folders and the built-in ``digits``, as uint8 pixels and tf.data.
+
+Every image is decoded and resized once, by the runtime's own preprocessing
+(``edgecls.runtime.preprocess``), so training, calibration, evaluation and the
+device all see the same pixels. Images are held in memory as uint8 at the
+model's input size (10,000 images at 96x96x3 take 276 MB).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edgecls.errors import DataError
+from edgecls.runtime.preprocess import IMAGE_SUFFIXES, read_image, to_model_pixels
+
+log = logging.getLogger(__name__)
+
+BUILTIN_DATASETS = ("digits",)
+
+
+@dataclass
+class ImageSet:
+    """Images at the model's input size, in the model's channel order."""
+
+    images: np.ndarray  # (N, H, W, C) uint8
+    labels: np.ndarray  # (N,) int64
+    sources: list[str]  # file paths, or "digits#<index>"
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> "ImageSet":
+        indices = np.asarray(indices, dtype=np.int64)
+        return ImageSet(self.images[indices], self.labels[indices], [self.sources[i] for i in indices])
+
+
+@dataclass
+class Dataset:
+    """A data set split into training and validation parts."""
+
+    name: str
+    class_names: tuple[str, ...]
+    train: ImageSet
+    val: ImageSet
+    channel_order: str
+    skipped: list[str] = field(default_factory=list)
+    split: dict = field(default_factory=dict)  # how val was chosen; recorded in runs and artifacts
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def default_channel_order(data: str) -> str:
+    """``GRAY`` for the built-in digits, ``RGB`` for photo folders."""
+    return "GRAY" if data == "digits" else "RGB"
+
+
+def load_dataset(
+    data: str,
+    *,
+    image_size: tuple[int, int],
+    channel_order: str | None = None,
+    val_split: float = 0.2,
+    seed: int = 0,
+) -> Dataset:
+    """Load ``digits`` or an image folder, split stratified by class with ``seed``.
+
+    A folder is ``root/<class>/*.jpg`` (split here) or ``root/train/<class>/…``
+    plus ``root/val/<class>/…`` (split as given). Undecodable files are skipped
+    with a warning and listed in ``Dataset.skipped``.
+
+    >>> ds = load_dataset("digits", image_size=(32, 32))  # doctest: +SKIP
+    >>> len(ds.train), len(ds.val), ds.class_names[:2]  # doctest: +SKIP
+    (1438, 359, ('0', '1'))
+    """
+    if not 0.0 < val_split < 1.0:
+        raise DataError(f"--val-split must be between 0 and 1 (exclusive), got {val_split}")
+    channel_order = channel_order or default_channel_order(data)
+    if data == "digits":
+        everything, class_names = _load_digits(image_size, channel_order), tuple(str(d) for d in range(10))
+        return _split(data, everything, class_names, channel_order, [], val_split, seed)
+    root = Path(data)
+    if not root.exists():
+        raise DataError(f"{root}: no such data folder; pass --data digits or a folder of <class>/ subfolders")
+    if not root.is_dir():
+        raise DataError(f"{root}: --data must be a folder of <class>/ subfolders, or digits")
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        class_names = _class_names(root / "train")
+        train, skipped_train = _load_folder(root / "train", class_names, image_size, channel_order)
+        val, skipped_val = _load_folder(root / "val", class_names, image_size, channel_order)
+        _require_images(train, root / "train", class_names)
+        split = {"mode": "folders", "val_sources_sha256": _digest(val.sources), "n_val": len(val)}
+        return Dataset(str(root), class_names, train, val, channel_order, skipped_train + skipped_val, split)
+    class_names = _class_names(root)
+    everything, skipped = _load_folder(root, class_names, image_size, channel_order)
+    _require_images(everything, root, class_names)
+    return _split(str(root), everything, class_names, channel_order, skipped, val_split, seed)
+
+
+def load_images(folder: str | Path, *, image_size: tuple[int, int], channel_order: str, class_names: Sequence[str] | None = None) -> tuple[ImageSet, tuple[str, ...], list[str]]:
+    """Load every image of a ``<class>/`` folder (or a flat folder, label -1)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder")
+    subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    names = tuple(class_names) if class_names else tuple(subfolders)
+    if subfolders:
+        images, skipped = _load_folder(folder, names, image_size, channel_order)
+    else:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        images, skipped = _decode_files(files, [-1] * len(files), image_size, channel_order)
+    return images, names, skipped
+
+
+def _load_digits(image_size: tuple[int, int], channel_order: str) -> ImageSet:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # 8x8 values 0..16 → 0..255 pixels, then the runtime's own resize.
+    raw = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    images = np.stack([to_model_pixels(image, image_size, channel_order) for image in raw])
+    return ImageSet(images, digits.target.astype(np.int64), [f"digits#{i}" for i in range(len(raw))])
+
+
+def _class_names(root: Path) -> tuple[str, ...]:
+    names = tuple(sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")))
+    if not names:
+        raise DataError(f"{root}: no class folders found; expected {root}/<class>/*.jpg (one subfolder per class)")
+    if len(names) == 1:
+        raise DataError(f"{root}: only one class folder ({names[0]!r}); a classifier needs at least two")
+    return names
+
+
+def _load_folder(root: Path, class_names: Sequence[str], image_size: tuple[int, int], channel_order: str) -> tuple[ImageSet, list[str]]:
+    files: list[Path] = []
+    labels: list[int] = []
+    for index, name in enumerate(class_names):
+        class_dir = root / name
+        if not class_dir.is_dir():
+            continue
+        found = sorted(p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files += found
+        labels += [index] * len(found)
+    return _decode_files(files, labels, image_size, channel_order)
+
+
+def _decode_files(files: Sequence[Path], labels: Sequence[int], image_size: tuple[int, int], channel_order: str) -> tuple[ImageSet, list[str]]:
+    def load(path: Path) -> np.ndarray | None:
+        image = read_image(path)
+        return None if image is None else to_model_pixels(image, image_size, channel_order)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:  # OpenCV releases the GIL while decoding
+        decoded = list(pool.map(load, files))
+    keep = [i for i, image in enumerate(decoded) if image is not None]
+    skipped = [str(files[i]) for i, image in enumerate(decoded) if image is None]
+    for path in skipped:
+        log.warning("skipped %s: not a decodable image (empty, truncated or not an image)", path)
+    channels = 1 if channel_order == "GRAY" else 3
+    images = np.stack([decoded[i] for i in keep]) if keep else np.zeros((0, *image_size, channels), np.uint8)
+    return ImageSet(images, np.asarray([labels[i] for i in keep], dtype=np.int64), [str(files[i]) for i in keep]), skipped
+
+
+def _require_images(images: ImageSet, root: Path, class_names: Sequence[str]) -> None:
+    if len(images) == 0:
+        raise DataError(f"{root}: no decodable images ({', '.join(IMAGE_SUFFIXES)}) in the class folders")
+    present = set(images.labels.tolist())
+    if len(present) < 2:
+        raise DataError(f"{root}: images found for only one class; a classifier needs at least two")
+    empty = [name for i, name in enumerate(class_names) if i not in present]
+    if empty:
+        log.warning("%s: class folders with no decodable images: %s", root, ", ".join(empty))
+
+
+def _split(name: str, everything: ImageSet, class_names: tuple[str, ...], channel_order: str, skipped: list[str], val_split: float, seed: int) -> Dataset:
+    val_indices = stratified_val_indices(everything.labels, val_split, seed)
+    train_mask = np.ones(len(everything), dtype=bool)
+    train_mask[val_indices] = False
+    val = everything.subset(val_indices)
+    split = {"mode": "stratified", "seed": seed, "val_split": val_split, "n_val": len(val), "val_sources_sha256": _digest(val.sources)}
+    return Dataset(name, class_names, everything.subset(np.flatnonzero(train_mask)), val, channel_order, skipped, split)
+
+
+def stratified_val_indices(labels: np.ndarray, val_split: float, seed: int) -> np.ndarray:
+    """Indices held out for validation: ``val_split`` of each class, at least one
+    per class with two or more images, chosen by ``seed``. Deterministic."""
+    rng = np.random.default_rng(seed)
+    chosen: list[np.ndarray] = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        rng.shuffle(members)
+        if len(members) < 2:
+            continue
+        n_val = min(len(members) - 1, max(1, int(round(len(members) * val_split))))
+        chosen.append(members[:n_val])
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
+def _digest(sources: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(sources).encode("utf-8")).hexdigest()
+
+
+# --- tf.data -------------------------------------------------------------------
+
+AUGMENTATIONS = ("flip", "rotate", "zoom")
+
+
+def parse_augment(augment: str, data: str) -> tuple[str, ...]:
+    """``auto`` → none for digits (a flipped 2 is not a 2), flip+rotate+zoom otherwise."""
+    if augment == "auto":
+        return () if data == "digits" else AUGMENTATIONS
+    if augment in ("", "none"):
+        return ()
+    parts = tuple(part.strip() for part in augment.split(",") if part.strip())
+    unknown = [part for part in parts if part not in AUGMENTATIONS]
+    if unknown:
+        raise DataError(f"unknown augmentation {', '.join(unknown)}; choose from {', '.join(AUGMENTATIONS)}, auto or none")
+    return parts
+
+
+def to_tf_dataset(images: ImageSet, *, batch_size: int, training: bool, seed: int = 0, augment: tuple[str, ...] = ()):
+    """A batched, cached, prefetched ``tf.data.Dataset`` of (float32 pixels 0..255, label)."""
+    import keras
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((images.images, images.labels)).cache()
+    if training:
+        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if training and augment:
+        layers = []
+        if "flip" in augment:
+            layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+        if "rotate" in augment:
+            layers.append(keras.layers.RandomRotation(0.05, fill_mode="reflect", seed=seed))
+        if "zoom" in augment:
+            layers.append(keras.layers.RandomZoom(0.1, fill_mode="reflect", seed=seed))
+        pipeline = keras.Sequential(layers)
+        dataset = dataset.map(lambda x, y: (pipeline(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,181 @@
+"""Inference engines, one per artifact type, behind one small interface.
+
+Registry keyed by file suffix (``list_engines()``); each engine loads its
+framework lazily so that importing the runtime costs nothing until used.
+Engines take and return numpy arrays and never import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgecls.errors import ModelError, RuntimeUnavailableError
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    scale: float = 0.0  # quantisation: real = scale * (q - zero_point); 0 = not quantised
+    zero_point: int = 0
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale != 0.0 and np.issubdtype(self.dtype, np.integer)
+
+
+class Engine:
+    """One loaded model. ``run`` is serialised by a lock: safe to share across threads."""
+
+    name: str = ""
+    version: str = ""
+    provider: str = ""
+    threads: int = 0
+    input: TensorSpec
+    output: TensorSpec
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Run on a batch already in the input tensor's dtype; returns float32 scores."""
+        with self._lock:
+            return self._dequantize(self._run(batch))
+
+    def invoke_raw(self, batch: np.ndarray) -> np.ndarray:
+        """The engine call alone, no dequantisation: what a raw-interpreter loop costs."""
+        with self._lock:
+            return self._run(batch)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _dequantize(self, raw: np.ndarray) -> np.ndarray:
+        if self.output.quantized:
+            return (raw.astype(np.float32) - self.output.zero_point) * self.output.scale
+        return raw.astype(np.float32, copy=False)
+
+
+def _default_threads() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+class LiteRTEngine(Engine):
+    """``.tflite`` through LiteRT (``ai_edge_litert``), else ``tflite_runtime``."""
+
+    def __init__(self, path: Path, *, threads: int | None = None, providers: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        interpreter_class, self.name, self.version = _load_tflite_interpreter()
+        self.threads = threads or _default_threads()
+        try:
+            self._interpreter = interpreter_class(model_path=str(path), num_threads=self.threads)
+            self._interpreter.allocate_tensors()
+        except ValueError as exc:
+            raise ModelError(f"{path}: LiteRT cannot load this model ({exc})") from exc
+        # XNNPACK is applied by default to float and (signed) int8 graphs.
+        self.provider = "XNNPACK/CPU"
+        self.input = _tflite_spec(self._interpreter.get_input_details()[0])
+        self.output = _tflite_spec(self._interpreter.get_output_details()[0])
+        self._input_index = self._interpreter.get_input_details()[0]["index"]
+        self._output_index = self._interpreter.get_output_details()[0]["index"]
+        self._batch = self.input.shape[0]
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        if batch.shape[0] != self._batch:
+            self._interpreter.resize_tensor_input(self._input_index, list(batch.shape))
+            self._interpreter.allocate_tensors()
+            self._batch = batch.shape[0]
+        self._interpreter.set_tensor(self._input_index, batch)
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output_index)
+
+
+def _load_tflite_interpreter() -> tuple[Callable, str, str]:
+    try:
+        from ai_edge_litert import interpreter as litert
+
+        import importlib.metadata as metadata
+
+        return litert.Interpreter, "litert", metadata.version("ai-edge-litert")
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime import interpreter as tflite_runtime  # NumPy 1 devices, older Pi OS images
+
+        return tflite_runtime.Interpreter, "tflite_runtime", getattr(tflite_runtime, "__version__", "?")
+    except ImportError as exc:
+        raise RuntimeUnavailableError(
+            "no TFLite engine installed: pip install ai-edge-litert (or tflite-runtime on NumPy 1 systems)"
+        ) from exc
+
+
+def _tflite_spec(detail: dict) -> TensorSpec:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    return TensorSpec(detail["name"], tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"]), float(scale), int(zero_point))
+
+
+class OnnxEngine(Engine):
+    """``.onnx`` through ONNX Runtime, with the requested execution providers."""
+
+    def __init__(self, path: Path, *, threads: int | None = None, providers: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        try:
+            import onnxruntime
+        except ImportError as exc:
+            raise RuntimeUnavailableError("no ONNX engine installed: pip install onnxruntime (onnxruntime-gpu on Jetson)") from exc
+        self.name, self.version = "onnxruntime", onnxruntime.__version__
+        self.threads = threads or _default_threads()
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        available = onnxruntime.get_available_providers()
+        wanted = [p for p in (providers or ("CPUExecutionProvider",)) if p in available] or ["CPUExecutionProvider"]
+        try:
+            self._session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=wanted)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ModelError(f"{path}: ONNX Runtime cannot load this model ({exc})") from exc
+        self.provider = self._session.get_providers()[0]  # what is actually used, not just requested
+        model_input, model_output = self._session.get_inputs()[0], self._session.get_outputs()[0]
+        self.input = TensorSpec(model_input.name, _onnx_shape(model_input.shape), _onnx_dtype(model_input.type))
+        self.output = TensorSpec(model_output.name, _onnx_shape(model_output.shape), _onnx_dtype(model_output.type))
+        self.custom_metadata = self._session.get_modelmeta().custom_metadata_map
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self._session.run([self.output.name], {self.input.name: batch})[0]
+
+
+def _onnx_shape(shape: list) -> tuple[int, ...]:
+    return tuple(dim if isinstance(dim, int) else 1 for dim in shape)
+
+
+def _onnx_dtype(type_name: str) -> np.dtype:
+    names = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
+    if type_name not in names:
+        raise ModelError(f"unsupported ONNX tensor type {type_name}")
+    return np.dtype(names[type_name])
+
+
+ENGINES: dict[str, type[Engine]] = {".tflite": LiteRTEngine, ".onnx": OnnxEngine}
+
+
+def list_engines() -> list[str]:
+    return sorted(ENGINES)
+
+
+def load_engine(path: str | Path, *, threads: int | None = None, providers: tuple[str, ...] = ()) -> Engine:
+    """Open ``path`` with the engine registered for its suffix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    engine_class = ENGINES.get(path.suffix.lower())
+    if engine_class is None:
+        raise ModelError(f"{path}: the runtime runs {', '.join(list_engines())} files, not {path.suffix or 'this'}")
+    return engine_class(path, threads=threads, providers=providers)

@@ -1,0 +1,127 @@
+"""``Classifier``: a camera frame in, the top-k labels out, on any engine.
+
+>>> from edgecls.runtime import Classifier  # doctest: +SKIP
+>>> clf = Classifier("model.tflite", threads=4)  # doctest: +SKIP
+>>> clf.predict(cv2.imread("cat.jpg"))  # doctest: +SKIP
+[('cat', 0.93), ('dog', 0.05), ...]
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edgecls.errors import ModelError
+from edgecls.runtime.engines import Engine, load_engine
+from edgecls.runtime.metadata import METADATA_KEY, ModelInfo, read_model_info
+from edgecls.runtime.preprocess import to_model_pixels
+
+Prediction = list[tuple[str, float]]
+
+
+class Classifier:
+    """An image classifier artifact (``.tflite`` or ``.onnx``) ready for frames.
+
+    Labels, input size and channel order are read from the file itself.
+    ``predict`` takes a BGR (or gray) uint8 frame of any size, as
+    ``cv2.imread`` and ``cv2.VideoCapture`` give it.
+
+    Thread safety: one ``Classifier`` may be shared by several threads; calls
+    into the engine are serialised by a lock. For parallel inference, give each
+    thread its own ``Classifier``.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        threads: int | None = None,
+        top_k: int = 5,
+        providers: tuple[str, ...] = (),
+    ) -> None:
+        self.path = Path(model_path)
+        self.engine: Engine = load_engine(self.path, threads=threads, providers=providers)
+        self.info: ModelInfo = self._read_info()
+        self.top_k = top_k
+        self.labels = self.info.labels
+        height, width = self.info.input_size
+        if self.engine.input.shape[1:3] != (height, width):
+            raise ModelError(
+                f"{self.path}: metadata says input {height}x{width} but the graph takes {self.engine.input.shape}"
+            )
+
+    def _read_info(self) -> ModelInfo:
+        custom = getattr(self.engine, "custom_metadata", None)
+        if custom is not None:
+            raw = custom.get(METADATA_KEY)
+            info = ModelInfo.from_dict(json.loads(raw), source=str(self.path)) if raw else None
+        else:
+            info = read_model_info(self.path)
+        if info is None:
+            return self._info_from_graph()
+        return info
+
+    def _info_from_graph(self) -> ModelInfo:
+        # A model not made by edgecls: infer what we can, label classes by index.
+        _, height, width, channels = self.engine.input.shape
+        classes = self.engine.output.shape[-1]
+        return ModelInfo(tuple(str(i) for i in range(classes)), (height, width), channels, "GRAY" if channels == 1 else "RGB")
+
+    # -- the three steps, public so benchmarks can time each ------------------
+
+    def preprocess(self, frame: np.ndarray) -> np.ndarray:
+        """BGR/gray uint8 frame → the model's HxWxC uint8 pixels (resize + channel order)."""
+        return to_model_pixels(frame, self.info.input_size, self.info.channel_order)
+
+    def to_input(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 pixels (N,H,W,C) → the input tensor's dtype.
+
+        A uint8 input with scale 1 and zero point 0 takes the bytes as they are
+        (no float math); an int8 input takes ``pixel - 128`` when quantised that
+        way; anything else is quantised with the tensor's own parameters.
+        """
+        spec = self.engine.input
+        if spec.dtype == np.uint8 and (not spec.quantized or (abs(spec.scale - 1.0) < 1e-6 and spec.zero_point == 0)):
+            return np.ascontiguousarray(pixels, dtype=np.uint8)
+        if spec.quantized:
+            if spec.dtype == np.int8 and abs(spec.scale - 1.0) < 1e-6 and spec.zero_point == -128:
+                return (pixels.astype(np.int16) - 128).astype(np.int8)
+            info = np.iinfo(spec.dtype)
+            quantized = np.round(pixels.astype(np.float32) / spec.scale) + spec.zero_point
+            return np.clip(quantized, info.min, info.max).astype(spec.dtype)
+        return pixels.astype(spec.dtype)
+
+    def scores(self, pixels: np.ndarray) -> np.ndarray:
+        """Class scores (N, classes) for model-ready uint8 pixels (N,H,W,C)."""
+        if pixels.ndim == 3:
+            pixels = pixels[None]
+        return self.engine.run(self.to_input(pixels))
+
+    # -- what camera scripts call ----------------------------------------------
+
+    def predict(self, frame: np.ndarray, top_k: int | None = None) -> Prediction:
+        """Top-k ``(label, score)`` for one BGR/gray uint8 frame of any size."""
+        return self._top_k(self.scores(self.preprocess(frame))[0], top_k)
+
+    def predict_batch(self, frames: list[np.ndarray], top_k: int | None = None) -> list[Prediction]:
+        """``predict`` for many frames, run as one batch."""
+        if not len(frames):
+            return []
+        batch = np.stack([self.preprocess(frame) for frame in frames])
+        return [self._top_k(row, top_k) for row in self.scores(batch)]
+
+    def _top_k(self, row: np.ndarray, top_k: int | None) -> Prediction:
+        k = min(top_k or self.top_k, row.shape[0])
+        best = np.argpartition(-row, k - 1)[:k]
+        best = best[np.argsort(-row[best])]
+        return [(self.labels[i], float(row[i])) for i in best]
+
+    def __repr__(self) -> str:
+        height, width = self.info.input_size
+        return (
+            f"Classifier({str(self.path)!r}, engine={self.engine.name} {self.engine.version}, "
+            f"provider={self.engine.provider}, threads={self.engine.threads}, input={height}x{width}x{self.info.channels} "
+            f"{self.engine.input.dtype}, classes={len(self.labels)})"
+        )

@@ -1,0 +1,70 @@
+"""Image decoding and the only preprocessing that lives outside the model.
+
+Resizing and channel order happen here; normalisation is inside the graph.
+Training data, calibration data, evaluation and the camera path all call these
+functions, so they cannot disagree about what a model sees.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def decode_image(data: bytes) -> np.ndarray | None:
+    """Decode encoded image bytes to an HxWxC uint8 BGR(A) or HxW gray array.
+
+    Returns ``None`` for anything that is not a complete image: empty data,
+    non-image bytes, and JPEG/PNG files cut short (OpenCV would otherwise
+    return a silently grey-filled image for a truncated JPEG).
+    """
+    if not data or _is_truncated(data):
+        return None
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        return None
+    if image.dtype != np.uint8:  # 16-bit PNG and friends
+        image = cv2.convertScaleAbs(image, alpha=255.0 / max(1.0, float(np.iinfo(image.dtype).max)))
+    return image
+
+
+def read_image(path: str | Path) -> np.ndarray | None:
+    """Read and decode one image file; ``None`` if it cannot be decoded."""
+    try:
+        return decode_image(Path(path).read_bytes())
+    except OSError:
+        return None
+
+
+def _is_truncated(data: bytes) -> bool:
+    if data[:3] == b"\xff\xd8\xff":  # JPEG must end with the EOI marker
+        return b"\xff\xd9" not in data[-64:]
+    if data[:8] == b"\x89PNG\r\n\x1a\n":  # PNG must end with the IEND chunk
+        return b"IEND" not in data[-64:]
+    return False
+
+
+def to_model_pixels(image: np.ndarray, size: tuple[int, int], channel_order: str) -> np.ndarray:
+    """Convert a decoded BGR/BGRA/gray image to the model's HxWxC uint8 pixels.
+
+    ``size`` is (height, width); ``channel_order`` is ``RGB`` or ``GRAY``.
+    """
+    height, width = size
+    if image.shape[0] != height or image.shape[1] != width:
+        shrinking = image.shape[0] > height or image.shape[1] > width
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    channels_in = 1 if image.ndim == 2 else image.shape[2]
+    if channel_order == "GRAY":
+        if channels_in == 1:
+            pixels = image.reshape(height, width)
+        else:
+            pixels = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if channels_in == 4 else cv2.COLOR_BGR2GRAY)
+        return pixels[:, :, None]
+    if channel_order == "RGB":
+        code = {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}[channels_in]
+        return cv2.cvtColor(image, code)
+    raise ValueError(f"channel_order must be 'RGB' or 'GRAY', got {channel_order!r}")

@@ -1,0 +1,337 @@
+"""Training: the shared ``fit`` machinery and the ``train`` stage built on it.
+
+``fit`` is what every stage that trains uses (train, prune fine-tuning,
+distillation): Adam with cosine-decay learning rate, early stopping on
+validation accuracy with the best weights kept, ``BackupAndRestore`` for
+resuming after a crash, CSV history that survives a resume, TensorBoard logs,
+and ``tf.distribute.MirroredStrategy`` over all visible GPUs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgecls.data import Dataset, load_dataset, parse_augment, to_tf_dataset
+from edgecls.errors import ConfigError
+from edgecls.fileio import atomic_path, write_json
+from edgecls.runtime.metadata import ModelInfo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of ``edgecls train``; defaults are the CLI's defaults."""
+
+    data: str = "digits"
+    model: str = "cnn"
+    img_size: int | None = None  # None: the model's default (cnn 32, MobileNets 96, ResNet50 224)
+    epochs: int = 20
+    batch_size: int = 64
+    val_split: float = 0.2
+    seed: int = 0
+    out: str | None = None  # None: runs/<model>-<data name>
+    resume: bool = False
+    alpha: float = 1.0
+    weights: str | None = None
+    freeze_base: bool = False
+    learning_rate: float = 1e-3
+    patience: int = 8
+    class_weights: str = "none"  # none | auto
+    augment: str = "auto"  # auto | none | comma list of flip,rotate,zoom
+    mixed_precision: bool = False
+    channels: str | None = None  # None: GRAY for digits, RGB for folders
+
+    def run_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        data_name = Path(self.data).name if self.data != "digits" else "digits"
+        return Path("runs") / f"{self.model}-{data_name}"
+
+
+@dataclass
+class TrainResult:
+    model_path: Path
+    run_dir: Path
+    val_accuracy: float
+    val_loss: float
+    epochs_run: int
+    best_epoch: int
+    n_train: int
+    n_val: int
+    class_names: list[str]
+    skipped_files: list[str]
+    seconds: float
+    device: str
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["model_path"], data["run_dir"] = str(self.model_path), str(self.run_dir)
+        return data
+
+
+def make_optimizer(learning_rate: float, total_steps: int):
+    """Adam with a cosine-decay learning rate over ``total_steps`` (to 1 % of the start)."""
+    import keras
+
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, total_steps), alpha=0.01)
+    return keras.optimizers.Adam(learning_rate=schedule)
+
+
+def distribution_strategy():
+    """All visible GPUs through ``MirroredStrategy``; the default strategy otherwise."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def describe_device() -> str:
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    return f"{len(gpus)} GPU(s)" if gpus else f"CPU ({platform.machine()})"
+
+
+def fit(
+    model,
+    dataset: Dataset,
+    *,
+    epochs: int,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    run_dir: str | Path | None = None,
+    augment: Sequence[str] = (),
+    class_weights: dict[int, float] | None = None,
+    callbacks: Sequence[Any] = (),
+    patience: int | None = None,
+    compile: bool = True,
+    resume: bool = False,
+) -> dict[str, list[float]]:
+    """Train ``model`` on ``dataset.train``, validating on ``dataset.val``; returns the history.
+
+    The best epoch's weights (by validation accuracy) are in ``model`` on return.
+    With ``run_dir``: a ``backup/`` for ``resume`` after an interruption,
+    ``history.csv`` and TensorBoard logs in ``tb/``. With ``compile=False`` the
+    caller has compiled ``model`` already (a ``keras.distillation.Distiller``).
+    """
+    import keras
+
+    train_data = to_tf_dataset(dataset.train, batch_size=batch_size, training=True, seed=seed, augment=tuple(augment))
+    val_data = to_tf_dataset(dataset.val, batch_size=batch_size, training=False)
+    steps_per_epoch = int(np.ceil(len(dataset.train) / batch_size))
+    if compile:
+        model.compile(
+            optimizer=make_optimizer(learning_rate, steps_per_epoch * epochs),
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        )
+    run_dir = Path(run_dir) if run_dir is not None else None
+    best = _best_weights_callback(run_dir / "best.weights.h5" if run_dir is not None else None)
+    all_callbacks: list[Any] = [best]
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        history_csv = run_dir / "history.csv"
+        if resume and history_csv.exists():
+            best.best = max((row.get("val_accuracy", -1.0) for row in _read_history(history_csv)), default=-1.0)
+        all_callbacks += [
+            keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=True),
+            keras.callbacks.CSVLogger(str(history_csv), append=resume),
+            keras.callbacks.TensorBoard(str(run_dir / "tb"), write_graph=False, profile_batch=0),
+        ]
+    if patience:
+        all_callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, mode="max"))
+    all_callbacks += list(callbacks)
+    keras.utils.set_random_seed(seed)
+    history = model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=all_callbacks, class_weight=class_weights, shuffle=False, verbose=0)
+    if best.weights is not None:
+        model.set_weights(best.weights)
+    elif run_dir is not None and (run_dir / "best.weights.h5").exists():
+        model.load_weights(str(run_dir / "best.weights.h5"))
+    if run_dir is not None:
+        # after a resume, the CSV holds every epoch of the run, the Keras history only this session's
+        merged = _read_history(run_dir / "history.csv")
+        return {key: [row[key] for row in merged if key in row] for key in (merged[0] if merged else {})}
+    return {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+def _best_weights_callback(path: Path | None):
+    """Keep the weights of the epoch with the best validation accuracy, in memory
+    and (with ``path``) on disk, so a resumed run still ends on its best epoch."""
+    import keras
+
+    class BestWeights(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.best, self.weights = -1.0, None
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get("val_accuracy")
+            if value is not None and value > self.best:
+                self.best, self.weights = float(value), self.model.get_weights()
+                if path is not None:
+                    with atomic_path(path) as tmp:
+                        self.model.save_weights(str(tmp))
+
+    return BestWeights()
+
+
+def _read_history(path: Path) -> list[dict[str, float]]:
+    with path.open() as handle:
+        return [{key: float(value) for key, value in row.items() if value not in ("", None)} for row in csv.DictReader(handle)]
+
+
+def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
+    """Train a registry model on ``config.data``; write ``runs/NAME/``.
+
+    >>> result = train(TrainConfig(data="digits", epochs=15))  # doctest: +SKIP
+    >>> result.val_accuracy  # doctest: +SKIP
+    0.98
+    """
+    import keras
+
+    started = time.time()
+    run_dir = config.run_dir()
+    config = _resolve_resume(config, run_dir)
+    from edgecls.models import build_model, get_entry
+
+    entry = get_entry(config.model)
+    size = config.img_size or entry.default_image_size
+    channel_order = (config.channels or ("GRAY" if config.data == "digits" else "RGB")).upper()
+    if channel_order not in ("GRAY", "RGB"):
+        raise ConfigError(f"--channels must be gray or rgb, got {config.channels!r}")
+    dataset = load_dataset(config.data, image_size=(size, size), channel_order=channel_order, val_split=config.val_split, seed=config.seed)
+    log.info("data: %s, %d train / %d val images, %d classes, %d skipped", dataset.name, len(dataset.train), len(dataset.val), dataset.num_classes, len(dataset.skipped))
+    if config.mixed_precision:
+        _enable_mixed_precision()
+    keras.utils.set_random_seed(config.seed)
+    with distribution_strategy().scope():
+        model = build_model(
+            config.model, num_classes=dataset.num_classes, image_size=(size, size), channels=1 if channel_order == "GRAY" else 3,
+            alpha=config.alpha, weights=Path(config.weights) if config.weights else None, freeze_base=config.freeze_base,
+        )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", {"options": asdict(config), "image_size": [size, size], "channel_order": channel_order, "environment": environment()})
+        write_json(run_dir / "split.json", {**dataset.split, "val_sources": dataset.val.sources, "skipped_files": dataset.skipped})
+        history = fit(
+            model, dataset, epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate, seed=config.seed,
+            run_dir=run_dir, augment=parse_augment(config.augment, config.data), class_weights=_class_weights(config.class_weights, dataset),
+            callbacks=callbacks, patience=config.patience, resume=config.resume,
+        )
+    return _finish(model, dataset, config, run_dir, history, channel_order, started)
+
+
+def _finish(model, dataset: Dataset, config: TrainConfig, run_dir: Path, history: dict[str, list[float]], channel_order: str, started: float) -> TrainResult:
+    val_loss, val_accuracy = (float(v) for v in model.evaluate(to_tf_dataset(dataset.val, batch_size=config.batch_size, training=False), verbose=0))
+    accuracies = history.get("val_accuracy", [val_accuracy])
+    info = ModelInfo(
+        labels=dataset.class_names,
+        input_size=tuple(model.input_shape[1:3]),
+        channels=int(model.input_shape[3]),
+        channel_order=channel_order,
+        provenance={
+            "source_model": config.model, "dataset": dataset.name, "split": dataset.split, "val_accuracy": round(val_accuracy, 6),
+            "n_train": len(dataset.train), "n_val": len(dataset.val), "run": str(run_dir), "precision": "fp32",
+            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "edgecls": _version(),
+        },
+    )
+    from edgecls.keras_io import save_keras_model
+
+    model_path = save_keras_model(model, run_dir / "model.keras", info)
+    result = TrainResult(
+        model_path=model_path, run_dir=run_dir, val_accuracy=val_accuracy, val_loss=val_loss, epochs_run=len(accuracies),
+        best_epoch=int(np.argmax(accuracies)) + 1, n_train=len(dataset.train), n_val=len(dataset.val), class_names=list(dataset.class_names),
+        skipped_files=dataset.skipped, seconds=round(time.time() - started, 2), device=describe_device(),
+    )
+    write_json(run_dir / "history.json", history)
+    write_json(run_dir / "metrics.json", result.to_dict())
+    plot_curves(history, run_dir / "curves.png")
+    return result
+
+
+def _resolve_resume(config: TrainConfig, run_dir: Path) -> TrainConfig:
+    backup = run_dir / "backup"
+    if config.resume:
+        saved = run_dir / "config.json"
+        if not saved.exists():
+            raise ConfigError(f"{run_dir}: nothing to resume (no config.json); start the run without --resume")
+        if not backup.exists():
+            raise ConfigError(f"{run_dir}: nothing to resume: the run finished (or never completed an epoch); start it again without --resume")
+        options = json.loads(saved.read_text())["options"]
+        options["resume"] = True
+        return TrainConfig(**options)
+    if backup.exists():
+        raise ConfigError(f"{run_dir}: holds an interrupted run; continue it with --resume, or choose another --out")
+    return config
+
+
+def _class_weights(mode: str, dataset: Dataset) -> dict[int, float] | None:
+    if mode == "none":
+        return None
+    if mode != "auto":
+        raise ConfigError(f"--class-weights must be auto or none, got {mode!r}")
+    counts = np.bincount(dataset.train.labels, minlength=dataset.num_classes).astype(np.float64)
+    weights = len(dataset.train) / (dataset.num_classes * np.maximum(counts, 1.0))
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def _enable_mixed_precision() -> None:
+    import keras
+    import tensorflow as tf
+
+    if not tf.config.list_logical_devices("GPU"):
+        log.warning("--mixed-precision: no GPU visible; float16 on a CPU is slower, training in float32 instead")
+        return
+    keras.mixed_precision.set_global_policy("mixed_float16")
+
+
+def environment() -> dict[str, str]:
+    """Versions and machine, recorded next to every run's outputs."""
+    import keras
+    import tensorflow as tf
+
+    return {
+        "edgecls": _version(), "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+        "numpy": np.__version__, "machine": platform.machine(), "system": platform.system(), "device": describe_device(),
+    }
+
+
+def _version() -> str:
+    from edgecls import __version__
+
+    return __version__
+
+
+def plot_curves(history: dict[str, list[float]], path: Path) -> Path:
+    """Loss and accuracy per epoch, training and validation, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, metric in zip(axes, ("loss", "accuracy")):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            values = history.get(prefix + metric)
+            if values:
+                axis.plot(range(1, len(values) + 1), values, style, label=(prefix or "train_") + metric)
+        axis.set_xlabel("epoch")
+        axis.set_title(metric)
+        axis.legend()
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=80)
+    plt.close(figure)
+    return path

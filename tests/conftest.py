@@ -1,0 +1,57 @@
+"""Shared fixtures: one trained digits model for the whole session, small image folders."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@dataclass
+class DigitsRun:
+    run_dir: Path
+    model_path: Path  # model.keras
+    tflite: Path  # FP32
+    onnx: Path  # FP32
+    val_accuracy: float
+    train_result: object
+    export_result: object
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory) -> DigitsRun:
+    """The default cnn trained on digits (8 epochs, seed 0) and exported to FP32 TFLite + ONNX."""
+    from edgecls.export import export
+    from edgecls.train import TrainConfig, train
+
+    run_dir = tmp_path_factory.mktemp("digits-run")
+    result = train(TrainConfig(data="digits", model="cnn", epochs=8, patience=0, out=str(run_dir), seed=0))
+    exported = export(result.model_path)
+    paths = {a.format: Path(a.path) for a in exported.artifacts}
+    return DigitsRun(run_dir, Path(result.model_path), paths["tflite"], paths["onnx"], result.val_accuracy, result, exported)
+
+
+def write_png(path: Path, image: np.ndarray) -> Path:
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), image)
+    return path
+
+
+@pytest.fixture
+def shapes_folder(tmp_path) -> Path:
+    """Two easy classes (bright square vs dark square on noise), 16 PNGs each, 40x40 BGR."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "shapes"
+    for label, level in (("bright", 220), ("dark", 30)):
+        for i in range(16):
+            image = rng.integers(90, 160, size=(40, 40, 3), dtype=np.uint8)
+            image[10:30, 10:30] = level
+            write_png(root / label / f"{i:02d}.png", image)
+    return root

@@ -1,0 +1,73 @@
+"""The spine's commands through typer's CliRunner: JSON on stdout, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from edgecls.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_train_json_on_a_folder_with_bad_files(tmp_path):
+    from test_data import make_messy_folder
+
+    root = make_messy_folder(tmp_path / "messy")
+    result = invoke("train", "--data", root, "--img-size", "16", "--epochs", "1", "--out", tmp_path / "run", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)  # stdout holds the JSON object and nothing else
+    assert len(report["skipped_files"]) == 3
+    assert 0.0 <= report["val_accuracy"] <= 1.0 and report["model_path"].endswith("model.keras")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert len(metrics["skipped_files"]) == 3
+
+
+def test_evaluate_and_export_json(digits_run, tmp_path):
+    result = invoke("evaluate", digits_run.tflite, "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["n_images"] == 359 and report["top1"] >= 0.95 and report["top5"] >= report["top1"]
+    assert "litert" in report["engine"]
+    result = invoke("export", digits_run.model_path, "--format", "tflite", "--fp16", "--out", tmp_path / "fp16", "--json")
+    assert result.exit_code == 0, result.stderr
+    (artifact,) = json.loads(result.stdout)["artifacts"]
+    assert artifact["precision"] == "fp16" and artifact["parity_top1"] >= 0.99
+    fp32_size = digits_run.tflite.stat().st_size
+    assert artifact["size_bytes"] < 0.6 * fp32_size  # half-size weights
+    for key in ("path", "format", "size_bytes"):
+        assert key in artifact
+
+
+def test_human_output_names_where_numbers_were_measured(digits_run):
+    result = invoke("evaluate", digits_run.onnx)
+    assert result.exit_code == 0, result.stderr
+    assert "onnxruntime" in result.stdout and "threads" in result.stdout and "host" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--data", "/no/such/folder"], "no such data folder"),
+        (["train", "--model", "vgg99"], "unknown model 'vgg99'"),
+        (["evaluate", "/no/model.tflite"], "no such model file"),
+        (["export", "{notamodel}"], "not a Keras 3"),
+        (["evaluate", "{notamodel_tflite}"], "fake.tflite: not a valid TFLite"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    fake = tmp_path / "fake.keras"
+    fake.write_text("not a model")
+    fake_tflite = tmp_path / "fake.tflite"
+    fake_tflite.write_text("not a model")
+    args = [a.format(notamodel=fake, notamodel_tflite=fake_tflite) for a in args]
+    result = invoke(*args)
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr

@@ -1,0 +1,96 @@
+"""Data loading: splits, channel conversion, and undecodable files skipped and counted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write_png
+from edgecls.data import load_dataset, stratified_val_indices
+from edgecls.errors import DataError
+from edgecls.runtime.preprocess import decode_image, to_model_pixels
+
+
+def make_messy_folder(root: Path) -> Path:
+    """Two classes of good PNGs plus exactly three undecodable files, a grayscale and an RGBA PNG."""
+    rng = np.random.default_rng(1)
+    for label in ("cat", "dog"):
+        for i in range(6):
+            write_png(root / label / f"{i}.png", rng.integers(0, 255, (24, 24, 3), dtype=np.uint8))
+    import cv2
+
+    ok, jpeg = cv2.imencode(".jpg", rng.integers(0, 255, (24, 24, 3), dtype=np.uint8))
+    (root / "cat" / "truncated.jpg").write_bytes(jpeg.tobytes()[: len(jpeg) // 2])
+    (root / "cat" / "empty.png").write_bytes(b"")
+    (root / "dog" / "notes.jpg").write_text("this is not an image\n")
+    write_png(root / "dog" / "gray.png", rng.integers(0, 255, (24, 24), dtype=np.uint8))
+    write_png(root / "dog" / "rgba.png", rng.integers(0, 255, (24, 24, 4), dtype=np.uint8))
+    (root / "dog" / "README.txt").write_text("ignored: not an image suffix\n")
+    return root
+
+
+def test_messy_folder_skips_exactly_the_three_bad_files(tmp_path):
+    root = make_messy_folder(tmp_path / "messy")
+    dataset = load_dataset(str(root), image_size=(16, 16), channel_order="RGB", val_split=0.25, seed=0)
+    assert sorted(Path(p).name for p in dataset.skipped) == ["empty.png", "notes.jpg", "truncated.jpg"]
+    assert len(dataset.train) + len(dataset.val) == 14  # 12 good + gray + RGBA
+    assert dataset.train.images.shape[1:] == (16, 16, 3) and dataset.train.images.dtype == np.uint8
+    assert dataset.class_names == ("cat", "dog")
+
+
+def test_stratified_split_is_deterministic_and_per_class():
+    labels = np.repeat(np.arange(4), [10, 20, 30, 40])
+    first = stratified_val_indices(labels, 0.2, seed=3)
+    assert np.array_equal(first, stratified_val_indices(labels, 0.2, seed=3))
+    assert not np.array_equal(first, stratified_val_indices(labels, 0.2, seed=4))
+    assert np.bincount(labels[first]).tolist() == [2, 4, 6, 8]
+
+
+def test_digits_split_and_explicit_val_folder(tmp_path, shapes_folder):
+    digits = load_dataset("digits", image_size=(16, 16), seed=0)
+    assert (len(digits.train), len(digits.val)) == (1438, 359)
+    assert digits.train.images.shape[1:] == (16, 16, 1) and digits.channel_order == "GRAY"
+    assert set(digits.train.sources).isdisjoint(digits.val.sources)
+    # root/train + root/val: the val folder is the split
+    root = tmp_path / "tv"
+    (root / "train").mkdir(parents=True)
+    shapes_folder.rename(root / "train")
+    (root / "val" / "bright").mkdir(parents=True)
+    write_png(root / "val" / "bright" / "x.png", np.full((40, 40, 3), 220, np.uint8))
+    dataset = load_dataset(str(root), image_size=(20, 20))
+    assert len(dataset.val) == 1 and len(dataset.train) == 32 and dataset.split["mode"] == "folders"
+
+
+@pytest.mark.parametrize(
+    "layout, message",
+    [("missing", "no such data folder"), ("empty", "no class folders"), ("one_class", "only one class"), ("no_images", "no decodable images")],
+)
+def test_bad_folders_raise_clear_errors(tmp_path, layout, message):
+    root = tmp_path / "data"
+    if layout != "missing":
+        root.mkdir()
+    if layout == "one_class":
+        write_png(root / "a" / "0.png", np.zeros((8, 8, 3), np.uint8))
+    if layout == "no_images":
+        (root / "a").mkdir()
+        (root / "b").mkdir()
+        (root / "a" / "x.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match=message):
+        load_dataset(str(root), image_size=(8, 8))
+
+
+def test_decode_rejects_truncated_and_converts_channels():
+    import cv2
+
+    image = np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    ok, png = cv2.imencode(".png", image)
+    assert decode_image(png.tobytes()) is not None
+    assert decode_image(png.tobytes()[:-20]) is None
+    bgr = np.zeros((10, 10, 3), np.uint8)
+    bgr[..., 2] = 255  # pure red in BGR
+    rgb = to_model_pixels(bgr, (5, 5), "RGB")
+    assert rgb.shape == (5, 5, 3) and rgb[0, 0].tolist() == [255, 0, 0]
+    gray = to_model_pixels(bgr, (5, 5), "GRAY")
+    assert gray.shape == (5, 5, 1) and abs(int(gray[0, 0, 0]) - 76) <= 1  # 0.299 * 255

@@ -1,0 +1,136 @@
+"""Train → export → evaluate on digits: accuracy, parity, metadata, runs/ outputs, resume, safety."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecls.errors import ModelError
+from edgecls.fileio import atomic_path
+
+
+def test_training_reaches_accuracy_and_writes_the_run(digits_run):
+    assert digits_run.val_accuracy >= 0.95, digits_run.val_accuracy  # 8 epochs; `make demo` trains 20
+    for name in ("model.keras", "history.json", "metrics.json", "config.json", "curves.png", "split.json"):
+        assert (digits_run.run_dir / name).is_file(), name
+    config = json.loads((digits_run.run_dir / "config.json").read_text())
+    assert config["options"]["seed"] == 0 and config["environment"]["tensorflow"]
+    split = json.loads((digits_run.run_dir / "split.json").read_text())
+    assert len(split["val_sources"]) == 359 and split["seed"] == 0
+    history = json.loads((digits_run.run_dir / "history.json").read_text())
+    assert len(history["val_accuracy"]) == 8
+
+
+def test_export_parity_and_metadata(digits_run):
+    from edgecls.runtime import read_model_info
+
+    for artifact in digits_run.export_result.artifacts:
+        assert artifact.parity_top1 == 1.0 and artifact.parity_max_abs < 1e-4, artifact
+        assert "validation images of digits" in artifact.parity_sample
+        info = read_model_info(artifact.path)
+        assert info.labels == tuple(str(d) for d in range(10))
+        assert info.input_size == (32, 32) and info.channels == 1 and info.channel_order == "GRAY"
+        assert info.provenance["dataset"] == "digits" and info.provenance["format"] == artifact.format
+    keras_info = read_model_info(digits_run.model_path)
+    assert keras_info.provenance["split"]["val_split"] == 0.2
+
+
+def test_runtime_agrees_with_keras_on_the_validation_split(digits_run):
+    from edgecls.evaluate import evaluate, predict_scores, validation_set, model_info
+
+    images, _ = validation_set(model_info(digits_run.model_path))
+    keras_top1 = predict_scores(digits_run.model_path, images).argmax(1)
+    for artifact in (digits_run.tflite, digits_run.onnx):
+        agreement = np.mean(predict_scores(artifact, images).argmax(1) == keras_top1)
+        assert agreement >= 0.995, (artifact, agreement)
+        result = evaluate(artifact)
+        assert result.n_images == 359 and result.top1 == pytest.approx(float(np.mean(keras_top1 == images.labels)), abs=0.005)
+        assert Path(result.confusion_png).is_file() and len(result.per_class) == 10
+
+
+def test_classifier_predicts_camera_frames(digits_run):
+    import cv2
+
+    from edgecls.evaluate import model_info, validation_set
+    from edgecls.runtime import Classifier
+
+    images, _ = validation_set(model_info(digits_run.model_path))
+    for path in (digits_run.tflite, digits_run.onnx):
+        classifier = Classifier(path, top_k=3)
+        frames = [cv2.resize(cv2.cvtColor(images.images[i], cv2.COLOR_GRAY2BGR), (640, 480), interpolation=cv2.INTER_NEAREST) for i in range(40)]
+        predictions = classifier.predict_batch(frames)
+        assert all(len(p) == 3 and p[0][1] >= p[1][1] >= p[2][1] for p in predictions)
+        correct = np.mean([int(p[0][0]) == label for p, label in zip(predictions, images.labels[:40])])
+        assert correct >= 0.85, correct
+        assert classifier.predict(frames[0]) == predictions[0][:3] or classifier.predict(frames[0])[0][0] == predictions[0][0][0]
+
+
+def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "model.tflite"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed mid-write")
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["model.tflite"]
+
+
+def test_safe_mode_refuses_code_in_a_model_file(tmp_path):
+    import keras
+
+    from edgecls.keras_io import load_keras_model
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+    path = tmp_path / "lambda.keras"
+    model.save(path)
+    with pytest.raises(ModelError, match="unsafe-load"):
+        load_keras_model(path)
+    assert load_keras_model(path, unsafe=True) is not None
+    not_a_model = tmp_path / "fake.keras"
+    not_a_model.write_text("hello")
+    with pytest.raises(ModelError, match="not a Keras 3"):
+        load_keras_model(not_a_model)
+
+
+KILLED_RUN = textwrap.dedent(
+    """
+    import os, signal, sys
+    import keras
+    from edgecls.train import TrainConfig, train
+
+    class KillMidEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 2 and batch == 3:
+                os.kill(os.getpid(), signal.SIGKILL)  # kill -9 in the middle of the third epoch
+
+    train(TrainConfig(data=sys.argv[1], model="cnn", img_size=16, epochs=4, batch_size=4, patience=0, out=sys.argv[2]), callbacks=[KillMidEpoch()])
+    """
+)
+
+
+def test_resume_after_kill_9_continues_from_the_last_completed_epoch(tmp_path, shapes_folder):
+    from edgecls.train import TrainConfig, train
+
+    run_dir = tmp_path / "run"
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN, str(shapes_folder), str(run_dir)], capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (run_dir / "model.keras").exists() and (run_dir / "backup").is_dir()
+    with pytest.raises(Exception, match="--resume"):
+        train(TrainConfig(data=str(shapes_folder), model="cnn", img_size=16, epochs=4, out=str(run_dir)))
+    result = train(TrainConfig(out=str(run_dir), resume=True))
+    epochs = [int(float(row.split(",")[0])) for row in (run_dir / "history.csv").read_text().splitlines()[1:]]
+    assert epochs == [0, 1, 2, 3]  # epochs 0 and 1 from the killed run, 2 and 3 after resuming
+    assert result.epochs_run == 4 and result.val_accuracy >= 0.5
+    assert not (run_dir / "backup").exists()
+    with zipfile.ZipFile(result.model_path) as archive:
+        assert "edgecls.json" in archive.namelist()
