@@ -1,0 +1,73 @@
+"""``edgecls info`` and ``edgecls explain``: look inside a model before shipping it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgecls.cli.app import app, console, run
+
+
+@app.command()
+def info(
+    artifact: Annotated[Path, typer.Argument(help="A .keras, .tflite or .onnx file.")],
+    unsafe_load: Annotated[bool, typer.Option("--unsafe-load", help="Load a .keras file with safe mode off (only for files you trust).")] = False,
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Inputs/outputs, labels and provenance carried in the file, params, MACs, ops, integer vs float."""
+    from edgecls.info import inspect_artifact
+
+    run(lambda: inspect_artifact(artifact, unsafe=unsafe_load), as_json=json, render=_render_info, tensorflow=artifact.suffix == ".keras")
+
+
+def _render_info(result) -> None:
+    from rich.table import Table
+
+    out = console()
+    out.print(f"[bold]{result.path}[/] ({result.format}, {result.size_bytes / 1024:.0f} KiB)")
+    for kind, tensors in (("input", result.inputs), ("output", result.outputs)):
+        for tensor in tensors:
+            out.print(f"  {kind}: {tensor.name} {tensor.shape} {tensor.dtype}" + (f" [{tensor.quantization}]" if tensor.quantization else ""))
+    macs = f"{result.macs / 1e6:.2f} M" if result.macs else "n/a"
+    out.print(f"  params {result.params:,}   MACs/image {macs}")
+    if result.metadata:
+        shown = ", ".join(result.labels[:12]) + (" …" if len(result.labels) > 12 else "")
+        out.print(f"  labels ({len(result.labels)}): {shown}")
+        for key in ("source_model", "dataset", "precision", "val_accuracy", "calibration", "trained_at"):
+            if key in result.provenance:
+                out.print(f"  {key}: {result.provenance[key]}")
+    else:
+        out.print("  no edgecls metadata (labels will be class indices)")
+    table = Table("op", "count")
+    for op, count in sorted(result.op_counts.items(), key=lambda item: -item[1]):
+        table.add_row(op, str(count))
+    out.print(table)
+    if result.format != "keras":
+        out.print(f"  compute ops in integer: {result.integer_ops}; in float: {len(result.float_ops)}")
+        for op in result.float_ops[:20]:
+            out.print(f"    float: {op}")
+
+
+@app.command()
+def explain(
+    model: Annotated[Path, typer.Argument(help="A .keras model.")],
+    images: Annotated[list[Path], typer.Argument(help="Images to explain.")],
+    layer: Annotated[Optional[str], typer.Option(help="Convolutional layer [default: the last one].")] = None,
+    class_name: Annotated[Optional[str], typer.Option("--class", help="Explain this label instead of the predicted one.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the overlays [default: <model folder>/explain].")] = None,
+    unsafe_load: Annotated[bool, typer.Option("--unsafe-load", help="Load a .keras file with safe mode off.")] = False,
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Grad-CAM heat maps over the images for the predicted (or --class) label, as PNG overlays."""
+    from edgecls.explain import explain as explain_images
+
+    run(lambda: explain_images(model, images, layer=layer, class_name=class_name, out_dir=out, unsafe=unsafe_load), as_json=json, render=_render_explain)
+
+
+def _render_explain(result) -> None:
+    out = console()
+    out.print(f"Grad-CAM on layer {result.layer} of {result.model}")
+    for item in result.explanations:
+        out.print(f"  {item.image}: {item.label} ({item.score:.2%}) → {item.heatmap_png}")

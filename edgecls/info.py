@@ -1,0 +1,187 @@
+"""``edgecls info``: what an artifact is, from the file alone.
+
+Input/output spec, labels and provenance carried in the file, parameters,
+MACs, size, op counts by type, and for quantized graphs which ops compute in
+integers and which stayed float.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecls.errors import ModelError
+from edgecls.runtime.metadata import read_model_info
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    shape: list[int]
+    dtype: str
+    quantization: str | None = None  # "scale=… zero_point=…" for quantized tensors
+
+
+@dataclass
+class ArtifactInfo:
+    path: str
+    format: str
+    size_bytes: int
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    params: int
+    macs: int | None
+    op_counts: dict[str, int]
+    integer_ops: int  # compute ops whose inputs are integer tensors
+    float_ops: list[str] = field(default_factory=list)  # "<OP> <output tensor>" of compute ops left in float
+    labels: list[str] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    metadata: bool = False
+
+
+# Ops that do arithmetic worth quantizing; the rest (reshape, pad, quantize/dequantize…) move data.
+COMPUTE_OPS = {
+    "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB", "MEAN", "AVERAGE_POOL_2D", "MAX_POOL_2D",
+    "SOFTMAX", "RELU", "RELU6", "LOGISTIC", "HARD_SWISH", "CONCATENATION", "BATCH_MATMUL", "TRANSPOSE_CONV",
+    "Conv", "Gemm", "MatMul", "Add", "Mul", "Sub", "GlobalAveragePool", "AveragePool", "MaxPool", "Softmax", "Relu",
+    "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "Concat", "ReduceMean",
+}
+
+
+def inspect_artifact(path: str | Path, *, unsafe: bool = False) -> ArtifactInfo:
+    """Describe a ``.keras``, ``.tflite`` or ``.onnx`` file.
+
+    >>> inspect_artifact("model_int8.tflite").float_ops  # doctest: +SKIP
+    []
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    readers = {".keras": _keras, ".tflite": _tflite, ".onnx": _onnx}
+    reader = readers.get(path.suffix.lower())
+    if reader is None:
+        raise ModelError(f"{path}: expected .keras, .tflite or .onnx")
+    result = reader(path, unsafe) if reader is _keras else reader(path)
+    info = read_model_info(path)
+    if info is not None:
+        result.labels, result.provenance, result.metadata = list(info.labels), dict(info.provenance), True
+    return result
+
+
+def _keras(path: Path, unsafe: bool) -> ArtifactInfo:
+    from edgecls.keras_io import load_keras_model
+    from edgecls.modelstats import count_params_and_macs
+
+    model = load_keras_model(path, unsafe=unsafe)
+    params, macs = count_params_and_macs(model)
+    ops = Counter(type(layer).__name__ for layer in model.layers)
+    spec = lambda tensor: TensorInfo(tensor.name, [d if d is not None else -1 for d in tensor.shape], str(tensor.dtype))  # noqa: E731
+    return ArtifactInfo(str(path), "keras", path.stat().st_size, [spec(t) for t in model.inputs], [spec(t) for t in model.outputs], params, macs, dict(ops), 0)
+
+
+def _tflite(path: Path) -> ArtifactInfo:
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(path.read_bytes()))
+    graph = model.subgraphs[0]
+    type_names = {value: name for name, value in vars(schema.TensorType).items() if not name.startswith("_")}
+    op_names = {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+
+    def tensor(index: int) -> TensorInfo:
+        t = graph.tensors[index]
+        quant = t.quantization
+        described = None
+        if quant is not None and quant.scale is not None and len(quant.scale):
+            described = f"scale={float(quant.scale[0]):.6g} zero_point={int(quant.zeroPoint[0])}" + (f" ({len(quant.scale)} channels)" if len(quant.scale) > 1 else "")
+        name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
+        return TensorInfo(name, [int(d) for d in (t.shape if t.shape is not None else [])], type_names.get(t.type, str(t.type)), described)
+
+    ops: Counter[str] = Counter()
+    float_ops: list[str] = []
+    integer_ops = 0
+    macs = 0
+    for op in graph.operators:
+        name = op_names.get(flatbuffer_utils.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex]), "CUSTOM")
+        ops[name] += 1
+        inputs = [graph.tensors[i] for i in (op.inputs if op.inputs is not None else []) if i >= 0]
+        outputs = [tensor(i) for i in (op.outputs if op.outputs is not None else [])]
+        macs += _tflite_macs(name, inputs, graph.tensors[op.outputs[0]] if op.outputs is not None and len(op.outputs) else None)
+        if name in COMPUTE_OPS and inputs:
+            if type_names.get(inputs[0].type) in ("INT8", "UINT8", "INT16"):
+                integer_ops += 1
+            else:
+                float_ops.append(f"{name} {outputs[0].name if outputs else ''}".strip())
+    params = sum(int(np.prod(t.shape)) for t in graph.tensors if t.shape is not None and model.buffers[t.buffer].data is not None and len(model.buffers[t.buffer].data))
+    return ArtifactInfo(
+        str(path), "tflite", path.stat().st_size, [tensor(i) for i in graph.inputs], [tensor(i) for i in graph.outputs],
+        params, macs or None, dict(ops), integer_ops, float_ops,
+    )
+
+
+def _tflite_macs(name: str, inputs: list, output) -> int:
+    if output is None or output.shape is None or len(inputs) < 2 or inputs[1].shape is None:
+        return 0
+    out_elements = int(np.prod(output.shape))
+    weight = [int(d) for d in inputs[1].shape]
+    if name == "CONV_2D":  # weights (Cout, kh, kw, Cin)
+        return out_elements * weight[1] * weight[2] * weight[3]
+    if name == "DEPTHWISE_CONV_2D":  # weights (1, kh, kw, C)
+        return out_elements * weight[1] * weight[2]
+    if name == "FULLY_CONNECTED":  # weights (units, in)
+        return out_elements * weight[1]
+    return 0
+
+
+def _onnx(path: Path) -> ArtifactInfo:
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    try:
+        model = shape_inference.infer_shapes(onnx.load(str(path)))
+    except Exception as exc:  # DecodeError and friends
+        raise ModelError(f"{path}: not a valid ONNX model ({exc})") from exc
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    shapes: dict[str, list[int]] = {}
+    for value in list(graph.value_info) + list(graph.input) + list(graph.output):
+        shapes[value.name] = [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
+    for name, init in initializers.items():
+        shapes[name] = list(init.dims)
+    producers = {output: node for node in graph.node for output in node.output}
+    ops: Counter[str] = Counter(node.op_type for node in graph.node)
+    integer_ops, float_ops, macs = 0, [], 0
+    for node in graph.node:
+        if node.op_type.startswith("QLinear") or node.op_type in ("ConvInteger", "MatMulInteger"):
+            integer_ops += 1
+        elif node.op_type in COMPUTE_OPS:
+            fed_by_dequantize = any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in node.input[:1])
+            if fed_by_dequantize:
+                integer_ops += 1  # QDQ: ONNX Runtime fuses DQ → op → Q into an integer kernel
+            else:
+                float_ops.append(f"{node.op_type} {node.name}")
+        macs += _onnx_macs(node, shapes)
+    data_type = lambda value: onnx.TensorProto.DataType.Name(value.type.tensor_type.elem_type).lower()  # noqa: E731
+    spec = lambda value: TensorInfo(value.name, shapes.get(value.name, []), data_type(value))  # noqa: E731
+    params = sum(int(np.prod(init.dims)) for init in initializers.values())
+    real_inputs = [value for value in graph.input if value.name not in initializers]
+    return ArtifactInfo(str(path), "onnx", path.stat().st_size, [spec(v) for v in real_inputs], [spec(v) for v in graph.output], params, macs or None, dict(ops), integer_ops, float_ops)
+
+
+def _onnx_macs(node, shapes: dict[str, list[int]]) -> int:
+    output = shapes.get(node.output[0]) if node.output else None
+    if not output or any(d <= 0 for d in output[1:]):
+        return 0
+    out_elements = int(np.prod([max(d, 1) for d in output]))
+    if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in shapes:
+        weight = shapes[node.input[1]]  # (Cout, Cin/group, kh, kw)
+        return out_elements * int(np.prod(weight[1:]))
+    if node.op_type in ("Gemm", "MatMul") and len(node.input) > 1 and node.input[1] in shapes:
+        weight = shapes[node.input[1]]
+        transposed = any(a.name == "transB" and a.i for a in node.attribute)
+        return out_elements * (weight[1] if transposed else weight[0])
+    return 0
