@@ -43,6 +43,11 @@ def _root(
 def quiet_frameworks() -> None:
     """Silence TensorFlow/absl start-up chatter (set before TensorFlow is imported)."""
     if not _state["debug"]:
+        import warnings
+
+        # Keras/tf2onnx deprecation chatter about NumPy 2 is not the user's concern.
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
         os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
