@@ -1,0 +1,127 @@
+"""Build the smaller model, and the masked original it must agree with.
+
+``rebuild`` edits the functional model's config (fewer ``filters``/``units``
+in the producers), instantiates it (every other layer infers its width from
+its input, as Keras layers do), and copies the surviving weights in through
+the handlers. The architecture, layer names and connections stay the same.
+
+``mask_removed_channels`` is the reference the rebuild is tested against: a
+copy of the original in which every consumer ignores the removed channels
+(their input weights set to zero). Zeroing the producers' filters instead
+would not do: BatchNormalization's beta and moving mean turn a zero channel
+into a constant, which the next convolution would still read.
+
+>>> small = rebuild(model, graph, keep)  # doctest: +SKIP
+>>> max_abs_difference(mask_removed_channels(model, graph, keep), small) < 1e-4  # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+
+from edgecls.errors import ModelError
+from edgecls.models import LOGITS_LAYER
+from edgecls.prune.graph import ChannelGraph
+from edgecls.prune.handlers import handler_for
+
+
+def as_functional(model: Any) -> Any:
+    """A Sequential model as a functional one over the same layers (the pruner needs a config with connections)."""
+    import keras
+
+    if isinstance(model, keras.Sequential):
+        return keras.Model(_single(model.inputs), _single(model.outputs), name=model.name)
+    if not hasattr(model, "_nodes_by_depth"):
+        raise ModelError("structured pruning needs a functional or Sequential Keras model; a subclassed model has no graph to analyse")
+    return model
+
+
+def clone_with_config(model: Any, config: dict[str, Any]) -> Any:
+    """Instantiate a functional model from ``config`` (a ``get_config()`` result)."""
+    import keras
+
+    # classes from outside Keras (a user's layers, unknown to the pruner and
+    # left as they are) must be found by name when the config is read back
+    custom = {type(layer).__name__: type(layer) for layer in model.layers if not type(layer).__module__.startswith("keras")}
+    try:
+        with keras.saving.custom_object_scope(custom):
+            return keras.Model.from_config(config)
+    except Exception as exc:  # Keras raises ValueError/TypeError with its own message
+        raise ModelError(f"cannot rebuild {model.name} from its config ({type(exc).__name__}: {exc})") from exc
+
+
+def rebuild(model: Any, graph: ChannelGraph, keep: dict[str, np.ndarray]) -> Any:
+    """A new model with only the kept channels of each group in ``keep``, weights copied."""
+    config = copy.deepcopy(model.get_config())
+    for layer_data in config["layers"]:
+        # the stored input shape would build the layer at its old width
+        layer_data.pop("build_config", None)
+        record = graph.layers.get(layer_data["name"])
+        if record is not None and record.output_group in keep:
+            handler = handler_for(model.get_layer(layer_data["name"]))
+            layer_data["config"] = handler.resize(layer_data["config"], len(keep[record.output_group]))
+    smaller = clone_with_config(model, config)
+    for layer in smaller.layers:
+        original = model.get_layer(layer.name)
+        weights = original.get_weights()
+        if weights:
+            layer.set_weights(_sliced_weights(original, weights, graph, keep))
+    return smaller
+
+
+def _sliced_weights(layer: Any, weights: list[np.ndarray], graph: ChannelGraph, keep: dict[str, np.ndarray]) -> list[np.ndarray]:
+    record = graph.layers.get(layer.name)
+    handler = handler_for(layer)
+    if record is None or handler is None or record.role == "other":
+        return weights
+    kept_in = graph.indices(record.input_layout, keep) if record.input_layout else None
+    kept_out = keep.get(record.output_group) if record.role == "producer" else kept_in
+    return handler.slice_weights(layer, weights, kept_in, kept_out)
+
+
+def mask_removed_channels(model: Any, graph: ChannelGraph, keep: dict[str, np.ndarray]) -> Any:
+    """A copy of ``model`` whose consumers give zero weight to every removed channel."""
+    masked = clone_with_config(model, model.get_config())
+    masked.set_weights(model.get_weights())
+    for name, record in graph.layers.items():
+        if record.role != "producer" or not record.input_layout:
+            continue
+        kept = graph.indices(record.input_layout, keep)
+        if kept is None:
+            continue
+        width = sum(size for _, size in record.input_layout)
+        removed = np.setdiff1d(np.arange(width), kept)
+        layer = masked.get_layer(name)
+        layer.set_weights(handler_for(layer).zero_inputs(layer, layer.get_weights(), removed))
+    return masked
+
+
+def comparison_output(model: Any) -> Any:
+    """The model up to its logits when it has a ``logits`` layer (softmax hides differences), else itself."""
+    import keras
+
+    try:
+        logits = model.get_layer(LOGITS_LAYER).output
+    except ValueError:
+        return model
+    return keras.Model(_single(model.inputs), logits)
+
+
+def _single(tensors: list[Any]) -> Any:
+    """One input as itself, not a one-element list (Keras warns when the call's structure differs)."""
+    return tensors[0] if len(tensors) == 1 else tensors
+
+
+def max_abs_difference(reference: Any, candidate: Any, *, samples: int = 4, seed: int = 0) -> float:
+    """Largest |Δ| between two models' logits on random pixels (0..255) of the input's shape."""
+    shape = tuple(int(d) for d in reference.input_shape[1:])
+    pixels = np.random.default_rng(seed).uniform(0.0, 255.0, size=(samples, *shape)).astype(np.float32)
+    expected = np.asarray(comparison_output(reference)(pixels, training=False))
+    actual = np.asarray(comparison_output(candidate)(pixels, training=False))
+    if expected.shape != actual.shape:
+        raise ModelError(f"pruned model output {actual.shape} differs from the original's {expected.shape}")
+    return float(np.max(np.abs(expected - actual)))

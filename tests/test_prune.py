@@ -1,0 +1,306 @@
+"""Structured and magnitude pruning: graph, groups, rebuild equivalence, the command."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from edgecls.errors import ConfigError
+
+
+def _randomise_batchnorm(model, seed: int = 0) -> None:
+    """Non-trivial BN statistics: a removed channel then feeds its consumers a
+    non-zero constant (beta, mean), so the masked reference is a real test."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.3, beta.shape), rng.normal(0, 0.3, mean.shape), rng.uniform(0.5, 2.0, variance.shape)])
+
+
+def _prune_in_memory(model, ratio: float, *, criterion: str = "l1", exclude=(), round_to: int = 8):
+    from edgecls.prune.graph import analyze
+    from edgecls.prune.plan import plan_channels
+    from edgecls.prune.rebuild import mask_removed_channels, rebuild
+
+    graph = analyze(model, exclude=exclude)
+    keep, plans = plan_channels(model, graph, ratio=ratio, criterion=criterion, round_to=round_to)
+    return graph, keep, plans, rebuild(model, graph, keep), mask_removed_channels(model, graph, keep)
+
+
+REGISTRY_CASES = [
+    ("cnn", dict(image_size=(32, 32), channels=1)),
+    ("mobilenetv2", dict(image_size=(32, 32), channels=3, alpha=0.35)),
+    ("mobilenetv3small", dict(image_size=(32, 32), channels=3, alpha=0.75)),
+    ("resnet50", dict(image_size=(32, 32), channels=3)),
+]
+
+
+@pytest.mark.parametrize("name,options", REGISTRY_CASES, ids=[case[0] for case in REGISTRY_CASES])
+def test_rebuilt_model_equals_masked_original(name, options):
+    import keras
+
+    from edgecls.modelstats import count_params_and_macs
+    from edgecls.models import build_model
+    from edgecls.prune.rebuild import max_abs_difference, rebuild
+
+    keras.utils.set_random_seed(0)
+    model = build_model(name, num_classes=10, **options)
+    _randomise_batchnorm(model)
+
+    graph, keep, plans, small, masked = _prune_in_memory(model, 0.5)
+    assert keep, "something must be pruned at ratio 0.5"
+    assert max_abs_difference(masked, small) <= 1e-4
+    # the masking matters: the unmasked original computes something else
+    assert max_abs_difference(model, small) > 1e-3
+    _, macs_before = count_params_and_macs(model)
+    _, macs_after = count_params_and_macs(small)
+    assert macs_after < 0.45 * macs_before
+    # the head keeps its classes; layer names and the input survive
+    assert small.get_layer("logits").units == 10
+    assert [layer.name for layer in small.layers] == [layer.name for layer in model.layers]
+    for group in graph.groups:
+        if group.name in keep:
+            assert small.get_layer(group.producers[0]).output.shape[-1] == len(keep[group.name]) < group.channels
+
+    # ratio 0: the very same function, the very same weights
+    same = rebuild(model, graph, {})
+    assert max_abs_difference(model, same) == 0.0
+    for before, after in zip(model.get_weights(), same.get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+
+def _functional(build):
+    import keras
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((12, 12, 3), name="pixels")
+    outputs = build(inputs)
+    model = keras.Model(inputs, outputs)
+    _randomise_batchnorm(model)
+    return model
+
+
+def _head(x):
+    from keras import layers
+
+    x = layers.GlobalAveragePooling2D()(x)
+    return layers.Dense(5, name="logits")(x)
+
+
+def test_residual_add_concatenate_and_depthwise_groups():
+    from keras import layers
+
+    from edgecls.prune.rebuild import max_abs_difference
+
+    def build(inputs):
+        stem = layers.ReLU()(layers.BatchNormalization(name="stem_bn")(layers.Conv2D(32, 3, padding="same", name="stem")(inputs)))
+        branch = layers.Conv2D(32, 1, name="branch")(stem)
+        added = layers.Add(name="add")([stem, branch])  # stem and branch share one channel set
+        depthwise = layers.DepthwiseConv2D(3, padding="same", name="dw")(added)
+        left = layers.Conv2D(16, 1, name="left")(depthwise)
+        right = layers.Conv2D(24, 1, name="right")(depthwise)
+        joined = layers.Concatenate(name="concat")([left, right])
+        joined = layers.BatchNormalization(name="joined_bn")(joined)
+        return _head(layers.Conv2D(40, 3, name="mix")(joined))
+
+    model = _functional(build)
+    graph, keep, _, small, masked = _prune_in_memory(model, 0.5)
+    residual = graph.group("stem")
+    assert set(residual.producers) == {"stem", "branch"}
+    assert {"stem_bn", "dw"} <= set(residual.members)
+    assert set(residual.consumers) >= {"branch", "left", "right"}
+    assert "joined_bn" in graph.group("left").members and "joined_bn" in graph.group("right").members
+    # the concatenation's consumer reads left's kept channels, then right's, offset by 16
+    expected = np.concatenate([keep["left"], 16 + keep["right"]])
+    np.testing.assert_array_equal(graph.indices(graph.layers["mix"].input_layout, keep), expected)
+    assert small.get_layer("mix").kernel.shape[2] == len(keep["left"]) + len(keep["right"]) == 8 + 16
+    assert small.get_layer("dw").kernel.shape[2] == small.get_layer("stem").filters == 16
+    assert max_abs_difference(masked, small) <= 1e-4
+
+
+def test_flatten_then_dense_drops_rows_of_removed_channels():
+    from keras import layers
+
+    from edgecls.prune.rebuild import max_abs_difference
+
+    model = _functional(lambda inputs: layers.Dense(5, name="logits")(layers.Flatten()(layers.MaxPooling2D(4)(layers.Conv2D(16, 3, padding="same", name="conv")(inputs)))))
+    graph, keep, _, small, masked = _prune_in_memory(model, 0.5)
+    assert len(keep["conv"]) == 8
+    assert small.get_layer("logits").kernel.shape == (3 * 3 * 8, 5)
+    assert max_abs_difference(masked, small) <= 1e-4
+
+
+def test_unknown_layer_blocks_its_group_and_is_reported():
+    import keras
+    from keras import layers
+
+    from edgecls.prune.rebuild import max_abs_difference
+
+    class MyConv(keras.layers.Conv2D):  # a subclass may behave differently: not assumed to be a Conv2D
+        pass
+
+    def build(inputs):
+        a = layers.Conv2D(16, 3, padding="same", name="a")(inputs)
+        normed = layers.LayerNormalization(name="ln")(a)  # mixes channels
+        b = MyConv(16, 3, padding="same", name="b")(normed)
+        c = layers.Conv2D(16, 3, padding="same", name="c")(layers.ReLU()(b))
+        return _head(c)
+
+    model = _functional(build)
+    graph, keep, plans, small, masked = _prune_in_memory(model, 0.5)
+    assert not graph.group("a").prunable and any("LayerNormalization" in reason for reason in graph.group("a").blocked)
+    assert {item["layer"] for item in graph.unsupported} >= {"ln", "b"}
+    assert "c" in keep and "a" not in keep  # c's group is fine; a's and b's are left alone
+    left_alone = {plan.name: plan.left_alone for plan in plans if plan.left_alone}
+    assert "a" in left_alone and "LayerNormalization" in left_alone["a"]
+    assert small.get_layer("a").filters == 16
+    assert max_abs_difference(masked, small) <= 1e-4
+
+
+def test_head_and_excluded_layers_are_never_pruned():
+    from keras import layers
+
+    model = _functional(lambda inputs: layers.Dense(5, name="logits")(layers.Dense(32, name="fc")(layers.Flatten()(layers.Conv2D(16, 3, strides=4, name="conv")(inputs)))))
+    graph, keep, _, small, _ = _prune_in_memory(model, 0.5, exclude=("conv",))
+    assert not graph.group("logits").prunable
+    assert any("classifier head" in reason for reason in graph.group("logits").blocked)
+    assert any("excluded" in reason for reason in graph.group("conv").blocked)
+    assert set(keep) == {"fc"} and small.get_layer("conv").filters == 16
+    with pytest.raises(ConfigError, match="--exclude"):
+        _prune_in_memory(model, 0.5, exclude=("no_such_layer",))
+
+
+def test_importance_criteria_pick_the_strongest_channels():
+    from keras import layers
+
+    from edgecls.prune.graph import analyze
+    from edgecls.prune.importance import channel_importance
+    from edgecls.prune.plan import plan_channels
+
+    model = _functional(lambda inputs: _head(layers.BatchNormalization(name="bn")(layers.Conv2D(16, 1, name="conv")(inputs))))
+    conv, bn = model.get_layer("conv"), model.get_layer("bn")
+    kernel = np.ones((1, 1, 3, 16), np.float32) * np.arange(1, 17, dtype=np.float32)  # filter norm grows with index
+    conv.set_weights([kernel, np.zeros(16, np.float32)])
+    gamma, beta, mean, variance = bn.get_weights()
+    bn.set_weights([np.arange(16, 0, -1).astype(np.float32), beta, mean, variance])  # gamma shrinks with index
+    graph = analyze(model)
+    group = graph.group("conv")
+    l1, _ = channel_importance(model, graph, group, "l1")
+    assert np.argmax(l1) == 15
+    keep, _ = plan_channels(model, graph, ratio=0.5, criterion="bn-gamma", round_to=1)
+    np.testing.assert_array_equal(keep["conv"], np.arange(8))  # largest |gamma|: the first eight
+    # a group without BatchNormalization falls back to l1, and says so
+    no_bn = _functional(lambda inputs: _head(layers.Conv2D(16, 1, name="conv")(inputs)))
+    graph = analyze(no_bn)
+    _, used = channel_importance(no_bn, graph, graph.group("conv"), "bn-gamma")
+    assert used == "l1"
+
+
+@pytest.mark.parametrize("channels,ratio,round_to,expected", [(96, 0.5, 8, 48), (20, 0.0, 8, 20), (20, 0.5, 8, 16), (12, 0.5, 8, 8), (64, 0.9, 8, 8), (10, 0.95, 1, 8), (33, 0.5, 1, 17)])
+def test_kept_counts_round_up_and_respect_the_floor(channels, ratio, round_to, expected):
+    from edgecls.prune.plan import kept_count
+
+    assert kept_count(channels, ratio, min_channels=8, round_to=round_to) == expected
+
+
+def test_count_params_and_macs():
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((8, 8, 1))
+    x = layers.Conv2D(4, 3, padding="same")(inputs)  # 8*8*9*1*4 = 2304
+    x = layers.DepthwiseConv2D(3, padding="same")(x)  # 8*8*9*4 = 2304
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(2)(x)  # 4*2 = 8
+    model = keras.Model(inputs, outputs)
+    from edgecls.modelstats import count_params_and_macs
+
+    assert count_params_and_macs(model) == (model.count_params(), 2304 + 2304 + 8)
+
+
+def test_magnitude_masks_survive_training():
+    import keras
+    from keras import layers
+
+    from edgecls.prune.magnitude import apply_masks, keep_masks_callback, magnitude_masks, sparsity_report
+
+    model = _functional(lambda inputs: _head(layers.Conv2D(16, 3, name="conv")(inputs)))
+    masks = magnitude_masks(model, 0.8)
+    assert set(masks) == {"conv", "logits"}
+    assert abs(1 - masks["conv"].mean() - 0.8) < 1 / masks["conv"].size
+    apply_masks(model, masks)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    rng = np.random.default_rng(0)
+    model.fit(rng.uniform(0, 255, (32, 12, 12, 3)), rng.normal(size=(32, 5)), epochs=2, batch_size=8, verbose=0, callbacks=[keep_masks_callback(masks)])
+    report = sparsity_report(model, masks)
+    removed = sum(int((~mask).sum()) for mask in masks.values())
+    assert report["kernel_sparsity"] == pytest.approx(removed / sum(mask.size for mask in masks.values())) and report["kernel_sparsity"] > 0.79
+    assert np.all(np.asarray(model.get_layer("conv").kernel)[~masks["conv"]] == 0)
+
+
+def test_config_errors():
+    from edgecls.prune import PruneConfig
+
+    for config, message in [
+        (PruneConfig(ratio=1.0), "--ratio"),
+        (PruneConfig(method="random"), "--method"),
+        (PruneConfig(criterion="taylor"), "criterion"),
+        (PruneConfig(steps=3), "--finetune-epochs"),
+        (PruneConfig(sparsity=1.5), "--sparsity"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            config.check()
+
+
+def test_prune_command_end_to_end(digits_run, tmp_path):
+    """`edgecls prune` on the trained digits model: a smaller .keras with its labels, and a report."""
+    from typer.testing import CliRunner
+
+    from edgecls.cli import app
+    from edgecls.keras_io import load_keras_model
+    from edgecls.runtime.metadata import read_model_info
+
+    out = tmp_path / "pruned.keras"
+    result = CliRunner().invoke(app, ["prune", str(digits_run.model_path), "--ratio", "0.5", "--steps", "2", "--data", "digits", "--finetune-epochs", "1", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    for key in ("params_before", "params_after", "macs_before", "macs_after", "top1_before", "top1_after", "latency_ms_before", "latency_ms_after", "model_path"):
+        assert report[key] is not None, key
+    assert report["macs_after"] < 0.35 * report["macs_before"]
+    assert report["latency"]["threads"] == 1 and "host" in report["latency"]["where"]
+    # two rounds (ratio 0.25 then 0.5 of the original widths), each verified and fine-tuned
+    assert len(report["equivalence_max_abs"]) == 2 and max(report["equivalence_max_abs"]) <= 1e-4
+    assert len(report["finetune"]["rounds"]) == 2
+    assert {group["group"] for group in report["groups"]} == {"conv1", "conv2", "conv3", "fc"}
+    assert report["left_alone"][0]["group"] == "logits"
+    assert report["top1_after"] > 0.5
+    info = read_model_info(out)
+    original = read_model_info(digits_run.model_path)
+    assert info.labels == original.labels and info.input_size == original.input_size
+    assert info.provenance["pruned"]["ratio"] == 0.5 and info.provenance["dataset"] == "digits"
+    assert load_keras_model(out).get_layer("conv1").filters == 16
+    assert json.loads((tmp_path / "pruned_report.json").read_text())["model_path"] == str(out)
+    assert "edgecls.json" in zipfile.ZipFile(out).namelist()
+
+
+def test_magnitude_command_and_errors(digits_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgecls.cli import app
+
+    out = tmp_path / "sparse.keras"
+    runner = CliRunner()
+    result = runner.invoke(app, ["prune", str(digits_run.model_path), "--method", "magnitude", "--sparsity", "0.8", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["sparsity"]["kernel_sparsity"] > 0.79
+    assert report["params_after"] == report["params_before"] and report["macs_after"] == report["macs_before"]
+    assert report["gzip_size_after"] < 0.5 * report["gzip_size_before"]
+    bad = runner.invoke(app, ["prune", str(digits_run.model_path), "--out", str(digits_run.model_path)])
+    assert bad.exit_code == 2 and "never overwrites" in bad.output
