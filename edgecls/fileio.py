@@ -33,6 +33,10 @@ def atomic_path(final_path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.is_file():  # mkstemp makes 0600; an artifact should read like any written file
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         if tmp.is_dir():
             if final.exists():
                 shutil.rmtree(final)
