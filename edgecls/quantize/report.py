@@ -1,0 +1,82 @@
+"""The quantize report: JSON (what ``--json`` prints) and Markdown, beside the artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgecls.fileio import write_json, write_text
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.2f}%"
+
+
+def _points(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def write_reports(result: Any, out_dir: Path, stem: str) -> tuple[Path, Path]:
+    """Write ``<stem>_quantize.json`` and ``<stem>_quantize.md``; return both paths."""
+    json_path = out_dir / f"{stem}_quantize.json"
+    markdown_path = out_dir / f"{stem}_quantize.md"
+    result.report_json, result.report_markdown = str(json_path), str(markdown_path)
+    write_json(json_path, result.to_dict())
+    write_text(markdown_path, markdown(result))
+    return json_path, markdown_path
+
+
+def markdown(result: Any) -> str:
+    """A human-readable account of a ``QuantizeResult``."""
+    lines = [f"# Quantization of `{result.model}`", ""]
+    calibration = result.calibration
+    if calibration:
+        lines += [
+            f"Calibration: {calibration['n_images']} images from `{calibration['folder']}` "
+            f"(seed {calibration['seed']}, manifest `{Path(calibration['manifest']).name}`, sha256 `{calibration['manifest_sha256'][:12]}…`); "
+            f"ONNX method {calibration['method']}, TFLite min/max; {'per-channel' if calibration['per_channel'] else 'per-tensor'} weights.",
+            "",
+        ]
+    if result.eval_data:
+        lines += [
+            f"Evaluation: {result.n_eval_images} images of `{result.eval_data}` (validation split, never calibrated on); "
+            f"float top-1 {_percent(result.float_top1)}; budget: at most {result.max_drop:.2f} points lost.",
+            "",
+        ]
+    else:
+        lines += ["Evaluation: none (pass `--eval-data` to measure accuracy and hold INT8 to the `--max-drop` budget).", ""]
+    lines += [
+        "| artifact | format | precision | I/O | size | × FP32 | top-1 | drop (points) | agreement | layers kept float | time |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for artifact in result.artifacts:
+        lines.append(
+            f"| `{Path(artifact.path).name}` | {artifact.format} | {artifact.precision} | {artifact.io} | {artifact.size_bytes:,} B | "
+            f"{artifact.size_ratio:.3f} | {_percent(artifact.top1)} | {_points(artifact.drop)} | {_percent(artifact.agreement)} | "
+            f"{', '.join(artifact.float_layers) or '—'} | {artifact.seconds:.1f} s |"
+        )
+    for artifact in result.artifacts:
+        if not artifact.worst_layers and len(artifact.attempts) <= 1:
+            continue
+        lines += ["", f"## `{Path(artifact.path).name}`", ""]
+        if artifact.worst_layers:
+            lines += [
+                "Largest quantization errors (per-channel relative error of each activation tensor rounded alone to INT8; "
+                "accumulated: INT8 model vs float model at that tensor), on calibration images:",
+                "",
+                "| layer | op | error | accumulated | tensor |",
+                "|---|---|---:|---:|---|",
+            ]
+            for item in artifact.worst_layers:
+                accumulated = "n/a" if item.accumulated is None else f"{item.accumulated:.4f}"
+                lines.append(f"| {', '.join(item.layers) or '?'} | {item.op_type} | {item.error:.4f} | {accumulated} | `{item.tensor[:80]}` |")
+        if len(artifact.attempts) > 1:
+            lines += ["", "Accuracy budget, attempt by attempt:", "", "| kept in float | top-1 | drop (points) |", "|---|---:|---:|"]
+            for attempt in artifact.attempts:
+                lines.append(f"| {', '.join(attempt.float_layers) or 'nothing (plain INT8)'} | {_percent(attempt.top1)} | {_points(attempt.drop)} |")
+            verdict = "within" if artifact.within_budget else "NOT within"
+            lines += ["", f"Result: {verdict} the budget of {result.max_drop:.2f} points; kept in float: {', '.join(artifact.float_layers) or 'nothing'}."]
+    if result.warnings:
+        lines += ["", "## Warnings", ""] + [f"- {message}" for message in result.warnings]
+    lines += ["", f"Total time {result.seconds:.1f} s on {result.host}.", ""]
+    return "\n".join(lines)

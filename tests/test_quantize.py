@@ -1,0 +1,307 @@
+"""INT8 quantization: calibration folders, integer-only graphs, the uint8 camera contract,
+the accuracy budget on a model with an outlier layer, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import write_png
+from edgecls.cli import app
+from edgecls.errors import DataError
+from edgecls.quantize import QuantizeConfig, quantize
+from edgecls.quantize.calibration import load_calibration, stratified_sample
+from edgecls.runtime.metadata import ModelInfo, read_model_info
+
+REPO = Path(__file__).resolve().parents[1]
+CALIB_DIGITS = REPO / "calib_data" / "digits"
+SIZE = 16  # the small models here take 16x16 gray digits
+runner = CliRunner()
+
+
+def digits_info(size: int = SIZE) -> ModelInfo:
+    return ModelInfo(
+        labels=tuple(str(d) for d in range(10)), input_size=(size, size), channels=1, channel_order="GRAY",
+        provenance={"dataset": "digits", "split": {"mode": "stratified", "seed": 0, "val_split": 0.2}},
+    )
+
+
+# --- models built here: a small dense classifier, and the same with an outlier layer ------
+
+
+@pytest.fixture(scope="module")
+def dense_models(tmp_path_factory):
+    """A small dense digits classifier and a copy with one outlier channel added.
+
+    ``outlier`` computes exactly what ``hidden`` does plus one extra ReLU
+    channel that reaches ~5000 on every image; the next layer gives it weight
+    0, so the float model is unchanged. INT8 spreads 256 levels over 0..5000
+    for that tensor (one step ≈ 20): every real channel (0..5) rounds to 0.
+    """
+    import keras
+
+    from edgecls.data import load_dataset
+    from edgecls.keras_io import save_keras_model
+
+    root = tmp_path_factory.mktemp("dense")
+    dataset = load_dataset("digits", image_size=(SIZE, SIZE))
+    keras.utils.set_random_seed(0)
+
+    def build(hidden_name: str, width: int):
+        inputs = keras.Input((SIZE, SIZE, 1), name="pixels")
+        x = keras.layers.Rescaling(1 / 255.0, name="normalize")(inputs)
+        x = keras.layers.Flatten(name="flatten")(x)
+        x = keras.layers.Dense(width, activation="relu", name=hidden_name)(x)
+        logits = keras.layers.Dense(10, name="logits")(x)
+        return keras.Model(inputs, keras.layers.Activation("softmax", name="probs")(logits))
+
+    plain = build("hidden", 32)
+    plain.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    plain.fit(dataset.train.images.astype("float32"), dataset.train.labels, epochs=15, batch_size=64, verbose=0)
+    outlier = build("outlier", 33)
+    weights, bias = plain.get_layer("hidden").get_weights()
+    outlier.get_layer("outlier").set_weights([np.concatenate([weights, np.full((weights.shape[0], 1), 50.0, np.float32)], 1), np.append(bias, 0.0).astype(np.float32)])
+    head, head_bias = plain.get_layer("logits").get_weights()
+    outlier.get_layer("logits").set_weights([np.concatenate([head, np.zeros((1, 10), np.float32)], 0), head_bias])
+    paths = {name: save_keras_model(model, root / f"{name}.keras", digits_info()) for name, model in (("plain", plain), ("outlier", outlier))}
+    return paths
+
+
+# --- calibration folders ----------------------------------------------------------------
+
+
+def test_stratified_sample_is_proportional_and_seeded():
+    labels = np.repeat(np.arange(4), [50, 30, 15, 5])
+    chosen = stratified_sample(labels, 20, seed=3)
+    assert len(chosen) == 20 and len(set(chosen.tolist())) == 20
+    assert np.bincount(labels[chosen], minlength=4).tolist() == [10, 6, 3, 1]
+    assert np.array_equal(chosen, stratified_sample(labels, 20, seed=3))
+    assert not np.array_equal(chosen, stratified_sample(labels, 20, seed=4))
+    assert np.array_equal(stratified_sample(labels, 500, seed=0), np.arange(100))
+
+
+def test_calibration_matches_the_model_contract_and_warns(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    for label in ("cat", "dog"):
+        for i in range(6):
+            write_png(tmp_path / "calib" / label / f"{i}.png", rng.integers(0, 256, (40, 30, 3), dtype=np.uint8))
+    info = ModelInfo(labels=("cat", "dog", "fox"), input_size=(24, 20), channels=3, channel_order="RGB")
+    calibration = load_calibration(tmp_path / "calib", info, size=8, seed=1)
+    assert len(calibration) == 8 and calibration.per_class_counts() == {"cat": 4, "dog": 4}
+    batches = list(calibration)  # the plain iterable both converters read
+    assert len(batches) == 8 and batches[0].shape == (1, 24, 20, 3) and batches[0].dtype == np.uint8
+    assert [b.shape[0] for b in calibration.batches(3)] == [3, 3, 2]
+    text = " ".join(calibration.warnings)
+    assert "only 8 calibration images (of 12 available)" in text
+    assert "1 of the model's 3 classes have no calibration images: fox" in text
+    manifest = calibration.manifest()
+    assert manifest["n_images"] == 8 and len({f["sha256"] for f in manifest["files"]}) == 8
+    assert all(f["file"].startswith(("cat/", "dog/")) for f in manifest["files"])
+
+
+def test_calibration_errors(tmp_path):
+    info = digits_info()
+    with pytest.raises(DataError, match="no such calibration folder"):
+        load_calibration(tmp_path / "missing", info)
+    (tmp_path / "empty" / "0").mkdir(parents=True)
+    (tmp_path / "empty" / "0" / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError, match="no decodable images"):
+        load_calibration(tmp_path / "empty", info)
+    four_channels = ModelInfo(labels=("a", "b"), input_size=(16, 16), channels=4, channel_order="RGB")
+    with pytest.raises(DataError, match="takes 4 channel"):
+        load_calibration(CALIB_DIGITS, four_channels)
+
+
+def test_repository_digits_calibration_set_holds_only_training_images():
+    from edgecls.data import load_dataset
+
+    files = sorted(CALIB_DIGITS.glob("*/*.png"))
+    assert 200 <= len(files) <= 500 and len({f.parent.name for f in files}) == 10
+    indices = {int(re.fullmatch(r"digits_(\d+)\.png", f.name).group(1)) for f in files}
+    dataset = load_dataset("digits", image_size=(8, 8))  # the split `edgecls train` makes (val 0.2, seed 0)
+    validation = {int(source.split("#")[1]) for source in dataset.val.sources}
+    assert not indices & validation
+    # the PNGs hold the training pixels exactly: 8x8 digits, lossless
+    by_index = dict(zip((int(s.split("#")[1]) for s in dataset.train.sources), dataset.train.images))
+    sample = files[0]
+    import cv2
+
+    assert np.array_equal(cv2.imread(str(sample), cv2.IMREAD_UNCHANGED), by_index[int(sample.stem.split("_")[1])][:, :, 0])
+
+
+# --- TFLite graph structure and the uint8 contract --------------------------------------
+
+
+def test_int8_tflite_graph_is_integer_only(digits_run, tmp_path):
+    from edgecls.keras_io import load_keras_model
+    from edgecls.quantize import tflite
+
+    info = read_model_info(digits_run.model_path)
+    calibration = load_calibration(CALIB_DIGITS, info, size=100)
+    model = load_keras_model(digits_run.model_path)
+    model_bytes = tflite.convert_int8(model, calibration)  # the default: --io int8
+    ops = tflite.op_types(model_bytes)
+    names = [op for op, _, _ in ops]
+    assert {"CONV_2D", "FULLY_CONNECTED", "SOFTMAX"} <= set(names)
+    assert "CUSTOM" not in names and "DEQUANTIZE" not in names and "QUANTIZE" not in names
+    assert tflite.float_ops(model_bytes) == []
+    tensor_types = {kind for _, inputs, outputs in ops for kind in inputs + outputs}
+    assert tensor_types <= {"INT8", "INT32"}, tensor_types
+    assert tflite.io_quantization(model_bytes)["input"] == {"dtype": "int8", "scale": 1.0, "zero_point": -128}
+
+
+def test_uint8_io_takes_camera_bytes_without_float_math(digits_run, tmp_path):
+    from edgecls.evaluate import validation_set
+    from edgecls.runtime import Classifier
+
+    result = quantize(digits_run.model_path, QuantizeConfig(calib=str(CALIB_DIGITS), calib_size=150, io="uint8", eval_data="digits", out=str(tmp_path)))
+    by_format = {a.format: a for a in result.artifacts}
+    tflite_artifact, onnx_artifact = by_format["tflite"], by_format["onnx"]
+    assert tflite_artifact.float_ops == 0 and tflite_artifact.float_layers == []
+    assert tflite_artifact.input == {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
+    classifier = Classifier(tflite_artifact.path)
+    spec = classifier.engine.input
+    assert spec.dtype == np.uint8 and spec.scale == 1.0 and spec.zero_point == 0
+    images, _ = validation_set(classifier.info, "digits")
+    pixels = np.ascontiguousarray(images.images[:32])
+    fed = classifier.to_input(pixels)
+    assert fed is pixels or np.shares_memory(fed, pixels)  # the bytes themselves: no copy, no float
+    assert np.mean(classifier.scores(pixels).argmax(1) == images.labels[:32]) >= 0.9
+    # both artifacts measured against float on held-out images, metadata inside
+    for artifact in (tflite_artifact, onnx_artifact):
+        assert artifact.precision == "int8" and artifact.size_ratio < 0.4
+        assert artifact.agreement >= 0.95 and artifact.drop <= 3.0
+        provenance = read_model_info(artifact.path).provenance
+        assert provenance["precision"] == "int8" and provenance["top1"] == pytest.approx(artifact.top1)
+        assert provenance["calibration"]["manifest_sha256"] == result.calibration["manifest_sha256"]
+        assert len(artifact.worst_layers) == 5
+    manifest = json.loads(Path(result.calibration["manifest"]).read_text())
+    assert manifest["n_images"] == 150 and manifest["sha256"] == result.calibration["manifest_sha256"]
+    report = json.loads(Path(result.report_json).read_text())
+    assert set(report["artifacts"][0]) >= {"path", "format", "precision", "size_bytes", "size_ratio", "top1", "agreement", "float_layers"}
+    assert "float_top1" in report and Path(result.report_markdown).read_text().startswith("# Quantization")
+
+
+def test_uint8_input_is_pinned_to_bytes_when_calibration_misses_0_and_255(dense_models, tmp_path):
+    from edgecls.keras_io import load_keras_model
+    from edgecls.quantize import tflite
+    from edgecls.runtime.engines import load_engine
+
+    info = digits_info()
+    calibration = load_calibration(CALIB_DIGITS, info, size=60)
+    calibration.images = np.clip(calibration.images, 20, 230)  # a low-contrast calibration set
+    calibrated = tflite.calibrate(load_keras_model(dense_models["plain"]), calibration)
+    raw = tflite.requantize(calibrated, io="uint8")
+    assert tflite.io_quantization(raw)["input"]["scale"] != pytest.approx(1.0)
+    pinned = tflite.pin_uint8_input(raw)
+    assert tflite.io_quantization(pinned)["input"] == {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
+    pixels = np.clip(load_calibration(CALIB_DIGITS, info, size=40, seed=5).images, 20, 230)
+    outputs = []
+    for model_bytes in (raw, pinned):
+        path = tmp_path / f"m{len(outputs)}.tflite"
+        path.write_bytes(model_bytes)
+        engine = load_engine(path)
+        scale, zero_point = engine.input.scale, engine.input.zero_point
+        outputs.append(engine.run(np.clip(np.round(pixels / scale) + zero_point, 0, 255).astype(np.uint8)))
+    assert np.mean(outputs[0].argmax(1) == outputs[1].argmax(1)) >= 0.97  # same function, one rounding fewer
+
+
+# --- the accuracy budget ------------------------------------------------------------------
+
+
+def test_budget_keeps_the_outlier_layer_in_float(dense_models, tmp_path):
+    from edgecls.quantize import tflite
+
+    result = runner.invoke(app, [
+        "quantize", str(dense_models["outlier"]), "--int8", "--calib", str(CALIB_DIGITS), "--calib-size", "120",
+        "--eval-data", "digits", "--max-drop", "1.0", "--out", str(tmp_path), "--json",
+    ])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["float_top1"] > 0.85 and {a["format"] for a in report["artifacts"]} == {"tflite", "onnx"}
+    for artifact in report["artifacts"]:
+        plain, kept = artifact["attempts"]  # plain INT8, then one tensor kept float
+        assert plain["float_layers"] == [] and plain["drop"] > 30.0, artifact["format"]  # plain INT8 collapses
+        assert artifact["worst_layers"][0]["layers"] == ["outlier"] and artifact["worst_layers"][0]["error"] > 0.5
+        assert artifact["within_budget"] and artifact["drop"] <= 1.0 and kept["drop"] == artifact["drop"]
+        # the outlier tensor never becomes INT8: its producer and its consumer run in float
+        assert artifact["float_layers"] == ["outlier", "logits"]
+        assert read_model_info(artifact["path"]).provenance["float_layers"] == artifact["float_layers"]
+    tflite_artifact = next(a for a in report["artifacts"] if a["format"] == "tflite")
+    model_bytes = Path(tflite_artifact["path"]).read_bytes()
+    # float math only where it was asked for: the kept layers and the (de)quantize ops around them
+    assert sorted(tflite.float_ops(model_bytes)) == ["DEQUANTIZE", "FULLY_CONNECTED", "FULLY_CONNECTED", "QUANTIZE"]
+    assert tflite.io_quantization(model_bytes)["input"]["dtype"] == "int8"
+    markdown = Path(report["report_markdown"]).read_text()
+    assert "| outlier, logits |" in markdown and "within the budget of 1.00 points; kept in float: outlier, logits" in markdown
+
+
+# --- the CLI ---------------------------------------------------------------------------------
+
+
+def test_cli_defaults_are_the_config_defaults():
+    import inspect
+
+    from edgecls.cli.quantize import quantize as command
+
+    defaults = {name: parameter.default for name, parameter in inspect.signature(command).parameters.items()}
+    config = QuantizeConfig()
+    renamed = {"format": "formats"}
+    for name, default in defaults.items():
+        field_name = renamed.get(name, name)
+        if field_name in {f.name for f in fields(QuantizeConfig)} and field_name not in ("calib", "out", "eval_data", "formats"):
+            assert getattr(config, field_name) == default, name
+    assert config.formats == () and defaults["format"] == ""  # "" → every format the precision allows
+
+
+def test_cli_calib_data_and_quantize(dense_models, tmp_path):
+    result = runner.invoke(app, ["calib-data", "--from", "digits", "--n", "40", "--out", str(tmp_path / "calib"), "--json"])
+    assert result.exit_code == 0, result.stderr
+    written = json.loads(result.stdout)
+    assert written["n_images"] == 40 and written["split"] == "train" and sum(written["per_class"].values()) == 40
+    assert len(list((tmp_path / "calib").glob("*/*.png"))) == 40
+    result = runner.invoke(app, ["calib-data", "--out", str(tmp_path / "calib")])
+    assert result.exit_code == 2 and "not empty" in result.stderr
+
+    result = runner.invoke(app, [
+        "quantize", str(dense_models["plain"]), "--int8", "--calib", str(tmp_path / "calib"), "--format", "onnx",
+        "--method", "percentile", "--eval-data", "digits", "--out", str(tmp_path / "q"), "--json",
+    ])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    (artifact,) = report["artifacts"]
+    assert artifact["format"] == "onnx" and artifact["path"].endswith("plain_int8.onnx") and artifact["top1"] > 0.8
+    assert report["float_top1"] > 0.8 and report["calibration"]["method"] == "percentile"
+    assert any("only 40 calibration images" in message for message in report["warnings"])
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--int8"], "needs calibration images"),
+        (["--int8", "--fp16", "--calib", "CALIB"], "choose one of --int8 and --fp16"),
+        (["--int8", "--calib", "EMPTY"], "no decodable images"),
+        (["--fp16", "--format", "onnx"], "--fp16 makes TFLite"),
+        (["--int8", "--calib", "CALIB", "--io", "int4"], "--io must be one of"),
+    ],
+)
+def test_cli_errors_are_one_line(dense_models, tmp_path, arguments, message):
+    (tmp_path / "empty").mkdir()
+    arguments = [str(CALIB_DIGITS) if a == "CALIB" else str(tmp_path / "empty") if a == "EMPTY" else a for a in arguments]
+    result = runner.invoke(app, ["quantize", str(dense_models["plain"]), *arguments])
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_fp16_is_measured_not_budgeted(dense_models, tmp_path):
+    result = quantize(dense_models["plain"], QuantizeConfig(precision="fp16", eval_data="digits", out=str(tmp_path)))
+    (artifact,) = result.artifacts
+    assert artifact.format == "tflite" and artifact.precision == "fp16" and artifact.path.endswith("plain_fp16.tflite")
+    assert 0.4 < artifact.size_ratio < 0.6 and artifact.agreement >= 0.99 and abs(artifact.drop) <= 0.5
+    assert read_model_info(artifact.path).provenance["precision"] == "fp16" and not result.calibration
