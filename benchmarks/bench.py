@@ -1,0 +1,310 @@
+"""Benchmark of ``edgecls bench`` itself (issue 6): does it measure what a raw loop measures?
+
+Writes ``benchmarks/results/bench.json`` with, for MobileNetV2 (alpha 1.0,
+96x96, INT8 TFLite, random weights: no downloads here) on this host:
+
+1. the bench's p50 against an independent raw LiteRT ``Interpreter.invoke()``
+   loop written below, in the same run (target: within 5 %);
+2. ``Classifier.predict`` on a 640x480 BGR frame against raw ``invoke()``,
+   medians in one process (target: <= 1.15x);
+3. remote bench through a loopback OpenSSH server against the local bench:
+   same top-1, no temporary files left on the "device";
+4. resident memory growth over 10,000 ``predict`` calls after warm-up
+   (target: <= 2 MB), in a fresh runtime-only process.
+
+Every latency is a host number (x86 here), one thread, stated with its engine.
+Run: ``.venv/bin/python benchmarks/bench.py`` (or ``make bench``); ~3-5 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the loopback sshd helper the remote tests use
+
+RESULTS = ROOT / "benchmarks" / "results" / "bench.json"
+THREADS = 1  # one core of two shared ones: the steadiest figure this host gives
+RUNS, WARMUP, ROUNDS = 300, 50, 5
+BLOCK = 5  # calls per block when loops alternate in one process
+PAIRED_ROUNDS, PAIRED_RUNS = 20, 100  # bench vs raw loop: many short alternating runs
+MEMORY_CALLS = 10_000
+FRAME_SHAPE = (480, 640, 3)
+
+
+def build_int8_mobilenet(folder: Path) -> Path:
+    """MobileNetV2 alpha 1.0, 96x96x3, 10 classes, full-integer INT8 through the LiteRT converter."""
+    import tensorflow as tf
+
+    from edgecls.export.tflite import write_tflite
+    from edgecls.models import build_model
+    from edgecls.runtime.metadata import ModelInfo
+
+    model = build_model("mobilenetv2", num_classes=10, image_size=(96, 96), channels=3, alpha=1.0)
+    rng = np.random.default_rng(0)
+
+    def representative_dataset():
+        for index in range(64):
+            pixels = rng.integers(0, 256, (1, 96, 96, 3)).astype(np.float32)
+            pixels[0, 0, 0, 0], pixels[0, 0, 0, 1] = 0.0, 255.0  # the full pixel range: input scale 1, zero point -128
+            yield [pixels]
+
+    info = ModelInfo(tuple(str(d) for d in range(10)), (96, 96), 3, "RGB", provenance={"source_model": "mobilenetv2", "precision": "int8", "weights": "random"})
+    path = folder / "mobilenetv2_a1.0_96_int8.tflite"
+    write_tflite(
+        model, path, info,
+        optimizations=[tf.lite.Optimize.DEFAULT], representative_dataset=representative_dataset,
+        target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
+        inference_input_type=tf.int8, inference_output_type=tf.int8,
+    )
+    return path
+
+
+RAW_LOOP = """
+import json, statistics, sys, time
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+model, threads, runs, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+interpreter = Interpreter(model_path=model, num_threads=threads)
+interpreter.allocate_tensors()
+detail = interpreter.get_input_details()[0]
+interpreter.set_tensor(detail["index"], np.random.default_rng(0).integers(-128, 128, detail["shape"], dtype=np.int8))
+for _ in range(warmup):
+    interpreter.invoke()
+samples = []
+for _ in range(runs):
+    started = time.perf_counter_ns()
+    interpreter.invoke()
+    samples.append((time.perf_counter_ns() - started) / 1e6)
+print(json.dumps({"samples_ms": samples}))
+"""
+
+
+def raw_invoke_samples_ms(model: Path, runs: int) -> list[float]:
+    """The independent reference: LiteRT's own Interpreter in a fresh process, input set once, invoke() timed."""
+    completed = subprocess.run([sys.executable, "-c", RAW_LOOP, str(model), str(THREADS), str(runs), str(WARMUP)], capture_output=True, text=True, check=True)
+    return json.loads(completed.stdout.strip().splitlines()[-1])["samples_ms"]
+
+
+def compare_bench_with_raw_loop(model: Path) -> dict:
+    """Short bench and raw-loop runs alternate many times; the p50 of each pooled sample decides.
+
+    On this shared 2-core host latency is bimodal (a core of one's own, or
+    half of one) and the mode changes every few seconds, so one long run of
+    each would compare two different machines.
+    """
+    from edgecls.runtime.bench import BenchConfig, run_benchmark
+    from edgecls.runtime.targets import get_target
+
+    raw: list[float] = []
+    measured: list[float] = []
+    rounds = []
+    for _ in range(PAIRED_ROUNDS):
+        raw_round = raw_invoke_samples_ms(model, PAIRED_RUNS)
+        result = run_benchmark(BenchConfig(models=(str(model),), target=get_target("host"), threads=THREADS, runs=PAIRED_RUNS, warmup=WARMUP)).results[0]
+        raw += raw_round
+        measured += result.samples_ms
+        rounds.append({"raw_p50_ms": statistics.median(raw_round), "bench_p50_ms": result.latency_ms.p50})
+    raw_p50, bench_p50 = statistics.median(raw), statistics.median(measured)
+    difference = abs(bench_p50 - raw_p50) / raw_p50
+    raw_p10, bench_p10 = float(np.percentile(raw, 10)), float(np.percentile(measured, 10))
+    return {
+        "rounds": rounds,
+        "p10_relative_difference": abs(bench_p10 - raw_p10) / raw_p10,  # the uncontended mode: a core of one's own
+        "raw_invoke_p10_ms": raw_p10,
+        "bench_p10_ms": bench_p10,
+        "bench_engine": f"{result.engine} {result.engine_version} ({result.provider}, {result.threads} thread)",
+        "raw_invoke_p50_ms": raw_p50,
+        "bench_p50_ms": bench_p50,
+        "relative_difference": difference,
+        "target": "<= 0.05",
+        "passed": difference <= 0.05,
+        "how": f"{PAIRED_ROUNDS} alternating rounds: a raw Interpreter.invoke() loop in a fresh process, then edgecls bench (the model in its own process, "
+        f"as the CLI runs it), {PAIRED_RUNS} timed runs after {WARMUP} warm-up each; p50 of the {PAIRED_ROUNDS * PAIRED_RUNS} pooled samples of each",
+    }
+
+
+def compare_predict_with_invoke(model: Path) -> dict:
+    """Blocks of raw invoke() and of predict() alternate in one process; medians over all samples."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgecls.runtime import Classifier
+
+    classifier = Classifier(model, threads=THREADS)
+    interpreter = Interpreter(model_path=str(model), num_threads=THREADS)  # independent of the Classifier's
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    interpreter.set_tensor(detail["index"], np.random.default_rng(0).integers(-128, 128, detail["shape"], dtype=np.int8))
+    frame = np.random.default_rng(0).integers(0, 256, FRAME_SHAPE, dtype=np.uint8)
+    calls = {"raw_invoke": interpreter.invoke, "predict": lambda: classifier.predict(frame), "predict_if_inter_linear": lambda: _predict_inter_linear(classifier, frame)}
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for name, call in calls.items():
+        for _ in range(WARMUP):
+            call()
+    for _ in range(ROUNDS * RUNS // BLOCK):
+        for name, call in calls.items():
+            for _ in range(BLOCK):
+                started = time.perf_counter_ns()
+                call()
+                samples[name].append((time.perf_counter_ns() - started) / 1e6)
+    raw_p50, predict_p50, linear_p50 = (statistics.median(samples[name]) for name in calls)
+    raw_p10, predict_p10, linear_p10 = (float(np.percentile(samples[name], 10)) for name in calls)
+    return {
+        "p10": {"raw_invoke_ms": raw_p10, "predict_ms": predict_p10, "ratio": predict_p10 / raw_p10, "ratio_if_inter_linear": linear_p10 / raw_p10},
+        "raw_invoke_p50_ms": raw_p50,
+        "predict_p50_ms": predict_p50,
+        "ratio": predict_p50 / raw_p50,
+        "target": "<= 1.15",
+        "passed": predict_p50 / raw_p50 <= 1.15,
+        "predict_stages_p50_ms": _stage_costs(classifier, frame),
+        "what_if_inter_linear": {
+            "predict_p50_ms": linear_p50,
+            "ratio": linear_p50 / raw_p50,
+            "note": "NOT the shipped path: the same predict with cv2.INTER_LINEAR instead of INTER_AREA for the 640x480 -> 96x96 shrink. "
+            "to_model_pixels (shared by training, calibration, evaluation and the runtime) uses INTER_AREA, whose non-integer-factor "
+            "shrink costs about half a MobileNetV2 INT8 inference on this host; INTER_LINEAR aliases at 6.7x and would change the pixels every model was trained on.",
+        },
+        "how": f"Classifier.predict on a 640x480 BGR frame (resize + channel order + int8 input + inference + top-k) vs a raw invoke() of its own Interpreter, "
+        f"one process, blocks of {BLOCK} calls alternating, {ROUNDS * RUNS} samples each after {WARMUP} warm-up; medians",
+    }
+
+
+def _median_ms(call, runs: int = 500) -> float:
+    for _ in range(WARMUP):
+        call()
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter_ns()
+        call()
+        samples.append((time.perf_counter_ns() - started) / 1e6)
+    return statistics.median(samples)
+
+
+def _predict_inter_linear(classifier, frame: np.ndarray):
+    import cv2
+
+    height, width = classifier.info.input_size
+    pixels = cv2.cvtColor(cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB)
+    return classifier._top_k(classifier.scores(pixels)[0], None)
+
+
+def _stage_costs(classifier, frame: np.ndarray) -> dict:
+    median_ms = _median_ms
+    pixels = classifier.preprocess(frame)
+    tensor = classifier.to_input(pixels[None])
+    scores = classifier.engine.run(tensor)[0]
+    return {
+        "preprocess (resize 640x480 -> 96x96, BGR -> RGB)": median_ms(lambda: classifier.preprocess(frame)),
+        "to_input (uint8 -> int8)": median_ms(lambda: classifier.to_input(pixels[None])),
+        "engine.run (set, invoke, get, dequantize)": median_ms(lambda: classifier.engine.run(tensor), runs=200),
+        "top-k": median_ms(lambda: classifier._top_k(scores, None)),
+    }
+
+
+def remote_against_local(model: Path, scratch: Path) -> dict:
+    from loopback_sshd import loopback_sshd, missing_reason
+
+    from edgecls.benchmark import prepare_eval_set
+    from edgecls.runtime.bench import BenchConfig, run_benchmark
+    from edgecls.runtime.remote import RemoteConfig, remote_benchmark
+    from edgecls.runtime.targets import get_target
+
+    reason = missing_reason()
+    if reason:
+        return {"skipped": reason}
+    eval_dir = prepare_eval_set("digits", (str(model),), scratch / "eval")
+    target = get_target("rpi5")
+    local = run_benchmark(BenchConfig(models=(str(model),), target=target, runs=50, warmup=10, data=str(eval_dir)))
+    with loopback_sshd(scratch / "sshd") as device:
+        config = RemoteConfig(device.destination, ssh_key=str(device.user_key), known_hosts=str(device.known_hosts), remote_python=sys.executable)
+        started = time.perf_counter()
+        remote = remote_benchmark(config, models=[model], target=target, eval_dir=eval_dir, runs=50, warmup=10)
+        seconds = time.perf_counter() - started
+        left = sorted(str(p.relative_to(device.device_tmp)) for p in device.device_tmp.rglob("*"))
+    local_top1, remote_top1 = local.results[0].top1, remote.results[0].top1
+    return {
+        "local_top1": local_top1,
+        "remote_top1": remote_top1,
+        "n_eval": remote.results[0].n_eval,
+        "same_top1": local_top1 == remote_top1,
+        "files_left_on_device": left,
+        "passed": local_top1 == remote_top1 and not left,
+        "remote_where": remote.where,
+        "remote_p50_ms": remote.results[0].latency_ms.p50,
+        "local_p50_ms": local.results[0].latency_ms.p50,
+        "remote_seconds": round(seconds, 1),
+        "how": "edgecls bench --target rpi5 --data digits, here and through OpenSSH on 127.0.0.1 (fresh keys, known_hosts checked); the eval set is the digits validation split as PNGs (random-weight model: the top-1 is near chance, what matters is that both agree)",
+    }
+
+
+MEMORY_PROBE = """
+import json, sys
+import numpy as np, psutil
+from edgecls.runtime import Classifier
+classifier = Classifier(sys.argv[1], threads=1)
+frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+for _ in range(500):
+    classifier.predict(frame)
+process = psutil.Process()
+before = process.memory_info().rss
+for _ in range(int(sys.argv[2])):
+    classifier.predict(frame)
+after = process.memory_info().rss
+print(json.dumps({"rss_before_mb": before / 2**20, "rss_after_mb": after / 2**20, "tensorflow_loaded": any(m.startswith(("tensorflow", "keras")) for m in sys.modules)}))
+"""
+
+
+def memory_growth(model: Path) -> dict:
+    completed = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(model), str(MEMORY_CALLS)], capture_output=True, text=True, check=True)
+    measured = json.loads(completed.stdout.strip().splitlines()[-1])
+    growth = measured["rss_after_mb"] - measured["rss_before_mb"]
+    return {**measured, "calls": MEMORY_CALLS, "warmup_calls": 500, "growth_mb": growth, "target": "<= 2 MB", "passed": growth <= 2.0,
+            "how": "Classifier.predict on a 640x480 frame in a fresh runtime-only process, RSS (psutil) after 500 warm-up calls and after 10,000 more"}
+
+
+def main() -> int:
+    import importlib.metadata as metadata
+
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="edgecls-bench-") as scratch_name:
+        scratch = Path(scratch_name)
+        model = build_int8_mobilenet(scratch)
+        report = {
+            "model": {"name": model.name, "size_bytes": model.stat().st_size, "architecture": "MobileNetV2 alpha 1.0, 96x96x3, 10 classes, random weights", "precision": "int8 (full integer, int8 input/output)"},
+            "measured_on": {
+                "where": "host (not a device)", "hostname": socket.gethostname(), "arch": platform.machine(), "cpu_count": os.cpu_count(),
+                "load_average_at_start": os.getloadavg(), "engine": f"ai-edge-litert {metadata.version('ai-edge-litert')}",
+                "threads": THREADS, "runs": RUNS, "warmup": WARMUP, "rounds": ROUNDS,
+            },
+            "bench_vs_raw_loop": compare_bench_with_raw_loop(model),
+            "predict_vs_invoke": compare_predict_with_invoke(model),
+            "remote_vs_local": remote_against_local(model, scratch),
+            "memory_growth": memory_growth(model),
+        }
+    report["seconds"] = round(time.time() - started, 1)
+    report["measured_on"]["load_average_at_end"] = os.getloadavg()
+    from edgecls.fileio import write_json
+
+    write_json(RESULTS, report)
+    for key in ("bench_vs_raw_loop", "predict_vs_invoke", "remote_vs_local", "memory_growth"):
+        summary = {k: v for k, v in report[key].items() if k not in ("rounds", "how", "predict_stages_p50_ms", "what_if_inter_linear")}
+        print(f"{key}: {summary}")
+    print(f"wrote {RESULTS}")
+    return 0  # the verdicts are in the JSON ("passed"); a miss must not stop `make bench` from running the others
+
+
+if __name__ == "__main__":
+    sys.exit(main())

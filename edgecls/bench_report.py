@@ -1,0 +1,131 @@
+"""Benchmark reports: the comparison table (rich), Markdown, JSON, latency PNG.
+
+Workstation side only (rich, matplotlib); the runtime never imports this.
+Every report states where the numbers were measured and under which settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgecls.fileio import atomic_path, write_json, write_text
+from edgecls.runtime.bench import BenchRun, ModelBench
+
+COLUMNS = ("model", "precision", "engine", "size", "top-1", "p50 ms", "p99 ms", "fps", "e2e ms", "cold ms", "peak RSS MB", "flags")
+
+
+def conditions(run: BenchRun) -> str:
+    """One line saying where and how: part of every table and plot."""
+    settings = run.settings
+    data = settings.get("data")
+    data_text = f"top-1 on {data} ({settings.get('n_eval', 0)} images)" if data else "no accuracy data"
+    remote = f" ({run.remote})" if run.remote else ""
+    return (
+        f"measured on {run.where}{remote}, hostname {run.machine.get('hostname')}; {settings.get('threads')} threads, "
+        f"{settings.get('runs')} runs after {settings.get('warmup')} warm-up, batch 1; {data_text}"
+    )
+
+
+def table_rows(run: BenchRun) -> list[list[str]]:
+    return [_row(result) for result in run.results]
+
+
+def _row(result: ModelBench) -> list[str]:
+    flags = (["THROTTLED"] if result.throttled else []) + result.notes
+    return [
+        Path(result.model).name,
+        result.precision,
+        f"{result.engine} {result.engine_version} {result.provider.replace('ExecutionProvider', 'EP')}",
+        _size(result.size_bytes),
+        "-" if result.top1 is None else f"{100 * result.top1:.2f}%",
+        f"{result.latency_ms.p50:.3f}",
+        f"{result.latency_ms.p99:.3f}",
+        f"{result.fps:.1f}",
+        f"{result.e2e_ms:.3f}",
+        f"{result.cold_start_ms:.2f}",
+        f"{result.peak_rss_mb:.0f}",
+        "; ".join(flags),
+    ]
+
+
+def _size(size_bytes: int) -> str:
+    return f"{size_bytes / 2**20:.2f} MB" if size_bytes >= 2**20 else f"{size_bytes / 2**10:.1f} KB"
+
+
+def render_table(run: BenchRun, console: Any) -> None:
+    """Print the comparison table with rich."""
+    from rich.table import Table
+
+    table = Table(title=f"edgecls bench --target {run.target}", caption=conditions(run), caption_justify="left")
+    for column in COLUMNS:
+        table.add_column(column, justify="left" if column in ("model", "precision", "engine", "flags") else "right", overflow="fold")
+    for row in table_rows(run):
+        table.add_row(*row, style="bold red" if "THROTTLED" in row[-1] else None)
+    console.print(table)
+
+
+def to_markdown(run: BenchRun) -> str:
+    lines = [f"# edgecls bench --target {run.target}", "", conditions(run) + ".", ""]
+    lines.append("| " + " | ".join(COLUMNS) + " |")
+    lines.append("|" + "|".join("---" if c in ("model", "precision", "engine", "flags") else "---:" for c in COLUMNS) + "|")
+    for row in table_rows(run):
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
+    lines += ["", "Latency: the engine call on a ready input tensor. e2e: `Classifier.predict` on a 640x480 BGR frame (resize, channel order, inference, top-k).", ""]
+    state = run.device_state
+    if state.get("kind") not in (None, "other"):
+        lines.append(f"Device state before the run: {_state_text(state)}.")
+    return "\n".join(lines) + "\n"
+
+
+def _state_text(state: dict[str, Any]) -> str:
+    parts = [state.get("board") or state.get("kind", "")]
+    for key, label in (("soc_temp_c", "SoC {:.1f} C"), ("governor", "governor {}"), ("cpu_mhz", "{:.0f} MHz")):
+        if state.get(key) is not None:
+            parts.append(label.format(state[key]))
+    if state.get("power_mode"):
+        parts.append(f"power mode {state['power_mode'].get('name')}")
+    if state.get("clocks_locked") is not None:
+        parts.append("clocks locked" if state["clocks_locked"] else "clocks not locked")
+    if state.get("throttled"):
+        parts.append("THROTTLED")
+    return ", ".join(str(part) for part in parts if part)
+
+
+def plot_latency(run: BenchRun, path: Path) -> Path | None:
+    """Box plot of every model's latency samples; ``None`` when there are none."""
+    results = [result for result in run.results if result.samples_ms]
+    if not results:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 1.2 + 0.6 * len(results)))
+    samples = [result.samples_ms for result in results]
+    try:
+        axes.boxplot(samples, orientation="horizontal", showfliers=True, whis=(1, 99))
+    except TypeError:  # matplotlib < 3.10
+        axes.boxplot(samples, vert=False, showfliers=True, whis=(1, 99))
+    if max(max(values) for values in samples) > 20 * min(min(values) for values in samples):
+        axes.set_xscale("log")  # a few slow outliers would squash the boxes
+    axes.set_yticks(range(1, len(results) + 1), [Path(result.model).name for result in results])
+    axes.set_xlabel("latency per inference, ms (whiskers: p1-p99)")
+    axes.set_title(f"--target {run.target}: {run.where}", fontsize=10)
+    figure.text(0.01, 0.01, conditions(run), fontsize=6, wrap=True)
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=120, format="png")
+    plt.close(figure)
+    return path
+
+
+def write_reports(run: BenchRun, out: Path) -> dict[str, Path | None]:
+    """``bench.json``, ``bench.md`` and ``latency.png`` in ``out``."""
+    out = Path(out)
+    return {
+        "json": write_json(out / "bench.json", run.to_dict()),
+        "markdown": write_text(out / "bench.md", to_markdown(run)),
+        "plot": plot_latency(run, out / "latency.png"),
+    }

@@ -1,0 +1,142 @@
+"""``edgecls bench``: measure artifacts here or on the device, compare them, write reports.
+
+The measuring itself is ``edgecls.runtime.bench`` — the same code, here or on
+the device over SSH (``edgecls.runtime.remote``). This module is the
+workstation side: it resolves the target, prepares the evaluation set (for
+``digits``, the model's own validation split, written as PNG files so a device
+without scikit-learn can read it) and writes the comparison reports.
+
+>>> report = bench(BenchConfig(models=("m_int8.tflite", "m_fp32.onnx"), target="rpi5", data="digits"))  # doctest: +SKIP
+>>> report.run.results[0].where  # doctest: +SKIP
+'x86_64 host with rpi5 settings'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgecls.errors import ConfigError, DataError
+from edgecls.runtime.bench import BenchConfig as RuntimeBenchConfig
+from edgecls.runtime.bench import BenchRun, run_benchmark
+from edgecls.runtime.metadata import ModelInfo, read_model_info
+from edgecls.runtime.preprocess import IMAGE_SUFFIXES
+from edgecls.runtime.remote import RemoteConfig, remote_benchmark
+from edgecls.runtime.targets import get_target
+
+log = logging.getLogger(__name__)
+
+MAX_EVAL_IMAGES = 1000  # a "small evaluation set" for a folder: a seeded sample beyond this
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Options of ``edgecls bench``; defaults are the CLI's defaults."""
+
+    models: tuple[str, ...]
+    target: str = "host"
+    data: str | None = None  # digits | a folder of <label>/ images | None (no accuracy)
+    runs: int = 200
+    warmup: int = 20
+    threads: int | None = None  # None: the target's
+    out: str | None = None  # None: runs/bench-<target>-<time>
+    remote: RemoteConfig | None = None
+
+
+@dataclass
+class BenchReport:
+    run: BenchRun
+    out_dir: str
+    json_path: str
+    markdown_path: str
+    plot_path: str | None
+
+    def to_dict(self) -> dict:
+        return {**self.run.to_dict(), "reports": {"json": self.json_path, "markdown": self.markdown_path, "plot": self.plot_path}}
+
+
+def bench(config: BenchConfig) -> BenchReport:
+    """Benchmark every model of ``config`` on the target (here, or over SSH) and write the reports."""
+    from edgecls.bench_report import write_reports
+
+    if not config.models:
+        raise ConfigError("give at least one .tflite or .onnx model to benchmark")
+    for model in config.models:
+        if not Path(model).is_file():
+            raise ConfigError(f"{model}: no such model file")
+        if Path(model).suffix.lower() not in (".tflite", ".onnx"):
+            raise ConfigError(f"{model}: bench runs .tflite and .onnx artifacts; export a .keras model first (edgecls export)")
+    target = get_target(config.target)
+    with tempfile.TemporaryDirectory(prefix="edgecls-eval-") as scratch:
+        eval_dir = prepare_eval_set(config.data, config.models, Path(scratch)) if config.data else None
+        if config.remote is not None:
+            run = remote_benchmark(config.remote, models=config.models, target=target, eval_dir=eval_dir, runs=config.runs, warmup=config.warmup, threads=config.threads)
+        else:
+            runtime_config = RuntimeBenchConfig(models=tuple(config.models), target=target, threads=config.threads, runs=config.runs, warmup=config.warmup, data=str(eval_dir) if eval_dir else None)
+            run = run_benchmark(runtime_config)
+    n_eval = max((result.n_eval for result in run.results), default=0)
+    run = dataclasses.replace(run, settings={**run.settings, "data": config.data, "n_eval": n_eval})
+    out = Path(config.out) if config.out else Path("runs") / f"bench-{target.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    paths = write_reports(run, out)
+    return BenchReport(run, str(out), str(paths["json"]), str(paths["markdown"]), str(paths["plot"]) if paths.get("plot") else None)
+
+
+def prepare_eval_set(data: str, models: tuple[str, ...], scratch: Path) -> Path:
+    """A folder of ``<label>/*.png`` that the runtime evaluates with ``Classifier.predict``."""
+    if data == "digits":
+        return write_digits_eval_set(_model_info(models[0]), scratch / "eval")
+    return select_eval_files(Path(data), scratch / "eval")
+
+
+def write_digits_eval_set(info: ModelInfo, out: Path) -> Path:
+    """The validation split ``info``'s model was trained with, as lossless 8x8 PNGs.
+
+    Kept at the digits' native 8x8 so each model's own ``Classifier.preprocess``
+    does the resizing, exactly as training and ``edgecls evaluate`` did.
+    """
+    import cv2
+
+    from edgecls.evaluate import validation_set
+
+    native = dataclasses.replace(info, input_size=(8, 8), channel_order="GRAY", channels=1)
+    images, dataset = validation_set(native, "digits")
+    for index, (pixels, label) in enumerate(zip(images.images, images.labels)):
+        folder = out / dataset.class_names[int(label)]
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{index:05d}.png"), pixels[:, :, 0])
+    log.info("evaluation set: %d digits validation images (seed %s)", len(images), dataset.split.get("seed"))
+    return out
+
+
+def select_eval_files(folder: Path, out: Path, *, limit: int = MAX_EVAL_IMAGES) -> Path:
+    """Up to ``limit`` images of ``folder/<label>/`` (``folder/val/`` when there is one), copied into ``out``."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: --data must be digits or a folder of <label>/ subfolders")
+    if (folder / "val").is_dir():
+        folder = folder / "val"
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and p.parent != folder)
+    if not files:
+        raise DataError(f"{folder}: no images in <label>/ subfolders")
+    if len(files) > limit:
+        chosen = np.random.default_rng(0).choice(len(files), size=limit, replace=False)
+        files = [files[i] for i in sorted(chosen)]
+        log.info("evaluation set: %d of the images in %s (seed 0)", limit, folder)
+    for index, path in enumerate(files):
+        label = path.relative_to(folder).parts[0]
+        (out / label).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, out / label / f"{index:05d}{path.suffix.lower()}")
+    return out
+
+
+def _model_info(model: str) -> ModelInfo:
+    info = read_model_info(model)
+    if info is None:  # not made by edgecls: digits labels 0..9, the default split
+        return ModelInfo(tuple(str(d) for d in range(10)), (8, 8), 1, "GRAY")
+    return info

@@ -1,0 +1,410 @@
+"""Latency, memory and accuracy of artifacts, measured with the runtime alone.
+
+Runs on the device with numpy, OpenCV and one engine (psutil optional)::
+
+    python3 -m edgecls.runtime.bench model.tflite --target rpi5 --data eval/ --json
+
+Each model is measured in a fresh process of its own (``isolate``), so its
+load time, cold start and peak resident memory are its own and not the sum of
+the models before it. Every number goes through ``Classifier``: latency is its
+engine's call on a ready input tensor (``Engine.invoke_raw``, what a raw
+interpreter loop costs), end-to-end is ``Classifier.predict`` on a 640x480 BGR
+frame, accuracy is ``Classifier.predict`` over an evaluation folder.
+
+>>> run = run_benchmark(BenchConfig(models=("m.tflite",), target=get_target("rpi5")))  # doctest: +SKIP
+>>> run.results[0].where  # doctest: +SKIP
+'x86_64 host with rpi5 settings'
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecls.errors import DataError, EdgeclsError, ModelError
+from edgecls.runtime.device import describe_where, machine_info, read_device_state
+from edgecls.runtime.model import Classifier
+from edgecls.runtime.preprocess import IMAGE_SUFFIXES, read_image
+from edgecls.runtime.targets import Target, get_target
+
+log = logging.getLogger(__name__)
+
+FRAME_SHAPE = (480, 640, 3)  # a VGA camera frame, BGR
+TARGET_ENGINE_BY_SUFFIX = {".tflite": "litert", ".onnx": "onnxruntime"}  # as target files name engines
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    models: tuple[str, ...]
+    target: Target
+    threads: int | None = None  # None: the target's threads
+    runs: int = 200
+    warmup: int = 20
+    data: str | None = None  # an evaluation folder of <label>/ subfolders
+    isolate: bool = True  # one fresh process per model
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Milliseconds."""
+
+    min: float
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    std: float
+
+    @classmethod
+    def of(cls, samples_ms: list[float]) -> "LatencyStats":
+        values = np.asarray(samples_ms, dtype=np.float64)
+        p50, p90, p99 = np.percentile(values, [50, 90, 99])
+        return cls(float(values.min()), float(p50), float(p90), float(p99), float(values.mean()), float(values.std()))
+
+
+@dataclass(frozen=True)
+class ModelBench:
+    """What one model measured, and where (the context fields are filled by ``run_benchmark``)."""
+
+    model: str
+    engine: str
+    engine_version: str
+    provider: str  # the delegate / execution provider actually used
+    threads: int
+    precision: str
+    input_dtype: str
+    runs: int
+    warmup: int
+    load_ms: float
+    cold_start_ms: float
+    latency_ms: LatencyStats
+    fps: float  # batch 1, from the timed loop
+    e2e_ms: float  # median of Classifier.predict on a 640x480 BGR frame
+    e2e_latency_ms: LatencyStats
+    peak_rss_mb: float  # the measuring process' peak resident memory
+    baseline_rss_mb: float  # its resident memory before the model was loaded
+    size_bytes: int
+    top1: float | None = None
+    n_eval: int = 0
+    eval_skipped: int = 0
+    samples_ms: list[float] = field(default_factory=list)
+    target: str = ""
+    where: str = ""
+    on_target: bool = False
+    hostname: str = ""
+    arch: str = ""
+    throttled: bool = False
+    device_state: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> "ModelBench":
+        values = _known_fields(cls, document)
+        values["latency_ms"] = LatencyStats(**values["latency_ms"])
+        values["e2e_latency_ms"] = LatencyStats(**values["e2e_latency_ms"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """One benchmark session on one machine."""
+
+    target: str
+    where: str
+    on_target: bool
+    machine: dict[str, Any]
+    settings: dict[str, Any]
+    results: list[ModelBench]
+    device_state: dict[str, Any] = field(default_factory=dict)  # read before the first model
+    remote: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> "BenchRun":
+        values = _known_fields(cls, document)
+        values["results"] = [ModelBench.from_dict(result) for result in values["results"]]
+        return cls(**values)
+
+
+def _known_fields(cls: type, document: dict[str, Any]) -> dict[str, Any]:
+    # A device running a newer edgecls may report more; read what this version knows.
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {key: value for key, value in document.items() if key in names}
+
+
+def run_benchmark(config: BenchConfig) -> BenchRun:
+    """Measure every model of ``config`` on this machine, with the target's settings."""
+    if config.runs < 1 or config.warmup < 0:
+        raise EdgeclsError(f"--runs must be >= 1 and --warmup >= 0, got {config.runs} and {config.warmup}")
+    target = config.target
+    machine = machine_info()
+    on_target, where = describe_where(target, machine)
+    threads = config.threads or target.resolved_threads()
+    state_before = read_device_state()
+    results = []
+    for model in config.models:
+        log.info("benchmarking %s (%s, %d threads, %d runs after %d warm-up)", model, where, threads, config.runs, config.warmup)
+        state = read_device_state()
+        if config.isolate:
+            measured = _measure_in_subprocess(model, threads=threads, providers=target.providers, runs=config.runs, warmup=config.warmup, data=config.data)
+        else:
+            measured = measure_model(model, threads=threads, providers=target.providers, runs=config.runs, warmup=config.warmup, data=config.data)
+        state_after = read_device_state()
+        results.append(
+            dataclasses.replace(
+                measured,
+                target=target.name,
+                where=where,
+                on_target=on_target,
+                hostname=machine.hostname,
+                arch=machine.arch,
+                throttled=bool(state["throttled"] or state_after["throttled"]),
+                device_state=state_after,
+                notes=[*measured.notes, *_fit_notes(measured, target)],
+            )
+        )
+    settings = {"runs": config.runs, "warmup": config.warmup, "threads": threads, "providers": list(target.providers), "data": config.data, "isolated": config.isolate}
+    return BenchRun(target.name, where, on_target, machine.to_dict(), settings, results, state_before)
+
+
+def measure_model(path: str | Path, *, threads: int, providers: tuple[str, ...] = (), runs: int = 200, warmup: int = 20, data: str | None = None) -> ModelBench:
+    """Time and score one model in this process."""
+    path = Path(path)
+    baseline_rss = _current_rss_mb()
+    rng = np.random.default_rng(0)
+    started = time.perf_counter()
+    classifier = Classifier(path, threads=threads, providers=tuple(providers))
+    load_ms = (time.perf_counter() - started) * 1e3
+    engine = classifier.engine
+    height, width = classifier.info.input_size
+    tensor = classifier.to_input(rng.integers(0, 256, (1, height, width, classifier.info.channels), dtype=np.uint8))
+
+    started = time.perf_counter()
+    engine.invoke_raw(tensor)
+    cold_start_ms = (time.perf_counter() - started) * 1e3
+    samples_ms = _timed(lambda: engine.invoke_raw(tensor), runs=runs, warmup=warmup)
+    frame = rng.integers(0, 256, FRAME_SHAPE, dtype=np.uint8)
+    e2e = LatencyStats.of(_timed(lambda: classifier.predict(frame), runs=runs, warmup=warmup))
+
+    top1, n_eval, skipped = evaluate_folder(classifier, data) if data else (None, 0, 0)
+    latency = LatencyStats.of(samples_ms)
+    notes = []
+    if providers and engine.name == "onnxruntime" and engine.provider != providers[0]:
+        notes.append(f"asked for {providers[0]}, ONNX Runtime used {engine.provider}")
+    return ModelBench(
+        model=str(path),
+        engine=engine.name,
+        engine_version=engine.version,
+        provider=engine.provider,
+        threads=engine.threads,
+        precision=artifact_precision(classifier),
+        input_dtype=str(engine.input.dtype),
+        runs=runs,
+        warmup=warmup,
+        load_ms=load_ms,
+        cold_start_ms=cold_start_ms,
+        latency_ms=latency,
+        fps=1e3 * runs / sum(samples_ms),
+        e2e_ms=e2e.p50,
+        e2e_latency_ms=e2e,
+        peak_rss_mb=_peak_rss_mb(),
+        baseline_rss_mb=baseline_rss,
+        size_bytes=path.stat().st_size,
+        top1=top1,
+        n_eval=n_eval,
+        eval_skipped=skipped,
+        samples_ms=[round(sample, 5) for sample in samples_ms],
+        notes=notes,
+    )
+
+
+def _timed(call, *, runs: int, warmup: int) -> list[float]:
+    """Milliseconds of each of ``runs`` calls, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        call()
+    samples = []
+    clock = time.perf_counter_ns
+    for _ in range(runs):
+        started = clock()
+        call()
+        samples.append((clock() - started) / 1e6)
+    return samples
+
+
+def evaluate_folder(classifier: Classifier, folder: str | Path) -> tuple[float, int, int]:
+    """Top-1 of ``Classifier.predict`` over ``folder/<label>/*`` images: (top1, images, skipped)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such evaluation folder")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    unknown = [name for name in classes if name not in classifier.labels]
+    if not classes or unknown:
+        raise DataError(
+            f"{folder}: class folders must be named after the model's labels ({', '.join(classifier.labels[:12])}…); "
+            f"{'found none' if not classes else 'not labels: ' + ', '.join(unknown[:5])}"
+        )
+    correct = seen = skipped = 0
+    for name in classes:
+        for image_path in sorted(p for p in (folder / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+            image = read_image(image_path)
+            if image is None:
+                skipped += 1
+                continue
+            label, _score = classifier.predict(image, top_k=1)[0]
+            correct += label == name
+            seen += 1
+    if seen == 0:
+        raise DataError(f"{folder}: no decodable images ({', '.join(IMAGE_SUFFIXES)}) in the class folders")
+    return correct / seen, seen, skipped
+
+
+def artifact_precision(classifier: Classifier) -> str:
+    """int8 / fp16 / fp32, from the artifact's provenance or its tensors."""
+    recorded = classifier.info.provenance.get("precision")
+    if isinstance(recorded, str) and recorded:
+        return recorded.lower()
+    spec = classifier.engine.input
+    if spec.quantized:
+        return "int8"
+    if spec.dtype == np.float16:
+        return "fp16"
+    interpreter = getattr(classifier.engine, "_interpreter", None)
+    if interpreter is None:
+        return "unknown"  # an ONNX graph with float inputs may still hold QDQ int8 inside
+    dtypes = {np.dtype(detail["dtype"]) for detail in interpreter.get_tensor_details()}
+    if np.dtype(np.int8) in dtypes:
+        return "int8"
+    return "fp16" if np.dtype(np.float16) in dtypes else "fp32"
+
+
+def _fit_notes(measured: ModelBench, target: Target) -> list[str]:
+    notes = []
+    engine = TARGET_ENGINE_BY_SUFFIX.get(Path(measured.model).suffix.lower(), measured.engine)
+    if engine not in target.engines:
+        notes.append(f"{target.name} profiles {', '.join(target.engines)}, not {engine}")
+    if measured.precision in ("int8", "fp16", "fp32") and measured.precision not in target.precisions:
+        notes.append(f"{measured.precision} does not suit {target.name} (suits {', '.join(target.precisions)})")
+    return notes
+
+
+def _measure_in_subprocess(model: str, *, threads: int, providers: tuple[str, ...], runs: int, warmup: int, data: str | None) -> ModelBench:
+    command = [sys.executable, "-m", "edgecls.runtime.bench", "--worker", str(model), "--threads", str(threads), "--runs", str(runs), "--warmup", str(warmup)]
+    if providers:
+        command += ["--providers", ",".join(providers)]
+    if data:
+        command += ["--data", str(data)]
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        lines = [line for line in completed.stderr.strip().splitlines() if line.strip()]
+        detail = lines[-1] if lines else f"exit status {completed.returncode}"
+        raise ModelError(f"{model}: benchmark failed: {detail.removeprefix('error: ')}")
+    return ModelBench.from_dict(json.loads(completed.stdout))
+
+
+def _current_rss_mb() -> float:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
+    except ImportError:
+        pass
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _peak_rss_mb() -> float:
+    """This process' peak resident memory.
+
+    Linux: ``VmHWM`` of this address space. Not ``ru_maxrss``, which a child
+    started by fork+exec inherits from its parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB elsewhere
+    except ImportError:  # Windows
+        return _current_rss_mb()
+
+
+# --- command line (the device has no typer) -----------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m edgecls.runtime.bench", description="Benchmark .tflite/.onnx models with the edgecls runtime.")
+    parser.add_argument("models", nargs="+", help="model files")
+    parser.add_argument("--target", default="host", help="target name or target file (.toml/.json) whose settings to use")
+    parser.add_argument("--threads", type=int, default=None, help="threads (default: the target's)")
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--data", default=None, help="evaluation folder of <label>/ subfolders")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--in-process", action="store_true", help="measure every model in this process")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--providers", default="", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        if arguments.worker:
+            providers = tuple(p for p in arguments.providers.split(",") if p)
+            measured = measure_model(arguments.models[0], threads=arguments.threads, providers=providers, runs=arguments.runs, warmup=arguments.warmup, data=arguments.data)
+            print(json.dumps(measured.to_dict()))
+            return 0
+        config = BenchConfig(
+            models=tuple(arguments.models),
+            target=get_target(arguments.target),
+            threads=arguments.threads,
+            runs=arguments.runs,
+            warmup=arguments.warmup,
+            data=arguments.data,
+            isolate=not arguments.in_process,
+        )
+        run = run_benchmark(config)
+    except EdgeclsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if arguments.json:
+        print(json.dumps(run.to_dict()))
+    else:
+        print(f"measured on {run.where} ({run.machine['hostname']}), {run.settings['threads']} threads, {run.settings['runs']} runs after {run.settings['warmup']} warm-up")
+        for result in run.results:
+            top1 = "-" if result.top1 is None else f"{result.top1:.2%}"
+            print(
+                f"{result.model}: p50 {result.latency_ms.p50:.3f} ms  p99 {result.latency_ms.p99:.3f} ms  {result.fps:.1f} fps  "
+                f"e2e {result.e2e_ms:.3f} ms  top-1 {top1}  peak RSS {result.peak_rss_mb:.0f} MB  [{result.engine} {result.engine_version}, {result.provider}]"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

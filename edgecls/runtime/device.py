@@ -1,0 +1,189 @@
+"""Where a benchmark ran, and the device state that skews latency.
+
+Readers take the filesystem root and a command runner as arguments, so tests
+feed them recorded ``/sys`` trees and command outputs:
+
+- Raspberry Pi: ``vcgencmd get_throttled`` (under-voltage, frequency capping,
+  throttling, soft temperature limit; now and since boot), SoC temperature
+  from ``/sys/class/thermal``, CPU governor and clock from cpufreq;
+- Jetson: the power mode from ``nvpmodel -q`` and whether clocks are locked
+  (``jetson_clocks`` pins every CPU's and the GPU's minimum to its maximum).
+
+>>> machine_info().arch  # doctest: +SKIP
+'x86_64'
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from edgecls.runtime.targets import Target
+
+CommandRunner = Callable[[list[str]], "str | None"]
+
+# vcgencmd get_throttled bits (Raspberry Pi firmware documentation).
+THROTTLE_BITS = {
+    0: "under_voltage",
+    1: "arm_frequency_capped",
+    2: "throttled",
+    3: "soft_temperature_limit",
+}
+SINCE_BOOT_SHIFT = 16
+
+
+@dataclass(frozen=True)
+class MachineInfo:
+    hostname: str
+    arch: str
+    board: str  # /proc/device-tree/model, "" on a PC
+    system: str
+    python: str
+    cpu_count: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def machine_info(*, root: Path = Path("/")) -> MachineInfo:
+    return MachineInfo(
+        hostname=socket.gethostname(),
+        arch=platform.machine() or "unknown",
+        board=read_board(root=root),
+        system=f"{platform.system()} {platform.release()}",
+        python=platform.python_version(),
+        cpu_count=os.cpu_count() or 1,
+    )
+
+
+def read_board(*, root: Path = Path("/")) -> str:
+    """The board name the device tree gives (Pi and Jetson both have one)."""
+    try:
+        return (root / "proc/device-tree/model").read_bytes().rstrip(b"\x00\n").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def describe_where(target: Target, machine: MachineInfo) -> tuple[bool, str]:
+    """``(on_target, words)``: a result is a device's only when it ran on that device."""
+    if target.kind == "host":
+        return True, f"this {machine.arch} host ({machine.hostname})"
+    if target.board and target.board in machine.board and target.arch in (machine.arch, "any"):
+        return True, f"target device {target.name} ({machine.board})"
+    return False, f"{machine.arch} host with {target.name} settings"
+
+
+# --- device state --------------------------------------------------------------
+
+
+def run_command(argv: list[str]) -> str | None:
+    """stdout of a short command, or ``None`` when it is absent or fails."""
+    if shutil.which(argv[0]) is None:
+        return None
+    try:
+        completed = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return completed.stdout if completed.returncode == 0 else None
+
+
+def read_device_state(*, root: Path = Path("/"), run: CommandRunner = run_command) -> dict[str, Any]:
+    """What the device exposes about temperature, throttling, governor, clocks, power mode."""
+    board = read_board(root=root)
+    kind = "raspberry-pi" if "Raspberry Pi" in board else "jetson" if "Jetson" in board or (root / "etc/nv_tegra_release").exists() else "other"
+    state: dict[str, Any] = {"kind": kind, "board": board, **read_cpufreq(root=root)}
+    temperatures = read_thermal_zones(root=root)
+    if temperatures:
+        state["temperatures_c"] = temperatures
+        state["soc_temp_c"] = max(temperatures.values())
+    if kind == "raspberry-pi":
+        output = run(["vcgencmd", "get_throttled"])
+        if output is not None:
+            state["throttle_flags"] = parse_throttled(output)
+    if kind == "jetson":
+        output = run(["nvpmodel", "-q"])
+        if output is not None:
+            state["power_mode"] = parse_nvpmodel(output)
+        state["clocks_locked"] = clocks_locked(root=root)
+    state["throttled"] = is_throttled(state)
+    return state
+
+
+def is_throttled(state: dict[str, Any]) -> bool:
+    """True when the firmware reports throttling or capping *now*."""
+    flags = state.get("throttle_flags") or {}
+    return any(flags.get(f"{name}_now") for name in THROTTLE_BITS.values())
+
+
+def parse_throttled(output: str) -> dict[str, Any]:
+    """``throttled=0x50005`` → each flag now and since boot."""
+    match = re.search(r"throttled=(0x[0-9a-fA-F]+|\d+)", output)
+    if match is None:
+        return {"raw": output.strip(), "parsed": False}
+    value = int(match.group(1), 0)
+    flags: dict[str, Any] = {"raw": match.group(1), "parsed": True}
+    for bit, name in THROTTLE_BITS.items():
+        flags[f"{name}_now"] = bool(value >> bit & 1)
+        flags[f"{name}_since_boot"] = bool(value >> (bit + SINCE_BOOT_SHIFT) & 1)
+    return flags
+
+
+def parse_nvpmodel(output: str) -> dict[str, Any]:
+    """``nvpmodel -q`` → ``{"name": "MAXN", "id": 0}``."""
+    name = re.search(r"NV Power Mode\s*:\s*(\S.*)", output)
+    mode_id = re.search(r"^\s*(\d+)\s*$", output, re.MULTILINE)
+    return {"name": name.group(1).strip() if name else None, "id": int(mode_id.group(1)) if mode_id else None}
+
+
+def read_thermal_zones(*, root: Path = Path("/")) -> dict[str, float]:
+    """Each ``/sys/class/thermal/thermal_zone*`` as ``{type: °C}`` (millidegrees in sysfs)."""
+    zones: dict[str, float] = {}
+    for zone in sorted((root / "sys/class/thermal").glob("thermal_zone*")):
+        try:
+            name = (zone / "type").read_text().strip() or zone.name
+            zones[name] = int((zone / "temp").read_text().strip()) / 1000.0
+        except (OSError, ValueError):
+            continue
+    return zones
+
+
+def read_cpufreq(*, root: Path = Path("/")) -> dict[str, Any]:
+    """Governor and clocks of cpu0 (kHz in sysfs, MHz here)."""
+    cpufreq = root / "sys/devices/system/cpu/cpu0/cpufreq"
+    found: dict[str, Any] = {}
+    governor = _read(cpufreq / "scaling_governor")
+    if governor:
+        found["governor"] = governor
+    for key, file_name in (("cpu_mhz", "scaling_cur_freq"), ("cpu_min_mhz", "scaling_min_freq"), ("cpu_max_mhz", "scaling_max_freq")):
+        value = _read(cpufreq / file_name)
+        if value and value.isdigit():
+            found[key] = int(value) / 1000.0
+    return found
+
+
+def clocks_locked(*, root: Path = Path("/")) -> bool | None:
+    """Whether every CPU's (and devfreq GPU's) minimum clock equals its maximum."""
+    pairs = []
+    for cpufreq in sorted((root / "sys/devices/system/cpu").glob("cpu[0-9]*/cpufreq")):
+        pairs.append((_read(cpufreq / "scaling_min_freq"), _read(cpufreq / "scaling_max_freq")))
+    for devfreq in sorted((root / "sys/class/devfreq").glob("*")):
+        if "gpu" in devfreq.name or "gv11b" in devfreq.name or "ga10b" in devfreq.name:
+            pairs.append((_read(devfreq / "min_freq"), _read(devfreq / "max_freq")))
+    pairs = [(low, high) for low, high in pairs if low and high]
+    if not pairs:
+        return None
+    return all(low == high for low, high in pairs)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""

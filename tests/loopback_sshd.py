@@ -1,0 +1,117 @@
+"""A throw-away OpenSSH server on 127.0.0.1: the "device" for remote benchmark tests.
+
+Fresh host and user keys, its own sshd_config (public keys only, no PAM), a
+known_hosts file holding its host key, and ``TMPDIR`` of every session set
+to a folder of its own, so a test can see what a run leaves behind.
+Used by ``tests/test_remote.py`` and ``benchmarks/bench.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+SSHD = Path("/usr/sbin/sshd")
+
+
+@dataclass(frozen=True)
+class LoopbackSSHD:
+    port: int
+    user: str
+    user_key: Path
+    known_hosts: Path
+    device_tmp: Path  # TMPDIR of every session
+    folder: Path
+
+    @property
+    def destination(self) -> str:
+        return f"{self.user}@127.0.0.1:{self.port}"
+
+
+def missing_reason() -> str | None:
+    """Why a loopback sshd cannot run here, or ``None``."""
+    if not SSHD.is_file():
+        return f"{SSHD} not installed (apt-get install -y openssh-server)"
+    for tool in ("ssh", "scp", "ssh-keygen"):
+        if shutil.which(tool) is None:
+            return f"{tool} not installed (apt-get install -y openssh-client)"
+    return None
+
+
+@contextlib.contextmanager
+def loopback_sshd(folder: Path) -> Iterator[LoopbackSSHD]:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("host_key", "user_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgecls-test", "-f", str(folder / name)], check=True)
+    shutil.copyfile(folder / "user_key.pub", folder / "authorized_keys")
+    device_tmp = folder / "device_tmp"
+    device_tmp.mkdir()
+    port = _free_port()
+    user = getpass.getuser()
+    config = folder / "sshd_config"
+    config.write_text(
+        "\n".join(
+            [
+                f"Port {port}",
+                "ListenAddress 127.0.0.1",
+                f"HostKey {folder / 'host_key'}",
+                f"PidFile {folder / 'sshd.pid'}",
+                f"AuthorizedKeysFile {folder / 'authorized_keys'}",
+                "PubkeyAuthentication yes",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "UsePAM no",
+                "PermitRootLogin prohibit-password",
+                "StrictModes no",  # the keys live in a pytest tmp folder
+                "Subsystem sftp internal-sftp",
+                f"SetEnv TMPDIR={device_tmp}",
+                f"AllowUsers {user}",
+                "LogLevel ERROR",
+            ]
+        )
+        + "\n"
+    )
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+    host_key = (folder / "host_key.pub").read_text().split()
+    known_hosts = folder / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
+    log = (folder / "sshd.log").open("w")
+    server = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_port(port, server, folder / "sshd.log")
+        yield LoopbackSSHD(port, user, folder / "user_key", known_hosts, device_tmp, folder)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for_port(port: int, server: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"sshd exited with status {server.returncode}: {log.read_text()}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"sshd did not listen on 127.0.0.1:{port} within 15 s: {log.read_text()}")

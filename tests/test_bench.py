@@ -1,0 +1,222 @@
+"""``edgecls bench``: what each result holds, where it says it ran, device state, reports."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecls.bench_report import to_markdown, write_reports
+from edgecls.benchmark import BenchConfig, bench, prepare_eval_set
+from edgecls.errors import ConfigError, DataError
+from edgecls.runtime.bench import BenchRun, LatencyStats, evaluate_folder, measure_model
+from edgecls.runtime.device import (
+    MachineInfo,
+    clocks_locked,
+    describe_where,
+    parse_nvpmodel,
+    parse_throttled,
+    read_board,
+    read_device_state,
+)
+from edgecls.runtime.model import Classifier
+from edgecls.runtime.targets import get_target
+
+# --- device state, from recorded outputs ----------------------------------------
+
+RECORDED = {
+    "vcgencmd get_throttled": "throttled=0x50005\n",  # under-voltage + throttled now, and since boot
+    "nvpmodel -q (Orin Nano)": "NV Power Mode: 15W\n0\n",
+    "nvpmodel -q (Nano)": "NVPM WARN: fan mode is not set!\nNV Fan Mode:quiet\nNV Power Mode: MAXN\n0\n",
+}
+
+
+def test_throttled_flags():
+    flags = parse_throttled(RECORDED["vcgencmd get_throttled"])
+    assert flags["under_voltage_now"] and flags["throttled_now"]
+    assert not flags["arm_frequency_capped_now"] and not flags["soft_temperature_limit_now"]
+    assert flags["under_voltage_since_boot"] and flags["throttled_since_boot"] and not flags["arm_frequency_capped_since_boot"]
+    assert not any(value for key, value in parse_throttled("throttled=0x0").items() if key.endswith(("_now", "_since_boot")))
+    assert parse_throttled("VCHI initialization failed")["parsed"] is False
+
+
+def test_nvpmodel():
+    assert parse_nvpmodel(RECORDED["nvpmodel -q (Orin Nano)"]) == {"name": "15W", "id": 0}
+    assert parse_nvpmodel(RECORDED["nvpmodel -q (Nano)"]) == {"name": "MAXN", "id": 0}
+
+
+def _fake_root(root: Path, *, model: str, temps: dict[str, int], governor: str, freqs: tuple[int, int, int], cpus: int = 4) -> Path:
+    (root / "proc/device-tree").mkdir(parents=True)
+    (root / "proc/device-tree/model").write_bytes(model.encode() + b"\x00")
+    for index, (name, millidegrees) in enumerate(temps.items()):
+        zone = root / f"sys/class/thermal/thermal_zone{index}"
+        zone.mkdir(parents=True)
+        (zone / "type").write_text(name + "\n")
+        (zone / "temp").write_text(f"{millidegrees}\n")
+    current, low, high = freqs
+    for cpu in range(cpus):
+        folder = root / f"sys/devices/system/cpu/cpu{cpu}/cpufreq"
+        folder.mkdir(parents=True)
+        for file_name, value in (("scaling_governor", governor), ("scaling_cur_freq", current), ("scaling_min_freq", low), ("scaling_max_freq", high)):
+            (folder / file_name).write_text(f"{value}\n")
+    return root
+
+
+def test_raspberry_pi_state(tmp_path):
+    root = _fake_root(tmp_path, model="Raspberry Pi 5 Model B Rev 1.0", temps={"cpu-thermal": 81350}, governor="ondemand", freqs=(1500000, 1500000, 2400000))
+    calls = []
+
+    def runner(argv):
+        calls.append(argv)
+        return RECORDED["vcgencmd get_throttled"] if argv == ["vcgencmd", "get_throttled"] else None
+
+    state = read_device_state(root=root, run=runner)
+    assert state["kind"] == "raspberry-pi" and state["board"] == "Raspberry Pi 5 Model B Rev 1.0"
+    assert state["soc_temp_c"] == pytest.approx(81.35) and state["governor"] == "ondemand"
+    assert state["cpu_mhz"] == 1500 and state["cpu_max_mhz"] == 2400
+    assert state["throttled"] is True and state["throttle_flags"]["under_voltage_now"]
+    assert ["nvpmodel", "-q"] not in calls
+
+
+def test_jetson_state_and_locked_clocks(tmp_path):
+    root = _fake_root(tmp_path, model="NVIDIA Jetson Orin Nano Developer Kit", temps={"cpu-thermal": 48000, "gpu-thermal": 47500}, governor="schedutil", freqs=(1510400, 1510400, 1510400), cpus=6)
+    gpu = root / "sys/class/devfreq/17000000.ga10b"
+    gpu.mkdir(parents=True)
+    (gpu / "min_freq").write_text("624750000\n")
+    (gpu / "max_freq").write_text("624750000\n")
+    state = read_device_state(root=root, run=lambda argv: RECORDED["nvpmodel -q (Orin Nano)"] if argv[0] == "nvpmodel" else None)
+    assert state["kind"] == "jetson" and state["power_mode"] == {"name": "15W", "id": 0}
+    assert state["clocks_locked"] is True and state["throttled"] is False
+    (gpu / "min_freq").write_text("306000000\n")  # jetson_clocks not run: the GPU may idle down
+    assert clocks_locked(root=root) is False
+
+
+def test_plain_pc_state(tmp_path):
+    (tmp_path / "sys").mkdir()
+    state = read_device_state(root=tmp_path, run=lambda argv: pytest.fail(f"ran {argv} on a PC"))
+    assert state == {"kind": "other", "board": "", "throttled": False}
+
+
+def test_where_is_never_a_device_it_was_not():
+    pc = MachineInfo("vm", "x86_64", "", "Linux", "3.11", 2)
+    pi = MachineInfo("pi", "aarch64", "Raspberry Pi 5 Model B Rev 1.0", "Linux", "3.11", 4)
+    assert describe_where(get_target("rpi5"), pc) == (False, "x86_64 host with rpi5 settings")
+    assert describe_where(get_target("rpi5"), pi) == (True, "target device rpi5 (Raspberry Pi 5 Model B Rev 1.0)")
+    assert describe_where(get_target("rpi4"), pi)[0] is False
+    assert describe_where(get_target("jetson"), pi) == (False, "aarch64 host with jetson-orin-nano settings")
+    assert describe_where(get_target("host"), pc) == (True, "this x86_64 host (vm)")
+
+
+def test_latency_stats():
+    stats = LatencyStats.of([float(v) for v in range(1, 101)])
+    assert (stats.min, stats.p50, stats.mean) == (1.0, 50.5, 50.5)
+    assert stats.p90 == pytest.approx(90.1) and stats.p99 == pytest.approx(99.01)
+    assert stats.std == pytest.approx(np.std(np.arange(1, 101)))
+
+
+# --- measuring real artifacts ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits_eval(digits_run, tmp_path_factory) -> Path:
+    return prepare_eval_set("digits", (str(digits_run.tflite),), tmp_path_factory.mktemp("digits-eval"))
+
+
+def test_digits_eval_set_is_the_validation_split(digits_run, digits_eval):
+    files = sorted(digits_eval.rglob("*.png"))
+    assert len(files) == digits_run.train_result.n_val
+    assert {path.parent.name for path in files} == {str(d) for d in range(10)}
+
+
+def test_measure_model_and_top1_equals_evaluate(digits_run, digits_eval):
+    from edgecls.evaluate import evaluate
+
+    measured = measure_model(digits_run.tflite, threads=1, runs=20, warmup=3, data=str(digits_eval))
+    assert measured.engine == "litert" and measured.provider == "XNNPACK/CPU" and measured.threads == 1
+    assert measured.precision == "fp32" and measured.input_dtype == "float32"
+    assert len(measured.samples_ms) == 20 and measured.latency_ms.min <= measured.latency_ms.p50 <= measured.latency_ms.p99
+    assert measured.e2e_ms > 0 and measured.fps > 0 and measured.cold_start_ms > 0 and measured.load_ms > 0
+    assert measured.peak_rss_mb >= measured.baseline_rss_mb > 0
+    assert measured.size_bytes == digits_run.tflite.stat().st_size
+    reference = evaluate(digits_run.tflite, "digits", out_dir=digits_eval.parent / "eval-out")
+    assert measured.n_eval == reference.n_images
+    assert measured.top1 == pytest.approx(reference.top1, abs=0.5 / reference.n_images)
+
+
+def test_bench_command_json_and_reports(digits_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgecls.cli import app
+
+    out = tmp_path / "report"
+    models = [str(digits_run.tflite), str(digits_run.onnx)]
+    result = CliRunner().invoke(app, ["bench", *models, "--target", "rpi", "--data", "digits", "--runs", "15", "--warmup", "2", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert [Path(r["model"]).suffix for r in document["results"]] == [".tflite", ".onnx"]
+    for entry in document["results"]:
+        assert {"model", "target", "where", "engine", "provider", "threads", "latency_ms", "fps", "cold_start_ms", "e2e_ms", "peak_rss_mb", "size_bytes", "top1"} <= set(entry)
+        assert {"p50", "p90", "p99", "mean"} <= set(entry["latency_ms"])
+        assert entry["target"] == "rpi5" and entry["threads"] == 4  # the rpi5 profile's threads
+        if "Raspberry Pi 5" not in read_board():  # i.e. everywhere but on a Pi 5
+            assert entry["where"].endswith("host with rpi5 settings") and entry["on_target"] is False
+    tflite, onnx = document["results"]
+    assert tflite["engine"] == "litert" and onnx["engine"] == "onnxruntime" and onnx["provider"] == "CPUExecutionProvider"
+    assert tflite["top1"] == pytest.approx(onnx["top1"], abs=0.01) and tflite["top1"] > 0.5
+    assert document["settings"]["n_eval"] == tflite["n_eval"] > 0
+    saved = json.loads((out / "bench.json").read_text())
+    assert [r["top1"] for r in saved["results"]] == [r["top1"] for r in document["results"]]
+    markdown = (out / "bench.md").read_text()
+    assert "| model_fp32.tflite | fp32 |" in markdown and "with rpi5 settings" in markdown
+    assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_throttled_runs_are_flagged(digits_run, tmp_path):
+    measured = measure_model(digits_run.tflite, threads=1, runs=5, warmup=1)
+    throttled = dataclasses.replace(measured, throttled=True, target="rpi5", where="target device rpi5 (Raspberry Pi 5)")
+    run = BenchRun("rpi5", "target device rpi5 (Raspberry Pi 5)", True, {"hostname": "pi"}, {"runs": 5, "warmup": 1, "threads": 4}, [throttled])
+    assert "THROTTLED" in to_markdown(run)
+    paths = write_reports(run, tmp_path)
+    assert "THROTTLED" in paths["markdown"].read_text()
+    assert BenchRun.from_dict(json.loads(paths["json"].read_text())).results[0].throttled is True
+
+
+def test_bad_inputs_are_clear(digits_run, tmp_path):
+    keras_model = tmp_path / "model.keras"
+    keras_model.write_bytes(b"zip")
+    with pytest.raises(ConfigError, match="export a .keras model first"):
+        bench(BenchConfig(models=(str(keras_model),)))
+    with pytest.raises(ConfigError, match="unknown target"):
+        bench(BenchConfig(models=(str(digits_run.tflite),), target="pi-zero"))
+    wrong = tmp_path / "eval" / "cat"
+    wrong.mkdir(parents=True)
+    with pytest.raises(DataError, match="not labels: cat"):
+        evaluate_folder(Classifier(digits_run.tflite), wrong.parent)
+
+
+def test_a_folder_as_data_and_its_sample(digits_run, digits_eval, tmp_path):
+    from edgecls.benchmark import select_eval_files
+
+    whole = bench(BenchConfig(models=(str(digits_run.tflite),), data=str(digits_eval), runs=3, warmup=0, out=str(tmp_path / "a")))
+    from_digits = measure_model(digits_run.tflite, threads=1, runs=3, warmup=0, data=str(digits_eval))
+    assert whole.run.results[0].top1 == from_digits.top1 and whole.run.results[0].n_eval == from_digits.n_eval
+    sample = select_eval_files(digits_eval, tmp_path / "sample", limit=50)
+    assert len(list(sample.rglob("*.png"))) == 50
+    (tmp_path / "split" / "val").mkdir(parents=True)
+    shutil.copytree(digits_eval / "3", tmp_path / "split" / "val" / "3")
+    picked = select_eval_files(tmp_path / "split", tmp_path / "picked")  # a val/ folder wins over the rest
+    assert [p.name for p in picked.iterdir()] == ["3"]
+
+
+def test_the_provider_actually_used_is_reported(digits_run):
+    jetson = get_target("jetson")
+    measured = measure_model(digits_run.onnx, threads=1, providers=jetson.providers, runs=3, warmup=0)
+    import onnxruntime
+
+    if "TensorrtExecutionProvider" not in onnxruntime.get_available_providers():
+        assert measured.provider == "CPUExecutionProvider"
+        assert measured.notes == ["asked for TensorrtExecutionProvider, ONNX Runtime used CPUExecutionProvider"]

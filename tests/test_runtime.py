@@ -1,0 +1,145 @@
+"""The device runtime: no TensorFlow, thread safety, flat memory, the camera example."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecls.runtime import Classifier
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNTIME = ROOT / "edgecls" / "runtime"
+FORBIDDEN = ("tensorflow", "keras", "tf_keras", "tf2onnx")
+NOT_ON_A_DEVICE = (*FORBIDDEN, "onnx", "sklearn", "matplotlib", "rich", "typer")
+
+
+@pytest.mark.parametrize("path", sorted(RUNTIME.glob("*.py")), ids=lambda p: p.name)
+def test_no_runtime_module_imports_tensorflow_even_lazily(path):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("import_module", "__import__"):
+            imported |= {arg.value.split(".")[0] for arg in node.args if isinstance(arg, ast.Constant) and isinstance(arg.value, str)}
+    assert not imported & set(FORBIDDEN), f"{path.name} imports {sorted(imported & set(FORBIDDEN))}"
+    assert "edgecls" not in imported or all(
+        module.startswith(("edgecls.runtime", "edgecls.errors", "edgecls.fileio"))
+        for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("edgecls")
+        for module in [node.module]
+    ), f"{path.name} reaches outside the runtime"
+
+
+def _python(code: str, *, timeout: int = 300) -> dict:
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, check=False)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def test_a_fresh_interpreter_predicts_and_benchmarks_without_tensorflow(digits_run):
+    code = f"""
+import json, sys
+import numpy as np
+import edgecls.runtime
+from edgecls.runtime import Classifier
+from edgecls.runtime.bench import measure_model
+import edgecls.runtime.remote, edgecls.runtime.device, edgecls.runtime.targets
+frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+labels = [Classifier(path).predict(frame)[0][0] for path in ({str(digits_run.tflite)!r}, {str(digits_run.onnx)!r})]
+measured = measure_model({str(digits_run.onnx)!r}, threads=1, runs=3, warmup=1)
+loaded = sorted({{name.split(".")[0] for name in sys.modules}} & set({NOT_ON_A_DEVICE!r}))
+print(json.dumps({{"labels": labels, "loaded": loaded, "engine": measured.engine}}))
+"""
+    result = _python(code)
+    assert result["loaded"] == [], f"the runtime pulled in {result['loaded']}"
+    assert len(result["labels"]) == 2 and result["engine"] == "onnxruntime"
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["one shared Classifier", "one Classifier per thread"])
+def test_threads_get_the_same_answers_as_one_thread(digits_run, shared):
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, (120 + 7 * i, 160, 3), dtype=np.uint8) for i in range(24)]
+    reference = Classifier(digits_run.tflite, threads=1)
+    expected = [reference.predict(frame) for frame in frames]
+    results: dict[int, list] = {}
+    errors: list[BaseException] = []
+
+    def work(worker: int) -> None:
+        try:
+            classifier = reference if shared else Classifier(digits_run.tflite, threads=1)
+            results[worker] = [classifier.predict(frame) for frame in frames * 5]
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    for worker in range(4):
+        assert [[label for label, _ in p] for p in results[worker]] == [[label for label, _ in p] for p in expected * 5]
+        np.testing.assert_allclose([[s for _, s in p] for p in results[worker]], [[s for _, s in p] for p in expected * 5], atol=1e-6)
+
+
+def test_memory_stays_flat_over_many_predictions(digits_run):
+    code = f"""
+import json, psutil
+import numpy as np
+from edgecls.runtime import Classifier
+classifier = Classifier({str(digits_run.tflite)!r}, threads=1)
+frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+for _ in range(300):
+    classifier.predict(frame)
+process = psutil.Process()
+before = process.memory_info().rss
+for _ in range(3000):
+    classifier.predict(frame)
+print(json.dumps({{"growth_mb": (process.memory_info().rss - before) / 2**20}}))
+"""
+    assert _python(code)["growth_mb"] <= 2.0
+
+
+def test_camera_example_on_a_video_file(digits_run, tmp_path):
+    import cv2
+
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 15, (640, 480))
+    assert writer.isOpened()
+    for index in range(12):
+        frame = np.full((480, 640, 3), 20, np.uint8)
+        cv2.putText(frame, str(index % 10), (250, 380), cv2.FONT_HERSHEY_SIMPLEX, 12, (255, 255, 255), 30)
+        writer.write(frame)
+    writer.release()
+    command = [sys.executable, str(ROOT / "examples" / "camera.py"), str(video), "--model", str(digits_run.tflite), "--headless", "--threads", "1"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.strip().splitlines()
+    assert len(lines) == 12
+    for number, line in enumerate(lines, start=1):
+        prefix, rest = line.split(": ", 1)
+        label, score, fps = rest.split(" ", 2)
+        assert prefix == f"frame {number}" and label in [str(d) for d in range(10)] and 0.0 <= float(score) <= 1.0 and fps.endswith("fps)")
+    assert "12 frames" in completed.stderr and "Classifier(" in completed.stderr
+    limited = subprocess.run([*command, "--max-frames", "5"], capture_output=True, text=True, timeout=120, check=True)
+    assert len(limited.stdout.strip().splitlines()) == 5
+
+
+def test_camera_example_draws_the_label():
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import camera
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    frame = np.zeros((480, 640, 3), np.uint8)
+    camera.annotate(frame, "cat", 0.93, 29.7)
+    assert frame[:30, :200].any() and not frame[100:].any()
