@@ -129,6 +129,7 @@ def fit(
     """
     import keras
 
+    keras.utils.set_random_seed(seed)
     train_data = to_tf_dataset(dataset.train, batch_size=batch_size, training=True, seed=seed, augment=tuple(augment))
     val_data = to_tf_dataset(dataset.val, batch_size=batch_size, training=False)
     steps_per_epoch = int(np.ceil(len(dataset.train) / batch_size))
@@ -145,16 +146,23 @@ def fit(
         run_dir.mkdir(parents=True, exist_ok=True)
         history_csv = run_dir / "history.csv"
         if resume and history_csv.exists():
-            best.best = max((row.get("val_accuracy", -1.0) for row in _read_history(history_csv)), default=-1.0)
+            done = _read_history(history_csv)
+            best.best = max((row.get("val_accuracy", -1.0) for row in done), default=-1.0)
+            # Each new iterator over the shuffled dataset draws the next shuffle order, and
+            # Keras 3.15 opens two per epoch: draw the orders of the epochs already done, so
+            # the resumed epochs see the batches an uninterrupted run would have seen
+            # (tests/test_spine.py checks the weights come out identical).
+            for _ in range(2 * len(done)):
+                iter(train_data)
         all_callbacks += [
             keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=True),
+            _random_state_callback(run_dir / "backup_random_state.npz", restore=resume),
             keras.callbacks.CSVLogger(str(history_csv), append=resume),
             keras.callbacks.TensorBoard(str(run_dir / "tb"), write_graph=False, profile_batch=0),
         ]
     if patience:
         all_callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, mode="max"))
     all_callbacks += list(callbacks)
-    keras.utils.set_random_seed(seed)
     history = model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=all_callbacks, class_weight=class_weights, shuffle=False, verbose=0)
     if best.weights is not None:
         model.set_weights(best.weights)
@@ -186,6 +194,32 @@ def _best_weights_callback(path: Path | None):
                         self.model.save_weights(str(tmp))
 
     return BestWeights()
+
+
+def _random_state_callback(path: Path, *, restore: bool):
+    """Save the random generators' state (Dropout's ``SeedGenerator``) at each epoch's end
+    and restore it on resume: ``BackupAndRestore`` keeps weights and optimizer, not these,
+    and without them a resumed run draws other dropout masks than an uninterrupted one."""
+    import keras
+
+    class RandomState(keras.callbacks.Callback):
+        def _states(self):
+            return [v for v in self.model.variables if "seed_generator_state" in v.path]
+
+        def on_train_begin(self, logs=None):
+            if restore and path.exists():
+                saved = np.load(path)
+                for index, variable in enumerate(self._states()):
+                    variable.assign(saved[f"state{index}"])
+
+        def on_epoch_end(self, epoch, logs=None):
+            with atomic_path(path) as tmp:
+                np.savez(tmp, **{f"state{index}": variable.numpy() for index, variable in enumerate(self._states())})
+
+        def on_train_end(self, logs=None):
+            path.unlink(missing_ok=True)
+
+    return RandomState()
 
 
 def _read_history(path: Path) -> list[dict[str, float]]:
