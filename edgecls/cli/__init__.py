@@ -13,5 +13,6 @@ from edgecls.cli import inspect as _inspect  # noqa: F401,E402
 from edgecls.cli import bench as _bench  # noqa: F401,E402
 from edgecls.cli import quantize as _quantize  # noqa: F401,E402
 from edgecls.cli import prune as _prune  # noqa: F401,E402
+from edgecls.cli import distill as _distill  # noqa: F401,E402
 
 __all__ = ["app", "main"]

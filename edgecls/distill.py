@@ -1,0 +1,491 @@
+"""``edgecls distill``: a teacher's softened outputs train an edge-sized student.
+
+Built on ``keras.distillation``: a ``Distiller`` over the *logits* of both
+models (every edgecls model ends in ``Dense("logits")`` → ``softmax("probs")``;
+the Distiller sees logits sub-models that share the layers, so training it
+trains the full student), ``LogitsDistillation`` for the outputs and, for
+matched intermediate layers, ``FeatureDistillation``. Training goes through
+``edgecls.train.fit`` like every stage: cosine schedule, best epoch kept,
+checkpoints and ``--resume``, TensorBoard, ``runs/NAME/``.
+
+The loss per batch, with ``w = kd_weight`` and temperature ``T``::
+
+    (1 - w) · CE(labels, student) + w · [T² · KL(softmax(t/T) ‖ softmax(s/T)) + Σ MSE(features)]
+
+The student trains on the teacher's own training split and is scored on the
+teacher's held-out split (rebuilt from the teacher's metadata), so teacher,
+student-alone and distilled figures compare the same images.
+
+>>> result = distill(DistillConfig(teacher="runs/cnn-digits/model.keras", student="runs/cnn-digits/model_pruned.keras", baseline=True))  # doctest: +SKIP
+>>> result.teacher_top1 - result.student_top1, result.student_macs / result.teacher_macs  # doctest: +SKIP
+(0.0, 0.26)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgecls.errors import ConfigError, ModelError
+from edgecls.fileio import atomic_path, write_json
+from edgecls.runtime.metadata import ModelInfo
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME = "distill.json"
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Options of ``edgecls distill``; the defaults are the CLI's."""
+
+    teacher: str  # a trained .keras
+    student: str  # a registry name (built for the teacher's labels and input), or a .keras file (e.g. a pruned model)
+    data: str | None = None  # None: the data set recorded in the teacher
+    alpha: float | None = None  # width multiplier of a registry student (MobileNets); not the loss weight
+    temperature: float = 4.0
+    kd_weight: float = 0.9  # weight of the distillation term; the label loss gets 1 - kd_weight
+    feature_layers: tuple[tuple[str, str], ...] = ()  # (teacher layer, student layer) pairs, outputs of equal shape
+    epochs: int = 20
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    patience: int = 8  # early stopping on val accuracy; 0 = off
+    augment: str = "auto"  # auto | none | comma list of flip,rotate,zoom
+    baseline: bool = False  # also train the same student alone (same data, epochs, seed)
+    seed: int = 0
+    out: str | None = None  # None: runs/<student>-distilled
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        # JSON (a resumed run's config.json) gives lists: keep the config hashable and comparable
+        object.__setattr__(self, "feature_layers", tuple((str(t), str(s)) for t, s in self.feature_layers))
+
+    def check(self) -> None:
+        if not 0.0 <= self.kd_weight <= 1.0:
+            raise ConfigError(f"--kd-weight must be between 0 and 1 (the label loss gets 1 - kd-weight), got {self.kd_weight}")
+        if self.temperature <= 0.0:
+            raise ConfigError(f"--temperature must be positive (typically 2 to 6), got {self.temperature}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError(f"--epochs and --batch-size must be at least 1, got {self.epochs} and {self.batch_size}")
+        if self.alpha is not None and self.student_is_file:
+            raise ConfigError(f"--alpha sets the width of a registry student; {self.student} is a .keras file whose width is fixed: drop --alpha")
+        if self.alpha is not None and self.alpha <= 0.0:
+            raise ConfigError(f"--alpha (student width multiplier) must be positive, got {self.alpha}")
+
+    @property
+    def student_is_file(self) -> bool:
+        """A path (``pruned.keras``, ``runs/a/model.keras``) rather than a registry name (``mobilenetv2``)."""
+        return Path(self.student).suffix != "" or "/" in self.student
+
+    def run_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        return Path("runs") / f"{Path(self.student).stem}-distilled"
+
+
+@dataclass
+class DistillResult:
+    """What distillation produced, measured on the teacher's held-out split."""
+
+    model_path: str
+    run_dir: str
+    report_path: str
+    curves_png: str
+    teacher_top1: float
+    student_top1: float  # the distilled student
+    baseline_top1: float | None  # the same student trained alone (--baseline), else None
+    teacher_params: int
+    teacher_macs: int
+    student_params: int  # the baseline has the same architecture
+    student_macs: int
+    data: str
+    n_train: int
+    n_val: int
+    evaluated_with: str  # where the top-1 figures were computed
+    epochs_run: int
+    best_epoch: int
+    baseline_best_epoch: int | None
+    baseline_model_path: str | None
+    teacher_path: str
+    student_source: str
+    temperature: float
+    kd_weight: float
+    feature_layers: list[list[str]] = field(default_factory=list)
+    seconds: float = 0.0
+    device: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def distill(config: DistillConfig, *, callbacks: Sequence[Any] = ()) -> DistillResult:
+    """Distil ``config.teacher`` into ``config.student``; write ``runs/NAME/``.
+
+    Writes ``model.keras`` (the distilled student: the full softmax model, with
+    edgecls metadata), ``distill.json``, ``history.json``, ``curves.png``,
+    ``config.json``, ``split.json`` and, with ``baseline``,
+    ``baseline/model.keras``. Nothing is written before the teacher, the
+    student and the data have been checked against each other.
+    """
+    from edgecls.data import parse_augment
+    from edgecls.keras_io import save_keras_model
+    from edgecls.train import environment
+
+    started = time.time()
+    config.check()
+    run_dir = config.run_dir()
+    config = _resolve_resume(config, run_dir)
+    teacher, teacher_info, student, dataset = _checked_inputs(config, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", {"options": asdict(config), "environment": environment()})
+    write_json(run_dir / "split.json", {**dataset.split, "val_sources": dataset.val.sources, "skipped_files": dataset.skipped})
+    fit_options = dict(
+        epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate, seed=config.seed,
+        augment=parse_augment(config.augment, config.data or teacher_info.provenance.get("dataset", "")),
+        patience=config.patience or None, callbacks=callbacks, resume=config.resume,
+    )
+    model_path = run_dir / "model.keras"
+    if config.resume and _phase_done(run_dir):
+        log.info("%s: the distillation had finished before the interruption; keeping it", model_path)
+        student, history = _load(model_path), _read_history(run_dir)
+    else:
+        history = distill_model(teacher, student, dataset, temperature=config.temperature, kd_weight=config.kd_weight,
+                                feature_layers=config.feature_layers, run_dir=run_dir, **fit_options)
+    teacher_top1, student_top1 = _top1(teacher, dataset.val), _top1(student, dataset.val)
+    info = _student_metadata(config, teacher_info, student_info(config, student, teacher_info), dataset, student_top1, teacher_top1, run_dir)
+    save_keras_model(student, model_path, info)
+
+    baseline = None
+    if config.baseline:
+        baseline = _baseline(config, teacher_info, dataset, info, run_dir / "baseline", fit_options)
+        log.info("top-1: teacher %.4f, student alone %.4f, distilled %.4f", teacher_top1, baseline["top1"], student_top1)
+    result = _result(config, run_dir, teacher, student, dataset, history, baseline, teacher_top1, student_top1)
+    result.seconds = round(time.time() - started, 2)
+    write_json(result.report_path, result.to_dict())
+    return result
+
+
+def _checked_inputs(config: DistillConfig, run_dir: Path) -> tuple[Any, ModelInfo, Any, Any]:
+    """Teacher, its metadata, the student and the teacher's own split, checked against each other."""
+    from edgecls.evaluate import validation_set
+    from edgecls.keras_io import model_info_from_keras
+
+    teacher = _load(config.teacher)
+    teacher_info = model_info_from_keras(config.teacher, teacher)
+    student = build_student(config, teacher_info)
+    check_compatible(teacher, student, teacher_info, student_info(config, student, teacher_info), feature_layers=config.feature_layers)
+    _refuse_overwrite(run_dir, config)
+    _, dataset = validation_set(teacher_info, config.data)  # DataError when the data's classes are not the teacher's labels
+    if "split" not in teacher_info.provenance:
+        log.warning("%s records no training split: validating on a fresh split the teacher may have trained on", config.teacher)
+    log.info("data: %s, %d train / %d val images (the teacher's split)", dataset.name, len(dataset.train), len(dataset.val))
+    return teacher, teacher_info, student, dataset
+
+
+def _baseline(config: DistillConfig, teacher_info: ModelInfo, dataset: Any, info: ModelInfo, run_dir: Path, fit_options: dict[str, Any]) -> dict[str, Any]:
+    """The same student (same initial weights), data, epochs, schedule and seed, on the labels alone."""
+    from edgecls.keras_io import save_keras_model
+    from edgecls.train import fit
+
+    model = build_student(config, teacher_info)
+    if config.resume and _phase_done(run_dir):
+        model, history = _load(run_dir / "model.keras"), _read_history(run_dir)
+    else:
+        history = fit(model, dataset, run_dir=run_dir, **fit_options)
+    top1 = _top1(model, dataset.val)
+    baseline_info = info.with_provenance(distilled=None, baseline_of=str(run_dir.parent / "model.keras"), val_accuracy=round(top1, 6), run=str(run_dir))
+    path = save_keras_model(_without_optimizer(model), run_dir / "model.keras", baseline_info)
+    return {"top1": top1, "history": history, "model_path": str(path)}
+
+
+def _result(config: DistillConfig, run_dir: Path, teacher: Any, student: Any, dataset: Any, history: dict[str, list[float]],
+            baseline: dict[str, Any] | None, teacher_top1: float, student_top1: float) -> DistillResult:
+    import keras
+
+    from edgecls.modelstats import count_params_and_macs
+    from edgecls.train import describe_device
+
+    baseline_history = baseline["history"] if baseline else None
+    curves = plot_distill_curves(history, baseline_history, teacher_top1, run_dir / "curves.png")
+    write_json(run_dir / "history.json", {"distilled": history, "baseline": baseline_history})
+    (teacher_params, teacher_macs), (student_params, student_macs) = count_params_and_macs(teacher), count_params_and_macs(student)
+    accuracies = history.get("val_accuracy") or [student_top1]
+    baseline_accuracies = (baseline_history or {}).get("val_accuracy") or []
+    return DistillResult(
+        model_path=str(run_dir / "model.keras"), run_dir=str(run_dir), report_path=str(run_dir / REPORT_NAME), curves_png=str(curves),
+        teacher_top1=teacher_top1, student_top1=student_top1, baseline_top1=baseline["top1"] if baseline else None,
+        teacher_params=teacher_params, teacher_macs=teacher_macs, student_params=student_params, student_macs=student_macs,
+        data=dataset.name, n_train=len(dataset.train), n_val=len(dataset.val),
+        evaluated_with=f"keras {keras.__version__}, {describe_device()} of this host, on the teacher's held-out split",
+        epochs_run=len(accuracies), best_epoch=int(np.argmax(accuracies)) + 1,
+        baseline_best_epoch=int(np.argmax(baseline_accuracies)) + 1 if baseline_accuracies else None,
+        baseline_model_path=baseline["model_path"] if baseline else None, teacher_path=str(config.teacher), student_source=config.student,
+        temperature=config.temperature, kd_weight=config.kd_weight, feature_layers=[list(pair) for pair in config.feature_layers],
+        device=describe_device(),
+    )
+
+
+def _load(path: str | Path) -> Any:
+    from edgecls.keras_io import load_keras_model
+
+    return load_keras_model(path)
+
+
+def parse_feature_layers(text: str) -> tuple[tuple[str, str], ...]:
+    """``"conv3:conv3,fc:fc"`` → ``(("conv3", "conv3"), ("fc", "fc"))`` (teacher layer, student layer)."""
+    pairs = []
+    for part in (part.strip() for part in text.split(",")):
+        if not part:
+            continue
+        teacher_layer, colon, student_layer = part.partition(":")
+        if not colon or not teacher_layer.strip() or not student_layer.strip():
+            raise ConfigError(f"--feature-layers: {part!r} is not TEACHER_LAYER:STUDENT_LAYER (e.g. conv3:conv3)")
+        pairs.append((teacher_layer.strip(), student_layer.strip()))
+    return tuple(pairs)
+
+
+def distill_model(
+    teacher: Any,
+    student: Any,
+    dataset: Any,
+    *,
+    temperature: float = 4.0,
+    kd_weight: float = 0.9,
+    feature_layers: Sequence[tuple[str, str]] = (),
+    epochs: int,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    run_dir: str | Path | None = None,
+    augment: Sequence[str] = (),
+    patience: int | None = None,
+    callbacks: Sequence[Any] = (),
+    resume: bool = False,
+) -> dict[str, list[float]]:
+    """Train ``student`` (in place) against the frozen ``teacher``; return the history.
+
+    Both are full edgecls models (softmax output); the ``Distiller`` works on
+    their logits. The teacher runs in inference mode (``training=False``:
+    BatchNorm statistics stay) and is not trainable, so it is never updated.
+    """
+    import keras
+
+    from edgecls.train import fit, make_optimizer
+
+    losses = distillation_losses(temperature, feature_layers)
+    distiller = keras.distillation.Distiller(
+        teacher=logits_model(teacher, "teacher"), student=logits_model(student, "student"),
+        distillation_losses=losses, distillation_loss_weights=[1.0] * len(losses), student_loss_weight=1.0 - kd_weight,
+    )
+    # BackupAndRestore (resume) needs a built model; a subclassed Distiller is built by a first call.
+    distiller(np.zeros((1, *student.input_shape[1:]), dtype=np.float32), training=False)
+    steps_per_epoch = int(np.ceil(len(dataset.train) / batch_size))
+    distiller.compile(
+        optimizer=make_optimizer(learning_rate, steps_per_epoch * epochs),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return fit(distiller, dataset, epochs=epochs, batch_size=batch_size, seed=seed, run_dir=run_dir, augment=augment,
+               callbacks=callbacks, patience=patience, compile=False, resume=resume)
+
+
+def distillation_losses(temperature: float, feature_layers: Sequence[tuple[str, str]] = ()) -> list[Any]:
+    """``LogitsDistillation`` (T²-scaled KL of the softened outputs), then one ``FeatureDistillation`` (MSE) per layer pair."""
+    import keras
+
+    # A KLDivergence *instance*, not the default string "kl_divergence": in
+    # Keras 3.15.1 LogitsDistillation applies the softmax and the T² factor only
+    # when its loss is a KLDivergence instance; the string resolves to a plain
+    # function, and the KL would be taken of raw logits (a test pins this).
+    losses: list[Any] = [keras.distillation.LogitsDistillation(temperature=temperature, loss=keras.losses.KLDivergence())]
+    losses += [keras.distillation.FeatureDistillation(loss="mse", teacher_layer_name=t, student_layer_name=s) for t, s in feature_layers]
+    return losses
+
+
+def logits_model(model: Any, role: str = "model") -> Any:
+    """A model from ``model``'s input to its logits, sharing its layers and weights.
+
+    The logits are the ``logits`` layer's output (edgecls models), else the
+    input of a final softmax activation. Cast to float32 so a mixed-precision
+    teacher and a float32 student compare.
+    """
+    import keras
+
+    from edgecls.models import LOGITS_LAYER
+
+    try:
+        logits = model.get_layer(LOGITS_LAYER).output
+    except ValueError:
+        last = model.layers[-1]
+        if not (isinstance(last, keras.layers.Activation) and getattr(last.activation, "__name__", "") == "softmax"):
+            raise ModelError(f"the {role} ({model.name}) has no layer named {LOGITS_LAYER!r} and does not end in a softmax activation; "
+                             "distillation needs the logits: build it with edgecls (every registry model ends in Dense 'logits' → softmax 'probs')") from None
+        logits = last.input
+    if logits.dtype != "float32":
+        logits = keras.layers.Activation("linear", dtype="float32", name=f"{role}_logits_float32")(logits)
+    return keras.Model(model.inputs, logits, name=f"{model.name}_logits")
+
+
+def check_compatible(teacher: Any, student: Any, teacher_info: ModelInfo, student_info: ModelInfo, *, feature_layers: Sequence[tuple[str, str]] = ()) -> None:
+    """Raise ``ModelError`` naming what differs: classes, input size, channels, feature shapes."""
+    teacher_classes, student_classes = int(teacher.output_shape[-1]), int(student.output_shape[-1])
+    if teacher_classes != student_classes:
+        raise ModelError(f"classes differ: the teacher predicts {teacher_classes} classes, the student {student_classes}; "
+                         "distil into a student built for the teacher's labels (pass a registry name as --student)")
+    if tuple(teacher_info.labels) != tuple(student_info.labels):
+        raise ModelError(f"classes differ: teacher labels {list(teacher_info.labels)[:6]}…, student labels {list(student_info.labels)[:6]}…; "
+                         "the teacher's output i must mean the student's output i")
+    teacher_shape, student_shape = tuple(teacher.input_shape[1:]), tuple(student.input_shape[1:])
+    if teacher_shape[:2] != student_shape[:2]:
+        raise ModelError(f"input size differs: the teacher takes {teacher_shape[0]}x{teacher_shape[1]} pixels, the student {student_shape[0]}x{student_shape[1]}; "
+                         "both must see the same images: build the student at the teacher's size")
+    if teacher_shape[2] != student_shape[2] or teacher_info.channel_order != student_info.channel_order:
+        raise ModelError(f"channels differ: the teacher takes {teacher_shape[2]} ({teacher_info.channel_order}), the student {student_shape[2]} ({student_info.channel_order})")
+    for teacher_layer, student_layer in feature_layers:
+        shapes = []
+        for role, model, name in (("teacher", teacher, teacher_layer), ("student", student, student_layer)):
+            try:
+                shapes.append(tuple(model.get_layer(name).output.shape[1:]))
+            except ValueError:
+                raise ModelError(f"--feature-layers: the {role} has no layer {name!r}") from None
+        if shapes[0] != shapes[1]:
+            raise ModelError(f"--feature-layers {teacher_layer}:{student_layer}: output shapes differ (teacher {shapes[0]}, student {shapes[1]}); "
+                             "feature distillation (MSE) needs layers of equal output shape")
+
+
+def student_info(config: DistillConfig, student: Any, teacher_info: ModelInfo) -> ModelInfo:
+    """The student's labels and input contract: its file's metadata, or the teacher's for a registry student (built from it)."""
+    from edgecls.runtime.metadata import read_model_info
+
+    if not config.student_is_file:
+        return teacher_info
+    own = read_model_info(config.student)
+    if own is not None:
+        return own
+    # No metadata (a model not saved by edgecls): its graph gives the input; class names cannot be compared.
+    _, height, width, channels = student.input_shape
+    order = teacher_info.channel_order if channels == teacher_info.channels else ("GRAY" if channels == 1 else "RGB")
+    return ModelInfo(teacher_info.labels, (int(height), int(width)), int(channels), order)
+
+
+def build_student(config: DistillConfig, teacher_info: ModelInfo) -> Any:
+    """The registry model built for the teacher's labels and input, or the ``.keras`` file, seeded by ``config.seed``."""
+    import keras
+
+    from edgecls.keras_io import load_keras_model
+    from edgecls.models import build_model
+
+    keras.utils.set_random_seed(config.seed)  # the baseline starts from the very same weights
+    if config.student_is_file:
+        return load_keras_model(config.student)
+    return build_model(config.student, num_classes=len(teacher_info.labels), image_size=tuple(teacher_info.input_size),
+                       channels=teacher_info.channels, alpha=1.0 if config.alpha is None else config.alpha)
+
+
+def _top1(model: Any, images: Any) -> float:
+    from edgecls.evaluate import predict_scores
+
+    scores = predict_scores(model, images)
+    return float(np.mean(np.argmax(scores, axis=1) == images.labels))
+
+
+def _student_metadata(config: DistillConfig, teacher_info: ModelInfo, own_info: ModelInfo, dataset: Any, student_top1: float, teacher_top1: float, run_dir: Path) -> ModelInfo:
+    """The teacher's contract (labels, input) with the student's own history (e.g. ``pruned``) and this distillation."""
+    provenance = {
+        **own_info.provenance,
+        "source_model": config.student,
+        "dataset": dataset.name, "split": dataset.split, "n_train": len(dataset.train), "n_val": len(dataset.val),
+        "val_accuracy": round(student_top1, 6), "run": str(run_dir), "precision": "fp32",
+        "distilled": {"teacher": str(config.teacher), "teacher_top1": round(teacher_top1, 6), "temperature": config.temperature,
+                      "kd_weight": config.kd_weight, "feature_layers": [list(pair) for pair in config.feature_layers]},
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return ModelInfo(teacher_info.labels, teacher_info.input_size, teacher_info.channels, teacher_info.channel_order, teacher_info.pixel_range, provenance)
+
+
+def _without_optimizer(model: Any) -> Any:
+    """A copy of a compiled model without its optimizer state (it would double the file)."""
+    import keras
+
+    if getattr(model, "optimizer", None) is None:
+        return model
+    clean = keras.Model.from_config(model.get_config())
+    clean.set_weights(model.get_weights())
+    return clean
+
+
+def _refuse_overwrite(run_dir: Path, config: DistillConfig) -> None:
+    output = (run_dir / "model.keras").resolve()
+    for role, path in (("teacher", config.teacher), ("student", config.student if config.student_is_file else None)):
+        if path and Path(path).resolve() in (output, (run_dir / "baseline" / "model.keras").resolve()):
+            raise ConfigError(f"--out {run_dir} would overwrite the {role} {path}; distillation never overwrites its inputs: choose another --out")
+
+
+def _resolve_resume(config: DistillConfig, run_dir: Path) -> DistillConfig:
+    """With ``resume``: the interrupted run's own options. Without: refuse to mix with an interrupted run."""
+    backups = [path for path in (run_dir / "backup", run_dir / "baseline" / "backup") if path.exists()]
+    if not config.resume:
+        if backups:
+            raise ConfigError(f"{run_dir}: holds an interrupted distillation; continue it with --resume, or choose another --out")
+        return config
+    saved = run_dir / "config.json"
+    if not saved.exists() or not backups:
+        raise ConfigError(f"{run_dir}: nothing to resume (no interrupted distillation there); start it again without --resume")
+    options = json.loads(saved.read_text())["options"]
+    options["resume"] = True
+    return DistillConfig(**options)
+
+
+def _phase_done(run_dir: Path) -> bool:
+    """A phase finished when its model was saved and its backup removed (``BackupAndRestore`` deletes it at the end)."""
+    return (run_dir / "model.keras").exists() and not (run_dir / "backup").exists()
+
+
+def _read_history(run_dir: Path) -> dict[str, list[float]]:
+    """A finished phase's per-epoch history, from the CSV that ``fit`` keeps across resumes."""
+    from edgecls.train import _read_history as read_rows
+
+    rows = read_rows(run_dir / "history.csv") if (run_dir / "history.csv").exists() else []
+    return {key: [row[key] for row in rows if key in row] for key in (rows[0] if rows else {})}
+
+
+def plot_distill_curves(history: dict[str, list[float]], baseline: dict[str, list[float]] | None, teacher_top1: float, path: Path) -> Path:
+    """Losses of the distillation (total, label, distillation terms) and of the baseline; val top-1 of both against the teacher's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    figure, (losses, accuracy) = plt.subplots(1, 2, figsize=(11, 4))
+    for key, label, style in (("loss", "distilled: total (train)", "-"), ("val_loss", "distilled: total (val)", "--"),
+                              ("student_loss", "distilled: label CE term", ":"), ("distillation_loss", "distilled: distillation term", "-.")):
+        values = history.get(key)
+        if values:
+            losses.plot(range(1, len(values) + 1), values, style, color="C0" if key in ("loss", "val_loss") else None, label=label)
+    for key, label, style in (("loss", "alone: CE (train)", "-"), ("val_loss", "alone: CE (val)", "--")):
+        values = (baseline or {}).get(key)
+        if values:
+            losses.plot(range(1, len(values) + 1), values, style, color="C3", label=label)
+    losses.set_title("loss")
+    for source, label, color in ((history, "distilled student", "C0"), (baseline or {}, "student alone", "C3")):
+        values = source.get("val_accuracy")
+        if values:
+            accuracy.plot(range(1, len(values) + 1), values, color=color, label=label)
+    accuracy.axhline(teacher_top1, color="k", linestyle=":", label=f"teacher {teacher_top1:.2%}")
+    accuracy.set_title("val top-1")
+    for axis in (losses, accuracy):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_xlabel("epoch")
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=80)
+    plt.close(figure)
+    return path
