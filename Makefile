@@ -14,12 +14,9 @@ $(BIN)/edgecls: pyproject.toml
 
 install: $(BIN)/edgecls  ## create .venv and install edgecls with its train + runtime + dev extras
 
-demo: $(BIN)/edgecls  ## train on the built-in digits, evaluate, export .tflite and .onnx, evaluate those
-	$(BIN)/edgecls train --data digits --model cnn --epochs 20 --out runs/demo
-	$(BIN)/edgecls evaluate runs/demo/model.keras
-	$(BIN)/edgecls export runs/demo/model.keras --format tflite,onnx
-	$(BIN)/edgecls evaluate runs/demo/export/model_fp32.tflite
-	$(BIN)/edgecls evaluate runs/demo/export/model_fp32.onnx
+demo: $(BIN)/edgecls  ## the whole pipeline on the built-in digits: train, prune, distill, quantize, export, bench → runs/digits/report.md
+	$(BIN)/edgecls pipeline examples/digits.toml
+	@echo "report: runs/digits/report.md"
 
 test: $(BIN)/edgecls  ## the whole test suite
 	$(BIN)/pytest -q -p no:cacheprovider --durations=15

@@ -1,0 +1,42 @@
+"""``edgecls pipeline``: every stage from one TOML file, re-running only what changed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgecls.cli.app import app, console, progress_console, run
+
+
+@app.command()
+def pipeline(
+    config: Annotated[Path, typer.Argument(help="Pipeline TOML (see examples/digits.toml).")],
+    from_stage: Annotated[Optional[str], typer.Option("--from", help="Re-run from this stage even if nothing changed.")] = None,
+    until_stage: Annotated[Optional[str], typer.Option("--until", help="Stop after this stage.")] = None,
+    runs_dir: Annotated[Optional[Path], typer.Option("--runs-dir", help="Where runs/<name>/ goes (default: runs, or the file's runs_dir).")] = None,
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """train → prune → distill → quantize → export → bench; writes runs/NAME/report.md."""
+    from edgecls.pipeline import load_pipeline_config, run_pipeline
+
+    def announce(stage: str, status: str) -> None:
+        progress_console().print(f"[bold]{stage}[/]: {status}")
+
+    def go():
+        result = run_pipeline(load_pipeline_config(config, runs_dir=runs_dir), from_stage=from_stage, until_stage=until_stage, on_stage=announce)
+        if result.failed:
+            from edgecls.errors import EdgeclsError
+
+            raise EdgeclsError(f"stage {result.failed} (earlier outputs kept in {result.run_dir}; fix it and run again to resume)")
+        return result
+
+    run(go, as_json=json, render=_render)
+
+
+def _render(result) -> None:
+    out = console()
+    for stage in result.stages:
+        out.print(f"{stage.stage:9s} {stage.status:8s} {stage.seconds:7.1f} s")
+    out.print(f"report: {result.report_md} ({result.seconds:.0f} s in all)")

@@ -1,0 +1,108 @@
+"""The pipeline's TOML file: data, seed, and one table per stage that runs.
+
+```toml
+name = "digits"            # outputs in runs/<name>/
+data = "digits"            # or a folder of <class>/ images
+seed = 0
+
+[train]                    # the options of `edgecls train`
+model = "cnn"
+epochs = 20
+
+[prune]                    # of `edgecls prune` (the trained model is the input)
+ratio = 0.5
+
+[distill]                  # of `edgecls distill` (teacher: the trained model; student: the pruned one)
+epochs = 10
+
+[quantize]                 # of `edgecls quantize`, for each precision listed
+precisions = ["int8", "fp16"]
+calib = "calib_data/digits"
+
+[export]                   # FP32 artifacts of every Keras stage
+formats = ["tflite", "onnx"]
+
+[bench]                    # of `edgecls bench`, once per target
+targets = ["host", "rpi5"]
+runs = 100
+```
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgecls.errors import ConfigError
+
+STAGES = ("train", "prune", "distill", "quantize", "export", "bench")
+TOP_LEVEL = ("name", "data", "seed", "runs_dir", *STAGES)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    name: str
+    data: str
+    seed: int
+    stages: dict[str, dict[str, Any]]  # stage name → its options, in STAGES order, enabled ones only
+    source: str
+    base_dir: Path = field(default=Path("."))  # relative paths in the file are relative to it
+    runs_dir: Path = field(default=Path("runs"))
+
+    @property
+    def run_dir(self) -> Path:
+        return self.runs_dir / self.name
+
+    def resolve(self, path: str) -> str:
+        """A path from the config file, relative to the file's folder (``digits`` stays ``digits``)."""
+        if path == "digits" or Path(path).is_absolute():
+            return path
+        candidate = self.base_dir / path
+        return str(candidate) if candidate.exists() or not Path(path).exists() else path
+
+
+def load_pipeline_config(path: str | Path, *, runs_dir: str | Path | None = None) -> PipelineConfig:
+    """Read and check a pipeline file; unknown tables or keys are errors that list the valid ones."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such pipeline file")
+    try:
+        document = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    unknown = sorted(set(document) - set(TOP_LEVEL))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(TOP_LEVEL)}")
+    if "train" not in document:
+        raise ConfigError(f"{path}: a pipeline needs a [train] table (the model every later stage starts from)")
+    for stage in STAGES:
+        if stage in document and not isinstance(document[stage], dict):
+            raise ConfigError(f"{path}: '{stage}' must be a table ([{stage}])")
+    # the repository's relative paths (calib_data/…) work from the repository root or the file's folder
+    base = path.parent.parent if (path.parent.parent / "calib_data").exists() else path.parent
+    return PipelineConfig(
+        name=str(document.get("name", path.stem)),
+        data=str(document.get("data", "digits")),
+        seed=int(document.get("seed", 0)),
+        stages={stage: dict(document[stage]) for stage in STAGES if stage in document},
+        source=str(path),
+        base_dir=base,
+        runs_dir=Path(runs_dir) if runs_dir else Path(document.get("runs_dir", "runs")),
+    )
+
+
+def stage_options(config_class: type, options: dict[str, Any], *, stage: str, source: str, **fixed: Any):
+    """Build ``config_class`` from a stage table plus the pipeline's fixed fields, with a clear error."""
+    import dataclasses
+
+    valid = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise ConfigError(f"{source}: [{stage}] has unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid - set(fixed)))}")
+    values = {**options, **fixed}
+    for name, value in values.items():  # TOML arrays → the tuples frozen configs use
+        if isinstance(value, list):
+            values[name] = tuple(value)
+    return config_class(**values)

@@ -1,0 +1,176 @@
+"""One function per pipeline stage: build the stage's config, call the library, summarise.
+
+Each takes ``(config, options, stage_dir, summaries, resuming)`` and returns a
+JSON-ready summary whose ``artifacts`` rows feed the report. No stage has an
+implementation of its own: they call what the commands call.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from edgecls.errors import ConfigError
+from edgecls.pipeline.config import PipelineConfig, stage_options
+
+log = logging.getLogger(__name__)
+
+KERAS_STAGES = ("train", "prune", "distill")
+
+# stage → (module, config class, options the pipeline fills in, options of the pipeline's own)
+STAGE_CONFIGS: dict[str, tuple[str | None, str | None, tuple[str, ...], tuple[str, ...]]] = {
+    "train": ("edgecls.train", "TrainConfig", ("data", "seed", "out", "resume"), ()),
+    "prune": ("edgecls.prune", "PruneConfig", ("data", "seed", "out"), ()),
+    "distill": ("edgecls.distill", "DistillConfig", ("teacher", "data", "seed", "out", "resume"), ("student",)),
+    "quantize": ("edgecls.quantize", "QuantizeConfig", ("precision", "seed", "out", "eval_data"), ("precisions",)),
+    "export": (None, None, (), ("formats",)),
+    "bench": ("edgecls.benchmark", "BenchConfig", ("models", "target", "data", "out"), ("targets",)),
+}
+
+
+def check_options(config: PipelineConfig) -> None:
+    """Every stage's options against its config class, before anything runs:
+    a typo in [bench] should not surface after ten minutes of training."""
+    import dataclasses
+    import importlib
+
+    for stage, options in config.stages.items():
+        module, class_name, filled, own = STAGE_CONFIGS[stage]
+        valid = set(own)
+        if module is not None:
+            config_class = getattr(importlib.import_module(module), class_name)
+            valid |= {f.name for f in dataclasses.fields(config_class)} - set(filled)
+        unknown = sorted(set(options) - valid)
+        if unknown:
+            raise ConfigError(f"{config.source}: [{stage}] has unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+
+
+def keras_row(name: str, stage: str, path: str | Path, top1: float | None) -> dict[str, Any]:
+    """A report row for a ``.keras`` model: its size, parameters and MACs."""
+    from edgecls.keras_io import load_keras_model
+    from edgecls.modelstats import count_params_and_macs
+
+    params, macs = count_params_and_macs(load_keras_model(path))
+    return {"name": name, "stage": stage, "path": str(path), "format": "keras", "precision": "fp32", "params": params, "macs": macs, "size_bytes": Path(path).stat().st_size, "top1": top1}
+
+
+def latest_keras_model(summaries: dict[str, dict[str, Any]]) -> str:
+    """The most compressed Keras model so far: distilled, else pruned, else trained."""
+    for stage in reversed(KERAS_STAGES):
+        if stage in summaries:
+            return summaries[stage]["model"]
+    raise ConfigError("no Keras model yet: the pipeline needs [train] first")
+
+
+def train(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool) -> dict[str, Any]:
+    from edgecls.train import TrainConfig, train as train_model
+
+    resume = resuming and (stage_dir / "backup").is_dir()
+    train_config = stage_options(TrainConfig, options, stage="train", source=config.source, data=config.resolve(config.data), seed=config.seed, out=str(stage_dir), resume=resume)
+    result = train_model(train_config)
+    return {
+        "model": str(result.model_path), "val_accuracy": result.val_accuracy, "curves": str(stage_dir / "curves.png"),
+        "artifacts": [keras_row("FP32 Keras", "train", result.model_path, result.val_accuracy)],
+    }
+
+
+def prune(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool) -> dict[str, Any]:
+    from edgecls.prune import PruneConfig, prune as prune_model
+
+    prune_config = stage_options(PruneConfig, options, stage="prune", source=config.source, data=config.resolve(config.data), seed=config.seed, out=str(stage_dir / "model.keras"))
+    result = prune_model(summaries["train"]["model"], prune_config)
+    return {
+        "model": result.model_path, "macs_before": result.macs_before, "macs_after": result.macs_after,
+        "latency_ms_before": result.latency_ms_before, "latency_ms_after": result.latency_ms_after,
+        "artifacts": [keras_row("pruned Keras", "prune", result.model_path, result.top1_after)],
+    }
+
+
+def distill(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool) -> dict[str, Any]:
+    from edgecls.distill import DistillConfig, distill as distill_model
+
+    options = dict(options)
+    student = options.pop("student", None)  # a registry name; default: the pruned model when there is one
+    if student is None:
+        student = summaries["prune"]["model"] if "prune" in summaries else "cnn"
+    resume = resuming and (stage_dir / "backup").is_dir()
+    distill_config = stage_options(
+        DistillConfig, options, stage="distill", source=config.source, teacher=summaries["train"]["model"], student=student,
+        data=config.resolve(config.data), seed=config.seed, out=str(stage_dir), resume=resume,
+    )
+    result = distill_model(distill_config)
+    return {
+        "model": str(result.model_path), "teacher_top1": result.teacher_top1, "student_top1": result.student_top1,
+        "artifacts": [keras_row("distilled Keras", "distill", result.model_path, result.student_top1)],
+    }
+
+
+def quantize(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool) -> dict[str, Any]:
+    from edgecls.quantize import QuantizeConfig, quantize as quantize_model
+
+    options = dict(options)
+    precisions = options.pop("precisions", ["int8"])
+    source = latest_keras_model(summaries)
+    source_row = next(summary["artifacts"][0] for stage, summary in reversed(list(summaries.items())) if stage in KERAS_STAGES)
+    prefix = source_row["name"].replace(" Keras", "").replace("FP32", "").strip()
+    if "calib" in options:
+        options["calib"] = config.resolve(str(options["calib"]))
+    rows, reports = [], []
+    for precision in precisions:
+        fixed = {"precision": precision, "seed": config.seed, "out": str(stage_dir / precision), "eval_data": config.resolve(config.data)}
+        chosen = {k: v for k, v in options.items() if not (precision == "fp16" and k in ("calib", "io", "method", "per_channel", "calib_size", "formats"))}
+        result = quantize_model(source, stage_options(QuantizeConfig, chosen, stage="quantize", source=config.source, **fixed))
+        reports.append(result.report_json)
+        for artifact in result.artifacts:
+            rows.append({
+                "name": f"{prefix} {artifact.precision.upper()} {artifact.format}".strip(), "stage": "quantize", "path": artifact.path, "format": artifact.format,
+                "precision": artifact.precision, "params": source_row["params"], "macs": source_row["macs"], "size_bytes": artifact.size_bytes,
+                "top1": artifact.top1, "float_layers": artifact.float_layers,
+            })
+    return {"source": source, "reports": reports, "artifacts": rows}
+
+
+def export(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool) -> dict[str, Any]:
+    from edgecls.export import FORMATS, export as export_model
+
+    formats = tuple(options.get("formats", FORMATS))
+    rows = []
+    for stage in KERAS_STAGES:
+        if stage not in summaries:
+            continue
+        result = export_model(summaries[stage]["model"], formats=formats, out_dir=stage_dir / stage)
+        keras = summaries[stage]["artifacts"][0]
+        for artifact in result.artifacts:
+            rows.append({
+                "name": f"{keras['name'].replace(' Keras', '')} FP32 {artifact.format}".replace("FP32 FP32", "FP32"), "stage": stage, "path": artifact.path,
+                "format": artifact.format, "precision": "fp32", "params": keras["params"], "macs": keras["macs"],
+                "size_bytes": artifact.size_bytes, "top1": keras["top1"], "parity_top1": artifact.parity_top1,
+            })
+    return {"artifacts": rows}
+
+
+def bench(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool) -> dict[str, Any]:
+    from edgecls.benchmark import BenchConfig, bench as bench_models
+
+    options = dict(options)
+    targets = options.pop("targets", ["host"])
+    models = tuple(row["path"] for summary in summaries.values() for row in summary.get("artifacts", []) if row["format"] in ("tflite", "onnx"))
+    if not models:
+        raise ConfigError(f"{config.source}: [bench] has nothing to measure; add [export] or [quantize] before it")
+    results: dict[str, dict[str, Any]] = {}
+    for target in targets:
+        bench_config = stage_options(BenchConfig, options, stage="bench", source=config.source, models=models, target=target, data=config.resolve(config.data), out=str(stage_dir / target))
+        report = bench_models(bench_config)
+        results[target] = {
+            "where": report.run.where, "plot": report.plot_path, "markdown": report.markdown_path,
+            "models": {
+                result.model: {
+                    "p50": result.latency_ms.p50, "p99": result.latency_ms.p99, "fps": result.fps, "top1": result.top1,
+                    "engine": f"{result.engine} {result.engine_version}", "provider": result.provider, "threads": result.threads,
+                    "where": result.where, "throttled": result.throttled, "samples_ms": result.samples_ms,
+                }
+                for result in report.run.results
+            },
+        }
+    return {"targets": results, "artifacts": []}
