@@ -17,13 +17,13 @@ def bench(
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="Top-1 on 'digits' (the model's validation split) or a folder of <label>/ images.")] = None,
     runs: Annotated[int, typer.Option(help="Timed inferences per model.")] = 200,
     warmup: Annotated[int, typer.Option(help="Untimed inferences before timing.")] = 20,
-    threads: Annotated[Optional[int], typer.Option(help="Engine threads [default: the target's].")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Engine threads (default: the target's).")] = None,
     remote: Annotated[Optional[str], typer.Option("--remote", help="Run on the device over SSH: user@host[:port].")] = None,
     ssh_key: Annotated[Optional[Path], typer.Option("--ssh-key", help="Private key for --remote.")] = None,
     remote_python: Annotated[str, typer.Option("--remote-python", help="Python on the device that has edgecls[runtime], e.g. ~/venv/bin/python.")] = "python3",
     accept_new_host_key: Annotated[bool, typer.Option("--accept-new-host-key", help="Trust the device's host key on a first connection (never a changed one).")] = False,
-    known_hosts: Annotated[Optional[Path], typer.Option("--known-hosts", help="known_hosts file [default: ssh's own].")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder [default: runs/bench-<target>-<time>].")] = None,
+    known_hosts: Annotated[Optional[Path], typer.Option("--known-hosts", help="known_hosts file (default: ssh's own).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder (default: runs/bench-<target>-<time>).")] = None,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Latency, memory and top-1 of artifacts on a target: here with its settings, or on the device over SSH."""

@@ -54,9 +54,9 @@ def _render_info(result) -> None:
 def explain(
     model: Annotated[Path, typer.Argument(help="A .keras model.")],
     images: Annotated[list[Path], typer.Argument(help="Images to explain.")],
-    layer: Annotated[Optional[str], typer.Option(help="Convolutional layer [default: the last one].")] = None,
+    layer: Annotated[Optional[str], typer.Option(help="Convolutional layer (default: the last one).")] = None,
     class_name: Annotated[Optional[str], typer.Option("--class", help="Explain this label instead of the predicted one.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the overlays [default: <model folder>/explain].")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the overlays (default: <model folder>/explain).")] = None,
     unsafe_load: Annotated[bool, typer.Option("--unsafe-load", help="Load a .keras file with safe mode off.")] = False,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:

@@ -18,7 +18,7 @@ def quantize(
     int8: Annotated[bool, typer.Option("--int8", help="Full-integer INT8 with calibration images (the default).")] = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="FP16 weights instead (TFLite, for GPU delegates / Jetson).")] = False,
     calib: Annotated[Optional[Path], typer.Option("--calib", help="Calibration folder: <class>/ subfolders of images like the training data (see `edgecls calib-data`).")] = None,
-    format: Annotated[str, typer.Option("--format", "-f", help="Comma list of tflite, onnx [default: both for INT8, tflite for FP16].")] = "",
+    format: Annotated[str, typer.Option("--format", "-f", help="Comma list of tflite, onnx (default: both for INT8, tflite for FP16).")] = "",
     calib_size: Annotated[int, typer.Option("--calib-size", help="Calibration images used, sampled stratified by class.")] = 300,
     seed: Annotated[int, typer.Option(help="Seed for the calibration sample.")] = 0,
     method: Annotated[str, typer.Option(help="ONNX calibration: minmax, percentile or entropy (LiteRT always uses min/max).")] = "minmax",
@@ -27,7 +27,7 @@ def quantize(
     eval_data: Annotated[Optional[str], typer.Option("--eval-data", help="digits or a folder: evaluate float vs quantized on its validation split and enforce --max-drop.")] = None,
     max_drop: Annotated[float, typer.Option("--max-drop", help="Top-1 points INT8 may lose; beyond it the worst layers stay float.")] = 1.0,
     max_float_layers: Annotated[int, typer.Option("--max-float-layers", help="At most this many tensors kept in float by the budget.")] = 5,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder [default: beside the model].")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: beside the model).")] = None,
     json: JsonOption = False,
 ) -> None:
     """INT8 (or FP16) TFLite/ONNX with calibration data, held to an accuracy budget."""

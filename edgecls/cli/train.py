@@ -17,12 +17,12 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object 
 def train(
     data: DataOption = "digits",
     model: Annotated[str, typer.Option("--model", "-m", help="Registry name: cnn, mobilenetv2, mobilenetv3small, resnet50 (see `edgecls models`).")] = "cnn",
-    img_size: Annotated[Optional[int], typer.Option("--img-size", help="Square input size in pixels [default: the model's: cnn 32, MobileNets 96, ResNet50 224].")] = None,
+    img_size: Annotated[Optional[int], typer.Option("--img-size", help="Square input size in pixels (default: the model's: cnn 32, MobileNets 96, ResNet50 224).")] = None,
     epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = 20,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = 64,
     val_split: Annotated[float, typer.Option("--val-split", help="Fraction held out per class when the data has no val/ folder.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed for the split, initialisation and shuffling.")] = 0,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder [default: runs/<model>-<data>].")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: runs/<model>-<data>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out from its last completed epoch.")] = False,
     alpha: Annotated[float, typer.Option(help="Width multiplier for MobileNets.")] = 1.0,
     weights: Annotated[Optional[Path], typer.Option(help="Local weights file for the base network (e.g. a Keras *_notop.h5).")] = None,
@@ -32,7 +32,7 @@ def train(
     class_weights: Annotated[str, typer.Option("--class-weights", help="'auto' weights classes inversely to their frequency; 'none'.")] = "none",
     augment: Annotated[str, typer.Option(help="'auto' (none for digits; flip,rotate,zoom for photos), 'none', or a list like flip,zoom.")] = "auto",
     mixed_precision: Annotated[bool, typer.Option("--mixed-precision", help="float16 compute on GPUs.")] = False,
-    channels: Annotated[Optional[str], typer.Option(help="gray or rgb [default: gray for digits, rgb for folders].")] = None,
+    channels: Annotated[Optional[str], typer.Option(help="gray or rgb (default: gray for digits, rgb for folders).")] = None,
     json: JsonOption = False,
 ) -> None:
     """Train a classifier; writes model.keras, history, metrics, config and curves to runs/NAME/."""
@@ -87,9 +87,9 @@ def _render_train(result) -> None:
 @app.command()
 def evaluate(
     model: Annotated[Path, typer.Argument(help=".keras, .tflite or .onnx (the last two run through edgecls.runtime).")],
-    data: Annotated[Optional[str], typer.Option("--data", "-d", help="digits or a folder [default: the data set recorded in the model].")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="Engine threads for .tflite/.onnx [default: all cores].")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where the confusion matrix PNG and JSON go [default: beside the model].")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="digits or a folder (default: the data set recorded in the model).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Engine threads for .tflite/.onnx (default: all cores).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where the confusion matrix PNG and JSON go (default: beside the model).")] = None,
     json: JsonOption = False,
 ) -> None:
     """Top-1/top-5, per-class precision/recall/F1 and a confusion matrix on the held-out split."""
@@ -117,7 +117,7 @@ def export(
     model: Annotated[Path, typer.Argument(help="A trained .keras model.")],
     format: Annotated[str, typer.Option("--format", "-f", help="Comma-separated: tflite, onnx.")] = "tflite,onnx",
     fp16: Annotated[bool, typer.Option("--fp16", help="FP16 weights for the TFLite artifact (GPU delegates, Jetson).")] = False,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder [default: <model folder>/export].")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: <model folder>/export).")] = None,
     unsafe_load: Annotated[bool, typer.Option("--unsafe-load", help="Load a .keras file with safe mode off (only for files you trust).")] = False,
     json: JsonOption = False,
 ) -> None:
