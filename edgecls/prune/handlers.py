@@ -89,80 +89,64 @@ def _named_weights(layer: Any, weights: list[np.ndarray]) -> list[tuple[str, np.
 # --- layers that make new channels (and read their input's) ----------------
 
 
-class Conv2DHandler(LayerHandler):
-    """``Conv2D``: kernel (kh, kw, in, out), bias (out)."""
+class _KernelBiasHandler(LayerHandler):
+    """A layer with ``kernel`` (…, in, out) and ``bias`` (out): Conv2D and Dense.
+
+    Subclasses name the kernel's input and output axes and the config field
+    that holds the output count.
+    """
 
     variables = frozenset({"kernel", "bias"})
+    in_axis: int
+    out_axis: int
+    count_field: str
+
+    def trace(self, layer, node, inputs, tracer):
+        tracer.consume(layer, inputs[0])
+        return [tracer.produce(layer, getattr(layer, self.count_field))]
+
+    def resize(self, config, out_channels):
+        return {**config, self.count_field: int(out_channels)}
+
+    def slice_weights(self, layer, weights, kept_in, kept_out):
+        sliced = []
+        for name, value in _named_weights(layer, weights):
+            if name == "kernel":
+                value = _take(_take(value, kept_in, self.in_axis), kept_out, self.out_axis)
+            else:
+                value = _take(value, kept_out, 0)
+            sliced.append(value)
+        return sliced
+
+    def zero_inputs(self, layer, weights, removed_in):
+        out = []
+        for name, value in _named_weights(layer, weights):
+            if name == "kernel":
+                value = value.copy()
+                value[(slice(None),) * self.in_axis + (removed_in,)] = 0.0
+            out.append(value)
+        return out
+
+    def channel_weights(self, layer):
+        kernel = np.asarray(layer.kernel)
+        return {"kernel": kernel.reshape(-1, kernel.shape[-1]).T}  # one row per output channel
+
+
+class Conv2DHandler(_KernelBiasHandler):
+    """``Conv2D``: kernel (kh, kw, in, out), bias (out)."""
+
+    in_axis, out_axis, count_field = 2, 3, "filters"
 
     def unsupported(self, layer, node):
         if getattr(layer, "groups", 1) != 1:
             return f"is a grouped convolution (groups={layer.groups})"
         return super().unsupported(layer, node)
 
-    def trace(self, layer, node, inputs, tracer):
-        tracer.consume(layer, inputs[0])
-        return [tracer.produce(layer, layer.filters)]
 
-    def resize(self, config, out_channels):
-        return {**config, "filters": int(out_channels)}
-
-    def slice_weights(self, layer, weights, kept_in, kept_out):
-        sliced = []
-        for name, value in _named_weights(layer, weights):
-            if name == "kernel":
-                value = _take(_take(value, kept_in, 2), kept_out, 3)
-            else:
-                value = _take(value, kept_out, 0)
-            sliced.append(value)
-        return sliced
-
-    def zero_inputs(self, layer, weights, removed_in):
-        out = []
-        for name, value in _named_weights(layer, weights):
-            if name == "kernel":
-                value = value.copy()
-                value[:, :, removed_in, :] = 0.0
-            out.append(value)
-        return out
-
-    def channel_weights(self, layer):
-        kernel = np.asarray(layer.kernel)
-        return {"kernel": kernel.reshape(-1, kernel.shape[-1]).T}
-
-
-class DenseHandler(LayerHandler):
+class DenseHandler(_KernelBiasHandler):
     """``Dense`` on the last axis: kernel (in, units), bias (units)."""
 
-    variables = frozenset({"kernel", "bias"})
-
-    def trace(self, layer, node, inputs, tracer):
-        tracer.consume(layer, inputs[0])
-        return [tracer.produce(layer, layer.units)]
-
-    def resize(self, config, out_channels):
-        return {**config, "units": int(out_channels)}
-
-    def slice_weights(self, layer, weights, kept_in, kept_out):
-        sliced = []
-        for name, value in _named_weights(layer, weights):
-            if name == "kernel":
-                value = _take(_take(value, kept_in, 0), kept_out, 1)
-            else:
-                value = _take(value, kept_out, 0)
-            sliced.append(value)
-        return sliced
-
-    def zero_inputs(self, layer, weights, removed_in):
-        out = []
-        for name, value in _named_weights(layer, weights):
-            if name == "kernel":
-                value = value.copy()
-                value[removed_in, :] = 0.0
-            out.append(value)
-        return out
-
-    def channel_weights(self, layer):
-        return {"kernel": np.asarray(layer.kernel).T}
+    in_axis, out_axis, count_field = 0, 1, "units"
 
 
 # --- layers with weights that act on each channel alone ---------------------
