@@ -35,6 +35,7 @@ import numpy as np
 from edgecls.errors import ConfigError, ModelError
 from edgecls.fileio import atomic_path, write_json
 from edgecls.runtime.metadata import ModelInfo
+from edgecls.train import read_history
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def distill(config: DistillConfig, *, callbacks: Sequence[Any] = ()) -> DistillR
     model_path = run_dir / "model.keras"
     if config.resume and _phase_done(run_dir):
         log.info("%s: the distillation had finished before the interruption; keeping it", model_path)
-        student, history = _load(model_path), _read_history(run_dir)
+        student, history = _load(model_path), read_history(run_dir)
     else:
         history = distill_model(teacher, student, dataset, temperature=config.temperature, kd_weight=config.kd_weight,
                                 feature_layers=config.feature_layers, run_dir=run_dir, **fit_options)
@@ -195,7 +196,7 @@ def _baseline(config: DistillConfig, teacher_info: ModelInfo, dataset: Any, info
 
     model = build_student(config, teacher_info)
     if config.resume and _phase_done(run_dir):
-        model, history = _load(run_dir / "model.keras"), _read_history(run_dir)
+        model, history = _load(run_dir / "model.keras"), read_history(run_dir)
     else:
         history = fit(model, dataset, run_dir=run_dir, **fit_options)
     top1 = _top1(model, dataset.val)
@@ -445,14 +446,6 @@ def _resolve_resume(config: DistillConfig, run_dir: Path) -> DistillConfig:
 def _phase_done(run_dir: Path) -> bool:
     """A phase finished when its model was saved and its backup removed (``BackupAndRestore`` deletes it at the end)."""
     return (run_dir / "model.keras").exists() and not (run_dir / "backup").exists()
-
-
-def _read_history(run_dir: Path) -> dict[str, list[float]]:
-    """A finished phase's per-epoch history, from the CSV that ``fit`` keeps across resumes."""
-    from edgecls.train import _read_history as read_rows
-
-    rows = read_rows(run_dir / "history.csv") if (run_dir / "history.csv").exists() else []
-    return {key: [row[key] for row in rows if key in row] for key in (rows[0] if rows else {})}
 
 
 def plot_distill_curves(history: dict[str, list[float]], baseline: dict[str, list[float]] | None, teacher_top1: float, path: Path) -> Path:

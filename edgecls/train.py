@@ -170,8 +170,7 @@ def fit(
         model.load_weights(str(run_dir / "best.weights.h5"))
     if run_dir is not None:
         # after a resume, the CSV holds every epoch of the run, the Keras history only this session's
-        merged = _read_history(run_dir / "history.csv")
-        return {key: [row[key] for row in merged if key in row] for key in (merged[0] if merged else {})}
+        return read_history(run_dir)
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 
 
@@ -220,6 +219,12 @@ def _random_state_callback(path: Path, *, restore: bool):
             path.unlink(missing_ok=True)
 
     return RandomState()
+
+
+def read_history(run_dir: Path) -> dict[str, list[float]]:
+    """A run's per-epoch history, column by column, from the CSV ``fit`` keeps across resumes."""
+    rows = _read_history(run_dir / "history.csv") if (run_dir / "history.csv").exists() else []
+    return {key: [row[key] for row in rows if key in row] for key in (rows[0] if rows else {})}
 
 
 def _read_history(path: Path) -> list[dict[str, float]]:
