@@ -16,6 +16,9 @@ def collect_rows(summaries: dict[str, dict[str, Any]]) -> tuple[list[dict[str, A
     """Every artifact of every stage, with the bench figures of each target merged in."""
     bench = summaries.get("bench", {}).get("targets", {})
     rows = [dict(row) for stage, summary in summaries.items() for row in summary.get("artifacts", [])]
+    # each Keras model, then its FP32 exports; the quantized artifacts last
+    order = ("train", "prune", "distill", "quantize")
+    rows.sort(key=lambda row: (order.index(row["stage"]) if row["stage"] in order else len(order), ("keras", "tflite", "onnx").index(row["format"])))
     reference = next((row["top1"] for row in rows if row["name"] == "FP32 Keras"), None)
     for row in rows:
         row["latency"] = {}
@@ -26,6 +29,10 @@ def collect_rows(summaries: dict[str, dict[str, Any]]) -> tuple[list[dict[str, A
                 if figures.get("top1") is not None:
                     row["top1"] = figures["top1"]  # measured through edgecls.runtime, as on the device
         row["top1_change"] = None if reference is None or row.get("top1") is None else round(100 * (row["top1"] - reference), 2)
+    for row in rows:  # a .keras model does not run on a device: show its FP32 TFLite export's latency, marked
+        export = next((other for other in rows if other["format"] == "tflite" and other["precision"] == "fp32" and other["stage"] == row["stage"] and other is not row), None)
+        if row["format"] == "keras" and export is not None and export["latency"]:
+            row["latency"] = {target: {**figures, "via": "FP32 TFLite export"} for target, figures in export["latency"].items()}
     return rows, bench
 
 
@@ -82,8 +89,11 @@ def to_markdown(config: PipelineConfig, rows: list[dict[str, Any]], targets: lis
         ]
         for target in targets:
             figures = row["latency"].get(target)
-            cells += [f"{figures['p50']:.3f}", f"{figures['p99']:.3f}", f"{figures['fps']:.0f}"] if figures else ["", "", ""]
+            mark = "†" if figures and figures.get("via") else ""
+            cells += [f"{figures['p50']:.3f}{mark}", f"{figures['p99']:.3f}{mark}", f"{figures['fps']:.0f}{mark}"] if figures else ["", "", ""]
         lines.append("| " + " | ".join(cells) + " |")
+    if any(figures.get("via") for row in rows for figures in row["latency"].values()):
+        lines += ["", "† a `.keras` model does not run on a device: its latency is that of its FP32 TFLite export (the row below it)."]
     lines += ["", "## Where each latency was measured", ""]
     for target in targets:
         first = next(iter(bench[target]["models"].values()), {})
