@@ -84,13 +84,10 @@ def _keras(path: Path, unsafe: bool) -> ArtifactInfo:
 
 
 def _tflite(path: Path) -> ArtifactInfo:
-    from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(path.read_bytes()))
     graph = model.subgraphs[0]
-    type_names = {value: name for name, value in vars(schema.TensorType).items() if not name.startswith("_")}
-    op_names = {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
 
     def tensor(index: int) -> TensorInfo:
         t = graph.tensors[index]
@@ -99,20 +96,20 @@ def _tflite(path: Path) -> ArtifactInfo:
         if quant is not None and quant.scale is not None and len(quant.scale):
             described = f"scale={float(quant.scale[0]):.6g} zero_point={int(quant.zeroPoint[0])}" + (f" ({len(quant.scale)} channels)" if len(quant.scale) > 1 else "")
         name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
-        return TensorInfo(name, [int(d) for d in (t.shape if t.shape is not None else [])], type_names.get(t.type, str(t.type)), described)
+        return TensorInfo(name, [int(d) for d in (t.shape if t.shape is not None else [])], flatbuffer_utils.type_to_name(t.type), described)
 
     ops: Counter[str] = Counter()
     float_ops: list[str] = []
     integer_ops = 0
     macs = 0
     for op in graph.operators:
-        name = op_names.get(flatbuffer_utils.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex]), "CUSTOM")
+        name = flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) or "CUSTOM"
         ops[name] += 1
         inputs = [graph.tensors[i] for i in (op.inputs if op.inputs is not None else []) if i >= 0]
         outputs = [tensor(i) for i in (op.outputs if op.outputs is not None else [])]
         macs += _tflite_macs(name, inputs, graph.tensors[op.outputs[0]] if op.outputs is not None and len(op.outputs) else None)
         if name in COMPUTE_OPS and inputs:
-            if type_names.get(inputs[0].type) in ("INT8", "UINT8", "INT16"):
+            if flatbuffer_utils.type_to_name(inputs[0].type) in ("INT8", "UINT8", "INT16"):
                 integer_ops += 1
             else:
                 float_ops.append(f"{name} {outputs[0].name if outputs else ''}".strip())
