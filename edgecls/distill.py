@@ -33,6 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgecls.errors import ConfigError, ModelError
+from edgecls.evaluate import top1_accuracy
 from edgecls.fileio import atomic_path, write_json
 from edgecls.runtime.metadata import ModelInfo
 from edgecls.train import read_history
@@ -158,7 +159,7 @@ def distill(config: DistillConfig, *, callbacks: Sequence[Any] = ()) -> DistillR
     else:
         history = distill_model(teacher, student, dataset, temperature=config.temperature, kd_weight=config.kd_weight,
                                 feature_layers=config.feature_layers, run_dir=run_dir, **fit_options)
-    teacher_top1, student_top1 = _top1(teacher, dataset.val), _top1(student, dataset.val)
+    teacher_top1, student_top1 = top1_accuracy(teacher, dataset.val), top1_accuracy(student, dataset.val)
     info = _student_metadata(config, teacher_info, student_info(config, student, teacher_info), dataset, student_top1, teacher_top1, run_dir)
     save_keras_model(student, model_path, info)
 
@@ -199,7 +200,7 @@ def _baseline(config: DistillConfig, teacher_info: ModelInfo, dataset: Any, info
         model, history = _load(run_dir / "model.keras"), read_history(run_dir)
     else:
         history = fit(model, dataset, run_dir=run_dir, **fit_options)
-    top1 = _top1(model, dataset.val)
+    top1 = top1_accuracy(model, dataset.val)
     baseline_info = info.with_provenance(distilled=None, baseline_of=str(run_dir.parent / "model.keras"), val_accuracy=round(top1, 6), run=str(run_dir))
     path = save_keras_model(_without_optimizer(model), run_dir / "model.keras", baseline_info)
     return {"top1": top1, "history": history, "model_path": str(path)}
@@ -387,13 +388,6 @@ def build_student(config: DistillConfig, teacher_info: ModelInfo) -> Any:
         return load_keras_model(config.student)
     return build_model(config.student, num_classes=len(teacher_info.labels), image_size=tuple(teacher_info.input_size),
                        channels=teacher_info.channels, alpha=1.0 if config.alpha is None else config.alpha)
-
-
-def _top1(model: Any, images: Any) -> float:
-    from edgecls.evaluate import predict_scores
-
-    scores = predict_scores(model, images)
-    return float(np.mean(np.argmax(scores, axis=1) == images.labels))
 
 
 def _student_metadata(config: DistillConfig, teacher_info: ModelInfo, own_info: ModelInfo, dataset: Any, student_top1: float, teacher_top1: float, run_dir: Path) -> ModelInfo:

@@ -82,6 +82,11 @@ def predict_scores(model: Any, images: ImageSet | np.ndarray, *, threads: int | 
     return np.concatenate([scorer(pixels[i : i + BATCH]) for i in range(0, len(pixels), BATCH)]) if len(pixels) else np.zeros((0, 0))
 
 
+def top1_accuracy(model: Any, images: ImageSet) -> float:
+    """Share of ``images`` whose top-1 class is their label, for anything ``predict_scores`` takes."""
+    return float(np.mean(predict_scores(model, images).argmax(axis=1) == images.labels))
+
+
 def _scorer(model: Any, threads: int | None):
     from edgecls.runtime import Classifier
 

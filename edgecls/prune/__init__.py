@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgecls.errors import ConfigError, ModelError
+from edgecls.evaluate import top1_accuracy
 from edgecls.fileio import write_json
 from edgecls.prune.importance import CRITERIA, check_criterion
 
@@ -135,7 +136,7 @@ def prune(model_path: str | Path, config: PruneConfig = PruneConfig(), *, callba
     )
     result.params_before, result.macs_before = count_params_and_macs(original)
     if images is not None:
-        result.top1_before = _top1(original, images)
+        result.top1_before = top1_accuracy(original, images)
     fit_options = {"dataset": dataset, "callbacks": callbacks}
     if config.method == "channels":
         pruned = prune_channels(original, config, result=result, **fit_options)
@@ -143,7 +144,7 @@ def prune(model_path: str | Path, config: PruneConfig = PruneConfig(), *, callba
         pruned = _prune_magnitude(original, config, result=result, **fit_options)
     result.params_after, result.macs_after = count_params_and_macs(pruned)
     if images is not None:
-        result.top1_after = _top1(pruned, images)
+        result.top1_after = top1_accuracy(pruned, images)
     _measure_files(original, pruned, info, config, result)
     provenance = {
         "pruned": {"method": config.method, "ratio": config.ratio if config.method == "channels" else None,
@@ -265,13 +266,6 @@ def _validation_data(info: Any, data: str | None) -> tuple[Any, Any]:
     from edgecls.evaluate import validation_set
 
     return validation_set(info, data)
-
-
-def _top1(model: Any, images: Any) -> float:
-    from edgecls.evaluate import predict_scores
-
-    scores = predict_scores(model, images)
-    return float(np.mean(np.argmax(scores, axis=1) == images.labels))
 
 
 def _logit_scale(model: Any) -> float:
