@@ -46,12 +46,13 @@ def check_options(config: PipelineConfig) -> None:
             raise ConfigError(f"{config.source}: [{stage}] has unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
 
 
-def keras_row(name: str, stage: str, path: str | Path, top1: float | None) -> dict[str, Any]:
-    """A report row for a ``.keras`` model: its size, parameters and MACs."""
-    from edgecls.keras_io import load_keras_model
-    from edgecls.modelstats import count_params_and_macs
+def keras_row(name: str, stage: str, path: str | Path, top1: float | None, *, params: int | None = None, macs: int | None = None) -> dict[str, Any]:
+    """A report row for a ``.keras`` model: its size, parameters and MACs (counted here when the stage did not)."""
+    if params is None or macs is None:
+        from edgecls.keras_io import load_keras_model
+        from edgecls.modelstats import count_params_and_macs
 
-    params, macs = count_params_and_macs(load_keras_model(path))
+        params, macs = count_params_and_macs(load_keras_model(path))
     return {"name": name, "stage": stage, "path": str(path), "format": "keras", "precision": "fp32", "params": params, "macs": macs, "size_bytes": Path(path).stat().st_size, "top1": top1}
 
 
@@ -83,7 +84,7 @@ def prune(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summ
     return {
         "model": result.model_path, "macs_before": result.macs_before, "macs_after": result.macs_after,
         "latency_ms_before": result.latency_ms_before, "latency_ms_after": result.latency_ms_after,
-        "artifacts": [keras_row("pruned Keras", "prune", result.model_path, result.top1_after)],
+        "artifacts": [keras_row("pruned Keras", "prune", result.model_path, result.top1_after, params=result.params_after, macs=result.macs_after)],
     }
 
 
@@ -102,7 +103,7 @@ def distill(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, su
     result = distill_model(distill_config)
     return {
         "model": str(result.model_path), "teacher_top1": result.teacher_top1, "student_top1": result.student_top1,
-        "artifacts": [keras_row("distilled Keras", "distill", result.model_path, result.student_top1)],
+        "artifacts": [keras_row("distilled Keras", "distill", result.model_path, result.student_top1, params=result.student_params, macs=result.student_macs)],
     }
 
 
