@@ -149,7 +149,12 @@ def compare_predict_with_invoke(model: Path) -> dict:
     detail = interpreter.get_input_details()[0]
     interpreter.set_tensor(detail["index"], np.random.default_rng(0).integers(-128, 128, detail["shape"], dtype=np.int8))
     frame = np.random.default_rng(0).integers(0, 256, FRAME_SHAPE, dtype=np.uint8)
-    calls = {"raw_invoke": interpreter.invoke, "predict": lambda: classifier.predict(frame)}
+    model_sized = np.ascontiguousarray(frame[: detail["shape"][1], : detail["shape"][2]])  # nothing to resize
+    calls = {
+        "raw_invoke": interpreter.invoke,
+        "predict": lambda: classifier.predict(frame),
+        "predict_model_sized_frame": lambda: classifier.predict(model_sized),
+    }
     samples: dict[str, list[float]] = {name: [] for name in calls}
     for name, call in calls.items():
         for _ in range(WARMUP):
@@ -160,8 +165,8 @@ def compare_predict_with_invoke(model: Path) -> dict:
                 started = time.perf_counter_ns()
                 call()
                 samples[name].append((time.perf_counter_ns() - started) / 1e6)
-    raw_p50, predict_p50 = (statistics.median(samples[name]) for name in calls)
-    raw_p10, predict_p10 = (float(np.percentile(samples[name], 10)) for name in calls)
+    raw_p50, predict_p50, model_sized_p50 = (statistics.median(samples[name]) for name in calls)
+    raw_p10, predict_p10, _ = (float(np.percentile(samples[name], 10)) for name in calls)
     return {
         "p10": {"raw_invoke_ms": raw_p10, "predict_ms": predict_p10, "ratio": predict_p10 / raw_p10},
         "raw_invoke_p50_ms": raw_p50,
@@ -170,9 +175,31 @@ def compare_predict_with_invoke(model: Path) -> dict:
         "target": "<= 1.15",
         "passed": predict_p50 / raw_p50 <= 1.15,
         "predict_stages_p50_ms": _stage_costs(classifier, frame),
+        "floor": {
+            "predict_model_sized_frame_ratio": model_sized_p50 / raw_p50,
+            "first_call_after_invoke_us": _cold_call_cost(interpreter),
+            "why": "each predict follows an invoke() that streams the model's weights through the core's cache, so the resize, "
+            "conversion and top-k calls after it run cold: a frame that needs no resize still costs the ratio above, "
+            "and one small numpy call right after invoke() costs the 'cold' figure against 'hot' when repeated",
+        },
         "how": f"Classifier.predict on a 640x480 BGR frame (resize + channel order + int8 input + inference + top-k) vs a raw invoke() of its own Interpreter, "
         f"one process, blocks of {BLOCK} calls alternating, {ROUNDS * RUNS} samples each after {WARMUP} warm-up; medians",
     }
+
+
+def _cold_call_cost(interpreter, runs: int = 300) -> dict:
+    """Median time (µs) of one small numpy call (xor of a 96x96x3 uint8 array) right after invoke(), then repeated."""
+    pixels = np.zeros((96, 96, 3), np.uint8)
+    cold, hot = [], []
+    for _ in range(runs):
+        interpreter.invoke()
+        started = time.perf_counter_ns()
+        np.bitwise_xor(pixels, 128)
+        middle = time.perf_counter_ns()
+        np.bitwise_xor(pixels, 128)
+        cold.append((middle - started) / 1e3)
+        hot.append((time.perf_counter_ns() - middle) / 1e3)
+    return {"cold": statistics.median(cold), "hot": statistics.median(hot)}
 
 
 def _median_ms(call, runs: int = 500) -> float:
@@ -187,15 +214,16 @@ def _median_ms(call, runs: int = 500) -> float:
 
 
 def _stage_costs(classifier, frame: np.ndarray) -> dict:
+    """Each step of predict alone, repeated back to back (warm caches): their sum is what predict would cost without the cold start."""
     median_ms = _median_ms
     pixels = classifier.preprocess(frame)
     tensor = classifier.to_input(pixels[None])
-    scores = classifier.engine.run(tensor)[0]
+    raw = classifier.engine.invoke_raw(tensor)[0]
     return {
         "preprocess (supersampling resize 640x480 -> 96x96, BGR -> RGB)": median_ms(lambda: classifier.preprocess(frame)),
         "to_input (uint8 -> int8)": median_ms(lambda: classifier.to_input(pixels[None])),
-        "engine.run (set, invoke, get, dequantize)": median_ms(lambda: classifier.engine.run(tensor), runs=200),
-        "top-k": median_ms(lambda: classifier._top_k(scores, None)),
+        "engine.invoke_raw (set, invoke, get)": median_ms(lambda: classifier.engine.invoke_raw(tensor), runs=200),
+        "top-k (dequantising only the k reported)": median_ms(lambda: classifier._top_k(raw, None)),
     }
 
 
@@ -285,7 +313,7 @@ def main() -> int:
 
     write_json(RESULTS, report)
     for key in ("bench_vs_raw_loop", "predict_vs_invoke", "remote_vs_local", "memory_growth"):
-        summary = {k: v for k, v in report[key].items() if k not in ("rounds", "how", "predict_stages_p50_ms")}
+        summary = {k: v for k, v in report[key].items() if k not in ("rounds", "how", "predict_stages_p50_ms", "floor")}
         print(f"{key}: {summary}")
     print(f"wrote {RESULTS}")
     return 0  # the verdicts are in the JSON ("passed"); a miss must not stop `make bench` from running the others

@@ -52,13 +52,20 @@ def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize with anti-aliasing that a camera loop can afford.
 
     Enlarging: bilinear. Shrinking up to 2x: area averaging. Shrinking more
-    (a 640x480 frame to 96x96 is 6.7x): bilinear to twice the target, then a
-    2x2 area average — a 4-sample supersample. On a 640x480 frame that costs
-    0.17 ms against 1.3 ms for ``INTER_AREA`` (one x86 core), with a mean
-    difference of 0.8 grey levels from it on natural images; plain bilinear
-    would alias (4.7 levels mean, 51 at the 99th percentile).
+    (a 640x480 frame to 96x96 is 6.7x by 5x): bilinear to twice the target,
+    then a 2x2 area average, a 4-sample supersample; when the frame has at
+    least four times the target's rows, only every other row is read (a
+    strided view, no copy), since reading the frame is most of the cost.
+
+    Measured on one x86 core, 640x480 to 96x96, against ``INTER_AREA``'s exact
+    box filter (1.1 ms): this costs 0.15 ms and differs by 2.3 grey levels on
+    average on natural photos (15 on a zone plate); reading every row costs
+    about a third more for 1.9 (13); plain bilinear, 0.04 ms, differs by 6.3
+    (64 on the zone plate: aliasing).
     """
     if image.shape[0] >= 2 * height and image.shape[1] >= 2 * width:
+        if image.shape[0] >= 4 * height:
+            image = image[::2]
         image = cv2.resize(image, (2 * width, 2 * height), interpolation=cv2.INTER_LINEAR)
         return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
     shrinking = image.shape[0] > height or image.shape[1] > width
