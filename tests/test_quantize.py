@@ -154,6 +154,19 @@ def test_int8_tflite_graph_is_integer_only(digits_run, tmp_path):
     tensor_types = {kind for _, inputs, outputs in ops for kind in inputs + outputs}
     assert tensor_types <= {"INT8", "INT32"}, tensor_types
     assert tflite.io_quantization(model_bytes)["input"] == {"dtype": "int8", "scale": 1.0, "zero_point": -128}
+    # the runtime feeds it pixel - 128, and predict's top-k (dequantising only k) equals the whole row's scores
+    from edgecls.runtime import Classifier
+
+    path = tmp_path / "int8.tflite"
+    path.write_bytes(model_bytes)
+    classifier = Classifier(path, threads=1, top_k=4)
+    pixels = np.random.default_rng(0).integers(0, 256, (2, *classifier.engine.input.shape[1:]), dtype=np.uint8)
+    assert np.array_equal(classifier.to_input(pixels), (pixels.astype(np.int16) - 128).astype(np.int8))
+    frame = np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    scores = classifier.scores(classifier.preprocess(frame))[0]
+    predicted = classifier.predict(frame)
+    assert [label for label, _ in predicted] == [classifier.labels[i] for i in np.argsort(-scores, kind="stable")[:4]]
+    assert np.allclose([score for _, score in predicted], np.sort(scores)[::-1][:4], atol=1e-6)
 
 
 def test_uint8_io_takes_camera_bytes_without_float_math(digits_run, tmp_path):

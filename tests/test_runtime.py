@@ -143,3 +143,37 @@ def test_camera_example_draws_the_label():
     frame = np.zeros((480, 640, 3), np.uint8)
     camera.annotate(frame, "cat", 0.93, 29.7)
     assert frame[:30, :200].any() and not frame[100:].any()
+
+
+@pytest.mark.parametrize("classes", [10, 1000])
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.float32])
+def test_best_indices_match_a_stable_sort_for_short_and_long_rows(classes, dtype):
+    from edgecls.runtime.model import best_indices
+
+    rng = np.random.default_rng(classes)
+    row = rng.integers(0, 20, classes).astype(dtype)  # few distinct values: many ties
+    best, values = best_indices(row, 5)
+    expected = sorted(range(classes), key=lambda i: (-float(row[i]), i))[:5]
+    assert best == expected
+    assert values == row.tolist() or np.allclose(values, row.astype(np.float64))
+    assert best_indices(row, classes + 3)[0] == sorted(range(classes), key=lambda i: (-float(row[i]), i))
+
+
+
+def test_resize_of_a_camera_frame_anti_aliases_close_to_the_area_filter():
+    """640x480 -> 96x96 (the supersampling path, reading alternate rows): near INTER_AREA, far from plain bilinear."""
+    import cv2
+
+    from edgecls.runtime.preprocess import resize
+
+    y, x = np.mgrid[0:480, 0:640].astype(np.float64)
+    zone_plate = (127.5 + 127.5 * np.cos(((x - 320) ** 2 + (y - 240) ** 2) * np.pi / 900)).astype(np.uint8)
+    frame = cv2.merge([zone_plate] * 3)
+    area = cv2.resize(frame, (96, 96), interpolation=cv2.INTER_AREA).astype(int)
+    ours = resize(frame, 96, 96)
+    bilinear = cv2.resize(frame, (96, 96), interpolation=cv2.INTER_LINEAR).astype(int)
+    assert ours.shape == (96, 96, 3) and ours.dtype == np.uint8
+    ours_error, bilinear_error = np.abs(ours.astype(int) - area).mean(), np.abs(bilinear - area).mean()
+    assert ours_error < 20 and bilinear_error > 3 * ours_error, (ours_error, bilinear_error)
+    flat = np.full((480, 640, 3), 77, np.uint8)  # a flat frame stays exactly flat
+    assert np.all(resize(flat, 96, 96) == 77)

@@ -110,15 +110,7 @@ class Classifier:
 
     def _top_k(self, raw: np.ndarray, top_k: int | None) -> Prediction:
         """The k best classes of one raw output row (quantised or not), dequantising only those k."""
-        k = min(top_k or self.top_k, raw.shape[0])
-        if raw.shape[0] <= 256:  # short rows: one Python sort costs less than several numpy calls
-            values = raw.tolist()
-            best = sorted(range(len(values)), key=values.__getitem__, reverse=True)[:k]  # stable: ties in class order
-        else:
-            values = raw.astype(np.float32)
-            candidates = np.argpartition(-values, k - 1)[:k]
-            best = candidates[np.argsort(-values[candidates], kind="stable")].tolist()
-            values = values.tolist()
+        best, values = best_indices(raw, top_k or self.top_k)
         scale, zero_point, labels = self._scale, self._zero_point, self.labels
         return [(labels[i], float((values[i] - zero_point) * scale)) for i in best]
 
@@ -129,6 +121,16 @@ class Classifier:
             f"provider={self.engine.provider}, threads={self.engine.threads}, input={height}x{width}x{self.info.channels} "
             f"{self.engine.input.dtype}, classes={len(self.labels)})"
         )
+
+
+def best_indices(row: np.ndarray, k: int) -> tuple[list[int], list]:
+    """Indices of the ``k`` largest values of ``row``, largest first, ties in index order; and the row as a list."""
+    k = min(k, row.shape[0])
+    if row.shape[0] <= 256:  # short rows: one Python sort costs less than several numpy calls
+        values = row.tolist()
+        return sorted(range(len(values)), key=values.__getitem__, reverse=True)[:k], values
+    values = row.astype(np.float64)
+    return np.argsort(-values, kind="stable")[:k].tolist(), values.tolist()
 
 
 def _input_encoder(spec: TensorSpec) -> Callable[[np.ndarray], np.ndarray]:
