@@ -36,7 +36,7 @@ from edgecls.errors import ConfigError, ModelError
 from edgecls.evaluate import top1_accuracy
 from edgecls.fileio import atomic_path, write_json
 from edgecls.runtime.metadata import ModelInfo
-from edgecls.train import read_history
+from edgecls.train import best_epoch, read_history
 
 log = logging.getLogger(__name__)
 
@@ -225,8 +225,8 @@ def _result(config: DistillConfig, run_dir: Path, teacher: Any, student: Any, da
         teacher_params=teacher_params, teacher_macs=teacher_macs, student_params=student_params, student_macs=student_macs,
         data=dataset.name, n_train=len(dataset.train), n_val=len(dataset.val),
         evaluated_with=f"keras {keras.__version__}, {describe_device()} of this host, on the teacher's held-out split",
-        epochs_run=len(accuracies), best_epoch=int(np.argmax(accuracies)) + 1,
-        baseline_best_epoch=int(np.argmax(baseline_accuracies)) + 1 if baseline_accuracies else None,
+        epochs_run=len(accuracies), best_epoch=best_epoch(history),
+        baseline_best_epoch=best_epoch(baseline_history) if baseline_accuracies else None,
         baseline_model_path=baseline["model_path"] if baseline else None, teacher_path=str(config.teacher), student_source=config.student,
         temperature=config.temperature, kd_weight=config.kd_weight, feature_layers=[list(pair) for pair in config.feature_layers],
         device=describe_device(),

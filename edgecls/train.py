@@ -147,7 +147,7 @@ def fit(
         history_csv = run_dir / "history.csv"
         if resume and history_csv.exists():
             done = _read_history(history_csv)
-            best.best = max((row.get("val_accuracy", -1.0) for row in done), default=-1.0)
+            best.best = max((_rank(row) for row in done), default=best.best)
             # Each new iterator over the shuffled dataset draws the next shuffle order, and
             # Keras 3.15 opens two per epoch: draw the orders of the epochs already done, so
             # the resumed epochs see the batches an uninterrupted run would have seen
@@ -175,24 +175,42 @@ def fit(
 
 
 def _best_weights_callback(path: Path | None):
-    """Keep the weights of the epoch with the best validation accuracy, in memory
-    and (with ``path``) on disk, so a resumed run still ends on its best epoch."""
+    """Keep the weights of the best epoch (``_rank``), in memory and (with
+    ``path``) on disk, so a resumed run still ends on its best epoch."""
     import keras
 
     class BestWeights(keras.callbacks.Callback):
         def __init__(self) -> None:
             super().__init__()
-            self.best, self.weights = -1.0, None
+            self.best, self.weights = (-1.0, -float("inf")), None
 
         def on_epoch_end(self, epoch, logs=None):
-            value = (logs or {}).get("val_accuracy")
-            if value is not None and value > self.best:
-                self.best, self.weights = float(value), self.model.get_weights()
+            logs = logs or {}
+            if logs.get("val_accuracy") is not None and _rank(logs) > self.best:
+                self.best, self.weights = _rank(logs), self.model.get_weights()
                 if path is not None:
                     with atomic_path(path) as tmp:
                         self.model.save_weights(str(tmp))
 
     return BestWeights()
+
+
+def _rank(epoch: dict) -> tuple[float, float]:
+    """How epochs compare: validation accuracy, then, among equal accuracies, the lower validation loss.
+
+    On a small validation set several epochs often tie (all at 100 %); the first
+    of them is usually the least trained, so the loss decides between them.
+    """
+    loss = epoch.get("val_loss")
+    return float(epoch.get("val_accuracy", -1.0)), -float(loss) if loss is not None and np.isfinite(loss) else -float("inf")
+
+
+def best_epoch(history: dict[str, list[float]]) -> int:
+    """The 1-based epoch that ``fit`` keeps, from a history of per-epoch lists."""
+    accuracies = history.get("val_accuracy") or []
+    losses = history.get("val_loss") or [None] * len(accuracies)
+    ranks = [_rank({"val_accuracy": accuracy, "val_loss": loss}) for accuracy, loss in zip(accuracies, losses)]
+    return ranks.index(max(ranks)) + 1 if ranks else 1
 
 
 def _random_state_callback(path: Path, *, restore: bool):
@@ -291,7 +309,7 @@ def _finish(model, dataset: Dataset, config: TrainConfig, run_dir: Path, history
     model_path = save_keras_model(model, run_dir / "model.keras", info)
     result = TrainResult(
         model_path=model_path, run_dir=run_dir, val_accuracy=val_accuracy, val_loss=val_loss, epochs_run=len(accuracies),
-        best_epoch=int(np.argmax(accuracies)) + 1, n_train=len(dataset.train), n_val=len(dataset.val), class_names=list(dataset.class_names),
+        best_epoch=best_epoch(history), n_train=len(dataset.train), n_val=len(dataset.val), class_names=list(dataset.class_names),
         skipped_files=dataset.skipped, seconds=round(time.time() - started, 2), device=describe_device(),
     )
     write_json(run_dir / "history.json", history)

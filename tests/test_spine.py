@@ -141,3 +141,12 @@ def test_resume_after_kill_9_continues_from_the_last_completed_epoch(tmp_path, s
     uninterrupted = train(TrainConfig(**options, out=str(tmp_path / "clean")))
     for resumed_weights, clean_weights in zip(load_keras_model(result.model_path).get_weights(), load_keras_model(uninterrupted.model_path).get_weights()):
         np.testing.assert_array_equal(resumed_weights, clean_weights)
+
+
+def test_best_epoch_breaks_accuracy_ties_by_the_lower_validation_loss():
+    from edgecls.train import best_epoch
+
+    history = {"val_accuracy": [0.9, 1.0, 1.0, 1.0, 0.95], "val_loss": [0.5, 0.20, 0.05, 0.08, 0.1]}
+    assert best_epoch(history) == 3  # not the first epoch to reach 100 %
+    assert best_epoch({"val_accuracy": [0.5, 0.7, 0.6]}) == 2  # no loss recorded: accuracy alone
+    assert best_epoch({"val_accuracy": [0.8, 0.8], "val_loss": [float("nan"), 0.3]}) == 2
