@@ -45,12 +45,15 @@ top-1: the best epoch was then the first to reach 100 %. Since then ``fit``
 breaks accuracy ties by the lower validation loss (a rule chosen for that
 reason, not tuned on any figure), the recovery is averaged over the same
 three draws, and the whole script was run once more with that rule on
-draws 2001-2003; those are the figures below (part 1 moved from +1.95 to
-+2.31 points with the rule, through other best epochs). Per draw the
-recovery gaps are kept; one draw alone can miss 0.5 points. All figures are
+draws 2001-2003 (part 1 moved from +1.95 to
++2.31 points with the rule, through other best epochs). Because the
+target asks for at least 3 training seeds, not 2 seeds on 3 draws, a third
+seed (33) was then added on the same draws, with nothing else changed, and
+part 1 run once more: those are the figures below. Per draw the recovery
+gaps are kept; one draw alone can miss 0.5 points. All figures are
 Keras top-1 on this host's CPU.
 
-Run: ``.venv/bin/python benchmarks/distill.py [--draws 2001,2002,2003] [--seeds 31,32]`` (or ``make bench``);
+Run: ``.venv/bin/python benchmarks/distill.py [--draws 2001,2002,2003] [--seeds 31,32,33]`` (or ``make bench``);
 about 8-10 minutes on 2 shared cores.
 """
 
@@ -75,7 +78,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results" / "distill.json"
 DRAWS = (2001, 2002, 2003)  # draws of the images; the pilots used 123, earlier designs 7 and 1001-1003 (see Protocol)
-SEEDS = (31, 32)  # per draw; the pilots used 1-5, earlier designs 11-15 and 21-22
+SEEDS = (31, 32, 33)  # per draw; the pilots used 1-5, earlier designs 11-15 and 21-22
 
 log = logging.getLogger("benchmarks.distill")
 
