@@ -88,6 +88,8 @@ TEACHER_EPOCHS, TEACHER_BATCH = 30, 32
 KD_EPOCHS, KD_BATCH, KD_LR, KD_TEMPERATURE, KD_WEIGHT, STUDENT_WIDTH = 40, 16, 5e-3, 4.0, 0.9, 8
 # part 2: the digits cnn, pruned, then distilled from itself
 PR_TEST, PR_VAL_FRACTION, PR_TRAIN_EPOCHS, PR_RATIO = 500, 0.2, 20, 0.5
+PR_TASK = f"digits cnn 32x32 gray (train defaults, {PR_TRAIN_EPOCHS} epochs max), {PR_TEST} test images held out"
+BEST_EPOCH_BY = "val top-1, ties: the lower val loss"  # as edgecls.train.fit keeps it
 PR_EPOCHS, PR_BATCH, PR_LR, PR_TEMPERATURE, PR_KD_WEIGHT = 20, 32, 1e-3, 2.0, 0.5
 
 
@@ -96,12 +98,7 @@ def write_digit_folders(root: Path, *, draw: int, test: int, per_class_train: in
 
     The test images are drawn first (``draw`` seeds the draw), stratified; train and val come from the rest.
     """
-    import cv2
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
-    labels = digits.target
+    images, labels = digit_images()
     rng = np.random.default_rng(draw)
     parts: dict[str, list[int]] = {"test": [], "train": [], "val": []}
     test_per_class = test // 10
@@ -114,12 +111,26 @@ def write_digit_folders(root: Path, *, draw: int, test: int, per_class_train: in
         parts["val"] += rest[:n_val].tolist()
         parts["train"] += rest[n_val : n_val + n_train].tolist()
     for part, indices in parts.items():
-        folder = root / "test" if part == "test" else root / "data" / part
-        for index in indices:
-            path = folder / str(labels[index]) / f"{index:04d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(path), images[index])
+        write_pngs(root / "test" if part == "test" else root / "data" / part, indices, images, labels)
     return root / "data", root / "test"
+
+
+def digit_images() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as 8x8 uint8 gray images (0..255) and their labels."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return np.round(digits.images * (255.0 / 16.0)).astype(np.uint8), digits.target
+
+
+def write_pngs(folder: Path, indices, images: np.ndarray, labels: np.ndarray) -> None:
+    """``folder/<label>/<index>.png`` for each index."""
+    import cv2
+
+    for index in indices:
+        path = folder / str(labels[index]) / f"{index:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), images[index])
 
 
 def write_kd_folders(root: Path, *, draw: int) -> tuple[Path, Path, Path]:
@@ -127,12 +138,7 @@ def write_kd_folders(root: Path, *, draw: int) -> tuple[Path, Path, Path]:
 
     Per class, in the order drawn: the test images, the student's val and train images, then the teacher's pool (the rest).
     """
-    import cv2
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
-    labels = digits.target
+    images, labels = digit_images()
     rng = np.random.default_rng(draw)
     folders = {"test": root / "test", "val": root / "student" / "val", "train": root / "student" / "train", "teacher": root / "teacher"}
     sizes = {"test": KD_TEST // 10, "val": KD_PER_CLASS_VAL, "train": KD_PER_CLASS_TRAIN}
@@ -142,10 +148,7 @@ def write_kd_folders(root: Path, *, draw: int) -> tuple[Path, Path, Path]:
         for part, folder in folders.items():
             chosen = members[start:] if part == "teacher" else members[start : start + sizes[part]]
             start += len(chosen)
-            for index in chosen:
-                path = folder / str(digit) / f"{index:04d}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(path), images[index])
+            write_pngs(folder, chosen, images, labels)
     return root / "teacher", root / "student", root / "test"
 
 
@@ -198,7 +201,7 @@ def kd_gain(work: Path, draws: tuple[int, ...], seeds: tuple[int, ...]) -> dict:
         "student_model": f"tinycnn width {STUDENT_WIDTH} (.keras with the edgecls head, fresh random init per draw and seed)",
         "params_macs": per_draw[0]["params_macs"],
         "settings": {"epochs": KD_EPOCHS, "batch_size": KD_BATCH, "learning_rate": KD_LR, "schedule": "cosine (edgecls.train.make_optimizer)",
-                     "temperature": KD_TEMPERATURE, "kd_weight": KD_WEIGHT, "best_epoch_by": "val top-1", "augment": "none", "patience": "off"},
+                     "temperature": KD_TEMPERATURE, "kd_weight": KD_WEIGHT, "best_epoch_by": BEST_EPOCH_BY, "augment": "none", "patience": "off"},
         "draws": per_draw,
         "mean_test_top1": {"teacher": teacher_test, "alone": alone, "distilled": mean([run["distilled"]["test_top1"] for run in runs])},
         "mean_test_gain_points": round(statistics.mean(gains), 2),
@@ -254,7 +257,7 @@ def prune_recovery(work: Path, draws: tuple[int, ...]) -> dict:
     gaps = [entry["gap_points"]["test"] for entry in per_draw]
     mean = lambda key, part: round(statistics.mean(entry["top1"][key][part] for entry in per_draw), 4)  # noqa: E731
     return {
-        "task": per_draw[0]["task"].split(" (draw")[0] + f" on each of {len(draws)} draws",
+        "task": f"{PR_TASK} on each of {len(draws)} draws",
         "prune": per_draw[0]["prune"], "recovery": per_draw[0]["recovery"],
         "draws": per_draw,
         "mean_test_top1": {key: mean(key, "test_top1") for key in ("unpruned", "pruned_before_recovery", "finetuned_alone", "distilled")},
@@ -292,11 +295,11 @@ def prune_recovery_on_draw(work: Path, draw: int) -> dict:
     gap_test = round(100 * (figures["unpruned"]["test_top1"] - figures["distilled"]["test_top1"]), 2)
     gap_val = round(100 * (figures["unpruned"]["val_top1"] - figures["distilled"]["val_top1"]), 2)
     return {
-        "task": f"digits cnn 32x32 gray (train defaults, {PR_TRAIN_EPOCHS} epochs max), {PR_TEST} test images held out (draw {draw})",
+        "task": f"{PR_TASK} (draw {draw})",
         "n_train": result.n_train, "n_val": result.n_val, "n_test": PR_TEST,
         "prune": {"ratio": PR_RATIO, "method": "channels", "criterion": "l1", "params_before": pruned.params_before, "params_after": pruned.params_after,
                   "macs_before": pruned.macs_before, "macs_after": pruned.macs_after},
-        "recovery": {"epochs": PR_EPOCHS, "batch_size": PR_BATCH, "learning_rate": PR_LR, "temperature": PR_TEMPERATURE, "kd_weight": PR_KD_WEIGHT, "best_epoch_by": "val top-1"},
+        "recovery": {"epochs": PR_EPOCHS, "batch_size": PR_BATCH, "learning_rate": PR_LR, "temperature": PR_TEMPERATURE, "kd_weight": PR_KD_WEIGHT, "best_epoch_by": BEST_EPOCH_BY},
         "top1": figures,
         "gap_points": {"test": gap_test, "val": gap_val},
         "met": gap_test <= 0.5,
