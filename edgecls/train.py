@@ -186,8 +186,9 @@ def _best_weights_callback(path: Path | None):
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            if logs.get("val_accuracy") is not None and _rank(logs) > self.best:
-                self.best, self.weights = _rank(logs), self.model.get_weights()
+            rank = _rank(logs)
+            if logs.get("val_accuracy") is not None and rank > self.best:
+                self.best, self.weights = rank, self.model.get_weights()
                 if path is not None:
                     with atomic_path(path) as tmp:
                         self.model.save_weights(str(tmp))
