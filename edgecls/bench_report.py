@@ -21,8 +21,9 @@ def conditions(run: BenchRun) -> str:
     data = settings.get("data")
     data_text = f"top-1 on {data} ({settings.get('n_eval', 0)} images)" if data else "no accuracy data"
     remote = f" ({run.remote})" if run.remote else ""
+    threads = settings.get("threads")
     return (
-        f"measured on {run.where}{remote}, hostname {run.machine.get('hostname')}; {settings.get('threads')} threads, "
+        f"measured on {run.where}{remote}, hostname {run.machine.get('hostname')}; {threads} thread{'' if threads == 1 else 's'}, "
         f"{settings.get('runs')} runs after {settings.get('warmup')} warm-up, batch 1; {data_text}"
     )
 
@@ -55,13 +56,14 @@ def _size(size_bytes: int) -> str:
 
 def render_table(run: BenchRun, console: Any) -> None:
     """Print the comparison table with rich."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"edgecls bench --target {run.target}", caption=conditions(run), caption_justify="left")
+    table = Table(title=f"edgecls bench --target {run.target}", caption=escape(conditions(run)), caption_justify="left")
     for column in COLUMNS:
         table.add_column(column, justify="left" if column in ("model", "precision", "engine", "flags") else "right", overflow="fold")
     for row in table_rows(run):
-        table.add_row(*row, style="bold red" if "THROTTLED" in row[-1] else None)
+        table.add_row(*(escape(cell) for cell in row), style="bold red" if "THROTTLED" in row[-1] else None)  # a file name is not markup
     console.print(table)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from edgecls.bench_report import to_markdown, write_reports
 from edgecls.benchmark import BenchConfig, bench, prepare_eval_set
 from edgecls.errors import ConfigError, DataError
-from edgecls.runtime.bench import BenchRun, LatencyStats, evaluate_folder, measure_model
+from edgecls.runtime.bench import BenchRun, LatencyStats, _oversubscription_note, evaluate_folder, measure_model
 from edgecls.runtime.device import (
     MachineInfo,
     clocks_locked,
@@ -164,6 +165,8 @@ def test_bench_command_json_and_reports(digits_run, tmp_path):
         assert entry["target"] == "rpi5" and entry["threads"] == 4  # the rpi5 profile's threads
         if "Raspberry Pi 5" not in read_board():  # i.e. everywhere but on a Pi 5
             assert entry["where"].endswith("host with rpi5 settings") and entry["on_target"] is False
+        oversubscribed = [note for note in entry["notes"] if "oversubscribed" in note]
+        assert len(oversubscribed) == ((os.cpu_count() or 1) < 4), entry["notes"]
     tflite, onnx = document["results"]
     assert tflite["engine"] == "litert" and onnx["engine"] == "onnxruntime" and onnx["provider"] == "CPUExecutionProvider"
     assert tflite["top1"] == pytest.approx(onnx["top1"], abs=0.01) and tflite["top1"] > 0.5
@@ -173,6 +176,26 @@ def test_bench_command_json_and_reports(digits_run, tmp_path):
     markdown = (out / "bench.md").read_text()
     assert "| model_fp32.tflite | fp32 |" in markdown and "with rpi5 settings" in markdown
     assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_more_threads_than_cores_is_flagged():
+    assert _oversubscription_note(4, 2) == ["4 threads on 2 cores: oversubscribed, latency is not what 4 cores give"]
+    assert _oversubscription_note(2, 2) == [] and _oversubscription_note(1, 16) == []
+
+
+def test_bench_table_on_a_pipe_keeps_rows_whole(digits_run, tmp_path):
+    """The human table: one line per model however narrow, a file name with brackets shown as it is."""
+    from typer.testing import CliRunner
+
+    from edgecls.cli import app
+
+    model = tmp_path / "digits[v2]_fp32.tflite"
+    shutil.copy(digits_run.tflite, model)
+    result = CliRunner().invoke(app, ["bench", str(model), "--target", "host", "--threads", "1", "--runs", "5", "--warmup", "1", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if "digits[v2]_fp32.tflite" in line]
+    assert len(rows) == 1 and "fp32" in rows[0] and "litert" in rows[0], result.output
+    assert "measured on this" in result.output and "1 thread, 5 runs after 1 warm-up" in result.output
 
 
 def test_throttled_runs_are_flagged(digits_run, tmp_path):

@@ -117,6 +117,19 @@ def test_targets_command_lists_them():
     assert listed["rpi5"]["aliases"] == ["rpi"]
 
 
+def test_targets_table_keeps_install_hints_whole():
+    """Piped output is not folded at 80 columns, and 'edgecls[runtime]' is text, not rich markup."""
+    from typer.testing import CliRunner
+
+    from edgecls.cli import app
+
+    result = CliRunner().invoke(app, ["targets"])
+    assert result.exit_code == 0, result.output
+    for name in list_targets():
+        assert f"  {name}: {get_target(name).install}\n" in result.output
+    assert "'edgecls[runtime]'" in result.output
+
+
 @pytest.mark.slow
 def test_an_installed_wheel_finds_the_targets(tmp_path):
     built = subprocess.run(

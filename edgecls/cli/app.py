@@ -134,11 +134,16 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+# Tables piped to a file or a pager keep their rows whole; rich would fold them at 80 columns.
+PIPED_WIDTH = 200
+
+
 def console():
-    """A rich console on stdout for human-readable results."""
+    """A rich console on stdout for human-readable results: the terminal's width, or 200 columns when piped."""
     from rich.console import Console
 
-    return Console(highlight=False)
+    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(highlight=False, width=PIPED_WIDTH if piped else None)
 
 
 def progress_console():

@@ -60,13 +60,19 @@ def targets(json: Annotated[bool, typer.Option("--json", help="Print one JSON ob
 
 
 def _render_targets(listing) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table("target", "aliases", "arch", "engines", "threads", "precisions", "memory", "install")
+    table = Table("target", "aliases", "arch", "engines", "threads", "precisions", "memory")
     for target in listing["targets"]:
+        providers = [provider.replace("ExecutionProvider", "") for provider in target["providers"]]
         table.add_row(
             target["name"], ", ".join(target["aliases"]), target["arch"],
-            ", ".join(target["engines"]) + (f"\n({' > '.join(target['providers'])})" if "onnxruntime" in target["engines"] and len(target["providers"]) > 1 else ""),
-            str(target["threads"] or "all"), ", ".join(target["precisions"]), f"{target['memory_mb']} MB" if target["memory_mb"] else "-", target["install"],
+            ", ".join(target["engines"]) + (f"\n({' > '.join(providers)})" if "onnxruntime" in target["engines"] and len(providers) > 1 else ""),
+            str(target["threads"] or "all"), ", ".join(target["precisions"]), f"{target['memory_mb']} MB" if target["memory_mb"] else "-",
         )
-    console().print(table)
+    out = console()
+    out.print(table)
+    out.print("Install the runtime on the device:")  # a paragraph each: too long for a table cell
+    for target in listing["targets"]:
+        out.print(f"  {target['name']}: {escape(target['install'])}")  # escape: 'edgecls[runtime]' is not markup

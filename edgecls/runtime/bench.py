@@ -176,7 +176,7 @@ def run_benchmark(config: BenchConfig) -> BenchRun:
                 arch=machine.arch,
                 throttled=bool(state["throttled"] or state_after["throttled"]),
                 device_state=state_after,
-                notes=[*measured.notes, *_fit_notes(measured, target)],
+                notes=[*measured.notes, *_fit_notes(measured, target), *_oversubscription_note(threads, machine.cpu_count)],
             )
         )
     settings = {"runs": config.runs, "warmup": config.warmup, "threads": threads, "providers": list(target.providers), "data": config.data, "isolated": config.isolate}
@@ -291,6 +291,13 @@ def artifact_precision(classifier: Classifier) -> str:
     if np.dtype(np.int8) in dtypes:
         return "int8"
     return "fp16" if np.dtype(np.float16) in dtypes else "fp32"
+
+
+def _oversubscription_note(threads: int, cpu_count: int) -> list[str]:
+    """More engine threads than cores (a 4-thread Pi profile on a 2-core host) time the OS scheduler, not the model."""
+    if threads <= cpu_count:
+        return []
+    return [f"{threads} threads on {cpu_count} cores: oversubscribed, latency is not what {threads} cores give"]
 
 
 def _fit_notes(measured: ModelBench, target: Target) -> list[str]:
