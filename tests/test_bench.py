@@ -243,3 +243,23 @@ def test_the_provider_actually_used_is_reported(digits_run):
     if "TensorrtExecutionProvider" not in onnxruntime.get_available_providers():
         assert measured.provider == "CPUExecutionProvider"
         assert measured.notes == ["asked for TensorrtExecutionProvider, ONNX Runtime used CPUExecutionProvider"]
+
+
+def test_the_delegate_actually_used_is_reported(digits_run, tmp_path):
+    """XNNPACK is named only when it took over part of the graph: a graph of ops it lacks says so."""
+    import tensorflow as tf
+
+    assert Classifier(digits_run.tflite).engine.provider == "XNNPACK/CPU"
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 2, 2, 3], tf.float32)])
+    def product_of_pixels(image):  # REDUCE_PROD: a TFLite built-in that XNNPACK does not take
+        return tf.reduce_prod(image, axis=[1, 2])
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([product_of_pixels.get_concrete_function()], product_of_pixels)
+    undelegated = tmp_path / "reduce_prod.tflite"
+    undelegated.write_bytes(converter.convert())
+    classifier = Classifier(undelegated, threads=1)
+    assert classifier.engine.provider == "CPU (built-in kernels)"
+    assert measure_model(undelegated, threads=1, runs=2, warmup=0).provider == "CPU (built-in kernels)"
+    frame = np.full((2, 2, 3), 2, np.uint8)
+    assert classifier.predict(frame, top_k=1) == [("0", 16.0)]  # 2**4 per channel: it ran, on the built-in kernels
