@@ -56,14 +56,14 @@ def _size(size_bytes: int) -> str:
 
 def render_table(run: BenchRun, console: Any) -> None:
     """Print the comparison table with rich."""
-    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"edgecls bench --target {run.target}", caption=escape(conditions(run)), caption_justify="left")
+    table = Table(title=Text(f"edgecls bench --target {run.target}"), caption=Text(conditions(run)), caption_justify="left")
     for column in COLUMNS:
         table.add_column(column, justify="left" if column in ("model", "precision", "engine", "flags") else "right", overflow="fold")
     for row in table_rows(run):
-        table.add_row(*(escape(cell) for cell in row), style="bold red" if "THROTTLED" in row[-1] else None)  # a file name is not markup
+        table.add_row(*(Text(cell) for cell in row), style="bold red" if "THROTTLED" in row[-1] else None)  # Text: a file name is not markup
     console.print(table)
 
 

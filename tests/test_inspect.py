@@ -38,6 +38,19 @@ def test_info_cli_json(digits_run):
     assert report["format"] == "tflite" and report["size_bytes"] == digits_run.tflite.stat().st_size
 
 
+def test_info_prints_paths_and_labels_as_they_are(digits_run, tmp_path):
+    """No rich markup in what the user gave: '[draft]' in a file name is printed, not taken for a style."""
+    import shutil
+
+    model = tmp_path / "[draft]" / "[v2]model_fp32.tflite"
+    model.parent.mkdir()
+    shutil.copy(digits_run.tflite, model)
+    result = runner.invoke(app, ["info", str(model)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].startswith(f"{model} (tflite, ")
+    assert "labels (10): 0, 1, 2" in result.output
+
+
 def test_grad_cam_mass_lies_on_the_digit_strokes(digits_run, tmp_path):
     """Heat per pixel is higher on the strokes than on the background, on average over 12 digits."""
     from edgecls.evaluate import model_info, validation_set

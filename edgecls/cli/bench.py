@@ -60,7 +60,6 @@ def targets(json: Annotated[bool, typer.Option("--json", help="Print one JSON ob
 
 
 def _render_targets(listing) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     table = Table("target", "aliases", "arch", "engines", "threads", "precisions", "memory")
@@ -75,4 +74,4 @@ def _render_targets(listing) -> None:
     out.print(table)
     out.print("Install the runtime on the device:")  # a paragraph each: too long for a table cell
     for target in listing["targets"]:
-        out.print(f"  {target['name']}: {escape(target['install'])}")  # escape: 'edgecls[runtime]' is not markup
+        out.print(f"  {target['name']}: {target['install']}")
