@@ -142,7 +142,7 @@ def console():
     """A rich console on stdout for human-readable results: the terminal's width, or 200 columns when piped.
 
     Markup is off: paths, labels and install hints are printed as they are
-    ('edgecls[runtime]' is not a style); emphasis goes through ``bold``.
+    ('edgecls[runtime]' is not a style); emphasis goes through ``styled``.
     """
     from rich.console import Console
 
@@ -157,8 +157,8 @@ def progress_console():
     return Console(stderr=True, highlight=False, markup=False)
 
 
-def bold(text: str, style: str = "bold"):
-    """``text`` emphasised, for ``console().print(bold("top-1 98%"), "on 359 images")``."""
+def styled(text: str, style: str = "bold"):
+    """``text`` in a rich style (bold by default), for ``console().print(styled("top-1 98%"), "on 359 images")``."""
     from rich.text import Text
 
     return Text(text, style=style)

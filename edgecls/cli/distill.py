@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgecls.cli.app import app, bold, console, run
+from edgecls.cli.app import app, console, run, styled
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (progress stays on stderr).")]
 
@@ -54,7 +54,7 @@ def _render_distill(result) -> None:
     table.add_row(f"teacher ({Path(result.teacher_path).name})", f"{result.teacher_top1:.2%}", f"{result.teacher_params:,}", f"{result.teacher_macs:,}")
     if result.baseline_top1 is not None:
         table.add_row(f"student alone ({result.student_source})", f"{result.baseline_top1:.2%}", f"{result.student_params:,}", f"{result.student_macs:,}")
-    table.add_row(bold(f"distilled student ({result.student_source})"), bold(f"{result.student_top1:.2%}"), f"{result.student_params:,}", f"{result.student_macs:,}")
+    table.add_row(styled(f"distilled student ({result.student_source})"), styled(f"{result.student_top1:.2%}"), f"{result.student_params:,}", f"{result.student_macs:,}")
     out = console()
     out.print(table)
     out.print(f"top-1 on {result.n_val} held-out images of {result.data} ({result.evaluated_with}); trained on {result.n_train} images, "

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgecls.cli.app import app, bold, console, run
+from edgecls.cli.app import app, console, run, styled
 
 
 @app.command()
@@ -26,7 +26,7 @@ def _render_info(result) -> None:
     from rich.table import Table
 
     out = console()
-    out.print(bold(str(result.path)), f"({result.format}, {result.size_bytes / 1024:.0f} KiB)")
+    out.print(styled(str(result.path)), f"({result.format}, {result.size_bytes / 1024:.0f} KiB)")
     for kind, tensors in (("input", result.inputs), ("output", result.outputs)):
         for tensor in tensors:
             out.print(f"  {kind}: {tensor.name} {tensor.shape} {tensor.dtype}" + (f" [{tensor.quantization}]" if tensor.quantization else ""))

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgecls.cli.app import app, bold, console, progress_console, run
+from edgecls.cli.app import app, console, progress_console, run, styled
 
 
 @app.command()
@@ -22,7 +22,7 @@ def pipeline(
     from edgecls.pipeline import load_pipeline_config, run_pipeline
 
     def announce(stage: str, status: str) -> None:
-        progress_console().print(bold(f"{stage}:"), status)
+        progress_console().print(styled(f"{stage}:"), status)
 
     def go():
         result = run_pipeline(load_pipeline_config(config, runs_dir=runs_dir), from_stage=from_stage, until_stage=until_stage, on_stage=announce)

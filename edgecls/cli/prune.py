@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgecls.cli.app import app, bold, console, run
+from edgecls.cli.app import app, console, run, styled
 
 
 @app.command()
@@ -76,4 +76,4 @@ def _render(result) -> None:
         out.print(f"left alone: {group['group']} ({group['channels']} channels): {group['reason']}")
     if result.sparsity:
         out.print(f"sparsity: {result.sparsity['kernel_sparsity']:.1%} of {result.sparsity['layers_pruned']} kernels, {result.sparsity['model_sparsity']:.1%} of all weights")
-    out.print(bold(str(result.model_path)), f" (report {result.report_path})")
+    out.print(styled(str(result.model_path)), f" (report {result.report_path})")

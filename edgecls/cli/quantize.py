@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgecls.cli.app import app, bold, console, run
+from edgecls.cli.app import app, console, run, styled
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (progress stays on stderr).")]
 
@@ -66,7 +66,7 @@ def _render_quantize(result) -> None:
         )
     out.print(table)
     for message in result.warnings:
-        out.print(bold("warning:", "yellow"), message)
+        out.print(styled("warning:", "yellow"), message)
     out.print(f"written to {Path(result.report_markdown).parent}/ (report {Path(result.report_markdown).name})")
 
 

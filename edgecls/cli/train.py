@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgecls.cli.app import app, bold, console, progress_console, run
+from edgecls.cli.app import app, console, progress_console, run, styled
 
 DataOption = Annotated[str, typer.Option("--data", "-d", help="'digits' (built-in 8x8 handwritten digits) or a folder of <class>/ image subfolders (optionally train/ and val/).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (progress stays on stderr).")]
@@ -77,7 +77,7 @@ def epoch_progress(epochs: int):
 
 def _render_train(result) -> None:
     out = console()
-    out.print(bold(f"val top-1 {result.val_accuracy:.2%}"), f"on {result.n_val} held-out images (best epoch {result.best_epoch}/{result.epochs_run}, trained on {result.device}, {result.seconds:.0f} s)")
+    out.print(styled(f"val top-1 {result.val_accuracy:.2%}"), f"on {result.n_val} held-out images (best epoch {result.best_epoch}/{result.epochs_run}, trained on {result.device}, {result.seconds:.0f} s)")
     if result.skipped_files:
         out.print(f"skipped {len(result.skipped_files)} undecodable file(s): " + ", ".join(result.skipped_files))
     out.print(f"model: {result.model_path}")
@@ -103,7 +103,7 @@ def _render_evaluate(result) -> None:
 
     out = console()
     top5 = f", top-5 {result.top5:.2%}" if result.top5 is not None else ""
-    out.print(bold(f"top-1 {result.top1:.2%}") + top5, f"on {result.n_images} validation images of {result.data}")
+    out.print(styled(f"top-1 {result.top1:.2%}") + top5, f"on {result.n_images} validation images of {result.data}")
     out.print(f"measured with {result.engine}")
     table = Table("class", "precision", "recall", "F1", "support")
     for row in result.per_class:
