@@ -71,3 +71,28 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     assert result.exit_code == 2, (result.stdout, result.stderr)
     assert message in result.stderr and "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0, result.stderr
+
+
+NATIVE_LINES = """
+import os, sys
+from ai_edge_litert.interpreter import Interpreter
+from edgecls.cli.app import native_chatter_dropped
+with native_chatter_dropped() if sys.argv[2] == "filtered" else open(os.devnull):
+    Interpreter(model_path=sys.argv[1]).allocate_tensors()  # LiteRT logs its XNNPACK line to descriptor 2
+    os.write(2, b"fully_quantize: 0, inference_type: 6, input_inference_type: INT8, output_inference_type: INT8\\n")
+    os.write(2, b"a native error the user must see\\n")
+    print("progress from python", file=sys.stderr)
+print("after", file=sys.stderr)
+"""
+
+
+def test_native_chatter_is_dropped_and_every_other_stderr_line_kept(digits_run):
+    import subprocess
+    import sys
+
+    def stderr_lines(mode: str) -> list[str]:
+        completed = subprocess.run([sys.executable, "-c", NATIVE_LINES, str(digits_run.tflite), mode], capture_output=True, text=True, timeout=120, check=True)
+        return completed.stderr.splitlines()
+
+    assert "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." in stderr_lines("plain")  # what a user saw before
+    assert sorted(stderr_lines("filtered")) == ["a native error the user must see", "after", "progress from python"]

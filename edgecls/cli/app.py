@@ -6,7 +6,9 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
+import threading
 import traceback
 from typing import Any, Callable, Iterator
 
@@ -82,6 +84,63 @@ def stdout_to_stderr() -> Iterator[None]:
         yield
 
 
+# Lines TensorFlow Lite and the LiteRT converter write straight to file descriptor 2, past every log level.
+NATIVE_CHATTER = re.compile(
+    rb"INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.|INFO: Initialized TensorFlow Lite runtime\.|fully_quantize: \d+, inference_type: "
+)
+
+
+@contextlib.contextmanager
+def native_chatter_dropped() -> Iterator[None]:
+    """Drop ``NATIVE_CHATTER`` lines that native code writes to file descriptor 2; pass every other line through.
+
+    Descriptor 2 runs through a pipe that a thread reads line by line. Python's
+    own ``sys.stderr`` is pointed at the real stderr meanwhile, so progress bars
+    still see a terminal and nothing of ours waits on the thread. ``--debug``
+    keeps everything.
+    """
+    if _state["debug"]:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    python_stderr = sys.stderr
+    own = _on_descriptor_2(python_stderr)
+    if own:
+        sys.stderr = open(saved, "w", buffering=1, encoding=python_stderr.encoding or "utf-8", errors="backslashreplace", closefd=False)
+    forward = threading.Thread(target=_forward_lines, args=(read_end, saved), name="edgecls-native-stderr", daemon=True)
+    forward.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        if own:
+            sys.stderr.close()
+            sys.stderr = python_stderr
+        python_stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last write end closes: the thread reads to the end and stops
+        forward.join(timeout=2.0)  # a child process still holding the pipe must not hang the command
+        if not forward.is_alive():  # else the thread still forwards that child's lines to ``saved``
+            os.close(saved)
+
+
+def _on_descriptor_2(stream: Any) -> bool:
+    try:
+        return stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # CliRunner's and pytest's capture streams have no descriptor
+        return False
+
+
+def _forward_lines(read_end: int, out: int) -> None:
+    with open(read_end, "rb") as pipe:
+        for line in pipe:
+            if not NATIVE_CHATTER.match(line):
+                os.write(out, line)
+
+
 def run(call: Callable[[], Any], *, as_json: bool, render: Callable[[Any], None], tensorflow: bool = True) -> None:
     """Call a library function, then print its result as JSON or with ``render``.
 
@@ -92,7 +151,7 @@ def run(call: Callable[[], Any], *, as_json: bool, render: Callable[[Any], None]
     if tensorflow:
         import_tensorflow_quietly()
     try:
-        with stdout_to_stderr():
+        with native_chatter_dropped(), stdout_to_stderr():
             result = call()
     except EdgeclsError as exc:
         if _state["debug"]:
