@@ -207,7 +207,9 @@ def compare_predict_with_invoke(model: Path) -> dict:
             "first_call_after_invoke_us": _cold_call_cost(interpreter),
             "why": "each predict follows an invoke() that streams the model's weights through the core's cache, so the resize, "
             "conversion and top-k calls after it run cold: a frame that needs no resize still costs the ratio above, "
-            "and one small numpy call right after invoke() costs the 'cold' figure against 'hot' when repeated",
+            "and one small numpy call right after invoke() costs the 'cold' figure against 'hot' when repeated; "
+            "'cold_after_8mb_copy' is that call after a plain 8 MB copy instead (no VNNI/AMX code): close to 'cold' means the "
+            "caches, not the CPU's state after XNNPACK's integer kernels, make the calls after invoke() slow",
         },
         "how": f"Classifier.predict on a 640x480 BGR frame (resize + channel order + int8 input + inference + top-k) vs a raw invoke() of its own Interpreter, "
         f"one process, blocks of {BLOCK} calls alternating with the model-sized frame and the two snippets, {ROUNDS * RUNS} samples each after {WARMUP} warm-up; medians",
@@ -215,18 +217,23 @@ def compare_predict_with_invoke(model: Path) -> dict:
 
 
 def _cold_call_cost(interpreter, runs: int = 300) -> dict:
-    """Median time (µs) of one small numpy call (xor of a 96x96x3 uint8 array) right after invoke(), then repeated."""
+    """Median time (µs) of one small numpy call (xor of a 96x96x3 uint8 array) right after invoke(), then repeated;
+    and right after copying 8 MB (no VNNI/AMX code): if that costs the same, the caches, not the CPU's state after
+    XNNPACK's integer kernels, make the calls after invoke() slow."""
     pixels = np.zeros((96, 96, 3), np.uint8)
-    cold, hot = [], []
+    source = bytearray(8 << 20)
+    after = {"cold": [], "hot": [], "cold_after_8mb_copy": []}
     for _ in range(runs):
-        interpreter.invoke()
-        started = time.perf_counter_ns()
-        np.bitwise_xor(pixels, 128)
-        middle = time.perf_counter_ns()
-        np.bitwise_xor(pixels, 128)
-        cold.append((middle - started) / 1e3)
-        hot.append((time.perf_counter_ns() - middle) / 1e3)
-    return {"cold": statistics.median(cold), "hot": statistics.median(hot)}
+        for prelude, key in ((interpreter.invoke, "cold"), (lambda: bytes(source), "cold_after_8mb_copy")):
+            prelude()
+            started = time.perf_counter_ns()
+            np.bitwise_xor(pixels, 128)
+            middle = time.perf_counter_ns()
+            np.bitwise_xor(pixels, 128)
+            after[key].append((middle - started) / 1e3)
+            if key == "cold":
+                after["hot"].append((time.perf_counter_ns() - middle) / 1e3)
+    return {key: statistics.median(values) for key, values in after.items()}
 
 
 def _median_ms(call, runs: int = 500) -> float:
