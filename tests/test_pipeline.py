@@ -39,12 +39,21 @@ formats = {export_formats}
 
 
 def test_rerun_skips_and_a_change_reruns_only_downstream(tmp_path, shapes_folder):
+    import keras
+
+    class Epochs(keras.callbacks.Callback):  # what a progress bar sees
+        seen: list[str] = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seen.append(f"{epoch + 1}/{self.params['epochs']}")
+
     config_path = write_config(tmp_path / "p.toml", shapes_folder)
-    first = run_pipeline(load_pipeline_config(config_path, runs_dir=tmp_path / "runs"))
+    first = run_pipeline(load_pipeline_config(config_path, runs_dir=tmp_path / "runs"), callbacks=[Epochs()])
     assert [(s.stage, s.status) for s in first.stages] == [("train", "ran"), ("export", "ran")]
+    assert Epochs.seen == ["1/2", "2/2"]
     model_mtime = (tmp_path / "runs/shapes/train/model.keras").stat().st_mtime_ns
-    again = run_pipeline(load_pipeline_config(config_path, runs_dir=tmp_path / "runs"))
-    assert [s.status for s in again.stages] == ["skipped", "skipped"]
+    again = run_pipeline(load_pipeline_config(config_path, runs_dir=tmp_path / "runs"), callbacks=[Epochs()])
+    assert [s.status for s in again.stages] == ["skipped", "skipped"] and len(Epochs.seen) == 2
     write_config(config_path, shapes_folder, export_formats='["tflite", "onnx"]')
     changed = run_pipeline(load_pipeline_config(config_path, runs_dir=tmp_path / "runs"))
     assert [s.status for s in changed.stages] == ["skipped", "ran"]

@@ -19,13 +19,17 @@ def pipeline(
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """train → prune → distill → quantize → export → bench; writes runs/NAME/report.md."""
+    from edgecls.cli.train import epoch_progress
     from edgecls.pipeline import load_pipeline_config, run_pipeline
 
     def announce(stage: str, status: str) -> None:
         progress_console().print(styled(f"{stage}:"), status)
 
     def go():
-        result = run_pipeline(load_pipeline_config(config, runs_dir=runs_dir), from_stage=from_stage, until_stage=until_stage, on_stage=announce)
+        result = run_pipeline(
+            load_pipeline_config(config, runs_dir=runs_dir), from_stage=from_stage, until_stage=until_stage, on_stage=announce,
+            callbacks=[epoch_progress(0)],  # every fit of train, prune and distill draws its epochs
+        )
         if result.failed:
             from edgecls.errors import EdgeclsError
 

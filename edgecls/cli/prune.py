@@ -30,6 +30,7 @@ def prune(
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (progress stays on stderr).")] = False,
 ) -> None:
     """Prune a model; writes <out>.keras and <out>_report.json (params, MACs, size, top-1, latency, groups)."""
+    from edgecls.cli.train import epoch_progress
     from edgecls.prune import PruneConfig, prune as prune_model
 
     config = PruneConfig(
@@ -37,7 +38,7 @@ def prune(
         exclude=tuple(exclude or ()), sparsity=sparsity, data=data, finetune_epochs=finetune_epochs, learning_rate=learning_rate,
         seed=seed, out=str(out) if out else None, measure_tflite=not no_measure,
     )
-    run(lambda: prune_model(model, config), as_json=json, render=_render)
+    run(lambda: prune_model(model, config, callbacks=[epoch_progress(finetune_epochs)]), as_json=json, render=_render)
 
 
 def _ratio(after, before) -> str:

@@ -20,7 +20,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from edgecls.errors import ConfigError, EdgeclsError
 from edgecls.fileio import write_json
@@ -54,11 +54,20 @@ StageFunction = Callable[[PipelineConfig, dict[str, Any], Path, dict[str, dict[s
 STAGE_FUNCTIONS: dict[str, StageFunction] = {name: getattr(stage_functions, name) for name in STAGES}
 
 
-def run_pipeline(config: PipelineConfig, *, from_stage: str | None = None, until_stage: str | None = None, on_stage: Callable[[str, str], None] | None = None) -> PipelineResult:
+def run_pipeline(
+    config: PipelineConfig,
+    *,
+    from_stage: str | None = None,
+    until_stage: str | None = None,
+    on_stage: Callable[[str, str], None] | None = None,
+    callbacks: Sequence[Any] = (),
+) -> PipelineResult:
     """Run ``config``'s stages; write ``runs/NAME/report.md`` and ``report.json``.
 
     ``from_stage`` re-runs that stage (and so everything after it) even when
-    nothing changed; ``until_stage`` stops after that stage.
+    nothing changed; ``until_stage`` stops after that stage. ``callbacks``
+    (Keras callbacks, e.g. a progress bar) go to every fit of the Keras stages:
+    training, pruning's fine-tuning, distillation.
 
     >>> run_pipeline(load_pipeline_config("examples/digits.toml")).report_md  # doctest: +SKIP
     'runs/digits/report.md'
@@ -92,7 +101,8 @@ def run_pipeline(config: PipelineConfig, *, from_stage: str | None = None, until
             write_json(stage_dir / "started.json", {"key": key, "options": options, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
             _notify(on_stage, name, "resuming" if resuming else "running")
             try:
-                summary = STAGE_FUNCTIONS[name](config, options, stage_dir, summaries, resuming)
+                extra = {"callbacks": callbacks} if name in stage_functions.KERAS_STAGES else {}
+                summary = STAGE_FUNCTIONS[name](config, options, stage_dir, summaries, resuming, **extra)
             except EdgeclsError as exc:
                 failed = f"{name}: {exc}"
                 outcomes.append(StageOutcome(name, "failed", round(time.time() - begun, 2), key, {"error": str(exc)}))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from edgecls.errors import ConfigError
 from edgecls.pipeline.config import PipelineConfig, stage_options
@@ -64,23 +64,23 @@ def latest_keras_model(summaries: dict[str, dict[str, Any]]) -> str:
     raise ConfigError("no Keras model yet: the pipeline needs [train] first")
 
 
-def train(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool) -> dict[str, Any]:
+def train(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     from edgecls.train import TrainConfig, train as train_model
 
     resume = resuming and (stage_dir / "backup").is_dir()
     train_config = stage_options(TrainConfig, options, stage="train", source=config.source, data=config.resolve(config.data), seed=config.seed, out=str(stage_dir), resume=resume)
-    result = train_model(train_config)
+    result = train_model(train_config, callbacks=callbacks)
     return {
         "model": str(result.model_path), "val_accuracy": result.val_accuracy, "curves": str(stage_dir / "curves.png"),
         "artifacts": [keras_row("FP32 Keras", "train", result.model_path, result.val_accuracy)],
     }
 
 
-def prune(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool) -> dict[str, Any]:
+def prune(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     from edgecls.prune import PruneConfig, prune as prune_model
 
     prune_config = stage_options(PruneConfig, options, stage="prune", source=config.source, data=config.resolve(config.data), seed=config.seed, out=str(stage_dir / "model.keras"))
-    result = prune_model(summaries["train"]["model"], prune_config)
+    result = prune_model(summaries["train"]["model"], prune_config, callbacks=callbacks)
     return {
         "model": result.model_path, "macs_before": result.macs_before, "macs_after": result.macs_after,
         "latency_ms_before": result.latency_ms_before, "latency_ms_after": result.latency_ms_after,
@@ -88,7 +88,7 @@ def prune(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summ
     }
 
 
-def distill(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool) -> dict[str, Any]:
+def distill(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     from edgecls.distill import DistillConfig, distill as distill_model
 
     options = dict(options)
@@ -100,7 +100,7 @@ def distill(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, su
         DistillConfig, options, stage="distill", source=config.source, teacher=summaries["train"]["model"], student=student,
         data=config.resolve(config.data), seed=config.seed, out=str(stage_dir), resume=resume,
     )
-    result = distill_model(distill_config)
+    result = distill_model(distill_config, callbacks=callbacks)
     return {
         "model": str(result.model_path), "teacher_top1": result.teacher_top1, "student_top1": result.student_top1,
         "artifacts": [keras_row("distilled Keras", "distill", result.model_path, result.student_top1, params=result.student_params, macs=result.student_macs)],
