@@ -94,3 +94,29 @@ def test_decode_rejects_truncated_and_converts_channels():
     assert rgb.shape == (5, 5, 3) and rgb[0, 0].tolist() == [255, 0, 0]
     gray = to_model_pixels(bgr, (5, 5), "GRAY")
     assert gray.shape == (5, 5, 1) and abs(int(gray[0, 0, 0]) - 76) <= 1  # 0.299 * 255
+
+
+def test_a_phone_photo_is_read_upright_as_its_exif_orientation_says(tmp_path):
+    """Phones store a portrait photo sideways with EXIF Orientation 6 (rotate 90° clockwise to show)."""
+    import io
+
+    from PIL import Image
+
+    from edgecls.data import load_images
+
+    stored = np.zeros((60, 100, 3), np.uint8)
+    stored[:, :50] = 255  # as stored: landscape, the left half white
+    photo = Image.fromarray(stored)
+    exif = photo.getexif()
+    exif[0x0112] = 6  # Orientation
+    encoded = io.BytesIO()
+    photo.save(encoded, "JPEG", quality=95, exif=exif.tobytes())
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "portrait.jpg").write_bytes(encoded.getvalue())
+
+    shown = decode_image(encoded.getvalue())
+    assert shown.shape == (100, 60, 3)  # portrait, as every viewer shows it
+    assert shown[:40].mean() > 240 and shown[60:].mean() < 15  # the white half is now on top
+    images, _, _ = load_images(tmp_path / "flat", image_size=(16, 16), channel_order="GRAY")
+    pixels = images.images[0, :, :, 0].astype(int)
+    assert pixels[:6].mean() > 240 and pixels[10:].mean() < 15, "training would see the photo lying on its side"

@@ -15,8 +15,14 @@ import numpy as np
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
+# Gray stays gray and 16-bit stays 16-bit (scaled below); the EXIF orientation is applied, so a phone's
+# portrait photo is upright (IMREAD_UNCHANGED ignores it, as TensorFlow's decoders do). Alpha is dropped:
+# no model takes it.
+DECODE_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+
+
 def decode_image(data: bytes) -> np.ndarray | None:
-    """Decode encoded image bytes to an HxWxC uint8 BGR(A) or HxW gray array.
+    """Decode encoded image bytes to an HxWx3 uint8 BGR or HxW gray array, upright as its EXIF orientation says.
 
     Returns ``None`` for anything that is not a complete image: empty data,
     non-image bytes, and JPEG/PNG files cut short (OpenCV would otherwise
@@ -24,7 +30,7 @@ def decode_image(data: bytes) -> np.ndarray | None:
     """
     if not data or _is_truncated(data):
         return None
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), DECODE_FLAGS)
     if image is None or image.size == 0:
         return None
     if image.dtype != np.uint8:  # 16-bit PNG and friends
