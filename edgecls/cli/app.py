@@ -137,8 +137,10 @@ def _on_descriptor_2(stream: Any) -> bool:
 def _forward_lines(read_end: int, out: int) -> None:
     with open(read_end, "rb") as pipe:
         for line in pipe:
-            if not NATIVE_CHATTER.match(line):
-                os.write(out, line)
+            if NATIVE_CHATTER.match(line):
+                continue
+            while line:  # a terminal or a pipe may take part of it
+                line = line[os.write(out, line):]
 
 
 def run(call: Callable[[], Any], *, as_json: bool, render: Callable[[Any], None], tensorflow: bool = True) -> None:
