@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,7 @@ def load_images(folder: str | Path, *, image_size: tuple[int, int], channel_orde
         images, skipped = _load_folder(folder, names, image_size, channel_order)
     else:
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        _warn_left_out(folder, [p for p in folder.iterdir() if p.is_file()])
         images, skipped = _decode_files(files, [-1] * len(files), image_size, channel_order)
     return images, names, skipped
 
@@ -142,14 +144,27 @@ def _class_names(root: Path) -> tuple[str, ...]:
 def _load_folder(root: Path, class_names: Sequence[str], image_size: tuple[int, int], channel_order: str) -> tuple[ImageSet, list[str]]:
     files: list[Path] = []
     labels: list[int] = []
+    seen: list[Path] = []
     for index, name in enumerate(class_names):
         class_dir = root / name
         if not class_dir.is_dir():
             continue
-        found = sorted(p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        everything = [p for p in class_dir.rglob("*") if p.is_file()]
+        found = sorted(p for p in everything if p.suffix.lower() in IMAGE_SUFFIXES)
+        seen += everything
         files += found
         labels += [index] * len(found)
+    _warn_left_out(root, seen)
     return _decode_files(files, labels, image_size, channel_order)
+
+
+def _warn_left_out(root: Path, files: Sequence[Path]) -> None:
+    """Say how many of ``files`` are not read for their suffix (hidden ones aside): an iPhone's HEIC photos, say."""
+    suffixes = Counter(p.suffix.lower() or "(none)" for p in files if not p.name.startswith(".") and p.suffix.lower() not in IMAGE_SUFFIXES)
+    if suffixes:
+        counted = ", ".join(f"{suffix} {count}" for suffix, count in suffixes.most_common())
+        hint = "; convert HEIC/HEIF photos to JPEG first" if {".heic", ".heif"} & set(suffixes) else ""
+        log.warning("%s: left out %d files that are not %s images (%s)%s", root, sum(suffixes.values()), "/".join(IMAGE_SUFFIXES), counted, hint)
 
 
 def _decode_files(files: Sequence[Path], labels: Sequence[int], image_size: tuple[int, int], channel_order: str) -> tuple[ImageSet, list[str]]:

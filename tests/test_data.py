@@ -120,3 +120,24 @@ def test_a_phone_photo_is_read_upright_as_its_exif_orientation_says(tmp_path):
     images, _, _ = load_images(tmp_path / "flat", image_size=(16, 16), channel_order="GRAY")
     pixels = images.images[0, :, :, 0].astype(int)
     assert pixels[:6].mean() > 240 and pixels[10:].mean() < 15, "training would see the photo lying on its side"
+
+
+def test_tiff_is_read_and_other_files_are_counted_not_silently_dropped(tmp_path, caplog):
+    import cv2
+
+    root = tmp_path / "data"
+    for label, value in (("dark", 30), ("bright", 220)):
+        for index in range(4):
+            write_png(root / label / f"{index}.png", np.full((12, 12, 3), value, np.uint8))
+    (root / "bright" / "scan.tiff").write_bytes(cv2.imencode(".tiff", np.full((12, 12), 200 * 257, np.uint16))[1].tobytes())  # 16-bit gray
+    (root / "dark" / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (root / "dark" / "notes.txt").write_text("shot on a tripod")
+    (root / "dark" / ".DS_Store").write_bytes(b"\x00")
+    with caplog.at_level("WARNING", logger="edgecls.data"):
+        dataset = load_dataset(str(root), image_size=(8, 8), val_split=0.2)
+    everything = {*dataset.train.sources, *dataset.val.sources}
+    assert len(everything) == 9 and any(source.endswith("scan.tiff") for source in everything)
+    tiff = np.concatenate([dataset.train.images, dataset.val.images])[[source.endswith("scan.tiff") for source in [*dataset.train.sources, *dataset.val.sources]]]
+    assert abs(int(tiff.mean()) - 200) <= 1  # 16-bit scaled to 8
+    left_out = [record.getMessage() for record in caplog.records if "left out" in record.getMessage()]
+    assert len(left_out) == 1 and "left out 2 files" in left_out[0] and ".heic 1" in left_out[0] and "convert HEIC" in left_out[0]
