@@ -92,7 +92,7 @@ def prepare_eval_set(data: str, models: tuple[str, ...], scratch: Path) -> Path:
     """A folder of ``<label>/*.png`` that the runtime evaluates with ``Classifier.predict``."""
     if data == "digits":
         return write_digits_eval_set(_model_info(models[0]), scratch / "eval")
-    return select_eval_files(Path(data), scratch / "eval")
+    return select_eval_files(Path(data), scratch / "eval", models=models)
 
 
 def write_digits_eval_set(info: ModelInfo, out: Path) -> Path:
@@ -115,8 +115,12 @@ def write_digits_eval_set(info: ModelInfo, out: Path) -> Path:
     return out
 
 
-def select_eval_files(folder: Path, out: Path, *, limit: int = MAX_EVAL_IMAGES) -> Path:
-    """Up to ``limit`` images of ``folder/<label>/`` (``folder/val/`` when there is one), copied into ``out``."""
+def select_eval_files(folder: Path, out: Path, *, models: tuple[str, ...] = (), limit: int = MAX_EVAL_IMAGES) -> Path:
+    """Up to ``limit`` images of ``folder/<label>/`` (``folder/val/`` when there is one), copied into ``out``.
+
+    Every ``<label>`` must be one of each model's labels: checked here, before
+    anything is timed, so that the error names the user's folder.
+    """
     if not folder.is_dir():
         raise DataError(f"{folder}: --data must be digits or a folder of <label>/ subfolders")
     if (folder / "val").is_dir():
@@ -124,6 +128,7 @@ def select_eval_files(folder: Path, out: Path, *, limit: int = MAX_EVAL_IMAGES) 
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and p.parent != folder)
     if not files:
         raise DataError(f"{folder}: no images in <label>/ subfolders")
+    _check_labels(folder, {path.relative_to(folder).parts[0] for path in files}, models)
     if len(files) > limit:
         chosen = np.random.default_rng(0).choice(len(files), size=limit, replace=False)
         files = [files[i] for i in sorted(chosen)]
@@ -133,6 +138,17 @@ def select_eval_files(folder: Path, out: Path, *, limit: int = MAX_EVAL_IMAGES) 
         (out / label).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, out / label / f"{index:05d}{path.suffix.lower()}")
     return out
+
+
+def _check_labels(folder: Path, found: set[str], models: tuple[str, ...]) -> None:
+    for model in models:
+        info = read_model_info(model)
+        if info is None:  # not made by edgecls: its classes are named 0..N-1, checked when it runs
+            continue
+        unknown = sorted(found - set(info.labels))
+        if unknown:
+            shown = ", ".join(info.labels[:12]) + (", …" if len(info.labels) > 12 else "")
+            raise DataError(f"{folder}: class folders must be named after {model}'s labels ({shown}); not labels: {', '.join(unknown[:5])}")
 
 
 def _model_info(model: str) -> ModelInfo:

@@ -209,6 +209,8 @@ def test_throttled_runs_are_flagged(digits_run, tmp_path):
 
 
 def test_bad_inputs_are_clear(digits_run, tmp_path):
+    import cv2
+
     keras_model = tmp_path / "model.keras"
     keras_model.write_bytes(b"zip")
     with pytest.raises(ConfigError, match="export a .keras model first"):
@@ -219,6 +221,9 @@ def test_bad_inputs_are_clear(digits_run, tmp_path):
     wrong.mkdir(parents=True)
     with pytest.raises(DataError, match="not labels: cat"):
         evaluate_folder(Classifier(digits_run.tflite), wrong.parent)
+    (wrong / "0.png").write_bytes(cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1].tobytes())
+    with pytest.raises(DataError, match=rf"^{wrong.parent}: class folders must be named after .*not labels: cat"):  # the user's folder, before any timing
+        bench(BenchConfig(models=(str(digits_run.tflite),), data=str(wrong.parent), runs=100_000))
 
 
 def test_a_folder_as_data_and_its_sample(digits_run, digits_eval, tmp_path):

@@ -177,3 +177,55 @@ def test_resize_of_a_camera_frame_anti_aliases_close_to_the_area_filter():
     assert ours_error < 20 and bilinear_error > 3 * ours_error, (ours_error, bilinear_error)
     flat = np.full((480, 640, 3), 77, np.uint8)  # a flat frame stays exactly flat
     assert np.all(resize(flat, 96, 96) == 77)
+
+
+def _onnx_model(path: Path, input_shape: list, *, channels_axis: int = 3) -> Path:
+    """A tiny classifier graph: the mean of each channel is its score (no TensorFlow needed)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    axes = [1, 2] if channels_axis == 3 else [2, 3]
+    node = helper.make_node("ReduceMean", ["image"], ["scores"], axes=axes, keepdims=0)
+    classes = input_shape[channels_axis]
+    graph = helper.make_graph(
+        [node], "means",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, input_shape)],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [input_shape[0], classes])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_frames_other_than_uint8(digits_run):
+    frame = np.random.default_rng(3).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    for path in (digits_run.tflite, digits_run.onnx):
+        classifier = Classifier(path)
+        assert classifier.predict(frame.astype(np.uint16) * 257) == classifier.predict(frame)  # 16-bit: scaled, not wrapped
+        with pytest.raises(ValueError, match="uint8 pixels 0..255"):
+            classifier.predict(frame.astype(np.float32) / 255)
+
+
+def test_top_k_bounds(digits_run):
+    frame = np.zeros((32, 32, 3), np.uint8)
+    classifier = Classifier(digits_run.tflite)
+    assert len(classifier.predict(frame, top_k=50)) == 10 and len(classifier.predict(frame, top_k=1)) == 1
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="top_k must be 1 or more"):
+            classifier.predict(frame, top_k=bad)
+    with pytest.raises(ValueError, match="top_k must be 1 or more"):
+        Classifier(digits_run.tflite, top_k=0)
+
+
+def test_onnx_models_from_elsewhere(tmp_path):
+    from edgecls.errors import ModelError
+
+    frames = [np.full((30, 40, 3), value, np.uint8) for value in ((10, 20, 200), (200, 20, 10), (20, 200, 10))]
+    fixed = Classifier(_onnx_model(tmp_path / "fixed.onnx", [1, 8, 8, 3]))  # exported for batch 1 only
+    assert [fixed.predict(frame)[0][0] for frame in frames] == ["0", "2", "1"]  # RGB means: blue, red, green frames
+    assert fixed.predict_batch(frames) == [fixed.predict(frame) for frame in frames]
+    with pytest.raises(ModelError, match="dynamic beyond the batch"):
+        Classifier(_onnx_model(tmp_path / "dynamic.onnx", ["batch", "height", "width", 3]))
+    with pytest.raises(ModelError, match=r"\(1, 3, 8, 8\) \(channels first"):
+        Classifier(_onnx_model(tmp_path / "nchw.onnx", [1, 3, 8, 8], channels_axis=1))

@@ -90,6 +90,13 @@ def test_malformed_toml_names_the_file(tmp_path):
         load_target_file(path)
 
 
+def test_a_json_target_that_is_not_a_table_names_the_file(tmp_path):
+    path = tmp_path / "list.json"
+    path.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match=rf"{path}: a target file holds one table of keys"):
+        load_target_file(path)
+
+
 def test_a_target_file_by_path_and_the_json_form_a_device_gets(tmp_path):
     original = get_target("jetson-nano")
     path = tmp_path / "copy.json"

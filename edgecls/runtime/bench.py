@@ -319,7 +319,8 @@ def _measure_in_subprocess(model: str, *, threads: int, providers: tuple[str, ..
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     if completed.returncode != 0:
         lines = [line for line in completed.stderr.strip().splitlines() if line.strip()]
-        detail = lines[-1] if lines else f"exit status {completed.returncode}"
+        errors = [line for line in lines if line.startswith("error: ")]
+        detail = (errors or lines or [f"exit status {completed.returncode}"])[-1]
         raise ModelError(f"{model}: benchmark failed: {detail.removeprefix('error: ')}")
     return ModelBench.from_dict(json.loads(completed.stdout))
 
@@ -400,10 +401,17 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeclsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:
+        if not arguments.worker:
+            raise
+        # The parent shows one line: the engine's own error (often several lines) as one.
+        print(f"error: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
     if arguments.json:
         print(json.dumps(run.to_dict()))
     else:
-        print(f"measured on {run.where} ({run.machine['hostname']}), {run.settings['threads']} threads, {run.settings['runs']} runs after {run.settings['warmup']} warm-up")
+        host = "" if run.machine["hostname"] in run.where else f" ({run.machine['hostname']})"
+        print(f"measured on {run.where}{host}, {run.settings['threads']} threads, {run.settings['runs']} runs after {run.settings['warmup']} warm-up")
         for result in run.results:
             top1 = "-" if result.top1 is None else f"{result.top1:.2%}"
             print(

@@ -156,15 +156,24 @@ class OnnxEngine(Engine):
             raise ModelError(f"{path}: ONNX Runtime cannot load this model ({exc})") from exc
         self.provider = self._session.get_providers()[0]  # what is actually used, not just requested
         model_input, model_output = self._session.get_inputs()[0], self._session.get_outputs()[0]
-        self.input = TensorSpec(model_input.name, _onnx_shape(model_input.shape), _onnx_dtype(model_input.type))
-        self.output = TensorSpec(model_output.name, _onnx_shape(model_output.shape), _onnx_dtype(model_output.type))
+        self.input = TensorSpec(model_input.name, _onnx_input_shape(model_input.shape, path), _onnx_dtype(model_input.type))
+        self.output = TensorSpec(model_output.name, tuple(dim if isinstance(dim, int) else 1 for dim in model_output.shape), _onnx_dtype(model_output.type))
         self.custom_metadata = self._session.get_modelmeta().custom_metadata_map
+        self._one_at_a_time = model_input.shape[0] == 1  # a graph exported for batch 1 only
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
+        if self._one_at_a_time and batch.shape[0] != 1:
+            return np.concatenate([self._session.run([self.output.name], {self.input.name: batch[i : i + 1]})[0] for i in range(batch.shape[0])])
         return self._session.run([self.output.name], {self.input.name: batch})[0]
 
 
-def _onnx_shape(shape: list) -> tuple[int, ...]:
+def _onnx_input_shape(shape: list, path: Path) -> tuple[int, ...]:
+    """The input shape with a dynamic batch as 1; a dynamic height, width or channel count is an error (frames are resized to a fixed size)."""
+    if any(not isinstance(dim, int) for dim in shape[1:]):
+        raise ModelError(
+            f"{path}: the input shape {list(shape)} is dynamic beyond the batch; the runtime needs a fixed image size "
+            "(export with a fixed input size, e.g. edgecls export, or tf2onnx/torch.onnx with a concrete shape)"
+        )
     return tuple(dim if isinstance(dim, int) else 1 for dim in shape)
 
 

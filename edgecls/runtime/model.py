@@ -43,6 +43,7 @@ class Classifier:
         providers: tuple[str, ...] = (),
     ) -> None:
         self.path = Path(model_path)
+        _check_top_k(top_k)
         self.engine: Engine = load_engine(self.path, threads=threads, providers=providers)
         self.info: ModelInfo = self._read_info()
         self.top_k = top_k
@@ -69,7 +70,14 @@ class Classifier:
 
     def _info_from_graph(self) -> ModelInfo:
         # A model not made by edgecls: infer what we can, label classes by index.
-        _, height, width, channels = self.engine.input.shape
+        shape = self.engine.input.shape
+        if len(shape) != 4 or shape[3] not in (1, 3):
+            layout = " (channels first, as PyTorch exports)" if len(shape) == 4 and shape[1] in (1, 3) else ""
+            raise ModelError(
+                f"{self.path}: input {self.engine.input.name!r} has shape {shape}{layout}; the runtime feeds images as "
+                "(batch, height, width, 1 or 3 channels) of pixels 0..255, with any normalisation inside the model"
+            )
+        _, height, width, channels = shape
         classes = self.engine.output.shape[-1]
         return ModelInfo(tuple(str(i) for i in range(classes)), (height, width), channels, "GRAY" if channels == 1 else "RGB")
 
@@ -110,7 +118,9 @@ class Classifier:
 
     def _top_k(self, raw: np.ndarray, top_k: int | None) -> Prediction:
         """The k best classes of one raw output row (quantised or not), dequantising only those k."""
-        best, values = best_indices(raw, top_k or self.top_k)
+        k = self.top_k if top_k is None else top_k
+        _check_top_k(k)
+        best, values = best_indices(raw, k)
         scale, zero_point, labels = self._scale, self._zero_point, self.labels
         return [(labels[i], float((values[i] - zero_point) * scale)) for i in best]
 
@@ -121,6 +131,11 @@ class Classifier:
             f"provider={self.engine.provider}, threads={self.engine.threads}, input={height}x{width}x{self.info.channels} "
             f"{self.engine.input.dtype}, classes={len(self.labels)})"
         )
+
+
+def _check_top_k(top_k: int) -> None:
+    if top_k < 1:
+        raise ValueError(f"top_k must be 1 or more, got {top_k}")
 
 
 def best_indices(row: np.ndarray, k: int) -> tuple[list[int], list]:

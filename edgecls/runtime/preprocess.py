@@ -31,11 +31,9 @@ def decode_image(data: bytes) -> np.ndarray | None:
     if not data or _is_truncated(data):
         return None
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), DECODE_FLAGS)
-    if image is None or image.size == 0:
+    if image is None or image.size == 0 or image.dtype not in (np.uint8, np.uint16):  # a float TIFF: skipped, counted
         return None
-    if image.dtype != np.uint8:  # 16-bit PNG and friends
-        image = cv2.convertScaleAbs(image, alpha=255.0 / max(1.0, float(np.iinfo(image.dtype).max)))
-    return image
+    return as_uint8(image)  # 16-bit PNG and TIFF to 0..255
 
 
 def read_image(path: str | Path) -> np.ndarray | None:
@@ -44,6 +42,22 @@ def read_image(path: str | Path) -> np.ndarray | None:
         return decode_image(Path(path).read_bytes())
     except OSError:
         return None
+
+
+def as_uint8(image: np.ndarray) -> np.ndarray:
+    """8-bit pixels: uint8 as it is, uint16 (a 16-bit sensor, PNG or TIFF) scaled to 0..255.
+
+    Float images are refused: 0..1 and 0..255 look alike, and guessing wrong
+    feeds the model a black or a white frame.
+    """
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return cv2.convertScaleAbs(image, alpha=255.0 / 65535.0)
+    raise ValueError(
+        f"images must hold uint8 pixels 0..255 (or uint16), got {image.dtype}; "
+        "convert first, e.g. np.clip(frame * 255, 0, 255).astype(np.uint8) for floats in 0..1"
+    )
 
 
 def _is_truncated(data: bytes) -> bool:
@@ -84,6 +98,7 @@ def to_model_pixels(image: np.ndarray, size: tuple[int, int], channel_order: str
     ``size`` is (height, width); ``channel_order`` is ``RGB`` or ``GRAY``.
     """
     height, width = size
+    image = as_uint8(image)
     if image.shape[0] != height or image.shape[1] != width:
         image = resize(image, height, width)
     channels_in = 1 if image.ndim == 2 else image.shape[2]

@@ -100,6 +100,8 @@ def load_target_file(path: str | Path) -> Target:
 
 def target_from_dict(document: dict[str, Any], *, source: str) -> Target:
     """Check every key and type; an unknown key is an error that lists the valid ones."""
+    if not isinstance(document, dict):
+        raise ConfigError(f"{source}: a target file holds one table of keys ({', '.join(_KEYS[:3])}, …), not a {type(document).__name__}")
     document = {key: value for key, value in document.items() if key != "source"}
     unknown = sorted(set(document) - set(_KEYS))
     if unknown:
