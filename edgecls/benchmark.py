@@ -2,9 +2,10 @@
 
 The measuring itself is ``edgecls.runtime.bench`` — the same code, here or on
 the device over SSH (``edgecls.runtime.remote``). This module is the
-workstation side: it resolves the target, prepares the evaluation set (for
-``digits``, the model's own validation split, written as PNG files so a device
-without scikit-learn can read it) and writes the comparison reports.
+workstation side: it resolves the target, prepares the evaluation set (the
+model's own held-out split, as ``edgecls evaluate`` scores it: for ``digits``
+written as PNG files so a device without scikit-learn can read it, for a folder
+its original files) and writes the comparison reports.
 
 >>> report = bench(BenchConfig(models=("m_int8.tflite", "m_fp32.onnx"), target="rpi5", data="digits"))  # doctest: +SKIP
 >>> report.run.results[0].where  # doctest: +SKIP
@@ -89,10 +90,39 @@ def bench(config: BenchConfig) -> BenchReport:
 
 
 def prepare_eval_set(data: str, models: tuple[str, ...], scratch: Path) -> Path:
-    """A folder of ``<label>/*.png`` that the runtime evaluates with ``Classifier.predict``."""
+    """A folder of ``<label>/`` images that the runtime evaluates with ``Classifier.predict``.
+
+    For ``digits``, and for a folder when the first model was made by edgecls,
+    these are the images ``edgecls evaluate`` scores: the held-out split (the
+    folder's ``val/``, or the split ``train`` recorded), never training images.
+    """
     if data == "digits":
         return write_digits_eval_set(_model_info(models[0]), scratch / "eval")
+    info = read_model_info(models[0])
+    if info is not None and Path(data).is_dir():
+        return copy_held_out_files(info, Path(data), scratch / "eval", models=models)
     return select_eval_files(Path(data), scratch / "eval", models=models)
+
+
+def copy_held_out_files(info: ModelInfo, folder: Path, out: Path, *, models: tuple[str, ...] = (), limit: int = MAX_EVAL_IMAGES) -> Path:
+    """The original files of ``info``'s held-out split of ``folder`` (a seeded sample beyond ``limit``), copied into ``out/<label>/``."""
+    from edgecls.evaluate import validation_set
+
+    classes = folder / "val" if (folder / "val").is_dir() else folder
+    _check_labels(classes, {p.name for p in classes.iterdir() if p.is_dir() and not p.name.startswith(".")}, models)  # before decoding anything
+    images, dataset = validation_set(info, str(folder))
+    if len(images) == 0:
+        raise DataError(f"{folder}: the held-out split is empty; give the folder a val/ subfolder or more images")
+    chosen = range(len(images))
+    if len(images) > limit:
+        chosen = sorted(np.random.default_rng(0).choice(len(images), size=limit, replace=False))
+        log.info("evaluation set: %d of the %d held-out images of %s (seed 0)", limit, len(images), folder)
+    for index in chosen:
+        source = Path(images.sources[index])
+        label_dir = out / dataset.class_names[int(images.labels[index])]
+        label_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, label_dir / f"{index:05d}{source.suffix.lower()}")
+    return out
 
 
 def write_digits_eval_set(info: ModelInfo, out: Path) -> Path:

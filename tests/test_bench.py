@@ -226,12 +226,23 @@ def test_bad_inputs_are_clear(digits_run, tmp_path):
         bench(BenchConfig(models=(str(digits_run.tflite),), data=str(wrong.parent), runs=100_000))
 
 
-def test_a_folder_as_data_and_its_sample(digits_run, digits_eval, tmp_path):
+def test_a_folder_scores_what_evaluate_scores_never_training_images(tmp_path, shapes_folder):
+    """A model trained on a folder: bench --data on that folder scores its held-out split, as edgecls evaluate does."""
+    from edgecls.evaluate import evaluate
+    from edgecls.export import export
+    from edgecls.train import TrainConfig, train
+
+    trained = train(TrainConfig(data=str(shapes_folder), model="cnn", img_size=16, epochs=1, patience=0, out=str(tmp_path / "run"), seed=0))
+    tflite = next(a.path for a in export(trained.model_path, formats=("tflite",)).artifacts if a.format == "tflite")
+    result = bench(BenchConfig(models=(str(tflite),), data=str(shapes_folder), runs=3, warmup=0, out=str(tmp_path / "b"))).run.results[0]
+    evaluated = evaluate(tflite, str(shapes_folder))
+    assert result.n_eval == 6  # round(20 % of 16) = 3 held out of each class, not all 32 images
+    assert result.top1 == pytest.approx(evaluated.top1)
+
+
+def test_a_folder_sample_and_its_val_folder(digits_run, digits_eval, tmp_path):
     from edgecls.benchmark import select_eval_files
 
-    whole = bench(BenchConfig(models=(str(digits_run.tflite),), data=str(digits_eval), runs=3, warmup=0, out=str(tmp_path / "a")))
-    from_digits = measure_model(digits_run.tflite, threads=1, runs=3, warmup=0, data=str(digits_eval))
-    assert whole.run.results[0].top1 == from_digits.top1 and whole.run.results[0].n_eval == from_digits.n_eval
     sample = select_eval_files(digits_eval, tmp_path / "sample", limit=50)
     assert len(list(sample.rglob("*.png"))) == 50
     (tmp_path / "split" / "val").mkdir(parents=True)

@@ -14,7 +14,7 @@ from edgecls.cli.app import app, console, run
 def bench(
     models: Annotated[list[Path], typer.Argument(help=".tflite and/or .onnx artifacts (FP32, FP16 or INT8).")],
     target: Annotated[str, typer.Option("--target", "-t", help="Device profile (see `edgecls targets`) or a target .toml file.")] = "host",
-    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Top-1 on 'digits' (the model's validation split) or a folder of <label>/ images.")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Top-1 on 'digits' or a folder of <label>/ images: the model's held-out split of it (val/, or the split train made), as edgecls evaluate scores.")] = None,
     runs: Annotated[int, typer.Option(help="Timed inferences per model.")] = 200,
     warmup: Annotated[int, typer.Option(help="Untimed inferences before timing.")] = 20,
     threads: Annotated[Optional[int], typer.Option(help="Engine threads (default: the target's).")] = None,
