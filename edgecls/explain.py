@@ -86,6 +86,16 @@ def overlay(image_bgr: np.ndarray, heat: np.ndarray) -> np.ndarray:
     return cv2.addWeighted(base[:, :, :3], 0.55, colored, 0.45, 0)
 
 
+def _unique_name(stem: str, taken: set[str]) -> str:
+    """``stem.png``, or ``stem_2.png``, ``stem_3.png``… when an earlier image of the same call took it."""
+    name, number = f"{stem}.png", 1
+    while name in taken:
+        number += 1
+        name = f"{stem}_{number}.png"
+    taken.add(name)
+    return name
+
+
 def explain(model_path: str | Path, images: list[str | Path], *, layer: str | None = None, class_name: str | None = None, out_dir: str | Path | None = None, unsafe: bool = False) -> ExplainResult:
     """Write a Grad-CAM overlay PNG per image.
 
@@ -108,12 +118,13 @@ def explain(model_path: str | Path, images: list[str | Path], *, layer: str | No
         class_index = info.labels.index(class_name)
     out = Path(out_dir) if out_dir else Path(model_path).parent / "explain"
     result = ExplainResult(model=str(model_path), layer=layer)
+    names: set[str] = set()
     for image_path in images:
         image = read_image(image_path)
         if image is None:
             raise DataError(f"{image_path}: not a decodable image")
         heat, chosen, probability = grad_cam(model, to_model_pixels(image, info.input_size, info.channel_order), layer=layer, class_index=class_index)
-        target = out / f"{Path(image_path).stem}_gradcam.png"
+        target = out / _unique_name(f"{Path(image_path).stem}_gradcam", names)  # a/img.jpg and b/img.jpg: two overlays
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:
             cv2.imwrite(str(tmp), overlay(image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), heat))

@@ -86,8 +86,14 @@ def _keras(path: Path, unsafe: bool) -> ArtifactInfo:
 def _tflite(path: Path) -> ArtifactInfo:
     from ai_edge_litert.tools import flatbuffer_utils
 
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(path.read_bytes()))
-    graph = model.subgraphs[0]
+    data = path.read_bytes()
+    try:
+        if len(data) < 8 or data[4:8] != b"TFL3":
+            raise ValueError("no TFL3 identifier")
+        model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+        graph = model.subgraphs[0]
+    except Exception as exc:  # struct.error, IndexError, … from a truncated or foreign file
+        raise ModelError(f"{path}: not a valid TFLite model ({exc})") from exc
 
     def tensor(index: int) -> TensorInfo:
         t = graph.tensors[index]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 from typer.testing import CliRunner
@@ -77,3 +78,26 @@ def test_grad_cam_mass_lies_on_the_digit_strokes(digits_run, tmp_path):
 
     overlay = cv2.imread(item.heatmap_png)
     assert overlay.shape == (32, 32, 3)
+
+
+def test_info_on_a_file_that_is_not_what_its_name_says(digits_run, tmp_path):
+    import shutil
+
+    for name, source in (("keras.tflite", digits_run.model_path), ("cut.tflite", None), ("keras.onnx", digits_run.model_path)):
+        path = tmp_path / name
+        if source is None:
+            path.write_bytes(digits_run.tflite.read_bytes()[:4000])  # truncated
+        else:
+            shutil.copy(source, path)
+        result = runner.invoke(app, ["info", str(path)])
+        assert result.exit_code == 2 and result.stderr.startswith(f"error: {path}: not a valid"), result.stderr
+
+
+def test_explain_keeps_one_overlay_per_image_even_with_the_same_file_name(digits_run, tmp_path):
+    from edgecls.explain import explain
+
+    first = write_png(tmp_path / "a" / "img.png", np.zeros((8, 8), np.uint8))
+    second = write_png(tmp_path / "b" / "img.png", np.full((8, 8), 255, np.uint8))
+    result = explain(digits_run.model_path, [first, second], out_dir=tmp_path / "out")
+    written = [item.heatmap_png for item in result.explanations]
+    assert len(set(written)) == 2 and all(Path(path).is_file() for path in written)
