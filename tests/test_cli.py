@@ -43,6 +43,19 @@ def test_evaluate_and_export_json(digits_run, tmp_path):
     assert artifact["size_bytes"] < 0.6 * fp32_size  # half-size weights
     for key in ("path", "format", "size_bytes"):
         assert key in artifact
+    assert invoke("export", digits_run.model_path, "--format", "tflite", "--out", tmp_path / "fp16").exit_code == 0  # FP32 beside it
+    recorded = json.loads((tmp_path / "fp16" / "export.json").read_text())
+    assert sorted(a["precision"] for a in recorded["artifacts"]) == ["fp16", "fp32"]  # the FP16 entry is kept
+
+
+def test_an_output_folder_that_is_a_file_and_the_registry_as_json(digits_run, tmp_path):
+    taken = tmp_path / "afile"
+    taken.write_text("mine")
+    result = invoke("export", digits_run.model_path, "--out", taken)
+    assert result.exit_code == 2 and result.stderr.strip() == f"error: {taken}: File exists (a folder was expected there)", result.stderr
+    assert taken.read_text() == "mine"
+    result = invoke("models", "--json")
+    assert result.exit_code == 0 and {m["name"] for m in json.loads(result.stdout)["models"]} >= {"cnn", "mobilenetv2"}
 
 
 def test_human_output_names_where_numbers_were_measured(digits_run):

@@ -292,6 +292,9 @@ def test_cli_calib_data_and_quantize(dense_models, tmp_path):
     assert artifact["format"] == "onnx" and artifact["path"].endswith("plain_int8.onnx") and artifact["top1"] > 0.8
     assert report["float_top1"] > 0.8 and report["calibration"]["method"] == "percentile"
     assert any("only 40 calibration images" in message for message in report["warnings"])
+    result = runner.invoke(app, ["quantize", str(dense_models["plain"]), "--fp16", "--out", str(tmp_path / "q")])
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "q").glob("*_quantize.json")) == ["plain_fp16_quantize.json", "plain_int8_quantize.json"]
 
 
 @pytest.mark.parametrize(

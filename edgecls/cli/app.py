@@ -146,8 +146,9 @@ def _forward_lines(read_end: int, out: int) -> None:
 def run(call: Callable[[], Any], *, as_json: bool, render: Callable[[Any], None], tensorflow: bool = True) -> None:
     """Call a library function, then print its result as JSON or with ``render``.
 
-    An ``EdgeclsError`` becomes one line on stderr and its exit code (2);
-    anything else is a bug: one line plus a hint, or the traceback with --debug.
+    An ``EdgeclsError`` becomes one line on stderr and its exit code (2), and so
+    does an ``OSError`` (the file system refused: it names the path); anything
+    else is a bug: one line plus a hint, or the traceback with --debug.
     Commands that never touch TensorFlow (the runtime's) pass ``tensorflow=False``.
     """
     if tensorflow:
@@ -163,6 +164,13 @@ def run(call: Callable[[], Any], *, as_json: bool, render: Callable[[Any], None]
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
+    except OSError as exc:  # the file system said no: --out names a file, no permission, a full disk
+        if _state["debug"]:
+            traceback.print_exc()
+        where = f"{exc.filename}: " if exc.filename else ""
+        hint = " (a folder was expected there)" if isinstance(exc, (FileExistsError, NotADirectoryError)) else ""
+        typer.echo(f"error: {where}{exc.strerror or exc}{hint}", err=True)
+        raise typer.Exit(2) from None
     except Exception as exc:  # an unexpected failure: short message, details on --debug
         if _state["debug"]:
             traceback.print_exc()

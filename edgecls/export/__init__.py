@@ -6,6 +6,8 @@ checked against the Keras model before ``export`` returns (parity).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -89,8 +91,22 @@ def export(
             parity_max_abs=float(np.abs(scores - reference).max()), parity_sample=sample_name,
         ))
     result.seconds = round(time.time() - started, 2)
-    write_json(out / "export.json", result)
+    write_json(out / "export.json", _with_earlier_artifacts(out / "export.json", result))
     return result
+
+
+def _with_earlier_artifacts(record: Path, result: ExportResult) -> dict:
+    """``result`` as JSON, still listing what an earlier export of the same model wrote here (FP32, then --fp16) if its file remains."""
+    document = dataclasses.asdict(result)
+    try:
+        earlier = json.loads(record.read_text()) if record.is_file() else {}
+    except ValueError:
+        earlier = {}
+    if earlier.get("model") == result.model:
+        written = {artifact.path for artifact in result.artifacts}
+        kept = [a for a in earlier.get("artifacts", []) if a.get("path") not in written and Path(a.get("path", "")).is_file()]
+        document["artifacts"] = kept + document["artifacts"]
+    return document
 
 
 def parity_sample(info: ModelInfo, *, size: int = PARITY_SAMPLE, seed: int = 0) -> tuple[np.ndarray, str]:

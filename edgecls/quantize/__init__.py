@@ -125,7 +125,7 @@ def quantize(model_path: str | Path, config: QuantizeConfig = QuantizeConfig()) 
     """INT8 (or FP16) artifacts of a ``.keras`` (or ``.onnx``) model, held to ``config.max_drop``.
 
     Writes ``<stem>_int8.tflite`` / ``<stem>_int8.onnx`` (metadata inside), the
-    calibration manifest and ``<stem>_quantize.json``/``.md`` into ``config.out``
+    calibration manifest and ``<stem>_<precision>_quantize.json``/``.md`` into ``config.out``
     (default: beside the model).
     """
     started = time.time()
@@ -170,7 +170,7 @@ def quantize(model_path: str | Path, config: QuantizeConfig = QuantizeConfig()) 
     )
     from edgecls.quantize.report import write_reports
 
-    write_reports(result, out_dir, stem)
+    write_reports(result, out_dir, f"{stem}_{config.precision}")  # an FP16 run beside an INT8 one keeps both reports
     return result
 
 
