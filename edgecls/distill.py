@@ -202,7 +202,7 @@ def _baseline(config: DistillConfig, teacher_info: ModelInfo, dataset: Any, info
         history = fit(model, dataset, run_dir=run_dir, **fit_options)
     top1 = top1_accuracy(model, dataset.val)
     baseline_info = info.with_provenance(distilled=None, baseline_of=str(run_dir.parent / "model.keras"), val_accuracy=round(top1, 6), run=str(run_dir))
-    path = save_keras_model(_without_optimizer(model), run_dir / "model.keras", baseline_info)
+    path = save_keras_model(model, run_dir / "model.keras", baseline_info)
     return {"top1": top1, "history": history, "model_path": str(path)}
 
 
@@ -404,17 +404,6 @@ def _student_metadata(config: DistillConfig, teacher_info: ModelInfo, own_info: 
     return ModelInfo(teacher_info.labels, teacher_info.input_size, teacher_info.channels, teacher_info.channel_order, teacher_info.pixel_range, provenance)
 
 
-def _without_optimizer(model: Any) -> Any:
-    """A copy of a compiled model without its optimizer state (it would double the file)."""
-    import keras
-
-    if getattr(model, "optimizer", None) is None:
-        return model
-    clean = keras.Model.from_config(model.get_config())
-    clean.set_weights(model.get_weights())
-    return clean
-
-
 def _refuse_overwrite(run_dir: Path, config: DistillConfig) -> None:
     output = (run_dir / "model.keras").resolve()
     for role, path in (("teacher", config.teacher), ("student", config.student if config.student_is_file else None)):
@@ -422,9 +411,18 @@ def _refuse_overwrite(run_dir: Path, config: DistillConfig) -> None:
             raise ConfigError(f"--out {run_dir} would overwrite the {role} {path}; distillation never overwrites its inputs: choose another --out")
 
 
+def interrupted(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a distillation (or its baseline) that was stopped before it finished."""
+    return bool(_backups(Path(run_dir)))
+
+
+def _backups(run_dir: Path) -> list[Path]:
+    return [path for path in (run_dir / "backup", run_dir / "baseline" / "backup") if path.exists()]
+
+
 def _resolve_resume(config: DistillConfig, run_dir: Path) -> DistillConfig:
     """With ``resume``: the interrupted run's own options. Without: refuse to mix with an interrupted run."""
-    backups = [path for path in (run_dir / "backup", run_dir / "baseline" / "backup") if path.exists()]
+    backups = _backups(run_dir)
     if not config.resume:
         if backups:
             raise ConfigError(f"{run_dir}: holds an interrupted distillation; continue it with --resume, or choose another --out")

@@ -142,7 +142,7 @@ def _tflite_macs(name: str, inputs: list, output) -> int:
 
 def _onnx(path: Path) -> ArtifactInfo:
     import onnx
-    from onnx import numpy_helper, shape_inference
+    from onnx import shape_inference
 
     try:
         model = shape_inference.infer_shapes(onnx.load(str(path)))

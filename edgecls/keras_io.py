@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import zipfile
 from pathlib import Path
 
 from edgecls.errors import ModelError
 from edgecls.fileio import atomic_path
 from edgecls.runtime.metadata import METADATA_KEY, ModelInfo, read_model_info
+
+log = logging.getLogger(__name__)
 
 
 def load_keras_model(path: str | Path, *, unsafe: bool = False):
@@ -37,13 +40,37 @@ def load_keras_model(path: str | Path, *, unsafe: bool = False):
 
 
 def save_keras_model(model, path: str | Path, info: ModelInfo) -> Path:
-    """Save ``model`` atomically with ``info`` stored as ``edgecls.json`` in the archive."""
+    """Save ``model`` atomically with ``info`` stored as ``edgecls.json`` in the archive.
+
+    Saved without the optimizer's state (Adam's two moments per weight would
+    triple the file): every ``.keras`` edgecls writes holds its weights only,
+    so that sizes compare (trained, pruned, distilled).
+    """
     path = Path(path)
+    model = without_optimizer(model)
     with atomic_path(path) as tmp:
         model.save(tmp)
         with zipfile.ZipFile(tmp, "a") as archive:
             archive.writestr(f"{METADATA_KEY}.json", info.to_json())
     return path
+
+
+def without_optimizer(model):
+    """A copy of a compiled ``model`` with the same weights and no optimizer (the model itself when it has none)."""
+    if getattr(model, "optimizer", None) is None:
+        return model
+    import keras
+
+    # layer classes from outside Keras (a user's own) must be found by name when the config is read back
+    custom = {type(layer).__name__: type(layer) for layer in model.layers if not type(layer).__module__.startswith("keras")}
+    try:
+        with keras.saving.custom_object_scope(custom):
+            clean = type(model).from_config(model.get_config())
+    except Exception as exc:  # a model Keras cannot rebuild from its config: saved with the state, not lost
+        log.warning("%s cannot be rebuilt without its optimizer (%s); saving it with the optimizer's state", model.name, exc)
+        return model
+    clean.set_weights(model.get_weights())
+    return clean
 
 
 def model_info_from_keras(path: str | Path, model=None) -> ModelInfo:

@@ -104,7 +104,9 @@ class KillMidEpoch(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 def fit(model, dataset, **options):
-    if options.get("compile") is False:  # the Distiller: kill -9 in its second epoch
+    distiller = options.get("compile") is False
+    baseline = str(options.get("run_dir", "")).endswith("baseline")
+    if (distiller, baseline)[sys.argv[3] == "baseline"]:  # kill -9 in the second epoch of that fit
         options["callbacks"] = [*options.get("callbacks", ()), KillMidEpoch()]
     return real_fit(model, dataset, **options)
 
@@ -114,13 +116,14 @@ run_pipeline(load_pipeline_config(sys.argv[1], runs_dir=sys.argv[2]))
 """
 
 
-def test_killed_during_distillation_resumes_to_the_same_report(tmp_path):
+@pytest.mark.parametrize("phase", ["distillation", "baseline"])
+def test_killed_during_distillation_resumes_to_the_same_report(tmp_path, phase):
     import subprocess
     import sys
 
     config_path = tmp_path / "kd.toml"
     config_path.write_text(
-        """
+        f"""
 name = "kd"
 data = "digits"
 seed = 0
@@ -134,9 +137,10 @@ patience = 0
 [distill]
 epochs = 3
 patience = 0
+baseline = {str(phase == "baseline").lower()}
 """
     )
-    killed = subprocess.run([sys.executable, "-c", KILL_DURING_DISTILLATION, str(config_path), str(tmp_path / "runs")], capture_output=True, text=True, timeout=600)
+    killed = subprocess.run([sys.executable, "-c", KILL_DURING_DISTILLATION, str(config_path), str(tmp_path / "runs"), phase], capture_output=True, text=True, timeout=600)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert (tmp_path / "runs/kd/train/stage.json").is_file() and not (tmp_path / "runs/kd/distill/stage.json").exists()
     resumed = run_pipeline(load_pipeline_config(config_path, runs_dir=tmp_path / "runs"))

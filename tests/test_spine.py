@@ -26,6 +26,13 @@ def test_training_reaches_accuracy_and_writes_the_run(digits_run):
     assert len(split["val_sources"]) == 359 and split["seed"] == 0
     history = json.loads((digits_run.run_dir / "history.json").read_text())
     assert len(history["val_accuracy"]) == 8
+    # the weights only, no optimizer state: a trained model's size compares with a pruned one's
+    from edgecls.keras_io import load_keras_model
+
+    with zipfile.ZipFile(digits_run.model_path) as archive:
+        weights = archive.getinfo("model.weights.h5").file_size
+    params = sum(int(np.prod(w.shape)) for w in load_keras_model(digits_run.model_path).weights)
+    assert weights < 1.3 * 4 * params, (weights, params)  # Adam's two moments would make it about 3x
 
 
 def test_export_parity_and_metadata(digits_run):

@@ -89,13 +89,15 @@ def prune(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summ
 
 
 def distill(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
-    from edgecls.distill import DistillConfig, distill as distill_model
+    from edgecls.distill import DistillConfig, distill as distill_model, interrupted
 
     options = dict(options)
-    student = options.pop("student", None)  # a registry name; default: the pruned model when there is one
+    student = options.pop("student", None)  # a registry name or a .keras file; default: the pruned model when there is one
     if student is None:
         student = summaries["prune"]["model"] if "prune" in summaries else "cnn"
-    resume = resuming and (stage_dir / "backup").is_dir()
+    elif student.endswith(".keras"):
+        student = config.resolve(student)
+    resume = resuming and interrupted(stage_dir)  # the distillation's own fit, or its --baseline one
     distill_config = stage_options(
         DistillConfig, options, stage="distill", source=config.source, teacher=summaries["train"]["model"], student=student,
         data=config.resolve(config.data), seed=config.seed, out=str(stage_dir), resume=resume,

@@ -153,7 +153,7 @@ def prune(model_path: str | Path, config: PruneConfig = PruneConfig(), *, callba
     }
     if result.top1_after is not None:
         provenance["val_accuracy"] = round(result.top1_after, 6)
-    save_keras_model(_without_optimizer(pruned), out, info.with_provenance(**provenance))
+    save_keras_model(pruned, out, info.with_provenance(**provenance))
     result.model_path = str(out)
     result.report_path = str(out.with_name(f"{out.stem}_report.json"))
     result.seconds = round(time.time() - started, 2)
@@ -275,17 +275,6 @@ def _logit_scale(model: Any) -> float:
     shape = tuple(int(d) for d in model.input_shape[1:])
     pixels = np.random.default_rng(1).uniform(0.0, 255.0, size=(2, *shape)).astype(np.float32)
     return float(np.max(np.abs(np.asarray(comparison_output(model)(pixels, training=False)))))
-
-
-def _without_optimizer(model: Any) -> Any:
-    """A copy without the fine-tuning optimizer's state (it would double the file)."""
-    if getattr(model, "optimizer", None) is None:
-        return model
-    from edgecls.prune.rebuild import clone_with_config
-
-    clean = clone_with_config(model, model.get_config())
-    clean.set_weights(model.get_weights())
-    return clean
 
 
 def _measure_files(original: Any, pruned: Any, info: Any, config: PruneConfig, result: PruneResult) -> None:
