@@ -66,12 +66,12 @@ def test_rerun_skips_and_a_change_reruns_only_downstream(tmp_path, shapes_folder
 
 
 def test_a_failing_stage_stops_and_keeps_earlier_outputs(tmp_path, shapes_folder):
-    config_path = write_config(tmp_path / "p.toml", shapes_folder, extra='\n[bench]\ntargets = ["no-such-board"]\n')
+    config_path = write_config(tmp_path / "p.toml", shapes_folder, extra='\n[quantize]\nprecisions = ["int8"]\n')  # INT8 without calib: fails when it runs
     result = runner.invoke(app, ["pipeline", str(config_path), "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 2, result.stderr
-    assert "bench" in result.stderr and "no-such-board" in result.stderr
-    assert (tmp_path / "runs/shapes/train/model.keras").is_file() and (tmp_path / "runs/shapes/export/stage.json").is_file()
-    assert not (tmp_path / "runs/shapes/bench/stage.json").exists()
+    assert "stage quantize" in result.stderr and "calibration" in result.stderr
+    assert (tmp_path / "runs/shapes/train/model.keras").is_file() and (tmp_path / "runs/shapes/train/stage.json").is_file()
+    assert not (tmp_path / "runs/shapes/quantize/stage.json").exists() and not (tmp_path / "runs/shapes/export").exists()
 
 
 @pytest.mark.parametrize(
@@ -80,13 +80,32 @@ def test_a_failing_stage_stops_and_keeps_earlier_outputs(tmp_path, shapes_folder
         ('name = "x"\n[train]\nepochs = 1\n[deploy]\nx = 1\n', "unknown key(s) deploy"),
         ('name = "x"\n[export]\nformats = ["tflite"]\n', "needs a [train] table"),
         ('name = "x"\n[train]\nepoch = 1\n', "unknown option(s) epoch"),
+        ('name = "x"\nseed = "abc"\n[train]\n', "seed must be an integer, got 'abc'"),
+        ('name = "x"\n[train]\nepochs = "two"\n', "[train] epochs must be an integer, got 'two'"),
+        ('name = "x"\n[train]\n[prune]\nratio = "half"\n', "[prune] ratio must be a number, got 'half'"),
+        ('name = "x"\n[train]\n[quantize]\nprecisions = ["int9"]\n', "[quantize] precisions has 'int9'; choose from int8, fp16"),
+        ('name = "x"\n[train]\n[export]\nformats = ["tflit"]\n', "[export] formats has 'tflit'"),
+        ('name = "x"\n[train]\n[export]\n[bench]\ntargets = ["nosuch"]\n', "nosuch"),
     ],
 )
-def test_config_errors_name_the_key(tmp_path, text, message):
+def test_config_errors_name_the_key_before_anything_runs(tmp_path, text, message):
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=re.escape(message)):
         run_pipeline(load_pipeline_config(path, runs_dir=tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()  # no stage started
+
+
+def test_relative_paths_are_found_beside_the_file_then_above_it(tmp_path, monkeypatch):
+    configs = tmp_path / "proj" / "configs"
+    (configs / "imgs").mkdir(parents=True)
+    (tmp_path / "proj" / "calib_data" / "digits").mkdir(parents=True)
+    (configs / "p.toml").write_text('name = "p"\ndata = "imgs"\n[train]\n')
+    monkeypatch.chdir(tmp_path)
+    config = load_pipeline_config("proj/configs/p.toml")
+    assert config.resolve("imgs") == str(Path("proj/configs/imgs"))  # beside the file, though ../calib_data exists
+    assert config.resolve("calib_data/digits") == str(Path("proj/calib_data/digits"))  # a repository's calib_data/ above it
+    assert config.resolve("student.keras") == str(Path("proj/configs/student.keras"))  # missing: named where it was looked for
 
 
 KILL_DURING_DISTILLATION = """

@@ -304,3 +304,5 @@ def test_magnitude_command_and_errors(digits_run, tmp_path):
     assert report["gzip_size_after"] < 0.5 * report["gzip_size_before"]
     bad = runner.invoke(app, ["prune", str(digits_run.model_path), "--out", str(digits_run.model_path)])
     assert bad.exit_code == 2 and "never overwrites" in bad.output
+    typo = runner.invoke(app, ["prune", str(digits_run.model_path), "--method", "magnitude", "--exclude", "conv9", "--no-measure", "--out", str(tmp_path / "x.keras")])
+    assert typo.exit_code == 2 and "--exclude names no layer of this model: conv9" in typo.stderr and not (tmp_path / "x.keras").exists()

@@ -56,11 +56,14 @@ class PipelineConfig:
         return self.runs_dir / self.name
 
     def resolve(self, path: str) -> str:
-        """A path from the config file, relative to the file's folder (``digits`` stays ``digits``)."""
+        """A relative path from the file: found beside it, else in the folder above it (a repository's
+        ``calib_data/`` for ``examples/*.toml``), else from the current directory; ``digits`` stays ``digits``."""
         if path == "digits" or Path(path).is_absolute():
             return path
-        candidate = self.base_dir / path
-        return str(candidate) if candidate.exists() or not Path(path).exists() else path
+        for candidate in (self.base_dir / path, self.base_dir.parent / path, Path(path)):
+            if candidate.exists():
+                return str(candidate)
+        return str(self.base_dir / path)  # missing: the error names where it was looked for first
 
 
 def load_pipeline_config(path: str | Path, *, runs_dir: str | Path | None = None) -> PipelineConfig:
@@ -80,15 +83,16 @@ def load_pipeline_config(path: str | Path, *, runs_dir: str | Path | None = None
     for stage in STAGES:
         if stage in document and not isinstance(document[stage], dict):
             raise ConfigError(f"{path}: '{stage}' must be a table ([{stage}])")
-    # the repository's relative paths (calib_data/…) work from the repository root or the file's folder
-    base = path.parent.parent if (path.parent.parent / "calib_data").exists() else path.parent
+    for key, kind, wanted in (("name", str, "a string"), ("data", str, "a string"), ("seed", int, "an integer"), ("runs_dir", str, "a string")):
+        if key in document and (not isinstance(document[key], kind) or isinstance(document[key], bool)):
+            raise ConfigError(f"{path}: {key} must be {wanted}, got {document[key]!r}")
     return PipelineConfig(
         name=str(document.get("name", path.stem)),
         data=str(document.get("data", "digits")),
         seed=int(document.get("seed", 0)),
         stages={stage: dict(document[stage]) for stage in STAGES if stage in document},
         source=str(path),
-        base_dir=base,
+        base_dir=path.parent,
         runs_dir=Path(runs_dir) if runs_dir else Path(document.get("runs_dir", "runs")),
     )
 

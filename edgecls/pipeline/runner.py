@@ -127,19 +127,20 @@ def stage_key(config: PipelineConfig, name: str, options: dict[str, Any], previo
     from edgecls import __version__
 
     inputs = {"data": folder_digest(config.resolve(config.data))} if name in ("train",) else {}
-    if name == "quantize" and "calib" in options:
-        inputs["calib"] = folder_digest(config.resolve(str(options["calib"])))
+    for stage, option in (("quantize", "calib"), ("train", "weights"), ("distill", "student")):
+        if name == stage and isinstance(options.get(option), str):  # a folder or file: a changed one re-runs the stage
+            inputs[option] = folder_digest(config.resolve(options[option]))
     document = {"stage": name, "options": options, "previous": previous_key, "inputs": inputs, "data": config.data, "seed": config.seed, "edgecls": __version__}
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def folder_digest(path: str) -> str:
-    """Names, sizes and modification times of every file under ``path`` (``digits`` is itself)."""
+    """Names, sizes and modification times of every file under ``path``, or of the file ``path`` (``digits``, a model name: itself)."""
     root = Path(path)
     if path == "digits" or not root.exists():
         return path
     digest = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+    for file in sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]:
         stat = file.stat()
         digest.update(f"{file.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]

@@ -31,19 +31,67 @@ STAGE_CONFIGS: dict[str, tuple[str | None, str | None, tuple[str, ...], tuple[st
 
 def check_options(config: PipelineConfig) -> None:
     """Every stage's options against its config class, before anything runs:
-    a typo in [bench] should not surface after ten minutes of training."""
+    a typo in [bench] should not surface after ten minutes of training.
+
+    Names, value types (against each option's default) and the values the
+    pipeline itself chooses from (targets, precisions, formats) are checked.
+    """
     import dataclasses
     import importlib
 
     for stage, options in config.stages.items():
         module, class_name, filled, own = STAGE_CONFIGS[stage]
         valid = set(own)
+        defaults: dict[str, Any] = {}
         if module is not None:
             config_class = getattr(importlib.import_module(module), class_name)
-            valid |= {f.name for f in dataclasses.fields(config_class)} - set(filled)
+            fields = [f for f in dataclasses.fields(config_class) if f.name not in filled]
+            valid |= {f.name for f in fields}
+            defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
         unknown = sorted(set(options) - valid)
         if unknown:
             raise ConfigError(f"{config.source}: [{stage}] has unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+        for name, value in options.items():
+            expected = _expected_type(defaults.get(name, OWN_OPTION_DEFAULTS.get(name)))
+            if expected is not None and not _is_a(value, expected):
+                raise ConfigError(f"{config.source}: [{stage}] {name} must be {expected}, got {value!r}")
+    _check_choices(config)
+
+
+OWN_OPTION_DEFAULTS: dict[str, Any] = {"precisions": ("int8",), "formats": ("tflite",), "targets": ("host",), "student": "cnn"}
+
+
+def _expected_type(default: Any) -> str | None:
+    for kind, name in ((bool, "true or false"), (int, "an integer"), (float, "a number"), (str, "a string"), (tuple, "a list")):
+        if isinstance(default, kind):
+            return name
+    return None  # None defaults (paths, optional numbers) take what the stage checks itself
+
+
+def _is_a(value: Any, expected: str) -> bool:
+    return {
+        "true or false": isinstance(value, bool),
+        "an integer": isinstance(value, int) and not isinstance(value, bool),
+        "a number": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "a string": isinstance(value, str),
+        "a list": isinstance(value, (list, tuple)),
+    }[expected]
+
+
+def _check_choices(config: PipelineConfig) -> None:
+    """The values the pipeline loops over: an unknown one fails now, not after the stages before it."""
+    from edgecls.export import FORMATS
+    from edgecls.quantize import PRECISIONS
+    from edgecls.runtime.targets import get_target
+
+    stages = config.stages
+    for stage, name, allowed in (("quantize", "precisions", PRECISIONS), ("export", "formats", FORMATS), ("quantize", "formats", FORMATS)):
+        chosen = stages.get(stage, {}).get(name, ())
+        wrong = [value for value in chosen if value not in allowed]
+        if wrong:
+            raise ConfigError(f"{config.source}: [{stage}] {name} has {', '.join(map(repr, wrong))}; choose from {', '.join(allowed)}")
+    for target in stages.get("bench", {}).get("targets", ()):
+        get_target(config.resolve(target) if target.endswith((".toml", ".json")) else target)
 
 
 def keras_row(name: str, stage: str, path: str | Path, top1: float | None, *, params: int | None = None, macs: int | None = None) -> dict[str, Any]:
@@ -68,6 +116,8 @@ def train(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summ
     from edgecls.train import TrainConfig, train as train_model
 
     resume = resuming and (stage_dir / "backup").is_dir()
+    if isinstance(options.get("weights"), str):  # a weights file beside the pipeline file
+        options = {**options, "weights": config.resolve(options["weights"])}
     train_config = stage_options(TrainConfig, options, stage="train", source=config.source, data=config.resolve(config.data), seed=config.seed, out=str(stage_dir), resume=resume)
     result = train_model(train_config, callbacks=callbacks)
     return {
@@ -163,6 +213,7 @@ def bench(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summ
         raise ConfigError(f"{config.source}: [bench] has nothing to measure; add [export] or [quantize] before it")
     results: dict[str, dict[str, Any]] = {}
     for target in targets:
+        target = config.resolve(target) if target.endswith((".toml", ".json")) else target  # a target file beside the pipeline file
         bench_config = stage_options(BenchConfig, options, stage="bench", source=config.source, models=models, target=target, data=config.resolve(config.data), out=str(stage_dir / target))
         report = bench_models(bench_config)
         results[target] = {

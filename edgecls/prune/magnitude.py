@@ -30,6 +30,10 @@ def magnitude_masks(model: Any, sparsity: float, *, exclude: Sequence[str] = ())
     """``{layer name: bool mask}`` keeping the largest ``1 - sparsity`` of each kernel."""
     if not 0.0 <= sparsity < 1.0:
         raise ConfigError(f"--sparsity must be in [0, 1), got {sparsity}")
+    names = {layer.name for layer in model.layers}
+    missing = [name for name in exclude if name not in names]
+    if missing:  # a typo would otherwise prune the layer the user meant to keep
+        raise ConfigError(f"--exclude names no layer of this model: {', '.join(missing)}; its layers include {', '.join(sorted(names)[:8])}, …")
     masks = {}
     for layer in model.layers:
         if type(layer).__name__ not in KERNEL_LAYERS or layer.name in exclude:
