@@ -28,7 +28,7 @@ def collect_rows(summaries: dict[str, dict[str, Any]]) -> tuple[list[dict[str, A
                 row["latency"][target] = {k: figures[k] for k in ("p50", "p99", "fps", "where", "engine", "provider", "threads", "throttled")}
                 if figures.get("top1") is not None:
                     row["top1"] = figures["top1"]  # measured through edgecls.runtime, as on the device
-        row["top1_change"] = None if reference is None or row.get("top1") is None else round(100 * (row["top1"] - reference), 2)
+        row["top1_change"] = None if reference is None or row.get("top1") is None else round(100 * (row["top1"] - reference), 2) + 0.0  # + 0.0: float32 vs float64 noise rounds to -0.0, shown "-0.00"
     for row in rows:  # a .keras model does not run on a device: show its FP32 TFLite export's latency, marked
         export = next((other for other in rows if other["format"] == "tflite" and other["precision"] == "fp32" and other["stage"] == row["stage"] and other is not row), None)
         if row["format"] == "keras" and export is not None and export["latency"]:
