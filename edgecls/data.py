@@ -95,9 +95,14 @@ def load_dataset(
         raise DataError(f"{root}: --data must be a folder of <class>/ subfolders, or digits")
     if (root / "train").is_dir() and (root / "val").is_dir():
         class_names = _class_names(root / "train")
+        extra = sorted(p.name for p in (root / "val").iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in class_names)
+        if extra:
+            raise DataError(f"{root / 'val'}: class folders {', '.join(extra)} are not in {root / 'train'} ({', '.join(class_names)}); val/ must use train/'s classes")
         train, skipped_train = _load_folder(root / "train", class_names, image_size, channel_order)
         val, skipped_val = _load_folder(root / "val", class_names, image_size, channel_order)
         _require_images(train, root / "train", class_names)
+        if len(val) == 0:
+            raise DataError(f"{root / 'val'}: no decodable images in <class>/ subfolders ({', '.join(class_names)}); a validation split needs some")
         split = {"mode": "folders", "val_sources_sha256": _digest(val.sources), "n_val": len(val)}
         return Dataset(str(root), class_names, train, val, channel_order, skipped_train + skipped_val, split)
     class_names = _class_names(root)

@@ -9,11 +9,14 @@ distillation can reach the logits and pruning knows the head.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from edgecls.errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
 
 LOGITS_LAYER = "logits"
 PROBS_LAYER = "probs"
@@ -92,6 +95,9 @@ def _small_cnn(options: ModelOptions):
     import keras
     from keras import layers
 
+    if options.weights is not None or options.freeze_base:
+        raise ConfigError("cnn has no pretrained base network: --weights and --freeze-base apply to mobilenetv2, mobilenetv3small and resnet50")
+
     inputs = _input(options)
     x = layers.Rescaling(1.0 / 255.0, name="normalize")(inputs)
     for block, filters in enumerate((32, 64, 128), start=1):
@@ -121,6 +127,8 @@ def _application(builder_name: str, options: ModelOptions, normalize, **kwargs):
     if options.weights is not None:
         _load_base_weights(base, Path(options.weights))
     if options.freeze_base:
+        if options.weights is None:
+            log.warning("--freeze-base without --weights freezes a randomly initialised %s base: only the head will learn", builder_name)
         for layer in base.layers:
             layer.trainable = False
     return keras.Model(inputs, _head(base.output, options), name=builder_name.lower())
@@ -132,7 +140,8 @@ def _load_base_weights(base, path: Path) -> None:
     try:
         base.load_weights(str(path), skip_mismatch=False)
     except Exception as exc:  # Keras raises ValueError or h5py errors
-        raise ModelError(f"{path}: cannot load these weights into the {base.name} base ({exc}); use the matching include_top=False file") from exc
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]  # Keras lists every layer it could not fill
+        raise ModelError(f"{path}: cannot load these weights into the {base.name} base ({first}); use the include_top=False file of the same network and --alpha") from exc
 
 
 def _rescale_minus_one_to_one():

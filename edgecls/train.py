@@ -51,6 +51,18 @@ class TrainConfig:
     mixed_precision: bool = False
     channels: str | None = None  # None: GRAY for digits, RGB for folders
 
+    def __post_init__(self) -> None:
+        for name, value, ok, wanted in (
+            ("--epochs", self.epochs, self.epochs >= 1, "1 or more"),
+            ("--batch-size", self.batch_size, self.batch_size >= 1, "1 or more"),
+            ("--img-size", self.img_size, self.img_size is None or self.img_size >= 1, "1 or more"),
+            ("--alpha", self.alpha, self.alpha > 0, "above 0 (MobileNets: 0.35 to 1.4)"),
+            ("--lr", self.learning_rate, self.learning_rate > 0, "above 0"),
+            ("--patience", self.patience, self.patience >= 0, "0 (off) or more"),
+        ):
+            if not ok:
+                raise ConfigError(f"{name} must be {wanted}, got {value}")
+
     def run_dir(self) -> Path:
         if self.out:
             return Path(self.out)

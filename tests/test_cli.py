@@ -72,6 +72,11 @@ def test_human_output_names_where_numbers_were_measured(digits_run):
         (["evaluate", "/no/model.tflite"], "no such model file"),
         (["export", "{notamodel}"], "not a Keras 3"),
         (["evaluate", "{notamodel_tflite}"], "fake.tflite: not a valid TFLite"),
+        (["train", "--epochs", "0"], "--epochs must be 1 or more, got 0"),
+        (["train", "--img-size", "0"], "--img-size must be 1 or more, got 0"),
+        (["train", "--model", "mobilenetv2", "--alpha", "0"], "--alpha must be above 0"),
+        (["train", "--lr", "-1"], "--lr must be above 0"),
+        (["train", "--img-size", "16", "--weights", "{notamodel}"], "cnn has no pretrained base network"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):

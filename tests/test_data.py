@@ -141,3 +141,16 @@ def test_tiff_is_read_and_other_files_are_counted_not_silently_dropped(tmp_path,
     assert abs(int(tiff.mean()) - 200) <= 1  # 16-bit scaled to 8
     left_out = [record.getMessage() for record in caplog.records if "left out" in record.getMessage()]
     assert len(left_out) == 1 and "left out 2 files" in left_out[0] and ".heic 1" in left_out[0] and "convert HEIC" in left_out[0]
+
+
+@pytest.mark.parametrize("val_classes, message", [((), "no decodable images"), (("dark", "blue"), "class folders blue are not in")])
+def test_a_val_folder_must_hold_images_of_train_classes(tmp_path, val_classes, message):
+    root = tmp_path / "data"
+    for label in ("dark", "bright"):
+        for index in range(3):
+            write_png(root / "train" / label / f"{index}.png", np.zeros((8, 8, 3), np.uint8))
+    (root / "val").mkdir()
+    for label in val_classes:
+        write_png(root / "val" / label / "0.png", np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(DataError, match=message):
+        load_dataset(str(root), image_size=(8, 8))

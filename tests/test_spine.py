@@ -157,3 +157,17 @@ def test_best_epoch_breaks_accuracy_ties_by_the_lower_validation_loss():
     assert best_epoch(history) == 3  # not the first epoch to reach 100 %
     assert best_epoch({"val_accuracy": [0.5, 0.7, 0.6]}) == 2  # no loss recorded: accuracy alone
     assert best_epoch({"val_accuracy": [0.8, 0.8], "val_loss": [float("nan"), 0.3]}) == 2
+
+
+def test_weights_of_another_network_are_a_short_error(tmp_path):
+    import keras
+
+    from edgecls.errors import ModelError
+    from edgecls.models import build_model
+
+    other = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), include_top=False, weights=None)
+    other.save_weights(tmp_path / "v3.weights.h5")
+    with pytest.raises(ModelError) as caught:
+        build_model("mobilenetv2", num_classes=3, image_size=(32, 32), channels=3, weights=tmp_path / "v3.weights.h5")
+    message = str(caught.value)
+    assert "cannot load these weights" in message and "\n" not in message and len(message) < 600, message[:2000]

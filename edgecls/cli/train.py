@@ -38,12 +38,15 @@ def train(
     """Train a classifier; writes model.keras, history, metrics, config and curves to runs/NAME/."""
     from edgecls.train import TrainConfig, train as train_model
 
-    config = TrainConfig(
-        data=data, model=model, img_size=img_size, epochs=epochs, batch_size=batch_size, val_split=val_split, seed=seed,
-        out=str(out) if out else None, resume=resume, alpha=alpha, weights=str(weights) if weights else None, freeze_base=freeze_base,
-        learning_rate=learning_rate, patience=patience, class_weights=class_weights, augment=augment, mixed_precision=mixed_precision, channels=channels,
-    )
-    run(lambda: train_model(config, callbacks=[epoch_progress(epochs)]), as_json=json, render=_render_train)
+    def call():
+        config = TrainConfig(  # inside run(): a bad value is a one-line error
+            data=data, model=model, img_size=img_size, epochs=epochs, batch_size=batch_size, val_split=val_split, seed=seed,
+            out=str(out) if out else None, resume=resume, alpha=alpha, weights=str(weights) if weights else None, freeze_base=freeze_base,
+            learning_rate=learning_rate, patience=patience, class_weights=class_weights, augment=augment, mixed_precision=mixed_precision, channels=channels,
+        )
+        return train_model(config, callbacks=[epoch_progress(epochs)])
+
+    run(call, as_json=json, render=_render_train)
 
 
 def epoch_progress(epochs: int):
