@@ -159,6 +159,7 @@ def test_best_epoch_breaks_accuracy_ties_by_the_lower_validation_loss():
     assert best_epoch({"val_accuracy": [0.8, 0.8], "val_loss": [float("nan"), 0.3]}) == 2
 
 
+@pytest.mark.filterwarnings("ignore")  # Keras warns once per layer it cannot fill before it raises
 def test_weights_of_another_network_are_a_short_error(tmp_path):
     import keras
 
