@@ -90,7 +90,7 @@ def _check_choices(config: PipelineConfig) -> None:
         wrong = [value for value in chosen if value not in allowed]
         if wrong:
             raise ConfigError(f"{config.source}: [{stage}] {name} has {', '.join(map(repr, wrong))}; choose from {', '.join(allowed)}")
-    for target in stages.get("bench", {}).get("targets", ()):
+    for target in map(str, stages.get("bench", {}).get("targets", ())):
         get_target(config.resolve(target) if target.endswith((".toml", ".json")) else target)
 
 
