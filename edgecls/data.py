@@ -121,8 +121,9 @@ def load_images(folder: str | Path, *, image_size: tuple[int, int], channel_orde
     if subfolders:
         images, skipped = _load_folder(folder, names, image_size, channel_order)
     else:
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        _warn_left_out(folder, [p for p in folder.iterdir() if p.is_file()])
+        entries = [p for p in folder.iterdir() if p.is_file()]
+        files = sorted(p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES)
+        _warn_left_out(folder, entries)
         images, skipped = _decode_files(files, [-1] * len(files), image_size, channel_order)
     return images, names, skipped
 

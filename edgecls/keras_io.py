@@ -59,18 +59,26 @@ def without_optimizer(model):
     """A copy of a compiled ``model`` with the same weights and no optimizer (the model itself when it has none)."""
     if getattr(model, "optimizer", None) is None:
         return model
-    import keras
-
-    # layer classes from outside Keras (a user's own) must be found by name when the config is read back
-    custom = {type(layer).__name__: type(layer) for layer in model.layers if not type(layer).__module__.startswith("keras")}
     try:
-        with keras.saving.custom_object_scope(custom):
-            clean = type(model).from_config(model.get_config())
+        clean = model_from_config(model)
     except Exception as exc:  # a model Keras cannot rebuild from its config: saved with the state, not lost
         log.warning("%s cannot be rebuilt without its optimizer (%s); saving it with the optimizer's state", model.name, exc)
         return model
     clean.set_weights(model.get_weights())
     return clean
+
+
+def model_from_config(model, config: dict | None = None):
+    """A new model of ``model``'s class, with fresh weights, from ``config`` (default: ``model``'s own ``get_config()``).
+
+    Layer classes from outside Keras (a user's own) are found by name when the
+    config is read back.
+    """
+    import keras
+
+    custom = {type(layer).__name__: type(layer) for layer in model.layers if not type(layer).__module__.startswith("keras")}
+    with keras.saving.custom_object_scope(custom):
+        return type(model).from_config(model.get_config() if config is None else config)
 
 
 def model_info_from_keras(path: str | Path, model=None) -> ModelInfo:

@@ -52,13 +52,14 @@ def check_options(config: PipelineConfig) -> None:
         if unknown:
             raise ConfigError(f"{config.source}: [{stage}] has unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
         for name, value in options.items():
-            expected = _expected_type(defaults.get(name, OWN_OPTION_DEFAULTS.get(name)))
+            expected = _expected_type(defaults[name]) if name in defaults else OWN_OPTION_TYPES.get(name)
             if expected is not None and not _is_a(value, expected):
                 raise ConfigError(f"{config.source}: [{stage}] {name} must be {expected}, got {value!r}")
     _check_choices(config)
 
 
-OWN_OPTION_DEFAULTS: dict[str, Any] = {"precisions": ("int8",), "formats": ("tflite",), "targets": ("host",), "student": "cnn"}
+# the types of the options the pipeline reads itself (STAGE_CONFIGS' last column)
+OWN_OPTION_TYPES = {"precisions": "a list", "formats": "a list", "targets": "a list", "student": "a string"}
 
 
 def _expected_type(default: Any) -> str | None:

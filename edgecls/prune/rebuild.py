@@ -41,15 +41,15 @@ def as_functional(model: Any) -> Any:
 
 
 def clone_with_config(model: Any, config: dict[str, Any]) -> Any:
-    """Instantiate a functional model from ``config`` (a ``get_config()`` result)."""
-    import keras
+    """Instantiate a functional model from ``config`` (a ``get_config()`` result).
 
-    # classes from outside Keras (a user's layers, unknown to the pruner and
-    # left as they are) must be found by name when the config is read back
-    custom = {type(layer).__name__: type(layer) for layer in model.layers if not type(layer).__module__.startswith("keras")}
+    A user's own layer classes (unknown to the pruner and left as they are) are
+    found by name, as ``keras_io.model_from_config`` does.
+    """
+    from edgecls.keras_io import model_from_config
+
     try:
-        with keras.saving.custom_object_scope(custom):
-            return keras.Model.from_config(config)
+        return model_from_config(model, config)
     except Exception as exc:  # Keras raises ValueError/TypeError with its own message
         raise ModelError(f"cannot rebuild {model.name} from its config ({type(exc).__name__}: {exc})") from exc
 
