@@ -12,7 +12,7 @@ Writes ``benchmarks/results/quantize.json`` with:
 3. MobileNetV2 (alpha 1.0, 96x96, 10 classes; random weights, no downloads
    here): INT8 TFLite size against FP32 TFLite. Target: <= 0.30x;
 4. latency of every FP32 and INT8 artifact on this host through the runtime's
-   ``Classifier`` (``edgecls.runtime.bench.measure_model``, the code path of
+   ``Classifier`` (``edgecls.runtime.measure.measure_model``, the code path of
    ``edgecls bench``), one thread. Host numbers are host numbers: an x86
    server says nothing about a Raspberry Pi's ARM cores.
 
@@ -109,7 +109,7 @@ def artifact_summary(artifact) -> dict:
 
 
 def latency(path: Path) -> dict:
-    from edgecls.runtime.bench import measure_model
+    from edgecls.runtime.measure import measure_model
 
     measured = measure_model(path, threads=THREADS, runs=RUNS, warmup=WARMUP)
     return {
@@ -203,7 +203,7 @@ def main() -> int:
             "1000_classes": {"artifacts": [artifact_summary(imagenet_tflite)], "tflite_breakdown": tflite_size_breakdown(imagenet_tflite.path)},
         },
         "latency": {
-            "measured_with": f"edgecls.runtime.bench.measure_model (Classifier → Engine.invoke_raw), batch 1, {THREADS} thread, {RUNS} runs after {WARMUP} warm-up, p50/p90; e2e = Classifier.predict on a 640x480 BGR frame",
+            "measured_with": f"edgecls.runtime.measure.measure_model (Classifier → Engine.invoke_raw), batch 1, {THREADS} thread, {RUNS} runs after {WARMUP} warm-up, p50/p90; e2e = Classifier.predict on a 640x480 BGR frame",
             "where": f"{machine.arch} host, not a Raspberry Pi or Jetson; its {machine.cpu_count} cores are shared with other jobs "
             "(load_average_1min beside each figure): compare min_ms first, p50/p90 move with the neighbours",
             "results": latencies,

@@ -3,7 +3,7 @@
 Fresh host and user keys, its own sshd_config (public keys only, no PAM), a
 known_hosts file holding its host key, and ``TMPDIR`` of every session set
 to a folder of its own, so a test can see what a run leaves behind.
-Used by ``tests/test_remote.py`` and ``benchmarks/bench.py``.
+Used by ``tests/test_remote.py`` and ``benchmarks/runtime_overhead.py``.
 """
 
 from __future__ import annotations

@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecls.bench_report import to_markdown, write_reports
-from edgecls.benchmark import BenchConfig, bench, prepare_eval_set
+from edgecls.bench import BenchConfig, bench, prepare_eval_set
+from edgecls.bench.report import to_markdown, write_reports
 from edgecls.errors import ConfigError, DataError
-from edgecls.runtime.bench import BenchRun, LatencyStats, _oversubscription_note, evaluate_folder, measure_model
 from edgecls.runtime.device import (
     MachineInfo,
     clocks_locked,
@@ -24,7 +23,9 @@ from edgecls.runtime.device import (
     read_board,
     read_device_state,
 )
+from edgecls.runtime.measure import LatencyStats, MeasureRun, _oversubscription_note, measure_model
 from edgecls.runtime.model import Classifier
+from edgecls.runtime.scoring import evaluate_folder
 from edgecls.runtime.targets import get_target
 
 # --- device state, from recorded outputs ----------------------------------------
@@ -201,11 +202,12 @@ def test_bench_table_on_a_pipe_keeps_rows_whole(digits_run, tmp_path):
 def test_throttled_runs_are_flagged(digits_run, tmp_path):
     measured = measure_model(digits_run.tflite, threads=1, runs=5, warmup=1)
     throttled = dataclasses.replace(measured, throttled=True, target="rpi5", where="target device rpi5 (Raspberry Pi 5)")
-    run = BenchRun("rpi5", "target device rpi5 (Raspberry Pi 5)", True, {"hostname": "pi"}, {"runs": 5, "warmup": 1, "threads": 4}, [throttled])
+    settings = {"runs": 5, "warmup": 1, "threads": 4}
+    run = MeasureRun("rpi5", "target device rpi5 (Raspberry Pi 5)", True, {"hostname": "pi"}, settings, [throttled])
     assert "THROTTLED" in to_markdown(run)
     paths = write_reports(run, tmp_path)
     assert "THROTTLED" in paths["markdown"].read_text()
-    assert BenchRun.from_dict(json.loads(paths["json"].read_text())).results[0].throttled is True
+    assert MeasureRun.from_dict(json.loads(paths["json"].read_text())).results[0].throttled is True
 
 
 def test_bad_inputs_are_clear(digits_run, tmp_path):
@@ -241,7 +243,7 @@ def test_a_folder_scores_what_evaluate_scores_never_training_images(tmp_path, sh
 
 
 def test_a_folder_sample_and_its_val_folder(digits_run, digits_eval, tmp_path):
-    from edgecls.benchmark import select_eval_files
+    from edgecls.bench.evalset import select_eval_files
 
     sample = select_eval_files(digits_eval, tmp_path / "sample", limit=50)
     assert len(list(sample.rglob("*.png"))) == 50

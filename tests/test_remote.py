@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from edgecls.benchmark import prepare_eval_set
+from edgecls.bench import prepare_eval_set
 from edgecls.errors import ConfigError, RemoteError
-from edgecls.runtime.bench import BenchConfig, run_benchmark
-from edgecls.runtime.remote import SSH, Destination, RemoteConfig, remote_benchmark
+from edgecls.runtime.measure import MeasureConfig, measure_models
+from edgecls.runtime.remote import SSH, Destination, RemoteConfig, measure_remote
 from edgecls.runtime.targets import get_target
 from loopback_sshd import loopback_sshd, missing_reason
 
@@ -78,8 +78,8 @@ def test_remote_bench_matches_local_and_leaves_nothing(device, digits_run, eval_
     shutil.copyfile(digits_run.tflite, tricky)
     models = [str(tricky), str(digits_run.onnx)]
     target = get_target("rpi5")
-    local = run_benchmark(BenchConfig(models=tuple(models), target=target, runs=RUNS, warmup=WARMUP, data=str(eval_set)))
-    remote = remote_benchmark(_config(device), models=models, target=target, eval_dir=eval_set, runs=RUNS, warmup=WARMUP)
+    local = measure_models(MeasureConfig(models=tuple(models), target=target, runs=RUNS, warmup=WARMUP, data=str(eval_set)))
+    remote = measure_remote(_config(device), models=models, target=target, eval_dir=eval_set, runs=RUNS, warmup=WARMUP)
 
     assert [r.model for r in remote.results] == models
     assert [r.top1 for r in remote.results] == [r.top1 for r in local.results]
@@ -95,8 +95,8 @@ def test_unknown_host_key_is_refused_unless_accepted(device, digits_run, tmp_pat
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     with pytest.raises(RemoteError, match="host key is unknown.*--accept-new-host-key"):
-        remote_benchmark(_config(device, known_hosts=str(empty)), models=[digits_run.tflite], target=get_target("host"), runs=2, warmup=0)
-    run = remote_benchmark(_config(device, known_hosts=str(empty), accept_new_host_key=True), models=[digits_run.tflite], target=get_target("host"), runs=2, warmup=0)
+        measure_remote(_config(device, known_hosts=str(empty)), models=[digits_run.tflite], target=get_target("host"), runs=2, warmup=0)
+    run = measure_remote(_config(device, known_hosts=str(empty), accept_new_host_key=True), models=[digits_run.tflite], target=get_target("host"), runs=2, warmup=0)
     assert run.results[0].top1 is None and (device.folder / "host_key.pub").read_text().split()[1] in empty.read_text()
 
 
@@ -105,16 +105,16 @@ def test_missing_runtime_and_missing_python(device, digits_run, tmp_path):
     bare.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -I -S \"$@\"\n")
     bare.chmod(0o755)
     with pytest.raises(RemoteError, match=r"lacks the edgecls runtime.*pip install 'edgecls\[runtime\]'"):
-        remote_benchmark(_config(device, remote_python=str(bare)), models=[digits_run.tflite], target=get_target("rpi5"), runs=2, warmup=0)
+        measure_remote(_config(device, remote_python=str(bare)), models=[digits_run.tflite], target=get_target("rpi5"), runs=2, warmup=0)
     with pytest.raises(RemoteError, match="was not found.*--remote-python"):
-        remote_benchmark(_config(device, remote_python="/nonexistent/python3"), models=[digits_run.tflite], target=get_target("rpi5"), runs=2, warmup=0)
+        measure_remote(_config(device, remote_python="/nonexistent/python3"), models=[digits_run.tflite], target=get_target("rpi5"), runs=2, warmup=0)
 
 
 def test_failing_remote_command_is_reported_and_cleaned_up(device, tmp_path):
     broken = tmp_path / "broken.tflite"
     broken.write_bytes(b"not a flatbuffer at all")
     with pytest.raises(RemoteError, match=r"benchmark failed on .*LiteRT cannot load.*model0\.tflite is .*broken\.tflite"):
-        remote_benchmark(_config(device), models=[broken], target=get_target("rpi5"), runs=2, warmup=0)
+        measure_remote(_config(device), models=[broken], target=get_target("rpi5"), runs=2, warmup=0)
     assert list(device.device_tmp.iterdir()) == []
 
 
@@ -134,13 +134,13 @@ def test_dropped_connection(device, digits_run, tmp_path):
     )
     dropping.chmod(0o755)
     with pytest.raises(RemoteError, match="failed or dropped while running the benchmark"):
-        remote_benchmark(_config(device, remote_python=str(dropping)), models=[digits_run.tflite], target=get_target("rpi5"), runs=2, warmup=0)
+        measure_remote(_config(device, remote_python=str(dropping)), models=[digits_run.tflite], target=get_target("rpi5"), runs=2, warmup=0)
     assert list(device.device_tmp.iterdir()) == []  # removed over a fresh connection
 
 
 def test_unreachable_device(digits_run):
     with pytest.raises(RemoteError, match="SSH connection to pi@127.0.0.1:1 failed"):
-        remote_benchmark(RemoteConfig("pi@127.0.0.1:1", connect_timeout_s=5), models=[digits_run.tflite], target=get_target("rpi5"))
+        measure_remote(RemoteConfig("pi@127.0.0.1:1", connect_timeout_s=5), models=[digits_run.tflite], target=get_target("rpi5"))
 
 
 def test_bench_command_over_ssh(device, digits_run, tmp_path):

@@ -51,7 +51,7 @@ import json, sys
 import numpy as np
 import edgecls.runtime
 from edgecls.runtime import Classifier
-from edgecls.runtime.bench import measure_model
+from edgecls.runtime.measure import measure_model
 import edgecls.runtime.remote, edgecls.runtime.device, edgecls.runtime.targets
 frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
 labels = [Classifier(path).predict(frame)[0][0] for path in ({str(digits_run.tflite)!r}, {str(digits_run.onnx)!r})]

@@ -27,7 +27,7 @@ def bench(
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Latency, memory and top-1 of artifacts on a target: here with its settings, or on the device over SSH."""
-    from edgecls.benchmark import BenchConfig, bench as run_bench
+    from edgecls.bench import BenchConfig, bench as run_bench
     from edgecls.runtime.remote import RemoteConfig
 
     remote_config = None
@@ -44,7 +44,7 @@ def bench(
 
 
 def _render_bench(report) -> None:
-    from edgecls.bench_report import render_table
+    from edgecls.bench.report import render_table
 
     out = console()
     render_table(report.run, out)

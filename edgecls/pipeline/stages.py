@@ -25,7 +25,7 @@ STAGE_CONFIGS: dict[str, tuple[str | None, str | None, tuple[str, ...], tuple[st
     "distill": ("edgecls.distill", "DistillConfig", ("teacher", "data", "seed", "out", "resume"), ("student",)),
     "quantize": ("edgecls.quantize", "QuantizeConfig", ("precision", "seed", "out", "eval_data"), ("precisions",)),
     "export": (None, None, (), ("formats",)),
-    "bench": ("edgecls.benchmark", "BenchConfig", ("models", "target", "data", "out"), ("targets",)),
+    "bench": ("edgecls.bench", "BenchConfig", ("models", "target", "data", "out"), ("targets",)),
 }
 
 
@@ -205,7 +205,7 @@ def export(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, sum
 
 
 def bench(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool) -> dict[str, Any]:
-    from edgecls.benchmark import BenchConfig, bench as bench_models
+    from edgecls.bench import BenchConfig, bench as bench_models
 
     options = dict(options)
     targets = options.pop("targets", ["host"])

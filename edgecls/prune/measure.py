@@ -2,7 +2,9 @@
 
 Latency goes through the runtime's ``Classifier`` on FP32 TFLite files, one
 thread, both models in the same process and interleaved (A, B, A, B, …), so a
-neighbour's load on a shared host slows both alike instead of one.
+neighbour's load on a shared host slows both alike instead of one. The timing
+itself is the runtime's loop (``edgecls.runtime.measure.time_calls``), the one
+``edgecls bench`` uses.
 
 >>> figures = compare_latency(("before.tflite", "after.tflite"), threads=1)  # doctest: +SKIP
 >>> figures["latency_ms"]  # doctest: +SKIP
@@ -12,7 +14,6 @@ neighbour's load on a shared host slows both alike instead of one.
 from __future__ import annotations
 
 import platform
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,26 +27,23 @@ def compare_latency(paths: Sequence[str | Path], *, threads: int = 1, runs: int 
     alternate between the models.
     """
     from edgecls.runtime import Classifier
+    from edgecls.runtime.measure import random_input, time_calls
 
     classifiers = [Classifier(path, threads=threads) for path in paths]
     rng = np.random.default_rng(0)
     calls = []
     for classifier in classifiers:
-        height, width = classifier.info.input_size
-        tensor = classifier.to_input(rng.integers(0, 256, (1, height, width, classifier.info.channels), dtype=np.uint8))
+        tensor = random_input(classifier, rng)
         engine = classifier.engine
         calls.append(lambda engine=engine, tensor=tensor: engine.invoke_raw(tensor))
-    for call in calls:
+    for call in calls:  # every model warm before any is timed
         for _ in range(warmup):
             call()
     samples: list[list[float]] = [[] for _ in calls]
     per_round = max(1, runs // rounds)
     for _ in range(rounds):
         for call, timings in zip(calls, samples):
-            for _ in range(per_round):
-                started = time.perf_counter_ns()
-                call()
-                timings.append((time.perf_counter_ns() - started) / 1e6)
+            timings += time_calls(call, runs=per_round)
     engine = classifiers[0].engine
     return {
         "latency_ms": [round(float(np.median(timings)), 4) for timings in samples],

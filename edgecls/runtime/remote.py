@@ -1,12 +1,12 @@
-"""Run the benchmark on a device over SSH, with the system OpenSSH client.
+"""Run the measuring loop (``edgecls.runtime.measure``) on a device over SSH, with the system OpenSSH client.
 
 Four steps, each one ``ssh``/``scp`` call:
 
-1. check the device's runtime (``PYTHON -c 'import edgecls.runtime.bench'``)
+1. check the device's runtime (``PYTHON -c 'import edgecls.runtime.measure'``)
    and make a temporary directory there (``mktemp -d``);
 2. copy the models, the target profile and the evaluation set (one tar file)
    into it (``scp``, which speaks SFTP in OpenSSH >= 9);
-3. run ``PYTHON -m edgecls.runtime.bench … --json`` there and read its JSON
+3. run ``PYTHON -m edgecls.runtime.measure … --json`` there and read its JSON
    (with ``TMPDIR`` pointing into the temporary directory, so whatever the
    engines write there goes with it: onnxruntime's telemetry drops a ``.ses``);
 4. remove the temporary directory, whatever happened (the remote shell also
@@ -19,7 +19,8 @@ Host keys are checked against known_hosts (``StrictHostKeyChecking=yes``);
 ``accept_new_host_key`` trusts a first connection (``accept-new``), never a
 changed key.
 
->>> run = remote_benchmark(RemoteConfig("pi@raspberrypi.local"), models=["m.tflite"], target=get_target("rpi5"))  # doctest: +SKIP
+>>> device = RemoteConfig("pi@raspberrypi.local")  # doctest: +SKIP
+>>> run = measure_remote(device, models=["m.tflite"], target=get_target("rpi5"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Sequence
 
 from edgecls.errors import ConfigError, RemoteError
-from edgecls.runtime.bench import BenchRun
+from edgecls.runtime.measure import MeasureRun
 from edgecls.runtime.targets import Target
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ MISSING_RUNTIME_EXIT = 86
 _PROBE = (
     "import sys\n"
     "try:\n"
-    "    import edgecls.runtime.bench\n"
+    "    import edgecls.runtime.measure\n"
     "except ImportError as exc:\n"
     f"    print('edgecls runtime missing:', exc, file=sys.stderr); sys.exit({MISSING_RUNTIME_EXIT})\n"
 )
@@ -143,7 +144,7 @@ class SSH:
         return completed
 
 
-def remote_benchmark(
+def measure_remote(
     config: RemoteConfig,
     *,
     models: Sequence[str | Path],
@@ -152,8 +153,8 @@ def remote_benchmark(
     runs: int = 200,
     warmup: int = 20,
     threads: int | None = None,
-) -> BenchRun:
-    """Benchmark ``models`` on the device ``config.destination``; returns the device's own ``BenchRun``."""
+) -> MeasureRun:
+    """Measure ``models`` on the device ``config.destination``; returns the device's own ``MeasureRun``."""
     ssh = SSH(config)
     python = _python_words(config.remote_python)
     with tempfile.TemporaryDirectory(prefix="edgecls-stage-") as staging_name:
@@ -172,7 +173,8 @@ def remote_benchmark(
             cleanup = f"cd / && rm -rf -- {shlex.quote(remote_dir)}"
             script = (
                 f"trap {shlex.quote(cleanup)} EXIT HUP INT TERM; cd {shlex.quote(remote_dir)} && {unpack}"
-                f"TMPDIR={shlex.quote(remote_dir)} {shlex.join(python)} -m edgecls.runtime.bench {shlex.join(arguments)}"
+                f"TMPDIR={shlex.quote(remote_dir)} {shlex.join(python)} -m edgecls.runtime.measure "
+                f"{shlex.join(arguments)}"
             )
             completed = ssh.run(script, step="running the benchmark")
         finally:
@@ -182,7 +184,7 @@ def remote_benchmark(
         copies = ", ".join(f"{name} is {local}" for name, local in local_names.items())
         raise RemoteError(f"the benchmark failed on {ssh.destination} (exit status {completed.returncode}): {_tail(completed.stderr)} ({copies})")
     try:
-        run = BenchRun.from_dict(json.loads(completed.stdout))
+        run = MeasureRun.from_dict(json.loads(completed.stdout))
     except (ValueError, TypeError, KeyError) as exc:
         raise RemoteError(f"the benchmark on {ssh.destination} printed no valid JSON ({exc}); stderr: {_tail(completed.stderr)}") from exc
     results = [replace(result, model=local_names.get(result.model, result.model)) for result in run.results]

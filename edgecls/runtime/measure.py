@@ -1,17 +1,19 @@
-"""Latency, memory and accuracy of artifacts, measured with the runtime alone.
+"""Latency, memory and accuracy of artifacts, measured with the runtime alone: the timing loop.
 
 Runs on the device with numpy, OpenCV and one engine (psutil optional)::
 
-    python3 -m edgecls.runtime.bench model.tflite --target rpi5 --data eval/ --json
+    python3 -m edgecls.runtime.measure model.tflite --target rpi5 --data eval/ --json
 
 Each model is measured in a fresh process of its own (``isolate``), so its
 load time, cold start and peak resident memory are its own and not the sum of
 the models before it. Every number goes through ``Classifier``: latency is its
 engine's call on a ready input tensor (``Engine.invoke_raw``, what a raw
 interpreter loop costs), end-to-end is ``Classifier.predict`` on a 640x480 BGR
-frame, accuracy is ``Classifier.predict`` over an evaluation folder.
+frame, accuracy is ``Classifier.predict`` over an evaluation folder
+(``edgecls.runtime.scoring``). ``time_calls`` is the one timing loop: pruning's
+before/after latency goes through it too.
 
->>> run = run_benchmark(BenchConfig(models=("m.tflite",), target=get_target("rpi5")))  # doctest: +SKIP
+>>> run = measure_models(MeasureConfig(models=("m.tflite",), target=get_target("rpi5")))  # doctest: +SKIP
 >>> run.results[0].where  # doctest: +SKIP
 'x86_64 host with rpi5 settings'
 """
@@ -28,14 +30,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from edgecls.errors import DataError, EdgeclsError, ModelError
+from edgecls.errors import EdgeclsError, ModelError
 from edgecls.runtime.device import describe_where, machine_info, read_device_state
 from edgecls.runtime.model import Classifier
-from edgecls.runtime.preprocess import IMAGE_SUFFIXES, read_image
+from edgecls.runtime.scoring import artifact_precision, evaluate_folder
 from edgecls.runtime.targets import Target, get_target
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ TARGET_ENGINE_BY_SUFFIX = {".tflite": "litert", ".onnx": "onnxruntime"}  # as ta
 
 
 @dataclass(frozen=True)
-class BenchConfig:
+class MeasureConfig:
     models: tuple[str, ...]
     target: Target
     threads: int | None = None  # None: the target's threads
@@ -74,8 +76,8 @@ class LatencyStats:
 
 
 @dataclass(frozen=True)
-class ModelBench:
-    """What one model measured, and where (the context fields are filled by ``run_benchmark``)."""
+class MeasureResult:
+    """What one model measured, and where (the context fields are filled by ``measure_models``)."""
 
     model: str
     engine: str
@@ -112,7 +114,7 @@ class ModelBench:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, document: dict[str, Any]) -> "ModelBench":
+    def from_dict(cls, document: dict[str, Any]) -> "MeasureResult":
         values = _known_fields(cls, document)
         values["latency_ms"] = LatencyStats(**values["latency_ms"])
         values["e2e_latency_ms"] = LatencyStats(**values["e2e_latency_ms"])
@@ -120,15 +122,15 @@ class ModelBench:
 
 
 @dataclass(frozen=True)
-class BenchRun:
-    """One benchmark session on one machine."""
+class MeasureRun:
+    """One measuring session on one machine: its settings and every model's result."""
 
     target: str
     where: str
     on_target: bool
     machine: dict[str, Any]
     settings: dict[str, Any]
-    results: list[ModelBench]
+    results: list[MeasureResult]
     device_state: dict[str, Any] = field(default_factory=dict)  # read before the first model
     remote: str | None = None
 
@@ -136,9 +138,9 @@ class BenchRun:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, document: dict[str, Any]) -> "BenchRun":
+    def from_dict(cls, document: dict[str, Any]) -> "MeasureRun":
         values = _known_fields(cls, document)
-        values["results"] = [ModelBench.from_dict(result) for result in values["results"]]
+        values["results"] = [MeasureResult.from_dict(result) for result in values["results"]]
         return cls(**values)
 
 
@@ -148,7 +150,7 @@ def _known_fields(cls: type, document: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in document.items() if key in names}
 
 
-def run_benchmark(config: BenchConfig) -> BenchRun:
+def measure_models(config: MeasureConfig) -> MeasureRun:
     """Measure every model of ``config`` on this machine, with the target's settings."""
     if config.runs < 1 or config.warmup < 0:
         raise EdgeclsError(f"--runs must be >= 1 and --warmup >= 0, got {config.runs} and {config.warmup}")
@@ -180,10 +182,12 @@ def run_benchmark(config: BenchConfig) -> BenchRun:
             )
         )
     settings = {"runs": config.runs, "warmup": config.warmup, "threads": threads, "providers": list(target.providers), "data": config.data, "isolated": config.isolate}
-    return BenchRun(target.name, where, on_target, machine.to_dict(), settings, results, state_before)
+    return MeasureRun(target.name, where, on_target, machine.to_dict(), settings, results, state_before)
 
 
-def measure_model(path: str | Path, *, threads: int, providers: tuple[str, ...] = (), runs: int = 200, warmup: int = 20, data: str | None = None) -> ModelBench:
+def measure_model(
+    path: str | Path, *, threads: int, providers: tuple[str, ...] = (), runs: int = 200, warmup: int = 20, data: str | None = None
+) -> MeasureResult:
     """Time and score one model in this process."""
     path = Path(path)
     baseline_rss = _current_rss_mb()
@@ -192,22 +196,21 @@ def measure_model(path: str | Path, *, threads: int, providers: tuple[str, ...] 
     classifier = Classifier(path, threads=threads, providers=tuple(providers))
     load_ms = (time.perf_counter() - started) * 1e3
     engine = classifier.engine
-    height, width = classifier.info.input_size
-    tensor = classifier.to_input(rng.integers(0, 256, (1, height, width, classifier.info.channels), dtype=np.uint8))
+    tensor = random_input(classifier, rng)
 
     started = time.perf_counter()
     engine.invoke_raw(tensor)
     cold_start_ms = (time.perf_counter() - started) * 1e3
-    samples_ms = _timed(lambda: engine.invoke_raw(tensor), runs=runs, warmup=warmup)
+    samples_ms = time_calls(lambda: engine.invoke_raw(tensor), runs=runs, warmup=warmup)
     frame = rng.integers(0, 256, FRAME_SHAPE, dtype=np.uint8)
-    e2e = LatencyStats.of(_timed(lambda: classifier.predict(frame), runs=runs, warmup=warmup))
+    e2e = LatencyStats.of(time_calls(lambda: classifier.predict(frame), runs=runs, warmup=warmup))
 
     top1, n_eval, skipped = evaluate_folder(classifier, data) if data else (None, 0, 0)
     latency = LatencyStats.of(samples_ms)
     notes = []
     if providers and engine.name == "onnxruntime" and engine.provider != providers[0]:
         notes.append(f"asked for {providers[0]}, ONNX Runtime used {engine.provider}")
-    return ModelBench(
+    return MeasureResult(
         model=str(path),
         engine=engine.name,
         engine_version=engine.version,
@@ -234,8 +237,14 @@ def measure_model(path: str | Path, *, threads: int, providers: tuple[str, ...] 
     )
 
 
-def _timed(call, *, runs: int, warmup: int) -> list[float]:
-    """Milliseconds of each of ``runs`` calls, after ``warmup`` untimed ones."""
+def random_input(classifier: Classifier, rng: np.random.Generator) -> np.ndarray:
+    """A ready batch-1 input tensor for ``classifier``'s engine, from random uint8 pixels."""
+    height, width = classifier.info.input_size
+    return classifier.to_input(rng.integers(0, 256, (1, height, width, classifier.info.channels), dtype=np.uint8))
+
+
+def time_calls(call: Callable[[], object], *, runs: int, warmup: int = 0) -> list[float]:
+    """Milliseconds of each of ``runs`` calls, after ``warmup`` untimed ones: the one timing loop."""
     for _ in range(warmup):
         call()
     samples = []
@@ -247,52 +256,6 @@ def _timed(call, *, runs: int, warmup: int) -> list[float]:
     return samples
 
 
-def evaluate_folder(classifier: Classifier, folder: str | Path) -> tuple[float, int, int]:
-    """Top-1 of ``Classifier.predict`` over ``folder/<label>/*`` images: (top1, images, skipped)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"{folder}: no such evaluation folder")
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    unknown = [name for name in classes if name not in classifier.labels]
-    if not classes or unknown:
-        raise DataError(
-            f"{folder}: class folders must be named after the model's labels ({', '.join(classifier.labels[:12])}…); "
-            f"{'found none' if not classes else 'not labels: ' + ', '.join(unknown[:5])}"
-        )
-    correct = seen = skipped = 0
-    for name in classes:
-        for image_path in sorted(p for p in (folder / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
-            image = read_image(image_path)
-            if image is None:
-                skipped += 1
-                continue
-            label, _score = classifier.predict(image, top_k=1)[0]
-            correct += label == name
-            seen += 1
-    if seen == 0:
-        raise DataError(f"{folder}: no decodable images ({', '.join(IMAGE_SUFFIXES)}) in the class folders")
-    return correct / seen, seen, skipped
-
-
-def artifact_precision(classifier: Classifier) -> str:
-    """int8 / fp16 / fp32, from the artifact's provenance or its tensors."""
-    recorded = classifier.info.provenance.get("precision")
-    if isinstance(recorded, str) and recorded:
-        return recorded.lower()
-    spec = classifier.engine.input
-    if spec.quantized:
-        return "int8"
-    if spec.dtype == np.float16:
-        return "fp16"
-    interpreter = getattr(classifier.engine, "_interpreter", None)
-    if interpreter is None:
-        return "unknown"  # an ONNX graph with float inputs may still hold QDQ int8 inside
-    dtypes = {np.dtype(detail["dtype"]) for detail in interpreter.get_tensor_details()}
-    if np.dtype(np.int8) in dtypes:
-        return "int8"
-    return "fp16" if np.dtype(np.float16) in dtypes else "fp32"
-
-
 def _oversubscription_note(threads: int, cpu_count: int) -> list[str]:
     """More engine threads than cores (a 4-thread Pi profile on a 2-core host) time the OS scheduler, not the model."""
     if threads <= cpu_count:
@@ -300,7 +263,7 @@ def _oversubscription_note(threads: int, cpu_count: int) -> list[str]:
     return [f"{threads} threads on {cpu_count} cores: oversubscribed, latency is not what {threads} cores give"]
 
 
-def _fit_notes(measured: ModelBench, target: Target) -> list[str]:
+def _fit_notes(measured: MeasureResult, target: Target) -> list[str]:
     notes = []
     engine = TARGET_ENGINE_BY_SUFFIX.get(Path(measured.model).suffix.lower(), measured.engine)
     if engine not in target.engines:
@@ -310,8 +273,11 @@ def _fit_notes(measured: ModelBench, target: Target) -> list[str]:
     return notes
 
 
-def _measure_in_subprocess(model: str, *, threads: int, providers: tuple[str, ...], runs: int, warmup: int, data: str | None) -> ModelBench:
-    command = [sys.executable, "-m", "edgecls.runtime.bench", "--worker", str(model), "--threads", str(threads), "--runs", str(runs), "--warmup", str(warmup)]
+def _measure_in_subprocess(
+    model: str, *, threads: int, providers: tuple[str, ...], runs: int, warmup: int, data: str | None
+) -> MeasureResult:
+    command = [sys.executable, "-m", "edgecls.runtime.measure", "--worker", str(model)]
+    command += ["--threads", str(threads), "--runs", str(runs), "--warmup", str(warmup)]
     if providers:
         command += ["--providers", ",".join(providers)]
     if data:
@@ -322,7 +288,7 @@ def _measure_in_subprocess(model: str, *, threads: int, providers: tuple[str, ..
         errors = [line for line in lines if line.startswith("error: ")]
         detail = (errors or lines or [f"exit status {completed.returncode}"])[-1]
         raise ModelError(f"{model}: benchmark failed: {detail.removeprefix('error: ')}")
-    return ModelBench.from_dict(json.loads(completed.stdout))
+    return MeasureResult.from_dict(json.loads(completed.stdout))
 
 
 def _current_rss_mb() -> float:
@@ -365,7 +331,9 @@ def _peak_rss_mb() -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m edgecls.runtime.bench", description="Benchmark .tflite/.onnx models with the edgecls runtime.")
+    parser = argparse.ArgumentParser(
+        prog="python -m edgecls.runtime.measure", description="Measure .tflite/.onnx models with the edgecls runtime."
+    )
     parser.add_argument("models", nargs="+", help="model files")
     parser.add_argument("--target", default="host", help="target name or target file (.toml/.json) whose settings to use")
     parser.add_argument("--threads", type=int, default=None, help="threads (default: the target's)")
@@ -388,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             measured = measure_model(arguments.models[0], threads=arguments.threads, providers=providers, runs=arguments.runs, warmup=arguments.warmup, data=arguments.data)
             print(json.dumps(measured.to_dict()))
             return 0
-        config = BenchConfig(
+        config = MeasureConfig(
             models=tuple(arguments.models),
             target=get_target(arguments.target),
             threads=arguments.threads,
@@ -397,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             data=arguments.data,
             isolate=not arguments.in_process,
         )
-        run = run_benchmark(config)
+        run = measure_models(config)
     except EdgeclsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

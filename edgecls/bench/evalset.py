@@ -1,15 +1,11 @@
-"""``edgecls bench``: measure artifacts here or on the device, compare them, write reports.
+"""The evaluation set of ``edgecls bench --data``: a folder of ``<label>/`` images for the runtime to score.
 
-The measuring itself is ``edgecls.runtime.bench`` — the same code, here or on
-the device over SSH (``edgecls.runtime.remote``). This module is the
-workstation side: it resolves the target, prepares the evaluation set (the
-model's own held-out split, as ``edgecls evaluate`` scores it: for ``digits``
-written as PNG files so a device without scikit-learn can read it, for a folder
-its original files) and writes the comparison reports.
+The model's own held-out split, as ``edgecls evaluate`` scores it: for
+``digits`` written as PNG files so a device without scikit-learn can read it,
+for a folder its original files. Workstation side; the runtime scores the
+folder with ``edgecls.runtime.scoring.evaluate_folder``.
 
->>> report = bench(BenchConfig(models=("m_int8.tflite", "m_fp32.onnx"), target="rpi5", data="digits"))  # doctest: +SKIP
->>> report.run.results[0].where  # doctest: +SKIP
-'x86_64 host with rpi5 settings'
+>>> eval_dir = prepare_eval_set("digits", ("m.tflite",), Path("/tmp/scratch"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -17,76 +13,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
-import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgecls.errors import ConfigError, DataError
-from edgecls.runtime.bench import BenchConfig as RuntimeBenchConfig
-from edgecls.runtime.bench import BenchRun, run_benchmark
+from edgecls.errors import DataError
 from edgecls.runtime.metadata import ModelInfo, read_model_info
 from edgecls.runtime.preprocess import IMAGE_SUFFIXES
-from edgecls.runtime.remote import RemoteConfig, remote_benchmark
-from edgecls.runtime.targets import get_target
 
 log = logging.getLogger(__name__)
 
 MAX_EVAL_IMAGES = 1000  # a "small evaluation set" for a folder: a seeded sample beyond this
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """Options of ``edgecls bench``; defaults are the CLI's defaults."""
-
-    models: tuple[str, ...]
-    target: str = "host"
-    data: str | None = None  # digits | a folder of <label>/ images | None (no accuracy)
-    runs: int = 200
-    warmup: int = 20
-    threads: int | None = None  # None: the target's
-    out: str | None = None  # None: runs/bench-<target>-<time>
-    remote: RemoteConfig | None = None
-
-
-@dataclass
-class BenchReport:
-    run: BenchRun
-    out_dir: str
-    json_path: str
-    markdown_path: str
-    plot_path: str | None
-
-    def to_dict(self) -> dict:
-        return {**self.run.to_dict(), "reports": {"json": self.json_path, "markdown": self.markdown_path, "plot": self.plot_path}}
-
-
-def bench(config: BenchConfig) -> BenchReport:
-    """Benchmark every model of ``config`` on the target (here, or over SSH) and write the reports."""
-    from edgecls.bench_report import write_reports
-
-    if not config.models:
-        raise ConfigError("give at least one .tflite or .onnx model to benchmark")
-    for model in config.models:
-        if not Path(model).is_file():
-            raise ConfigError(f"{model}: no such model file")
-        if Path(model).suffix.lower() not in (".tflite", ".onnx"):
-            raise ConfigError(f"{model}: bench runs .tflite and .onnx artifacts; export a .keras model first (edgecls export)")
-    target = get_target(config.target)
-    with tempfile.TemporaryDirectory(prefix="edgecls-eval-") as scratch:
-        eval_dir = prepare_eval_set(config.data, config.models, Path(scratch)) if config.data else None
-        if config.remote is not None:
-            run = remote_benchmark(config.remote, models=config.models, target=target, eval_dir=eval_dir, runs=config.runs, warmup=config.warmup, threads=config.threads)
-        else:
-            runtime_config = RuntimeBenchConfig(models=tuple(config.models), target=target, threads=config.threads, runs=config.runs, warmup=config.warmup, data=str(eval_dir) if eval_dir else None)
-            run = run_benchmark(runtime_config)
-    n_eval = max((result.n_eval for result in run.results), default=0)
-    run = dataclasses.replace(run, settings={**run.settings, "data": config.data, "n_eval": n_eval})
-    out = Path(config.out) if config.out else Path("runs") / f"bench-{target.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    paths = write_reports(run, out)
-    return BenchReport(run, str(out), str(paths["json"]), str(paths["markdown"]), str(paths["plot"]) if paths.get("plot") else None)
 
 
 def prepare_eval_set(data: str, models: tuple[str, ...], scratch: Path) -> Path:

@@ -1,6 +1,6 @@
-"""Benchmark of ``edgecls bench`` itself (issue 6): does it measure what a raw loop measures?
+"""Runtime overhead: does ``edgecls bench`` measure what a raw loop measures, and what does ``predict`` add? (issue 6)
 
-Writes ``benchmarks/results/bench.json`` with, for MobileNetV2 (alpha 1.0,
+Writes ``benchmarks/results/runtime_overhead.json`` with, for MobileNetV2 (alpha 1.0,
 96x96, INT8 TFLite, random weights: no downloads here) on this host:
 
 1. the bench's p50 against an independent raw LiteRT ``Interpreter.invoke()``
@@ -17,7 +17,7 @@ Writes ``benchmarks/results/bench.json`` with, for MobileNetV2 (alpha 1.0,
    (target: <= 2 MB), in a fresh runtime-only process.
 
 Every latency is a host number (x86 here), one thread, stated with its engine.
-Run: ``.venv/bin/python benchmarks/bench.py`` (or ``make bench``); ~3-5 minutes on 2 cores.
+Run: ``.venv/bin/python benchmarks/runtime_overhead.py`` (or ``make bench``); ~3-5 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the loopback sshd helper the remote tests use
 
-RESULTS = ROOT / "benchmarks" / "results" / "bench.json"
+RESULTS = ROOT / "benchmarks" / "results" / "runtime_overhead.json"
 THREADS = 1  # one core of two shared ones: the steadiest figure this host gives
 RUNS, WARMUP, ROUNDS = 300, 50, 5
 BLOCK = 5  # calls per block when loops alternate in one process
@@ -110,7 +110,7 @@ def compare_bench_with_raw_loop(model: Path) -> dict:
     half of one) and the mode changes every few seconds, so one long run of
     each would compare two different machines.
     """
-    from edgecls.runtime.bench import BenchConfig, run_benchmark
+    from edgecls.runtime.measure import MeasureConfig, measure_models
     from edgecls.runtime.targets import get_target
 
     raw: list[float] = []
@@ -118,7 +118,7 @@ def compare_bench_with_raw_loop(model: Path) -> dict:
     rounds = []
     for _ in range(PAIRED_ROUNDS):
         raw_round = raw_invoke_samples_ms(model, PAIRED_RUNS)
-        result = run_benchmark(BenchConfig(models=(str(model),), target=get_target("host"), threads=THREADS, runs=PAIRED_RUNS, warmup=WARMUP)).results[0]
+        result = measure_models(MeasureConfig(models=(str(model),), target=get_target("host"), threads=THREADS, runs=PAIRED_RUNS, warmup=WARMUP)).results[0]
         raw += raw_round
         measured += result.samples_ms
         rounds.append({"raw_p50_ms": statistics.median(raw_round), "bench_p50_ms": result.latency_ms.p50})
@@ -325,9 +325,9 @@ def _alternating_samples(calls: dict, *, block: int, per_call: int) -> dict[str,
 def remote_against_local(model: Path, scratch: Path) -> dict:
     from loopback_sshd import loopback_sshd, missing_reason
 
-    from edgecls.benchmark import prepare_eval_set
-    from edgecls.runtime.bench import BenchConfig, run_benchmark
-    from edgecls.runtime.remote import RemoteConfig, remote_benchmark
+    from edgecls.bench import prepare_eval_set
+    from edgecls.runtime.measure import MeasureConfig, measure_models
+    from edgecls.runtime.remote import RemoteConfig, measure_remote
     from edgecls.runtime.targets import get_target
 
     reason = missing_reason()
@@ -335,11 +335,11 @@ def remote_against_local(model: Path, scratch: Path) -> dict:
         return {"skipped": reason}
     eval_dir = prepare_eval_set("digits", (str(model),), scratch / "eval")
     target = get_target("rpi5")
-    local = run_benchmark(BenchConfig(models=(str(model),), target=target, runs=50, warmup=10, data=str(eval_dir)))
+    local = measure_models(MeasureConfig(models=(str(model),), target=target, runs=50, warmup=10, data=str(eval_dir)))
     with loopback_sshd(scratch / "sshd") as device:
         config = RemoteConfig(device.destination, ssh_key=str(device.user_key), known_hosts=str(device.known_hosts), remote_python=sys.executable)
         started = time.perf_counter()
-        remote = remote_benchmark(config, models=[model], target=target, eval_dir=eval_dir, runs=50, warmup=10)
+        remote = measure_remote(config, models=[model], target=target, eval_dir=eval_dir, runs=50, warmup=10)
         seconds = time.perf_counter() - started
         left = sorted(str(p.relative_to(device.device_tmp)) for p in device.device_tmp.rglob("*"))
     local_top1, remote_top1 = local.results[0].top1, remote.results[0].top1

@@ -1,4 +1,4 @@
-"""Benchmark reports: the comparison table (rich), Markdown, JSON, latency PNG.
+"""``edgecls bench`` reports: the comparison table (rich), Markdown, JSON, latency PNG.
 
 Workstation side only (rich, matplotlib); the runtime never imports this.
 Every report states where the numbers were measured and under which settings.
@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from edgecls.fileio import atomic_path, write_json, write_text
-from edgecls.runtime.bench import BenchRun, ModelBench
+from edgecls.runtime.measure import MeasureResult, MeasureRun
 
 COLUMNS = ("model", "precision", "engine", "size", "top-1", "p50 ms", "p99 ms", "fps", "e2e ms", "cold ms", "peak RSS MB", "flags")
 
 
-def conditions(run: BenchRun) -> str:
+def conditions(run: MeasureRun) -> str:
     """One line saying where and how: part of every table and plot."""
     settings = run.settings
     data = settings.get("data")
@@ -28,11 +28,11 @@ def conditions(run: BenchRun) -> str:
     )
 
 
-def table_rows(run: BenchRun) -> list[list[str]]:
+def table_rows(run: MeasureRun) -> list[list[str]]:
     return [_row(result) for result in run.results]
 
 
-def _row(result: ModelBench) -> list[str]:
+def _row(result: MeasureResult) -> list[str]:
     flags = (["THROTTLED"] if result.throttled else []) + result.notes
     return [
         Path(result.model).name,
@@ -54,7 +54,7 @@ def _size(size_bytes: int) -> str:
     return f"{size_bytes / 2**20:.2f} MB" if size_bytes >= 2**20 else f"{size_bytes / 2**10:.1f} KB"
 
 
-def render_table(run: BenchRun, console: Any) -> None:
+def render_table(run: MeasureRun, console: Any) -> None:
     """Print the comparison table with rich."""
     from rich.table import Table
     from rich.text import Text
@@ -67,7 +67,7 @@ def render_table(run: BenchRun, console: Any) -> None:
     console.print(table)
 
 
-def to_markdown(run: BenchRun) -> str:
+def to_markdown(run: MeasureRun) -> str:
     lines = [f"# edgecls bench --target {run.target}", "", conditions(run) + ".", ""]
     lines.append("| " + " | ".join(COLUMNS) + " |")
     lines.append("|" + "|".join("---" if c in ("model", "precision", "engine", "flags") else "---:" for c in COLUMNS) + "|")
@@ -94,7 +94,7 @@ def _state_text(state: dict[str, Any]) -> str:
     return ", ".join(str(part) for part in parts if part)
 
 
-def plot_latency(run: BenchRun, path: Path) -> Path | None:
+def plot_latency(run: MeasureRun, path: Path) -> Path | None:
     """Box plot of every model's latency samples; ``None`` when there are none."""
     results = [result for result in run.results if result.samples_ms]
     if not results:
@@ -123,7 +123,7 @@ def plot_latency(run: BenchRun, path: Path) -> Path | None:
     return path
 
 
-def write_reports(run: BenchRun, out: Path) -> dict[str, Path | None]:
+def write_reports(run: MeasureRun, out: Path) -> dict[str, Path | None]:
     """``bench.json``, ``bench.md`` and ``latency.png`` in ``out``."""
     out = Path(out)
     return {
