@@ -79,12 +79,13 @@ def prune_magnitude(model: Any, config: PruneConfig, *, result: PruneResult, dat
 
 
 def _finetune(model: Any, dataset: Any, config: PruneConfig, result: PruneResult, callbacks: Sequence[Any], *, label: str) -> None:
-    from edgecls.train import fit
+    from edgecls.train import FitOptions, fit
 
     if dataset is None:
         raise ConfigError("--finetune-epochs needs training data: pass --data digits|PATH")
-    history = fit(model, dataset, epochs=config.finetune_epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
-                  seed=config.seed, callbacks=callbacks)
+    options = FitOptions(epochs=config.finetune_epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
+                         seed=config.seed)
+    history = fit(model, dataset, options=options, callbacks=callbacks)
     accuracies = history.get("val_accuracy", [])
     result.finetune.setdefault("rounds", []).append({"round": label, "epochs": len(accuracies), "val_accuracy": accuracies})
     result.finetune.update({"data": dataset.name, "n_train": len(dataset.train), "n_val": len(dataset.val),
