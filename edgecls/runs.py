@@ -5,7 +5,8 @@
 interrupted run from that ``config.json`` when asked to (``--resume``), and
 refuse to start over an interrupted one when not.
 
->>> config = resolve_resume(config, Path("runs/cnn-digits"), backups=[Path("runs/cnn-digits/backup")], what="run")  # doctest: +SKIP
+>>> run = Path("runs/cnn-digits")
+>>> config = resolve_resume(config, run, backups=[run / "backup"], what="run")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def resolve_resume(config: Config, run_dir: Path, *, backups: Sequence[Path], wh
     interrupted = [path for path in backups if path.exists()]
     if not config.resume:
         if interrupted:
-            raise ConfigError(f"{run_dir}: holds an interrupted {what}; continue it with --resume, or choose another --out")
+            raise ConfigError(f"{run_dir}: holds an interrupted {what}; continue it with --resume, "
+                              "or choose another --out")
         return config
     saved = run_dir / "config.json"
     if not saved.exists():
@@ -50,7 +52,8 @@ def write_run_files(run_dir: Path, config: Any, dataset: Any, **extra: Any) -> N
     """``config.json`` (the options, ``extra``, the environment) and ``split.json`` (which images validate)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", {"options": dataclasses.asdict(config), **extra, "environment": environment()})
-    write_json(run_dir / "split.json", {**dataset.split, "val_sources": dataset.val.sources, "skipped_files": dataset.skipped})
+    split = {**dataset.split, "val_sources": dataset.val.sources, "skipped_files": dataset.skipped}
+    write_json(run_dir / "split.json", split)
 
 
 def describe_device() -> str:
