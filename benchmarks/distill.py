@@ -125,12 +125,10 @@ def digit_images() -> tuple[np.ndarray, np.ndarray]:
 
 def write_pngs(folder: Path, indices, images: np.ndarray, labels: np.ndarray) -> None:
     """``folder/<label>/<index>.png`` for each index."""
-    import cv2
+    from edgecls.data import write_class_folders
 
-    for index in indices:
-        path = folder / str(labels[index]) / f"{index:04d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(path), images[index])
+    indices = np.asarray(list(indices), dtype=np.int64)
+    write_class_folders(folder, images[indices], labels[indices], stems=[f"{index:04d}" for index in indices])
 
 
 def write_kd_folders(root: Path, *, draw: int) -> tuple[Path, Path, Path]:

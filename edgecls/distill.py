@@ -6,7 +6,8 @@ the Distiller sees logits sub-models that share the layers, so training it
 trains the full student), ``LogitsDistillation`` for the outputs and, for
 matched intermediate layers, ``FeatureDistillation``. Training goes through
 ``edgecls.train.fit`` like every stage: cosine schedule, best epoch kept,
-checkpoints and ``--resume``, TensorBoard, ``runs/NAME/``.
+checkpoints and ``--resume``, TensorBoard, ``runs/NAME/``. The Keras part, in
+memory, is ``edgecls.distillation``; this module is the stage around it.
 
 The loss per batch, with ``w = kd_weight`` and temperature ``T``::
 
@@ -23,24 +24,28 @@ student-alone and distilled figures compare the same images.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 
 from edgecls.errors import ConfigError, ModelError
+from edgecls.data import parse_augment
+from edgecls.distillation import DistillLoss, distill_model, distillation_losses, logits_model
 from edgecls.evaluate import top1_accuracy
-from edgecls.fileio import atomic_path, write_json
+from edgecls.fileio import write_json
+from edgecls.runs import describe_device, resolve_resume, write_run_files
 from edgecls.runtime.metadata import ModelInfo
-from edgecls.train import best_epoch, read_history
+from edgecls.train import FitOptions, best_epoch, read_history
 
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "distill.json"
+
+__all__ = ["DistillConfig", "DistillLoss", "DistillResult", "check_compatible", "distill", "distill_model",
+           "distillation_losses", "interrupted", "logits_model", "parse_feature_layers"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,14 @@ class DistillConfig:
             return Path(self.out)
         return Path("runs") / f"{Path(self.student).stem}-distilled"
 
+    def loss(self) -> DistillLoss:
+        return DistillLoss(self.temperature, self.kd_weight, self.feature_layers)
+
+    def fit_options(self, data: str) -> FitOptions:
+        """``fit``'s options for both the distillation and the baseline; ``data`` names the set (augmentation)."""
+        return FitOptions(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate, seed=self.seed,
+                          augment=parse_augment(self.augment, data), patience=self.patience or None, resume=self.resume)
+
 
 @dataclass
 class DistillResult:
@@ -135,37 +148,29 @@ def distill(config: DistillConfig, *, callbacks: Sequence[Any] = ()) -> DistillR
     ``baseline/model.keras``. Nothing is written before the teacher, the
     student and the data have been checked against each other.
     """
-    from edgecls.data import parse_augment
     from edgecls.keras_io import save_keras_model
-    from edgecls.train import environment
 
     started = time.time()
     config.check()
     run_dir = config.run_dir()
-    config = _resolve_resume(config, run_dir)
+    config = resolve_resume(config, run_dir, backups=_backups(run_dir), what="distillation")
     teacher, teacher_info, student, dataset = _checked_inputs(config, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", {"options": asdict(config), "environment": environment()})
-    write_json(run_dir / "split.json", {**dataset.split, "val_sources": dataset.val.sources, "skipped_files": dataset.skipped})
-    fit_options = dict(
-        epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate, seed=config.seed,
-        augment=parse_augment(config.augment, config.data or teacher_info.provenance.get("dataset", "")),
-        patience=config.patience or None, callbacks=callbacks, resume=config.resume,
-    )
+    write_run_files(run_dir, config, dataset)
+    fit_options = config.fit_options(config.data or teacher_info.provenance.get("dataset", ""))
     model_path = run_dir / "model.keras"
     if config.resume and _phase_done(run_dir):
         log.info("%s: the distillation had finished before the interruption; keeping it", model_path)
         student, history = _load(model_path), read_history(run_dir)
     else:
-        history = distill_model(teacher, student, dataset, temperature=config.temperature, kd_weight=config.kd_weight,
-                                feature_layers=config.feature_layers, run_dir=run_dir, **fit_options)
+        history = distill_model(teacher, student, dataset, options=fit_options, loss=config.loss(), run_dir=run_dir,
+                                callbacks=callbacks)
     teacher_top1, student_top1 = top1_accuracy(teacher, dataset.val), top1_accuracy(student, dataset.val)
     info = _student_metadata(config, teacher_info, student_info(config, student, teacher_info), dataset, student_top1, teacher_top1, run_dir)
     save_keras_model(student, model_path, info)
 
     baseline = None
     if config.baseline:
-        baseline = _baseline(config, teacher_info, dataset, info, run_dir / "baseline", fit_options)
+        baseline = _baseline(config, teacher_info, dataset, info, run_dir / "baseline", fit_options, callbacks)
         log.info("top-1: teacher %.4f, student alone %.4f, distilled %.4f", teacher_top1, baseline["top1"], student_top1)
     result = _result(config, run_dir, teacher, student, dataset, history, baseline, teacher_top1, student_top1)
     result.seconds = round(time.time() - started, 2)
@@ -190,7 +195,8 @@ def _checked_inputs(config: DistillConfig, run_dir: Path) -> tuple[Any, ModelInf
     return teacher, teacher_info, student, dataset
 
 
-def _baseline(config: DistillConfig, teacher_info: ModelInfo, dataset: Any, info: ModelInfo, run_dir: Path, fit_options: dict[str, Any]) -> dict[str, Any]:
+def _baseline(config: DistillConfig, teacher_info: ModelInfo, dataset: Any, info: ModelInfo, run_dir: Path,
+              fit_options: FitOptions, callbacks: Sequence[Any]) -> dict[str, Any]:
     """The same student (same initial weights), data, epochs, schedule and seed, on the labels alone."""
     from edgecls.keras_io import save_keras_model
     from edgecls.train import fit
@@ -199,7 +205,7 @@ def _baseline(config: DistillConfig, teacher_info: ModelInfo, dataset: Any, info
     if config.resume and _phase_done(run_dir):
         model, history = _load(run_dir / "model.keras"), read_history(run_dir)
     else:
-        history = fit(model, dataset, run_dir=run_dir, **fit_options)
+        history = fit(model, dataset, options=fit_options, run_dir=run_dir, callbacks=callbacks)
     top1 = top1_accuracy(model, dataset.val)
     baseline_info = info.with_provenance(distilled=None, baseline_of=str(run_dir.parent / "model.keras"), val_accuracy=round(top1, 6), run=str(run_dir))
     path = save_keras_model(model, run_dir / "model.keras", baseline_info)
@@ -211,7 +217,7 @@ def _result(config: DistillConfig, run_dir: Path, teacher: Any, student: Any, da
     import keras
 
     from edgecls.modelstats import count_params_and_macs
-    from edgecls.train import describe_device
+    from edgecls.plots import plot_distill_curves
 
     baseline_history = baseline["history"] if baseline else None
     curves = plot_distill_curves(history, baseline_history, teacher_top1, run_dir / "curves.png")
@@ -250,88 +256,6 @@ def parse_feature_layers(text: str) -> tuple[tuple[str, str], ...]:
             raise ConfigError(f"--feature-layers: {part!r} is not TEACHER_LAYER:STUDENT_LAYER (e.g. conv3:conv3)")
         pairs.append((teacher_layer.strip(), student_layer.strip()))
     return tuple(pairs)
-
-
-def distill_model(
-    teacher: Any,
-    student: Any,
-    dataset: Any,
-    *,
-    temperature: float = 4.0,
-    kd_weight: float = 0.9,
-    feature_layers: Sequence[tuple[str, str]] = (),
-    epochs: int,
-    batch_size: int = 64,
-    learning_rate: float = 1e-3,
-    seed: int = 0,
-    run_dir: str | Path | None = None,
-    augment: Sequence[str] = (),
-    patience: int | None = None,
-    callbacks: Sequence[Any] = (),
-    resume: bool = False,
-) -> dict[str, list[float]]:
-    """Train ``student`` (in place) against the frozen ``teacher``; return the history.
-
-    Both are full edgecls models (softmax output); the ``Distiller`` works on
-    their logits. The teacher runs in inference mode (``training=False``:
-    BatchNorm statistics stay) and is not trainable, so it is never updated.
-    """
-    import keras
-
-    from edgecls.train import fit, make_optimizer
-
-    losses = distillation_losses(temperature, feature_layers)
-    distiller = keras.distillation.Distiller(
-        teacher=logits_model(teacher, "teacher"), student=logits_model(student, "student"),
-        distillation_losses=losses, distillation_loss_weights=[1.0] * len(losses), student_loss_weight=1.0 - kd_weight,
-    )
-    # BackupAndRestore (resume) needs a built model; a subclassed Distiller is built by a first call.
-    distiller(np.zeros((1, *student.input_shape[1:]), dtype=np.float32), training=False)
-    steps_per_epoch = int(np.ceil(len(dataset.train) / batch_size))
-    distiller.compile(
-        optimizer=make_optimizer(learning_rate, steps_per_epoch * epochs),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
-    return fit(distiller, dataset, epochs=epochs, batch_size=batch_size, seed=seed, run_dir=run_dir, augment=augment,
-               callbacks=callbacks, patience=patience, compile=False, resume=resume)
-
-
-def distillation_losses(temperature: float, feature_layers: Sequence[tuple[str, str]] = ()) -> list[Any]:
-    """``LogitsDistillation`` (T²-scaled KL of the softened outputs), then one ``FeatureDistillation`` (MSE) per layer pair."""
-    import keras
-
-    # A KLDivergence *instance*, not the default string "kl_divergence": in
-    # Keras 3.15.1 LogitsDistillation applies the softmax and the T² factor only
-    # when its loss is a KLDivergence instance; the string resolves to a plain
-    # function, and the KL would be taken of raw logits (a test pins this).
-    losses: list[Any] = [keras.distillation.LogitsDistillation(temperature=temperature, loss=keras.losses.KLDivergence())]
-    losses += [keras.distillation.FeatureDistillation(loss="mse", teacher_layer_name=t, student_layer_name=s) for t, s in feature_layers]
-    return losses
-
-
-def logits_model(model: Any, role: str = "model") -> Any:
-    """A model from ``model``'s input to its logits, sharing its layers and weights.
-
-    The logits are the ``logits`` layer's output (edgecls models), else the
-    input of a final softmax activation. Cast to float32 so a mixed-precision
-    teacher and a float32 student compare.
-    """
-    import keras
-
-    from edgecls.models import LOGITS_LAYER
-
-    try:
-        logits = model.get_layer(LOGITS_LAYER).output
-    except ValueError:
-        last = model.layers[-1]
-        if not (isinstance(last, keras.layers.Activation) and getattr(last.activation, "__name__", "") == "softmax"):
-            raise ModelError(f"the {role} ({model.name}) has no layer named {LOGITS_LAYER!r} and does not end in a softmax activation; "
-                             "distillation needs the logits: build it with edgecls (every registry model ends in Dense 'logits' → softmax 'probs')") from None
-        logits = last.input
-    if logits.dtype != "float32":
-        logits = keras.layers.Activation("linear", dtype="float32", name=f"{role}_logits_float32")(logits)
-    return keras.Model(model.inputs, logits, name=f"{model.name}_logits")
 
 
 def check_compatible(teacher: Any, student: Any, teacher_info: ModelInfo, student_info: ModelInfo, *, feature_layers: Sequence[tuple[str, str]] = ()) -> None:
@@ -420,57 +344,6 @@ def _backups(run_dir: Path) -> list[Path]:
     return [path for path in (run_dir / "backup", run_dir / "baseline" / "backup") if path.exists()]
 
 
-def _resolve_resume(config: DistillConfig, run_dir: Path) -> DistillConfig:
-    """With ``resume``: the interrupted run's own options. Without: refuse to mix with an interrupted run."""
-    backups = _backups(run_dir)
-    if not config.resume:
-        if backups:
-            raise ConfigError(f"{run_dir}: holds an interrupted distillation; continue it with --resume, or choose another --out")
-        return config
-    saved = run_dir / "config.json"
-    if not saved.exists() or not backups:
-        raise ConfigError(f"{run_dir}: nothing to resume (no interrupted distillation there); start it again without --resume")
-    options = json.loads(saved.read_text())["options"]
-    options["resume"] = True
-    return DistillConfig(**options)
-
-
 def _phase_done(run_dir: Path) -> bool:
     """A phase finished when its model was saved and its backup removed (``BackupAndRestore`` deletes it at the end)."""
     return (run_dir / "model.keras").exists() and not (run_dir / "backup").exists()
-
-
-def plot_distill_curves(history: dict[str, list[float]], baseline: dict[str, list[float]] | None, teacher_top1: float, path: Path) -> Path:
-    """Losses of the distillation (total, label, distillation terms) and of the baseline; val top-1 of both against the teacher's."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    figure, (losses, accuracy) = plt.subplots(1, 2, figsize=(11, 4))
-    for key, label, style in (("loss", "distilled: total (train)", "-"), ("val_loss", "distilled: total (val)", "--"),
-                              ("student_loss", "distilled: label CE term", ":"), ("distillation_loss", "distilled: distillation term", "-.")):
-        values = history.get(key)
-        if values:
-            losses.plot(range(1, len(values) + 1), values, style, color="C0" if key in ("loss", "val_loss") else None, label=label)
-    for key, label, style in (("loss", "alone: CE (train)", "-"), ("val_loss", "alone: CE (val)", "--")):
-        values = (baseline or {}).get(key)
-        if values:
-            losses.plot(range(1, len(values) + 1), values, style, color="C3", label=label)
-    losses.set_title("loss")
-    for source, label, color in ((history, "distilled student", "C0"), (baseline or {}, "student alone", "C3")):
-        values = source.get("val_accuracy")
-        if values:
-            accuracy.plot(range(1, len(values) + 1), values, color=color, label=label)
-    accuracy.axhline(teacher_top1, color="k", linestyle=":", label=f"teacher {teacher_top1:.2%}")
-    accuracy.set_title("val top-1")
-    for axis in (losses, accuracy):
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.set_xlabel("epoch")
-        axis.legend(fontsize=8)
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=80)
-    plt.close(figure)
-    return path

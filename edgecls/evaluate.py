@@ -15,7 +15,7 @@ import numpy as np
 
 from edgecls.data import Dataset, ImageSet, load_dataset
 from edgecls.errors import DataError, ModelError
-from edgecls.fileio import atomic_path, write_json
+from edgecls.fileio import write_json
 from edgecls.runtime.metadata import ModelInfo, read_model_info
 
 log = logging.getLogger(__name__)
@@ -154,11 +154,9 @@ def score_result(scores: np.ndarray, labels: np.ndarray, names: tuple[str, ...])
 
 
 def plot_confusion(confusion: np.ndarray, labels: tuple[str, ...], path: Path, *, title: str) -> Path:
-    import matplotlib
+    from edgecls.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     size = max(4.0, 0.45 * len(labels) + 2)
     figure, axis = plt.subplots(figsize=(size, size))
     axis.imshow(confusion, cmap="Blues")
@@ -172,8 +170,4 @@ def plot_confusion(confusion: np.ndarray, labels: tuple[str, ...], path: Path, *
     axis.set_ylabel("true")
     axis.set_title(title)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=80)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)

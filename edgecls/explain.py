@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from edgecls.errors import ConfigError, DataError
-from edgecls.fileio import atomic_path, write_json
+from edgecls.data import write_image
+from edgecls.fileio import write_json
 from edgecls.models import LOGITS_LAYER
 from edgecls.runtime.preprocess import read_image, to_model_pixels
 
@@ -125,9 +126,7 @@ def explain(model_path: str | Path, images: list[str | Path], *, layer: str | No
             raise DataError(f"{image_path}: not a decodable image")
         heat, chosen, probability = grad_cam(model, to_model_pixels(image, info.input_size, info.channel_order), layer=layer, class_index=class_index)
         target = out / _unique_name(f"{Path(image_path).stem}_gradcam", names)  # a/img.jpg and b/img.jpg: two overlays
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(target) as tmp:
-            cv2.imwrite(str(tmp), overlay(image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), heat))
+        write_image(target, overlay(image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), heat))
         result.explanations.append(Explanation(str(image_path), info.labels[chosen], probability, str(target)))
     write_json(out / "explain.json", result)
     return result

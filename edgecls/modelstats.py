@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from edgecls.keras_graph import graph_nodes, is_nested_model
+
 
 def count_params_and_macs(model: Any) -> tuple[int, int]:
     """``(parameters, MACs per image)`` of a built Keras model.
@@ -30,9 +32,10 @@ def count_params_and_macs(model: Any) -> tuple[int, int]:
 def model_macs(model: Any) -> int:
     """MACs per image of every call in ``model``'s graph."""
     total = 0
-    for node in _graph_nodes(model):
+    not_a_graph = TypeError("count_params_and_macs needs a built functional or Sequential Keras model")
+    for node in graph_nodes(model, not_a_graph=not_a_graph):
         operation = node.operation
-        if hasattr(operation, "_nodes_by_depth"):  # a nested model
+        if is_nested_model(operation):
             total += model_macs(operation)
             continue
         counter = _COUNTERS.get(type(operation).__name__)
@@ -40,16 +43,6 @@ def model_macs(model: Any) -> int:
         if counter is not None and inputs and node.outputs:
             total += counter(operation, inputs[0].shape, node.outputs[0].shape)
     return int(total)
-
-
-def _graph_nodes(model: Any):
-    if not hasattr(model, "_nodes_by_depth"):
-        # a Sequential model runs its layers through an inner functional graph
-        model = getattr(model, "_functional", None)
-        if model is None:
-            raise TypeError("count_params_and_macs needs a built functional or Sequential Keras model")
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        yield from model._nodes_by_depth[depth]
 
 
 def _spatial(shape) -> int:

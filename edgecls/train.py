@@ -10,9 +10,7 @@ and ``tf.distribute.MirroredStrategy`` over all visible GPUs.
 from __future__ import annotations
 
 import csv
-import json
 import logging
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +21,11 @@ import numpy as np
 from edgecls.data import Dataset, load_dataset, parse_augment, to_tf_dataset
 from edgecls.errors import ConfigError
 from edgecls.fileio import atomic_path, write_json
+from edgecls.runs import describe_device, environment, resolve_resume, version, write_run_files
 from edgecls.runtime.metadata import ModelInfo
+
+__all__ = ["FitOptions", "TrainConfig", "TrainResult", "best_epoch", "describe_device", "environment", "fit",
+           "make_optimizer", "read_history", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,23 @@ class TrainConfig:
         data_name = Path(self.data).name if self.data != "digits" else "digits"
         return Path("runs") / f"{self.model}-{data_name}"
 
+    def fit_options(self) -> "FitOptions":
+        return FitOptions(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate, seed=self.seed,
+                          augment=parse_augment(self.augment, self.data), patience=self.patience, resume=self.resume)
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How ``fit`` trains, whichever stage calls it (train, prune fine-tuning, distillation)."""
+
+    epochs: int
+    batch_size: int = 64
+    learning_rate: float = 1e-3  # the start of the cosine decay
+    seed: int = 0
+    augment: tuple[str, ...] = ()  # flip, rotate, zoom
+    patience: int | None = None  # early stopping on val accuracy after this many epochs; None or 0: off
+    resume: bool = False  # continue from run_dir/backup
+
 
 @dataclass
 class TrainResult:
@@ -109,45 +128,34 @@ def distribution_strategy():
     return tf.distribute.get_strategy()
 
 
-def describe_device() -> str:
-    import tensorflow as tf
-
-    gpus = tf.config.list_logical_devices("GPU")
-    return f"{len(gpus)} GPU(s)" if gpus else f"CPU ({platform.machine()})"
-
-
 def fit(
     model,
     dataset: Dataset,
+    options: FitOptions,
     *,
-    epochs: int,
-    batch_size: int = 64,
-    learning_rate: float = 1e-3,
-    seed: int = 0,
     run_dir: str | Path | None = None,
-    augment: Sequence[str] = (),
     class_weights: dict[int, float] | None = None,
     callbacks: Sequence[Any] = (),
-    patience: int | None = None,
     compile: bool = True,
-    resume: bool = False,
 ) -> dict[str, list[float]]:
     """Train ``model`` on ``dataset.train``, validating on ``dataset.val``; returns the history.
 
     The best epoch's weights (by validation accuracy) are in ``model`` on return.
-    With ``run_dir``: a ``backup/`` for ``resume`` after an interruption,
+    With ``run_dir``: a ``backup/`` for ``options.resume`` after an interruption,
     ``history.csv`` and TensorBoard logs in ``tb/``. With ``compile=False`` the
     caller has compiled ``model`` already (a ``keras.distillation.Distiller``).
+
+    >>> history = fit(model, dataset, FitOptions(epochs=3), run_dir="runs/a")  # doctest: +SKIP
     """
     import keras
 
+    epochs, batch_size, seed, resume = options.epochs, options.batch_size, options.seed, options.resume
     keras.utils.set_random_seed(seed)
-    train_data = to_tf_dataset(dataset.train, batch_size=batch_size, training=True, seed=seed, augment=tuple(augment))
+    train_data = to_tf_dataset(dataset.train, batch_size=batch_size, training=True, seed=seed, augment=tuple(options.augment))
     val_data = to_tf_dataset(dataset.val, batch_size=batch_size, training=False)
-    steps_per_epoch = int(np.ceil(len(dataset.train) / batch_size))
     if compile:
         model.compile(
-            optimizer=make_optimizer(learning_rate, steps_per_epoch * epochs),
+            optimizer=make_optimizer(options.learning_rate, steps_per_epoch(dataset, batch_size) * epochs),
             loss=keras.losses.SparseCategoricalCrossentropy(),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
@@ -172,8 +180,8 @@ def fit(
             keras.callbacks.CSVLogger(str(history_csv), append=resume),
             keras.callbacks.TensorBoard(str(run_dir / "tb"), write_graph=False, profile_batch=0),
         ]
-    if patience:
-        all_callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, mode="max"))
+    if options.patience:
+        all_callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=options.patience, mode="max"))
     all_callbacks += list(callbacks)
     history = model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=all_callbacks, class_weight=class_weights, shuffle=False, verbose=0)
     if best.weights is not None:
@@ -184,6 +192,10 @@ def fit(
         # after a resume, the CSV holds every epoch of the run, the Keras history only this session's
         return read_history(run_dir)
     return {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+def steps_per_epoch(dataset: Dataset, batch_size: int) -> int:
+    return int(np.ceil(len(dataset.train) / batch_size))
 
 
 def _best_weights_callback(path: Path | None):
@@ -274,7 +286,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
 
     started = time.time()
     run_dir = config.run_dir()
-    config = _resolve_resume(config, run_dir)
+    config = resolve_resume(config, run_dir, backups=[run_dir / "backup"], what="run")
     from edgecls.models import build_model, get_entry
 
     entry = get_entry(config.model)
@@ -292,14 +304,9 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
             config.model, num_classes=dataset.num_classes, image_size=(size, size), channels=1 if channel_order == "GRAY" else 3,
             alpha=config.alpha, weights=Path(config.weights) if config.weights else None, freeze_base=config.freeze_base,
         )
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", {"options": asdict(config), "image_size": [size, size], "channel_order": channel_order, "environment": environment()})
-        write_json(run_dir / "split.json", {**dataset.split, "val_sources": dataset.val.sources, "skipped_files": dataset.skipped})
-        history = fit(
-            model, dataset, epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate, seed=config.seed,
-            run_dir=run_dir, augment=parse_augment(config.augment, config.data), class_weights=_class_weights(config.class_weights, dataset),
-            callbacks=callbacks, patience=config.patience, resume=config.resume,
-        )
+        write_run_files(run_dir, config, dataset, image_size=[size, size], channel_order=channel_order)
+        history = fit(model, dataset, options=config.fit_options(), run_dir=run_dir, callbacks=callbacks,
+                      class_weights=_class_weights(config.class_weights, dataset))
     return _finish(model, dataset, config, run_dir, history, channel_order, started)
 
 
@@ -314,7 +321,7 @@ def _finish(model, dataset: Dataset, config: TrainConfig, run_dir: Path, history
         provenance={
             "source_model": config.model, "dataset": dataset.name, "split": dataset.split, "val_accuracy": round(val_accuracy, 6),
             "n_train": len(dataset.train), "n_val": len(dataset.val), "run": str(run_dir), "precision": "fp32",
-            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "edgecls": _version(),
+            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "edgecls": version(),
         },
     )
     from edgecls.keras_io import save_keras_model
@@ -327,24 +334,10 @@ def _finish(model, dataset: Dataset, config: TrainConfig, run_dir: Path, history
     )
     write_json(run_dir / "history.json", history)
     write_json(run_dir / "metrics.json", result.to_dict())
+    from edgecls.plots import plot_curves
+
     plot_curves(history, run_dir / "curves.png")
     return result
-
-
-def _resolve_resume(config: TrainConfig, run_dir: Path) -> TrainConfig:
-    backup = run_dir / "backup"
-    if config.resume:
-        saved = run_dir / "config.json"
-        if not saved.exists():
-            raise ConfigError(f"{run_dir}: nothing to resume (no config.json); start the run without --resume")
-        if not backup.exists():
-            raise ConfigError(f"{run_dir}: nothing to resume: the run finished (or never completed an epoch); start it again without --resume")
-        options = json.loads(saved.read_text())["options"]
-        options["resume"] = True
-        return TrainConfig(**options)
-    if backup.exists():
-        raise ConfigError(f"{run_dir}: holds an interrupted run; continue it with --resume, or choose another --out")
-    return config
 
 
 def _class_weights(mode: str, dataset: Dataset) -> dict[int, float] | None:
@@ -365,43 +358,3 @@ def _enable_mixed_precision() -> None:
         log.warning("--mixed-precision: no GPU visible; float16 on a CPU is slower, training in float32 instead")
         return
     keras.mixed_precision.set_global_policy("mixed_float16")
-
-
-def environment() -> dict[str, str]:
-    """Versions and machine, recorded next to every run's outputs."""
-    import keras
-    import tensorflow as tf
-
-    return {
-        "edgecls": _version(), "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-        "numpy": np.__version__, "machine": platform.machine(), "system": platform.system(), "device": describe_device(),
-    }
-
-
-def _version() -> str:
-    from edgecls import __version__
-
-    return __version__
-
-
-def plot_curves(history: dict[str, list[float]], path: Path) -> Path:
-    """Loss and accuracy per epoch, training and validation, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for axis, metric in zip(axes, ("loss", "accuracy")):
-        for prefix, style in (("", "-"), ("val_", "--")):
-            values = history.get(prefix + metric)
-            if values:
-                axis.plot(range(1, len(values) + 1), values, style, label=(prefix or "train_") + metric)
-        axis.set_xlabel("epoch")
-        axis.set_title(metric)
-        axis.legend()
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=80)
-    plt.close(figure)
-    return path

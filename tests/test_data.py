@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import write_png
-from edgecls.data import load_dataset, stratified_val_indices
+from edgecls.data import load_dataset, load_images, stratified_val_indices, write_class_folders
 from edgecls.errors import DataError
 from edgecls.runtime.preprocess import decode_image, to_model_pixels
 
@@ -154,3 +154,19 @@ def test_a_val_folder_must_hold_images_of_train_classes(tmp_path, val_classes, m
         write_png(root / "val" / label / "0.png", np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(DataError, match=message):
         load_dataset(str(root), image_size=(8, 8))
+
+
+def test_class_folders_written_are_read_back_pixel_for_pixel(tmp_path):
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 255, (5, 8, 8, 1), dtype=np.uint8)
+    labels = np.array([0, 1, 1, 0, 1])
+    paths = write_class_folders(tmp_path / "set", images[..., 0], labels, class_names=("cat", "dog"),
+                                stems=[f"im{i}" for i in range(5)])
+    assert [p.relative_to(tmp_path / "set").as_posix() for p in paths] == ["cat/im0.png", "dog/im1.png", "dog/im2.png",
+                                                                           "cat/im3.png", "dog/im4.png"]
+    images_read, class_names, skipped = load_images(tmp_path / "set", image_size=(8, 8), channel_order="GRAY")
+    assert tuple(class_names) == ("cat", "dog") and skipped == []
+    read = {Path(source).name: pixels for source, pixels in zip(images_read.sources, images_read.images)}
+    for index, path in enumerate(paths):
+        np.testing.assert_array_equal(read[path.name], images[index])
+    assert not list((tmp_path / "set").rglob(".tmp-*"))  # written through a temporary name, renamed

@@ -52,8 +52,9 @@ def _tiny_dataset(image_size=16, classes=3, n_per_class=8):
 def test_teacher_is_frozen_and_never_updated_while_the_student_learns():
     import keras
 
-    from edgecls.distill import distill_model
+    from edgecls.distill import DistillLoss, distill_model
     from edgecls.models import build_model
+    from edgecls.train import FitOptions
 
     dataset = _tiny_dataset()
     keras.utils.set_random_seed(0)
@@ -61,7 +62,8 @@ def test_teacher_is_frozen_and_never_updated_while_the_student_learns():
     student = build_model("cnn", num_classes=3, image_size=(16, 16), channels=1)
     teacher_before = [w.copy() for w in teacher.get_weights()]  # kernels and BatchNorm moving statistics
     student_before = [w.copy() for w in student.get_weights()]
-    history = distill_model(teacher, student, dataset, epochs=2, batch_size=8, feature_layers=[("fc", "fc")])
+    history = distill_model(teacher, student, dataset, FitOptions(epochs=2, batch_size=8),
+                            loss=DistillLoss(feature_layers=(("fc", "fc"),)))
     assert len(teacher_before) == len(teacher.get_weights())
     for before, after in zip(teacher_before, teacher.get_weights()):
         np.testing.assert_array_equal(before, after)

@@ -33,24 +33,28 @@ def _prune_in_memory(model, ratio: float, *, criterion: str = "l1", exclude=(), 
     return graph, keep, plans, rebuild(model, graph, keep), mask_removed_channels(model, graph, keep)
 
 
-REGISTRY_CASES = [
-    ("cnn", dict(image_size=(32, 32), channels=1)),
-    ("mobilenetv2", dict(image_size=(32, 32), channels=3, alpha=0.35)),
-    ("mobilenetv3small", dict(image_size=(32, 32), channels=3, alpha=0.75)),
-    ("resnet50", dict(image_size=(32, 32), channels=3)),
-]
+# Registry models at their smallest input; widths chosen so a test step stays quick.
+MODEL_OPTIONS = {"cnn": dict(channels=1), "mobilenetv2": dict(alpha=0.35), "mobilenetv3small": dict(alpha=0.75)}
 
 
-@pytest.mark.parametrize("name,options", REGISTRY_CASES, ids=[case[0] for case in REGISTRY_CASES])
-def test_rebuilt_model_equals_masked_original(name, options):
+def _registry_models() -> list[str]:
+    from edgecls.models import list_models
+
+    return list_models()
+
+
+@pytest.mark.parametrize("name", _registry_models())
+def test_rebuilt_model_equals_masked_original(name):
     import keras
 
     from edgecls.modelstats import count_params_and_macs
-    from edgecls.models import build_model
+    from edgecls.models import build_model, get_entry
     from edgecls.prune.rebuild import max_abs_difference, rebuild
 
     keras.utils.set_random_seed(0)
-    model = build_model(name, num_classes=10, **options)
+    options = {"channels": 3, **MODEL_OPTIONS.get(name, {})}
+    size = max(32, get_entry(name).min_image_size)
+    model = build_model(name, num_classes=10, image_size=(size, size), **options)
     _randomise_batchnorm(model)
 
     graph, keep, plans, small, masked = _prune_in_memory(model, 0.5)
@@ -121,6 +125,87 @@ def test_residual_add_concatenate_and_depthwise_groups():
     np.testing.assert_array_equal(graph.indices(graph.layers["mix"].input_layout, keep), expected)
     assert small.get_layer("mix").kernel.shape[2] == len(keep["left"]) + len(keep["right"]) == 8 + 16
     assert small.get_layer("dw").kernel.shape[2] == small.get_layer("stem").filters == 16
+    assert max_abs_difference(masked, small) <= 1e-4
+
+
+def _handler_samples() -> dict[str, object]:
+    """A call of each handled layer class on ``x`` (and ``y``): two 16-channel 12x12 tensors from two convolutions."""
+    import keras
+    from keras import layers
+
+    return {
+        "Activation": lambda x, y: layers.Activation("relu")(x),
+        "ActivityRegularization": lambda x, y: layers.ActivityRegularization(l1=0.01)(x),
+        "Add": lambda x, y: layers.Add()([x, y]),
+        "AlphaDropout": lambda x, y: layers.AlphaDropout(0.1)(x),
+        "Average": lambda x, y: layers.Average()([x, y]),
+        "AveragePooling2D": lambda x, y: layers.AveragePooling2D(2)(x),
+        "BatchNormalization": lambda x, y: layers.BatchNormalization()(x),
+        "Concatenate": lambda x, y: layers.Concatenate()([x, y]),
+        "Conv2D": lambda x, y: layers.Conv2D(8, 3, padding="same")(x),
+        "Cropping2D": lambda x, y: layers.Cropping2D(1)(x),
+        "Dense": lambda x, y: layers.Dense(8)(x),
+        "DepthwiseConv2D": lambda x, y: layers.DepthwiseConv2D(3, padding="same")(x),
+        "Dropout": lambda x, y: layers.Dropout(0.1)(x),
+        "ELU": lambda x, y: layers.ELU()(x),
+        "Flatten": lambda x, y: layers.Flatten()(x),
+        "GaussianDropout": lambda x, y: layers.GaussianDropout(0.1)(x),
+        "GaussianNoise": lambda x, y: layers.GaussianNoise(0.1)(x),
+        "GlobalAveragePooling2D": lambda x, y: layers.GlobalAveragePooling2D()(x),
+        "GlobalMaxPooling2D": lambda x, y: layers.GlobalMaxPooling2D()(x),
+        "Identity": lambda x, y: layers.Identity()(x),
+        "InputLayer": lambda x, y: x,  # every functional model starts with one
+        "LeakyReLU": lambda x, y: layers.LeakyReLU(0.1)(x),
+        "MaxPooling2D": lambda x, y: layers.MaxPooling2D(2)(x),
+        "Maximum": lambda x, y: layers.Maximum()([x, y]),
+        "Minimum": lambda x, y: layers.Minimum()([x, y]),
+        "Multiply": lambda x, y: layers.Multiply()([x, y]),
+        "ReLU": lambda x, y: layers.ReLU()(x),
+        "Rescaling": lambda x, y: layers.Rescaling(0.5, offset=1.0)(x),
+        "SpatialDropout2D": lambda x, y: layers.SpatialDropout2D(0.1)(x),
+        "Subtract": lambda x, y: layers.Subtract()([x, y]),
+        "UpSampling2D": lambda x, y: layers.UpSampling2D(2)(x),
+        "ZeroPadding2D": lambda x, y: layers.ZeroPadding2D(1)(x),
+        "ops.Add": lambda x, y: x + y,
+        "ops.Divide": lambda x, y: keras.ops.divide(x, 4.0),
+        "ops.Maximum": lambda x, y: keras.ops.maximum(x, y),
+        "ops.Minimum": lambda x, y: keras.ops.minimum(x, y),
+        "ops.Multiply": lambda x, y: x * y,
+        "ops.Subtract": lambda x, y: x - y,
+        "ops.TrueDivide": lambda x, y: x / 4.0,
+    }
+
+
+def _handled_classes() -> list[str]:
+    from edgecls.prune.handlers import list_handlers
+
+    return list_handlers()
+
+
+@pytest.mark.parametrize("handled", _handled_classes())
+def test_every_handled_layer_class_prunes_to_its_masked_original(handled):
+    """Each class of the handler registry, between a prunable convolution and the head: traced, cut, equivalent."""
+    from keras import layers
+
+    from edgecls.keras_graph import graph_nodes, is_ops_class
+    from edgecls.prune.rebuild import max_abs_difference
+
+    sample = _handler_samples().get(handled)
+    if sample is None:
+        pytest.fail(f"the handler registry has {handled} and this test no sample call of it: add one to _handler_samples")
+
+    def build(inputs):
+        x = layers.Conv2D(16, 3, padding="same", name="conv")(inputs)
+        y = layers.Conv2D(16, 3, padding="same", name="conv_b")(inputs)
+        out = sample(x, y)
+        return layers.Dense(5, name="logits")(out) if len(out.shape) == 2 else _head(out)
+
+    model = _functional(build)
+    called = {("ops." if is_ops_class(type(node.operation)) else "") + type(node.operation).__name__ for node in graph_nodes(model)}
+    assert handled in called
+    graph, keep, _, small, masked = _prune_in_memory(model, 0.5)
+    assert graph.unsupported == []
+    assert len(keep["conv"]) == 8 and small.get_layer("conv").filters == 8
     assert max_abs_difference(masked, small) <= 1e-4
 
 

@@ -16,12 +16,11 @@ OPSET = 17  # ONNX Runtime ≥ 1.14 and TensorRT 8.5 (JetPack 5) both run it
 
 def convert_onnx(model):
     """Convert a Keras model to an ONNX ``ModelProto`` with a dynamic batch dimension."""
-    import numpy as np
     import onnx
 
-    if not model.built or not getattr(model, "_called", True):
-        # Keras' ONNX exporter traces a model only after one call; a freshly loaded one has had none.
-        model(np.zeros((1, *model.input_shape[1:]), dtype=np.float32), training=False)
+    from edgecls.keras_graph import ensure_called
+
+    ensure_called(model)  # Keras' ONNX exporter traces a model only after one call; a freshly loaded one has had none
     with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stdout(sys.stderr):
         target = Path(scratch) / "model.onnx"
         model.export(str(target), format="onnx", opset_version=OPSET, verbose=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgecls.fileio import atomic_path, write_json, write_text
+from edgecls.fileio import write_json, write_text
 from edgecls.pipeline.config import PipelineConfig
 
 
@@ -130,12 +130,9 @@ def plot_accuracy_latency(rows: list[dict[str, Any]], targets: list[str], path: 
     points = [(row, target) for target in targets for row in rows if target in row["latency"] and row.get("top1") is not None]
     if not points:
         return None
-    import matplotlib
+    from edgecls.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(targets), figsize=(6 * len(targets), 4.5), squeeze=False)
+    figure, axes = pyplot().subplots(1, len(targets), figsize=(6 * len(targets), 4.5), squeeze=False)
     for axis, target in zip(axes[0], targets):
         for row in rows:
             figures = row["latency"].get(target)
@@ -147,7 +144,4 @@ def plot_accuracy_latency(rows: list[dict[str, Any]], targets: list[str], path: 
         axis.set_xlabel("p50 latency (ms)")
         axis.set_ylabel("top-1 (%)")
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=80)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)

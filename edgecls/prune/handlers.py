@@ -5,7 +5,7 @@ A handler answers three questions about its layer class:
 - ``trace``: given the channel layouts of the inputs, what is the layout of
   the output, and what does the layer do to channels (produce new ones, act on
   each channel alone, mix them, sum tensors together)? The dependency analysis
-  in ``graph.py`` calls it once per layer call.
+  in ``graph.py`` calls it once per layer call, with the ``Tracer`` of ``channels.py``.
 - ``resize``/``slice_weights``: the config of the smaller layer and its
   weights, given the kept input and output channel indices.
 - ``channel_weights``: the weights that belong to each channel, for the
@@ -22,14 +22,13 @@ like its parent; it blocks its channel groups and the report names it.
 from __future__ import annotations
 
 import functools
-import importlib
 import numbers
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:  # the tracer lives in graph.py, which imports this module
-    from edgecls.prune.graph import Layout, Tracer
+from edgecls.keras_graph import is_ops_class, ops_classes
+from edgecls.prune.channels import Layout, Tracer
 
 # Activations that act on each value alone (a channel never sees another).
 ELEMENTWISE_ACTIVATIONS = frozenset({
@@ -45,7 +44,7 @@ class LayerHandler:
     #: names of the layer's variables this handler knows how to slice
     variables: frozenset[str] = frozenset()
 
-    def trace(self, layer: Any, node: Any, inputs: list["Layout"], tracer: "Tracer") -> list["Layout"]:
+    def trace(self, layer: Any, node: Any, inputs: list[Layout], tracer: Tracer) -> list[Layout]:
         raise NotImplementedError
 
     def resize(self, config: dict[str, Any], out_channels: int) -> dict[str, Any]:
@@ -322,13 +321,8 @@ def _registry() -> dict[type, LayerHandler]:
         registry[getattr(layers, name)] = merge
     # ``x + 3.0`` on a symbolic tensor records a keras.ops operation in the
     # graph (MobileNetV3's hard sigmoid does); those are element-wise too.
-    try:
-        numpy_ops = importlib.import_module("keras.src.ops.numpy")
-    except ImportError:  # pragma: no cover - a Keras without that layout
-        numpy_ops = None
-    for name in _OPS_MERGES if numpy_ops is not None else ():
-        if hasattr(numpy_ops, name):
-            registry[getattr(numpy_ops, name)] = merge
+    for operation_class in ops_classes(_OPS_MERGES):
+        registry[operation_class] = merge
     return registry
 
 
@@ -339,5 +333,5 @@ def handler_for(layer: Any) -> LayerHandler | None:
 
 def list_handlers() -> list[str]:
     """Names of the layer classes the pruner understands (``ops.`` for keras.ops operations)."""
-    return sorted({("ops." if cls.__module__.startswith("keras.src.ops") else "") + cls.__name__ for cls in _registry()})
+    return sorted({("ops." if is_ops_class(cls) else "") + cls.__name__ for cls in _registry()})
 

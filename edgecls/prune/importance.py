@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgecls.errors import ConfigError
-from edgecls.prune.graph import ChannelGraph, ChannelGroup
+from edgecls.prune.channels import ChannelGraph, ChannelGroup
 from edgecls.prune.handlers import handler_for
 
 CRITERIA = ("l1", "l2", "bn-gamma")

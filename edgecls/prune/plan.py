@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecls.prune.graph import ChannelGraph
+from edgecls.prune.channels import ChannelGraph
 from edgecls.prune.importance import channel_importance
 
 

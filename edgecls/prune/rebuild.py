@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from edgecls.errors import ModelError
+from edgecls.keras_graph import has_graph
 from edgecls.models import LOGITS_LAYER
-from edgecls.prune.graph import ChannelGraph
+from edgecls.prune.channels import ChannelGraph
 from edgecls.prune.handlers import handler_for
 
 
@@ -35,7 +36,7 @@ def as_functional(model: Any) -> Any:
 
     if isinstance(model, keras.Sequential):
         return keras.Model(_single(model.inputs), _single(model.outputs), name=model.name)
-    if not hasattr(model, "_nodes_by_depth"):
+    if not has_graph(model):
         raise ModelError("structured pruning needs a functional or Sequential Keras model; a subclassed model has no graph to analyse")
     return model
 

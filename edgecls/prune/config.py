@@ -1,0 +1,87 @@
+"""Options and report of ``edgecls prune`` (``PruneConfig``, ``PruneResult``).
+
+>>> PruneConfig(ratio=0.5).check()
+>>> PruneConfig(method="random").check()
+Traceback (most recent call last):
+...
+edgecls.errors.ConfigError: unknown --method 'random'; choose one of: channels, magnitude
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgecls.errors import ConfigError
+from edgecls.prune.importance import check_criterion
+
+METHODS = ("channels", "magnitude")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Options of ``edgecls prune``; the defaults are the CLI's."""
+
+    method: str = "channels"  # channels (structured) | magnitude (unstructured)
+    ratio: float = 0.5  # channels: fraction of each group's channels to remove
+    criterion: str = "l1"  # l1 | l2 | bn-gamma
+    steps: int = 1  # channels: prune in this many rounds, fine-tuning between them
+    min_channels: int = 8
+    round_to: int = 8  # kept channel counts are rounded up to a multiple of this
+    exclude: tuple[str, ...] = ()  # layers whose channels stay
+    sparsity: float = 0.8  # magnitude: fraction of each kernel zeroed
+    data: str | None = None  # digits | folder; top-1 before/after, and fine-tuning data
+    finetune_epochs: int = 0
+    learning_rate: float = 1e-3
+    batch_size: int = 64
+    seed: int = 0
+    out: str | None = None  # the pruned .keras; default beside the input, *_pruned.keras
+    measure_tflite: bool = True  # convert both to FP32 TFLite: size, gzip size, 1-thread latency
+
+    def check(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown --method {self.method!r}; choose one of: {', '.join(METHODS)}")
+        check_criterion(self.criterion)
+        if not 0.0 <= self.ratio < 1.0:
+            raise ConfigError(f"--ratio must be in [0, 1), got {self.ratio}")
+        if not 0.0 <= self.sparsity < 1.0:
+            raise ConfigError(f"--sparsity must be in [0, 1), got {self.sparsity}")
+        if self.steps < 1 or self.min_channels < 1 or self.round_to < 1 or self.finetune_epochs < 0:
+            raise ConfigError("--steps, --min-channels and --round-to must be at least 1, --finetune-epochs at least 0")
+        if self.steps > 1 and self.finetune_epochs == 0:
+            raise ConfigError(f"--steps {self.steps} prunes in rounds with fine-tuning between them; add --finetune-epochs N (and --data)")
+
+
+@dataclass
+class PruneResult:
+    """What pruning changed, measured; saved as JSON beside the pruned model."""
+
+    model_path: str
+    report_path: str
+    source_model: str
+    method: str
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    file_size_before: int | None = None  # FP32 .tflite bytes (what ships)
+    file_size_after: int | None = None
+    gzip_size_before: int | None = None  # the same, gzip -9
+    gzip_size_after: int | None = None
+    top1_before: float | None = None
+    top1_after: float | None = None
+    latency_ms_before: float | None = None
+    latency_ms_after: float | None = None
+    latency: dict[str, Any] = field(default_factory=dict)  # where and how it was measured
+    groups: list[dict[str, Any]] = field(default_factory=list)  # pruned groups: channels before/after
+    left_alone: list[dict[str, Any]] = field(default_factory=list)  # groups not pruned, and why
+    unsupported_layers: list[dict[str, str]] = field(default_factory=list)
+    equivalence_max_abs: list[float] = field(default_factory=list)  # per step: rebuilt vs masked original
+    sparsity: dict[str, Any] = field(default_factory=dict)  # magnitude
+    finetune: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
