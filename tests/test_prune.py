@@ -42,6 +42,7 @@ REGISTRY_CASES = [
 
 
 @pytest.mark.parametrize("name,options", REGISTRY_CASES, ids=[case[0] for case in REGISTRY_CASES])
+@pytest.mark.slow
 def test_rebuilt_model_equals_masked_original(name, options):
     import keras
 
@@ -258,6 +259,7 @@ def test_config_errors():
             config.check()
 
 
+@pytest.mark.slow
 def test_prune_command_end_to_end(digits_run, tmp_path):
     """`edgecls prune` on the trained digits model: a smaller .keras with its labels, and a report."""
     from typer.testing import CliRunner
@@ -289,6 +291,7 @@ def test_prune_command_end_to_end(digits_run, tmp_path):
     assert "edgecls.json" in zipfile.ZipFile(out).namelist()
 
 
+@pytest.mark.slow
 def test_magnitude_command_and_errors(digits_run, tmp_path):
     from typer.testing import CliRunner
 
