@@ -1,4 +1,4 @@
-"""Shared fixtures: one trained digits model for the whole session, small image folders."""
+"""Shared fixtures: one trained digits model for the whole session (its users are slow tests), small image folders."""
 
 from __future__ import annotations
 
@@ -21,6 +21,17 @@ class DigitsRun:
     val_accuracy: float
     train_result: object
     export_result: object
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """A test that needs ``digits_run`` is slow: the fast lane (``-m "not slow"``) never trains that model.
+
+    The fixture trains for 8 epochs and converts to TFLite and ONNX (15-40 s on two cores), which would be
+    most of ``make test-fast``'s time for a few fast tests; they run in ``make test`` with the rest.
+    """
+    for item in items:
+        if "digits_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

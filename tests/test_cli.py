@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgecls.cli import app
+from edgecls.models import get_entry, list_models
 
 runner = CliRunner()
 
@@ -55,7 +56,14 @@ def test_an_output_folder_that_is_a_file_and_the_registry_as_json(digits_run, tm
     assert result.exit_code == 2 and result.stderr.strip() == f"error: {taken}: File exists (a folder was expected there)", result.stderr
     assert taken.read_text() == "mine"
     result = invoke("models", "--json")
-    assert result.exit_code == 0 and {m["name"] for m in json.loads(result.stdout)["models"]} >= {"cnn", "mobilenetv2"}
+    assert result.exit_code == 0, result.stderr
+    listed = json.loads(result.stdout)["models"]
+    assert [m["name"] for m in listed] == list_models()  # the whole registry, in its order
+    for m in listed:
+        entry = get_entry(m["name"])
+        assert (m["default_image_size"], m["min_image_size"], m["description"]) == (
+            entry.default_image_size, entry.min_image_size, entry.description
+        )
 
 
 def test_human_output_names_where_numbers_were_measured(digits_run):

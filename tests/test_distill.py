@@ -77,6 +77,7 @@ def test_teacher_is_frozen_and_never_updated_while_the_student_learns():
     np.testing.assert_allclose(np.asarray(student(pixels, training=False)), _softmax(np.asarray(logits)), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_short_distillation_through_the_cli(digits_run, tmp_path):
     from edgecls.evaluate import evaluate
     from edgecls.runtime.metadata import read_model_info

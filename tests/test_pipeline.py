@@ -38,6 +38,7 @@ formats = {export_formats}
     return path
 
 
+@pytest.mark.slow
 def test_rerun_skips_and_a_change_reruns_only_downstream(tmp_path, shapes_folder):
     import keras
 
@@ -136,6 +137,7 @@ run_pipeline(load_pipeline_config(sys.argv[1], runs_dir=sys.argv[2]))
 
 
 @pytest.mark.parametrize("phase", ["distillation", "baseline"])
+@pytest.mark.slow
 def test_killed_during_distillation_resumes_to_the_same_report(tmp_path, phase):
     import subprocess
     import sys

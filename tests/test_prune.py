@@ -44,6 +44,7 @@ def _registry_models() -> list[str]:
 
 
 @pytest.mark.parametrize("name", _registry_models())
+@pytest.mark.slow
 def test_rebuilt_model_equals_masked_original(name):
     import keras
 
@@ -343,6 +344,7 @@ def test_config_errors():
             config.check()
 
 
+@pytest.mark.slow
 def test_prune_command_end_to_end(digits_run, tmp_path):
     """`edgecls prune` on the trained digits model: a smaller .keras with its labels, and a report."""
     from typer.testing import CliRunner
@@ -374,6 +376,7 @@ def test_prune_command_end_to_end(digits_run, tmp_path):
     assert "edgecls.json" in zipfile.ZipFile(out).namelist()
 
 
+@pytest.mark.slow
 def test_magnitude_command_and_errors(digits_run, tmp_path):
     from typer.testing import CliRunner
 

@@ -169,6 +169,7 @@ def test_int8_tflite_graph_is_integer_only(digits_run, tmp_path):
     assert np.allclose([score for _, score in predicted], np.sort(scores)[::-1][:4], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_uint8_io_takes_camera_bytes_without_float_math(digits_run, tmp_path):
     from edgecls.evaluate import validation_set
     from edgecls.runtime import Classifier

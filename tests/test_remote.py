@@ -72,6 +72,7 @@ def _config(device, **overrides) -> RemoteConfig:
     return RemoteConfig(**{**values, **overrides})
 
 
+@pytest.mark.slow
 def test_remote_bench_matches_local_and_leaves_nothing(device, digits_run, eval_set, tmp_path):
     # A file name full of shell syntax: it must reach the device as data, never as a command.
     tricky = tmp_path / "it's $(touch PWNED) `id` a;b.tflite"
@@ -110,6 +111,7 @@ def test_missing_runtime_and_missing_python(device, digits_run, tmp_path):
         measure_remote(_config(device, remote_python="/nonexistent/python3"), models=[digits_run.tflite], target=get_target("rpi5"), runs=2, warmup=0)
 
 
+@pytest.mark.slow
 def test_failing_remote_command_is_reported_and_cleaned_up(device, tmp_path):
     broken = tmp_path / "broken.tflite"
     broken.write_bytes(b"not a flatbuffer at all")
@@ -143,6 +145,7 @@ def test_unreachable_device(digits_run):
         measure_remote(RemoteConfig("pi@127.0.0.1:1", connect_timeout_s=5), models=[digits_run.tflite], target=get_target("rpi5"))
 
 
+@pytest.mark.slow
 def test_bench_command_over_ssh(device, digits_run, tmp_path):
     import json
 

@@ -125,6 +125,7 @@ KILLED_RUN = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9_continues_from_the_last_completed_epoch(tmp_path, shapes_folder):
     from edgecls.train import TrainConfig, train
 

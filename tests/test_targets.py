@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edgecls.errors import ConfigError
-from edgecls.runtime.targets import ENGINE_NAMES, PRECISIONS, Target, get_target, list_targets, load_target_file, targets_dir
+from edgecls.runtime.targets import ENGINE_NAMES, PRECISIONS, Target, get_target, list_targets, load_target_file, target_from_dict, targets_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,6 +32,19 @@ def test_every_target_file_loads(name):
     assert target.resolved_threads() >= 1
     if target.kind != "host":
         assert target.board and target.arch == "aarch64" and target.threads >= 1
+
+
+def test_every_packaged_file_is_listed():
+    assert sorted(path.stem for path in targets_dir().glob("*.toml")) == list_targets()
+
+
+@pytest.mark.parametrize("name", list_targets())
+def test_every_target_resolves_by_its_aliases_and_round_trips_as_a_dict(name):
+    target = get_target(name)
+    for alias in target.aliases:
+        assert get_target(alias) == target
+    document = json.loads(json.dumps(target.to_dict()))  # the JSON form a device gets (lists, not tuples)
+    assert target_from_dict(document, source=target.source) == target
 
 
 def test_aliases_and_device_specifics():

@@ -10,7 +10,7 @@ import re
 import sys
 import threading
 import traceback
-from typing import Any, Callable, Iterator
+from typing import Annotated, Any, Callable, Iterator
 
 import typer
 
@@ -25,6 +25,9 @@ app = typer.Typer(
 )
 
 _state = {"debug": False}
+
+# ``--json`` of the commands whose progress goes to stderr while they run.
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (progress stays on stderr).")]
 
 
 @app.callback()

@@ -1,4 +1,4 @@
-"""``edgecls train``, ``edgecls evaluate``, ``edgecls export``: the spine."""
+"""``edgecls train``: a classifier from a data set, with a progress bar on stderr."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgecls.cli.app import app, console, progress_console, run, styled
+from edgecls.cli.app import JsonOption, app, console, progress_console, run, styled
 
 DataOption = Annotated[str, typer.Option("--data", "-d", help="'digits' (built-in 8x8 handwritten digits) or a folder of <class>/ image subfolders (optionally train/ and val/).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (progress stays on stderr).")]
 
 
 @app.command()
@@ -85,75 +84,3 @@ def _render_train(result) -> None:
         out.print(f"skipped {len(result.skipped_files)} undecodable file(s): " + ", ".join(result.skipped_files))
     out.print(f"model: {result.model_path}")
     out.print(f"run:   {result.run_dir}/ (history.json, metrics.json, config.json, curves.png, tb/)")
-
-
-@app.command()
-def evaluate(
-    model: Annotated[Path, typer.Argument(help=".keras, .tflite or .onnx (the last two run through edgecls.runtime).")],
-    data: Annotated[Optional[str], typer.Option("--data", "-d", help="digits or a folder (default: the data set recorded in the model).")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="Engine threads for .tflite/.onnx (default: all cores).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where the confusion matrix PNG and JSON go (default: beside the model).")] = None,
-    json: JsonOption = False,
-) -> None:
-    """Top-1/top-5, per-class precision/recall/F1 and a confusion matrix on the held-out split."""
-    from edgecls.evaluate import evaluate as evaluate_model
-
-    run(lambda: evaluate_model(model, data, threads=threads, out_dir=out), as_json=json, render=_render_evaluate)
-
-
-def _render_evaluate(result) -> None:
-    from rich.table import Table
-
-    out = console()
-    top5 = f", top-5 {result.top5:.2%}" if result.top5 is not None else ""
-    out.print(styled(f"top-1 {result.top1:.2%}") + top5, f"on {result.n_images} validation images of {result.data}")
-    out.print(f"measured with {result.engine}")
-    table = Table("class", "precision", "recall", "F1", "support")
-    for row in result.per_class:
-        table.add_row(row["label"], f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
-    out.print(table)
-    out.print(f"confusion matrix: {result.confusion_png}")
-
-
-@app.command()
-def export(
-    model: Annotated[Path, typer.Argument(help="A trained .keras model.")],
-    format: Annotated[str, typer.Option("--format", "-f", help="Comma-separated: tflite, onnx.")] = "tflite,onnx",
-    fp16: Annotated[bool, typer.Option("--fp16", help="FP16 weights for the TFLite artifact (GPU delegates, Jetson).")] = False,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: <model folder>/export).")] = None,
-    unsafe_load: Annotated[bool, typer.Option("--unsafe-load", help="Load a .keras file with safe mode off (only for files you trust).")] = False,
-    json: JsonOption = False,
-) -> None:
-    """Write .tflite/.onnx with labels and provenance inside, and check parity against Keras."""
-    from edgecls.export import export as export_model
-
-    formats = tuple(part.strip() for part in format.split(",") if part.strip())
-    run(lambda: export_model(model, formats=formats, fp16=fp16, out_dir=out, unsafe=unsafe_load), as_json=json, render=_render_export)
-
-
-def _render_export(result) -> None:
-    from rich.table import Table
-
-    table = Table("artifact", "format", "precision", "size", "parity top-1", "max |Δ score|")
-    for artifact in result.artifacts:
-        table.add_row(artifact.path, artifact.format, artifact.precision, f"{artifact.size_bytes / 1024:.0f} KiB", f"{artifact.parity_top1:.2%}", f"{artifact.parity_max_abs:.2e}")
-    out = console()
-    out.print(table)
-    if result.artifacts:
-        out.print(f"parity against Keras on {result.artifacts[0].parity_sample}, through edgecls.runtime on this host")
-
-
-@app.command()
-def models(json: JsonOption = False) -> None:
-    """List the model registry."""
-    from edgecls.models import get_entry, list_models
-
-    def registry() -> dict:
-        entries = [get_entry(name) for name in list_models()]
-        return {"models": [{"name": e.name, "default_image_size": e.default_image_size, "min_image_size": e.min_image_size, "description": e.description} for e in entries]}
-
-    def render(result: dict) -> None:
-        for entry in result["models"]:
-            typer.echo(f"{entry['name']:18s} {entry['default_image_size']:>4d}px  {entry['description']}")
-
-    run(registry, as_json=json, render=render, tensorflow=False)
