@@ -107,7 +107,7 @@ def test_where_is_never_a_device_it_was_not():
     pc = MachineInfo("vm", "x86_64", "", "Linux", "3.11", 2)
     pi = MachineInfo("pi", "aarch64", "Raspberry Pi 5 Model B Rev 1.0", "Linux", "3.11", 4)
     assert describe_where(get_target("rpi5"), pc) == (False, "x86_64 host with rpi5 settings")
-    assert describe_where(get_target("rpi5"), pi) == (True, "target device rpi5 (Raspberry Pi 5 Model B Rev 1.0)")
+    assert describe_where(get_target("rpi5"), pi) == (True, "measured on Raspberry Pi 5 Model B Rev 1.0")
     assert describe_where(get_target("rpi4"), pi)[0] is False
     assert describe_where(get_target("jetson"), pi) == (False, "aarch64 host with jetson-orin-nano settings")
     assert describe_where(get_target("host"), pc) == (True, "this x86_64 host (vm)")

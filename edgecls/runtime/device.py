@@ -71,13 +71,47 @@ def read_board(*, root: Path = Path("/")) -> str:
         return ""
 
 
-def describe_where(target: Target, machine: MachineInfo) -> tuple[bool, str]:
-    """``(on_target, words)``: a result is a device's only when it ran on that device."""
+@dataclass(frozen=True)
+class Placement:
+    """Where a result was measured, against the target it was measured for."""
+
+    on_device: bool  # ran on the target's own board
+    label: str  # "measured on Raspberry Pi 5 Model B Rev 1.0" | "x86_64 host with rpi5 settings"
+    warning: str = ""  # the board is another device than the target's, or runs another architecture
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def placement(target: Target, machine: MachineInfo) -> Placement:
+    """Match the board this runs on (``machine.board``, from the device tree) against ``target.board``.
+
+    A result is a device's only when it ran on that device; on another board
+    (a Pi 4 for target rpi5) it is that board's, said in ``warning``.
+    """
     if target.kind == "host":
-        return True, f"this {machine.arch} host ({machine.hostname})"
-    if target.board and target.board in machine.board and target.arch in (machine.arch, "any"):
-        return True, f"target device {target.name} ({machine.board})"
-    return False, f"{machine.arch} host with {target.name} settings"
+        return Placement(True, f"this {machine.arch} host ({machine.hostname})")
+    if target.board and target.board in machine.board:
+        warning = ""
+        if target.arch not in (machine.arch, "any"):
+            warning = (
+                f"{machine.board} runs a {machine.arch} system, target {target.name} assumes {target.arch}: "
+                "other runtime wheels and kernels, other latency"
+            )
+        return Placement(True, f"measured on {machine.board}", warning)
+    host = f"{machine.arch} host with {target.name} settings"
+    if machine.board:
+        return Placement(False, host, (
+            f"target {target.name} is a {target.board}, but this board is a {machine.board}: "
+            f"the figures are this board's, not a {target.board}'s"
+        ))
+    return Placement(False, host)
+
+
+def describe_where(target: Target, machine: MachineInfo) -> tuple[bool, str]:
+    """``(on_target, words)`` of ``placement``."""
+    where = placement(target, machine)
+    return where.on_device, where.label
 
 
 # --- device state --------------------------------------------------------------
@@ -102,16 +136,25 @@ def read_device_state(*, root: Path = Path("/"), run: CommandRunner = run_comman
     temperatures = read_thermal_zones(root=root)
     if temperatures:
         state["temperatures_c"] = temperatures
-        state["soc_temp_c"] = max(temperatures.values())
+        readings = [value for name, value in temperatures.items() if _real_sensor(name, value)]
+        if readings:
+            state["soc_temp_c"] = max(readings)
     if kind == "raspberry-pi":
         output = run(["vcgencmd", "get_throttled"])
         if output is not None:
             state["throttle_flags"] = parse_throttled(output)
+        firmware_temp = parse_measure_temp(run(["vcgencmd", "measure_temp"]) or "")
+        if firmware_temp is not None:
+            state["firmware_temp_c"] = firmware_temp
+            state.setdefault("soc_temp_c", firmware_temp)
     if kind == "jetson":
         output = run(["nvpmodel", "-q"])
         if output is not None:
             state["power_mode"] = parse_nvpmodel(output)
         state["clocks_locked"] = clocks_locked(root=root)
+        release = parse_l4t_release(_read(root / "etc/nv_tegra_release"))
+        if release:
+            state["l4t"] = release
     state["throttled"] = is_throttled(state)
     return state
 
@@ -140,6 +183,28 @@ def parse_nvpmodel(output: str) -> dict[str, Any]:
     name = re.search(r"NV Power Mode\s*:\s*(\S.*)", output)
     mode_id = re.search(r"^\s*(\d+)\s*$", output, re.MULTILINE)
     return {"name": name.group(1).strip() if name else None, "id": int(mode_id.group(1)) if mode_id else None}
+
+
+def parse_measure_temp(output: str) -> float | None:
+    """``vcgencmd measure_temp`` → °C (``temp=48.3'C``)."""
+    match = re.search(r"temp=(-?\d+(?:\.\d+)?)", output)
+    return float(match.group(1)) if match else None
+
+
+def parse_l4t_release(text: str) -> str:
+    """``/etc/nv_tegra_release`` (``# R32 (release), REVISION: 7.1, ...``) → ``"R32.7.1"``; "" when absent."""
+    match = re.search(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
+    return f"R{match.group(1)}.{match.group(2)}" if match else ""
+
+
+# Jetson zones that are no sensor: the Nano's PMIC-Die reads a fixed 100 C, and an
+# Orin Nano's absent CV (DLA/PVA) blocks read -256 C.
+_PLACEHOLDER_ZONES = ("PMIC-Die",)
+_DISABLED_BELOW_C = -40.0
+
+
+def _real_sensor(name: str, celsius: float) -> bool:
+    return name not in _PLACEHOLDER_ZONES and celsius > _DISABLED_BELOW_C
 
 
 def read_thermal_zones(*, root: Path = Path("/")) -> dict[str, float]:

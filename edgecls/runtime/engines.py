@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from edgecls.errors import ModelError, RuntimeUnavailableError
+from edgecls.runtime import tensorrt
 
 
 @dataclass(frozen=True)
@@ -134,9 +136,21 @@ def _tflite_spec(detail: dict) -> TensorSpec:
 
 
 class OnnxEngine(Engine):
-    """``.onnx`` through ONNX Runtime, with the requested execution providers."""
+    """``.onnx`` through ONNX Runtime, with the requested execution providers.
 
-    def __init__(self, path: Path, *, threads: int | None = None, providers: tuple[str, ...] = ()) -> None:
+    TensorRT and CUDA get their options from ``edgecls.runtime.tensorrt``
+    (precision, engine cache beside the model). ``load_seconds`` is the session
+    creation wall time: with TensorRT, an engine build on a first start
+    (``cache_hit`` False) and a deserialisation on a cached one (True);
+    ``cache_hit`` is None when no TensorRT cache is in use.
+    """
+
+    load_seconds: float = 0.0
+    cache_hit: bool | None = None
+
+    def __init__(
+        self, path: Path, *, threads: int | None = None, providers: tuple[str, ...] = (), precision: str | None = None
+    ) -> None:
         super().__init__()
         try:
             import onnxruntime
@@ -148,18 +162,36 @@ class OnnxEngine(Engine):
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        available = onnxruntime.get_available_providers()
-        wanted = [p for p in (providers or ("CPUExecutionProvider",)) if p in available] or ["CPUExecutionProvider"]
+        wanted = self._providers(path, providers, onnxruntime.get_available_providers(), precision)
+        started = time.perf_counter()
         try:
             self._session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=wanted)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ModelError(f"{path}: ONNX Runtime cannot load this model ({exc})") from exc
+        self.load_seconds = time.perf_counter() - started
         self.provider = self._session.get_providers()[0]  # what is actually used, not just requested
         model_input, model_output = self._session.get_inputs()[0], self._session.get_outputs()[0]
         self.input = TensorSpec(model_input.name, _onnx_input_shape(model_input.shape, path), _onnx_dtype(model_input.type))
         self.output = TensorSpec(model_output.name, tuple(dim if isinstance(dim, int) else 1 for dim in model_output.shape), _onnx_dtype(model_output.type))
         self.custom_metadata = self._session.get_modelmeta().custom_metadata_map
         self._one_at_a_time = model_input.shape[0] == 1  # a graph exported for batch 1 only
+
+    def _providers(
+        self, path: Path, requested: tuple[str, ...], available: list[str], precision: str | None
+    ) -> list[tensorrt.ProviderEntry]:
+        """What ``InferenceSession`` gets: names, TensorRT/CUDA as ``(name, options)``; sets ``cache_hit``."""
+        use_tensorrt = tensorrt.TENSORRT in requested and tensorrt.TENSORRT in available
+        has_qdq = use_tensorrt and tensorrt.graph_has_qdq(path)
+        # No precision asked for: the graph's own (INT8 for a Q/DQ graph, else FP32 as exported).
+        wanted = tensorrt.provider_list(
+            requested, available, path, precision=precision or ("int8" if has_qdq else "fp32"), has_qdq=has_qdq
+        )
+        if use_tensorrt:
+            cache = tensorrt.prepare_cache(path)
+            self.cache_hit = cache.hit if cache is not None else None
+            if cache is None:
+                wanted = tensorrt.without_cache(wanted)
+        return wanted
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         if self._one_at_a_time and batch.shape[0] != 1:
@@ -191,12 +223,20 @@ def list_engines() -> list[str]:
     return sorted(ENGINES)
 
 
-def load_engine(path: str | Path, *, threads: int | None = None, providers: tuple[str, ...] = ()) -> Engine:
-    """Open ``path`` with the engine registered for its suffix."""
+def load_engine(
+    path: str | Path, *, threads: int | None = None, providers: tuple[str, ...] = (), precision: str | None = None
+) -> Engine:
+    """Open ``path`` with the engine registered for its suffix.
+
+    ``precision`` (fp32, fp16, int8: a target's first) is what TensorRT builds an
+    ``.onnx`` for; a ``.tflite`` runs at the precision of its own graph.
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
     engine_class = ENGINES.get(path.suffix.lower())
     if engine_class is None:
         raise ModelError(f"{path}: the runtime runs {', '.join(list_engines())} files, not {path.suffix or 'this'}")
+    if engine_class is OnnxEngine:
+        return OnnxEngine(path, threads=threads, providers=providers, precision=precision)
     return engine_class(path, threads=threads, providers=providers)
