@@ -4,6 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
+# The oldest LiteRT the runtime extra allows (pyproject: ai-edge-litert>=1.2): every .tflite edgecls writes
+# must load and agree there too (tests/test_runtime_compat.py). A Pi (aarch64) resolves 1.4.0 today.
+OLD_LITERT := 1.2.0
+OLD_LITERT_VENV := .venv-litert-$(OLD_LITERT)
+
 .PHONY: install demo lint test test-fast bench clean
 
 $(BIN)/edgecls: pyproject.toml
@@ -18,12 +23,16 @@ demo: $(BIN)/edgecls  ## the whole pipeline on the built-in digits: train, prune
 	$(BIN)/edgecls pipeline examples/digits.toml
 	@echo "report: runs/digits/report.md"
 
+$(OLD_LITERT_VENV)/bin/python:
+	$(PYTHON) -m venv $(OLD_LITERT_VENV)
+	$(OLD_LITERT_VENV)/bin/pip install --quiet "ai-edge-litert==$(OLD_LITERT)" "numpy<3" opencv-python-headless
+
 lint: $(BIN)/edgecls  ## ruff: formatting and lint rules as pyproject.toml's [tool.ruff] sets them
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
-test: lint  ## lint, then the whole test suite
-	$(BIN)/pytest -q -p no:cacheprovider --durations=15
+test: lint $(OLD_LITERT_VENV)/bin/python  ## lint, then the whole test suite (old-LiteRT compatibility included)
+	EDGECLS_OLD_LITERT_PYTHON=$(OLD_LITERT_VENV)/bin/python $(BIN)/pytest -q -p no:cacheprovider --durations=15
 
 test-fast: $(BIN)/edgecls  ## the tests not marked slow (no real training or conversion): about a minute
 	$(BIN)/pytest -q -p no:cacheprovider -m "not slow"
@@ -32,4 +41,4 @@ bench: $(BIN)/edgecls  ## every benchmarks/*.py; JSON results in benchmarks/resu
 	@set -e; for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script; done
 
 clean:
-	rm -rf runs .pytest_cache .ruff_cache
+	rm -rf runs .pytest_cache .ruff_cache $(OLD_LITERT_VENV)
