@@ -36,7 +36,7 @@ class ArtifactInfo:
     params: int
     macs: int | None
     op_counts: dict[str, int]
-    integer_ops: int  # TFLite: ops that touch no float tensor; ONNX: integer kernels (QLinear*, fused QDQ)
+    integer_ops: int  # ops on integer kernels: TFLite by tflite_graph.Op.computes_in_integer; ONNX QLinear*, fused QDQ
     float_ops: list[str] = field(default_factory=list)  # "<OP> <output tensor or node>" of ops computing in float
     labels: list[str] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)

@@ -4,7 +4,7 @@ The one place that walks LiteRT's flatbuffer object API
 (``ai_edge_litert.tools.flatbuffer_utils``, no TensorFlow: ``edgecls info``
 runs on a Pi). ``edgecls info``, the quantize report and the metadata writer
 all read a model through ``TFLiteGraph``, so an op is "float" or "integer" by
-one definition (``Op.computes_in_float``) wherever it is counted.
+one definition (``Op.computes_in_float``, ``Op.computes_in_integer``) wherever it is counted.
 
 >>> graph = TFLiteGraph.read("model_int8.tflite")  # doctest: +SKIP
 >>> [op.op_type for op in graph.float_ops()]  # doctest: +SKIP
@@ -22,6 +22,7 @@ import numpy as np
 from edgecls.errors import ModelError
 
 FLOAT_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64")
+QUANTIZED_TYPES = ("INT8", "UINT8", "INT16", "INT4")  # what a quantized kernel computes on (INT32 holds shapes, biases)
 
 
 def _text(value: Any) -> str:
@@ -43,6 +44,10 @@ class Tensor:
     def is_float(self) -> bool:
         return self.dtype in FLOAT_TYPES
 
+    @property
+    def is_quantized_integer(self) -> bool:
+        return self.dtype in QUANTIZED_TYPES
+
 
 @dataclass(frozen=True)
 class Op:
@@ -55,10 +60,18 @@ class Op:
         """The one definition of a float op: custom (unknown kernel), or it reads or writes a float tensor.
 
         The QUANTIZE/DEQUANTIZE ops around float I/O or around layers kept float on
-        purpose count: they are where float math happens. Every other op is integer,
-        so a full-integer graph has no float op at all.
+        purpose count: they are where float math happens. A full-integer graph has none.
         """
         return self.op_type == "CUSTOM" or any(tensor.is_float for tensor in self.inputs + self.outputs)
+
+    @property
+    def computes_in_integer(self) -> bool:
+        """Not float, and it reads or writes a quantized (8/16-bit) tensor: an integer kernel.
+
+        An op on INT32 tensors alone (shape arithmetic such as SHAPE → STRIDED_SLICE → PACK
+        before a RESHAPE, in float graphs too) is neither float nor integer compute.
+        """
+        return not self.computes_in_float and any(t.is_quantized_integer for t in self.inputs + self.outputs)
 
     @property
     def node(self) -> str:
@@ -124,7 +137,7 @@ class TFLiteGraph:
         return [op for op in self.ops if op.computes_in_float]
 
     def integer_ops(self) -> list[Op]:
-        return [op for op in self.ops if not op.computes_in_float]
+        return [op for op in self.ops if op.computes_in_integer]
 
     def op_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

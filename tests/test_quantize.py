@@ -240,14 +240,15 @@ def test_info_and_the_quantize_report_count_the_same_float_ops(dense_models, tmp
         (artifact,) = result.artifacts
         info = inspect_artifact(artifact.path)
         assert artifact.float_ops == len(info.float_ops), (artifact.precision, info.float_ops)
-        assert info.integer_ops + len(info.float_ops) == sum(info.op_counts.values())  # every op is one or the other
+        assert artifact.integer_ops == info.integer_ops, artifact.precision
+        assert info.integer_ops + len(info.float_ops) <= sum(info.op_counts.values())  # never both
     # INT8 with float I/O: float math only in the QUANTIZE at the input and the DEQUANTIZE at the output
     info = inspect_artifact(int8.artifacts[0].path)
     assert sorted(op.split()[0] for op in info.float_ops) == ["DEQUANTIZE", "QUANTIZE"]
-    assert info.integer_ops >= 3 and info.op_counts["FULLY_CONNECTED"] == 2
-    # FP16 weights, float32 compute: no op computes in integers
+    assert info.integer_ops >= 4 and info.op_counts["FULLY_CONNECTED"] == 2  # at least RESHAPE, 2 FC, SOFTMAX
+    # FP16 weights, float32 compute: no op computes in integers (shape arithmetic on INT32 is neither)
     info = inspect_artifact(fp16.artifacts[0].path)
-    assert info.integer_ops == 0 and fp16.artifacts[0].float_ops == sum(info.op_counts.values())
+    assert info.integer_ops == 0 and len(info.float_ops) >= 5
 
 
 # --- the accuracy budget ------------------------------------------------------------------

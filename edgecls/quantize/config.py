@@ -72,6 +72,7 @@ class QuantizedArtifact:
     float_layers: list[str] = field(default_factory=list)
     float_nodes: list[str] = field(default_factory=list)
     float_ops: int | None = None  # TFLite ops that touch a float tensor (0: integer-only graph)
+    integer_ops: int | None = None  # TFLite ops that compute on 8/16-bit integer tensors (edgecls.tflite_graph)
     worst_layers: list[LayerError] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)
     input: dict[str, Any] = field(default_factory=dict)

@@ -263,5 +263,6 @@ def quantize_tflite(job: QuantizeJob) -> QuantizedArtifact:
     graph = TFLiteGraph.read(written)
     return artifact_record(
         written, fmt="tflite", precision=config.precision, io=io, scheme=scheme, fp32_size=fp32_size, outcome=outcome,
-        started=started, float_ops=len(graph.float_ops()), input=graph.io_quantization()["input"],
+        started=started, float_ops=len(graph.float_ops()), integer_ops=len(graph.integer_ops()),
+        input=graph.io_quantization()["input"],
     )
