@@ -161,8 +161,12 @@ class TFLiteGraph:
 
     def set_quantization(self, tensor: Tensor, scale: float, zero_point: int) -> None:
         """Give ``tensor`` one (per-tensor) scale and zero point."""
-        quantization = self._subgraph.tensors[tensor.index].quantization
-        quantization.scale, quantization.zeroPoint = [float(scale)], [int(zero_point)]
+        stored = self._subgraph.tensors[tensor.index]
+        if stored.quantization is None:
+            from ai_edge_litert import schema_py_generated as schema
+
+            stored.quantization = schema.QuantizationParametersT()
+        stored.quantization.scale, stored.quantization.zeroPoint = [float(scale)], [int(zero_point)]
 
     def set_metadata(self, name: str, data: bytes) -> None:
         """Store ``data`` as the ``Model.metadata`` entry ``name`` (an existing entry of that name is replaced)."""
