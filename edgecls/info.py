@@ -36,17 +36,16 @@ class ArtifactInfo:
     params: int
     macs: int | None
     op_counts: dict[str, int]
-    integer_ops: int  # compute ops whose inputs are integer tensors
-    float_ops: list[str] = field(default_factory=list)  # "<OP> <output tensor>" of compute ops left in float
+    integer_ops: int  # ops on integer kernels: TFLite by tflite_graph.Op.computes_in_integer; ONNX QLinear*, fused QDQ
+    float_ops: list[str] = field(default_factory=list)  # "<OP> <output tensor or node>" of ops computing in float
     labels: list[str] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     metadata: bool = False
 
 
-# Ops that do arithmetic worth quantizing; the rest (reshape, pad, quantize/dequantize…) move data.
+# ONNX ops that do arithmetic worth quantizing; the rest (reshape, pad, quantize/dequantize…) move data.
+# (TFLite ops are integer or float by ``edgecls.tflite_graph.Op.computes_in_float``, the quantize report's rule.)
 COMPUTE_OPS = {
-    "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB", "MEAN", "AVERAGE_POOL_2D", "MAX_POOL_2D",
-    "SOFTMAX", "RELU", "RELU6", "LOGISTIC", "HARD_SWISH", "CONCATENATION", "BATCH_MATMUL", "TRANSPOSE_CONV",
     "Conv", "Gemm", "MatMul", "Add", "Mul", "Sub", "GlobalAveragePool", "AveragePool", "MaxPool", "Softmax", "Relu",
     "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "Concat", "ReduceMean",
 }
@@ -84,60 +83,22 @@ def _keras(path: Path, unsafe: bool) -> ArtifactInfo:
 
 
 def _tflite(path: Path) -> ArtifactInfo:
-    from ai_edge_litert.tools import flatbuffer_utils
+    from edgecls.tflite_graph import TFLiteGraph
 
-    data = path.read_bytes()
-    try:
-        if len(data) < 8 or data[4:8] != b"TFL3":
-            raise ValueError("no TFL3 identifier")
-        model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
-        graph = model.subgraphs[0]
-    except Exception as exc:  # struct.error, IndexError, … from a truncated or foreign file
-        raise ModelError(f"{path}: not a valid TFLite model ({exc})") from exc
+    graph = TFLiteGraph.read(path)
 
-    def tensor(index: int) -> TensorInfo:
-        t = graph.tensors[index]
-        quant = t.quantization
+    def tensor(t) -> TensorInfo:
         described = None
-        if quant is not None and quant.scale is not None and len(quant.scale):
-            described = f"scale={float(quant.scale[0]):.6g} zero_point={int(quant.zeroPoint[0])}" + (f" ({len(quant.scale)} channels)" if len(quant.scale) > 1 else "")
-        name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
-        return TensorInfo(name, [int(d) for d in (t.shape if t.shape is not None else [])], flatbuffer_utils.type_to_name(t.type), described)
+        if t.scale:
+            channels = f" ({len(t.scale)} channels)" if len(t.scale) > 1 else ""
+            described = f"scale={t.scale[0]:.6g} zero_point={t.zero_point[0]}{channels}"
+        return TensorInfo(t.name, list(t.shape), t.dtype, described)
 
-    ops: Counter[str] = Counter()
-    float_ops: list[str] = []
-    integer_ops = 0
-    macs = 0
-    for op in graph.operators:
-        name = flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) or "CUSTOM"
-        ops[name] += 1
-        inputs = [graph.tensors[i] for i in (op.inputs if op.inputs is not None else []) if i >= 0]
-        outputs = [tensor(i) for i in (op.outputs if op.outputs is not None else [])]
-        macs += _tflite_macs(name, inputs, graph.tensors[op.outputs[0]] if op.outputs is not None and len(op.outputs) else None)
-        if name in COMPUTE_OPS and inputs:
-            if flatbuffer_utils.type_to_name(inputs[0].type) in ("INT8", "UINT8", "INT16"):
-                integer_ops += 1
-            else:
-                float_ops.append(f"{name} {outputs[0].name if outputs else ''}".strip())
-    params = sum(int(np.prod(t.shape)) for t in graph.tensors if t.shape is not None and model.buffers[t.buffer].data is not None and len(model.buffers[t.buffer].data))
+    float_ops = [f"{op.op_type} {op.node}".strip() for op in graph.float_ops()]  # the quantize report counts these too
     return ArtifactInfo(
-        str(path), "tflite", path.stat().st_size, [tensor(i) for i in graph.inputs], [tensor(i) for i in graph.outputs],
-        params, macs or None, dict(ops), integer_ops, float_ops,
+        str(path), "tflite", path.stat().st_size, [tensor(t) for t in graph.inputs], [tensor(t) for t in graph.outputs],
+        graph.params(), graph.macs() or None, graph.op_counts(), len(graph.integer_ops()), float_ops,
     )
-
-
-def _tflite_macs(name: str, inputs: list, output) -> int:
-    if output is None or output.shape is None or len(inputs) < 2 or inputs[1].shape is None:
-        return 0
-    out_elements = int(np.prod(output.shape))
-    weight = [int(d) for d in inputs[1].shape]
-    if name == "CONV_2D":  # weights (Cout, kh, kw, Cin)
-        return out_elements * weight[1] * weight[2] * weight[3]
-    if name == "DEPTHWISE_CONV_2D":  # weights (1, kh, kw, C)
-        return out_elements * weight[1] * weight[2]
-    if name == "FULLY_CONNECTED":  # weights (units, in)
-        return out_elements * weight[1]
-    return 0
 
 
 def _onnx(path: Path) -> ArtifactInfo:

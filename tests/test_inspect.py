@@ -32,6 +32,23 @@ def test_info_reads_metadata_ops_and_macs_from_every_format(digits_run):
     assert infos[".onnx"].op_counts["Conv"] == 3
 
 
+def test_info_on_tflite_needs_no_tensorflow(digits_run):
+    """`edgecls info` runs on a Pi: reading a .tflite graph (ops, MACs, quantization) loads no TensorFlow or Keras."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from edgecls.info import inspect_artifact; "
+        f"info = inspect_artifact({str(digits_run.tflite)!r}); "
+        "print(info.macs, info.integer_ops, len(info.float_ops)); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    macs, loaded = result.stdout.splitlines()
+    assert int(macs.split()[0]) > 0 and macs.split()[1] == "0"
+    assert loaded == "[]"
+
+
 def test_info_cli_json(digits_run):
     result = runner.invoke(app, ["info", str(digits_run.tflite), "--json"])
     assert result.exit_code == 0, result.stderr

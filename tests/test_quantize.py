@@ -139,6 +139,7 @@ def test_repository_digits_calibration_set_holds_only_training_images():
 
 
 def test_int8_tflite_graph_is_integer_only(digits_run, tmp_path):
+    from edgecls import tflite_graph
     from edgecls.keras_io import load_keras_model
     from edgecls.quantize import tflite
 
@@ -146,14 +147,14 @@ def test_int8_tflite_graph_is_integer_only(digits_run, tmp_path):
     calibration = load_calibration(CALIB_DIGITS, info, size=100)
     model = load_keras_model(digits_run.model_path)
     model_bytes = tflite.convert_int8(model, calibration)  # the default: --io int8
-    ops = tflite.op_types(model_bytes)
+    ops = tflite_graph.op_types(model_bytes)
     names = [op for op, _, _ in ops]
     assert {"CONV_2D", "FULLY_CONNECTED", "SOFTMAX"} <= set(names)
     assert "CUSTOM" not in names and "DEQUANTIZE" not in names and "QUANTIZE" not in names
-    assert tflite.float_ops(model_bytes) == []
+    assert tflite_graph.float_ops(model_bytes) == []
     tensor_types = {kind for _, inputs, outputs in ops for kind in inputs + outputs}
     assert tensor_types <= {"INT8", "INT32"}, tensor_types
-    assert tflite.io_quantization(model_bytes)["input"] == {"dtype": "int8", "scale": 1.0, "zero_point": -128}
+    assert tflite_graph.io_quantization(model_bytes)["input"] == {"dtype": "int8", "scale": 1.0, "zero_point": -128}
     # the runtime feeds it pixel - 128, and predict's top-k (dequantising only k) equals the whole row's scores
     from edgecls.runtime import Classifier
 
@@ -203,6 +204,7 @@ def test_uint8_io_takes_camera_bytes_without_float_math(digits_run, tmp_path):
 
 
 def test_uint8_input_is_pinned_to_bytes_when_calibration_misses_0_and_255(dense_models, tmp_path):
+    from edgecls import tflite_graph
     from edgecls.keras_io import load_keras_model
     from edgecls.quantize import tflite
     from edgecls.runtime.engines import load_engine
@@ -212,9 +214,9 @@ def test_uint8_input_is_pinned_to_bytes_when_calibration_misses_0_and_255(dense_
     calibration.images = np.clip(calibration.images, 20, 230)  # a low-contrast calibration set
     calibrated = tflite.calibrate(load_keras_model(dense_models["plain"]), calibration)
     raw = tflite.requantize(calibrated, io="uint8")
-    assert tflite.io_quantization(raw)["input"]["scale"] != pytest.approx(1.0)
+    assert tflite_graph.io_quantization(raw)["input"]["scale"] != pytest.approx(1.0)
     pinned = tflite.pin_uint8_input(raw)
-    assert tflite.io_quantization(pinned)["input"] == {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
+    assert tflite_graph.io_quantization(pinned)["input"] == {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
     pixels = np.clip(load_calibration(CALIB_DIGITS, info, size=40, seed=5).images, 20, 230)
     outputs = []
     for model_bytes in (raw, pinned):
@@ -226,11 +228,35 @@ def test_uint8_input_is_pinned_to_bytes_when_calibration_misses_0_and_255(dense_
     assert np.mean(outputs[0].argmax(1) == outputs[1].argmax(1)) >= 0.97  # same function, one rounding fewer
 
 
+def test_info_and_the_quantize_report_count_the_same_float_ops(dense_models, tmp_path):
+    """`edgecls info` and the quantize report classify every op of the same file alike (one definition)."""
+    from edgecls.info import inspect_artifact
+
+    int8_config = QuantizeConfig(
+        calib=str(CALIB_DIGITS), calib_size=60, formats=("tflite",), io="float", out=str(tmp_path)
+    )
+    int8 = quantize(dense_models["plain"], int8_config)
+    fp16 = quantize(dense_models["plain"], QuantizeConfig(precision="fp16", out=str(tmp_path)))
+    for result in (int8, fp16):
+        (artifact,) = result.artifacts
+        info = inspect_artifact(artifact.path)
+        assert artifact.float_ops == len(info.float_ops), (artifact.precision, info.float_ops)
+        assert artifact.integer_ops == info.integer_ops, artifact.precision
+        assert info.integer_ops + len(info.float_ops) <= sum(info.op_counts.values())  # never both
+    # INT8 with float I/O: float math only in the QUANTIZE at the input and the DEQUANTIZE at the output
+    info = inspect_artifact(int8.artifacts[0].path)
+    assert sorted(op.split()[0] for op in info.float_ops) == ["DEQUANTIZE", "QUANTIZE"]
+    assert info.integer_ops >= 4 and info.op_counts["FULLY_CONNECTED"] == 2  # at least RESHAPE, 2 FC, SOFTMAX
+    # FP16 weights, float32 compute: no op computes in integers (shape arithmetic on INT32 is neither)
+    info = inspect_artifact(fp16.artifacts[0].path)
+    assert info.integer_ops == 0 and len(info.float_ops) >= 5
+
+
 # --- the accuracy budget ------------------------------------------------------------------
 
 
 def test_budget_keeps_the_outlier_layer_in_float(dense_models, tmp_path):
-    from edgecls.quantize import tflite
+    from edgecls import tflite_graph
 
     result = runner.invoke(app, [
         "quantize", str(dense_models["outlier"]), "--int8", "--calib", str(CALIB_DIGITS), "--calib-size", "120",
@@ -250,8 +276,9 @@ def test_budget_keeps_the_outlier_layer_in_float(dense_models, tmp_path):
     tflite_artifact = next(a for a in report["artifacts"] if a["format"] == "tflite")
     model_bytes = Path(tflite_artifact["path"]).read_bytes()
     # float math only where it was asked for: the kept layers and the (de)quantize ops around them
-    assert sorted(tflite.float_ops(model_bytes)) == ["DEQUANTIZE", "FULLY_CONNECTED", "FULLY_CONNECTED", "QUANTIZE"]
-    assert tflite.io_quantization(model_bytes)["input"]["dtype"] == "int8"
+    float_ops = sorted(tflite_graph.float_ops(model_bytes))
+    assert float_ops == ["DEQUANTIZE", "FULLY_CONNECTED", "FULLY_CONNECTED", "QUANTIZE"]
+    assert tflite_graph.io_quantization(model_bytes)["input"]["dtype"] == "int8"
     markdown = Path(report["report_markdown"]).read_text()
     assert "| outlier, logits |" in markdown and "within the budget of 1.00 points; kept in float: outlier, logits" in markdown
 

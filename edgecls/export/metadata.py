@@ -13,26 +13,13 @@ from edgecls.runtime.metadata import METADATA_KEY, ModelInfo
 def embed_tflite(model_bytes: bytes, info: ModelInfo) -> bytes:
     """Return ``model_bytes`` with a ``Model.metadata`` entry ``edgecls`` holding ``info``.
 
-    Uses LiteRT's flatbuffer object API; an existing ``edgecls`` entry is replaced.
+    Uses LiteRT's flatbuffer object API (``edgecls.tflite_graph``); an existing ``edgecls`` entry is replaced.
     """
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
+    from edgecls.tflite_graph import TFLiteGraph
 
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
-    model.metadata = [entry for entry in (model.metadata or []) if _name(entry) != METADATA_KEY]
-    buffer = schema.BufferT()
-    buffer.data = list(info.to_json().encode("utf-8"))
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = METADATA_KEY
-    entry.buffer = len(model.buffers) - 1
-    model.metadata.append(entry)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
-def _name(entry) -> str:
-    name = entry.name
-    return name.decode("utf-8") if isinstance(name, bytes) else str(name)
+    graph = TFLiteGraph.from_bytes(model_bytes)
+    graph.set_metadata(METADATA_KEY, info.to_json().encode("utf-8"))
+    return graph.to_bytes()
 
 
 def embed_onnx(model, info: ModelInfo):

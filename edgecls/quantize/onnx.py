@@ -17,6 +17,8 @@ no fused integer kernels, 0.0 too). An artifact must be right on every CPU it
 may meet, so 7 bits always; ARM and TensorRT do not need it and lose nothing
 measurable. The input stays float32: the runtime's ``Classifier`` casts
 camera bytes to it.
+
+``quantize_onnx(job)`` is this format's whole path for ``edgecls quantize``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -32,11 +35,12 @@ import numpy as np
 from edgecls.errors import ConfigError, ModelError
 from edgecls.quantize.budget import GraphOp, LayerError, channel_error, layers_in_name, relative_error
 from edgecls.quantize.calibration import CalibrationSet
+from edgecls.quantize.config import METHODS, QuantizedArtifact
+from edgecls.quantize.job import QuantizeJob, artifact_record
 from edgecls.runtime.metadata import ModelInfo
 
 log = logging.getLogger(__name__)
 
-METHODS = ("minmax", "percentile", "entropy")
 CALIBRATION_BATCH = 16
 DEBUG_IMAGES = 64
 
@@ -226,3 +230,42 @@ class OnnxRequantizer:
     def layer_errors(self) -> list[LayerError]:
         plain = self._plain or self.quantize(frozenset())
         return layer_errors(self.pre_path, plain, self.calibration, layer_names=self.layer_names, scratch=self.scratch)
+
+
+# --- this format's whole quantize path ---------------------------------------------------
+
+
+def quantize_onnx(job: QuantizeJob) -> QuantizedArtifact:
+    """QDQ INT8 ONNX artifact of the Keras model (or of the float ``.onnx`` source), held to the budget."""
+    import onnx
+
+    from edgecls.export.metadata import embed_onnx
+    from edgecls.export.onnx import write_onnx_proto
+
+    started = time.time()
+    config = job.config
+    float_path = job.work / "float.onnx"
+    if job.keras_model is not None:
+        from edgecls.export.onnx import convert_onnx
+
+        onnx.save(convert_onnx(job.keras_model), str(float_path))
+        layer_names = [layer.name for layer in job.keras_model.layers]
+    else:
+        float_path.write_bytes(job.source.read_bytes())
+        layer_names = []
+    fp32_size = embed_onnx(onnx.load(str(float_path)), job.info).ByteSize()
+    requantizer = OnnxRequantizer(
+        float_path, job.calibration, job.info, method=config.method, per_channel=config.per_channel,
+        layer_names=layer_names, scratch=job.work,
+    )
+    outcome = job.run_budget(requantizer)
+    written = write_onnx_proto(onnx.load(str(outcome.path)), job.final, job.final_info(outcome))
+    weights = "per-channel" if config.per_channel else "per-tensor"
+    scheme = (
+        f"QDQ INT8 (onnxruntime.quantization): {weights} int8 weights in a 7-bit range (reduce_range), "
+        f"int8 activations ({config.method} calibration), float32 input"
+    )
+    return artifact_record(
+        written, fmt="onnx", precision="int8", io="float", scheme=scheme, fp32_size=fp32_size, outcome=outcome,
+        started=started, input={"dtype": "float32", "scale": 0.0, "zero_point": 0},
+    )

@@ -4,15 +4,18 @@
   attributes for full-integer quantization (``TFLITE_BUILTINS_INT8`` only, so
   the converter refuses rather than leaves a float op behind).
 - Selective INT8 (the accuracy budget): the two steps ``TFLiteConverter.convert``
-  runs for INT8 — calibrate, then ``mlir_quantize`` — done separately, as the
-  LiteRT ``QuantizationDebugger`` does: calibration runs once, and each
-  re-quantization with ``denylisted_nodes`` takes milliseconds.
+  runs for INT8 — calibrate, then quantize — done separately, as the LiteRT
+  ``QuantizationDebugger`` does: calibration runs once, and each
+  re-quantization with ``denylisted_nodes`` takes milliseconds (the converter
+  privates this needs live in ``edgecls.litert_converter``).
 - Per-layer error: the ``QuantizationDebugger`` on a debug model in
   whole-model-verify mode, whose NumericVerify ops see each op's float-model
   activation beside its INT8 tensor.
 
 ``--io``: ``int8`` (default; XNNPACK's fast kernels are signed), ``uint8``
 (camera bytes go straight in: input scale 1, zero point 0) or ``float``.
+
+``quantize_tflite(job)`` is this format's whole path for ``edgecls quantize``.
 """
 
 from __future__ import annotations
@@ -21,22 +24,25 @@ import csv
 import io as _io
 import logging
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from edgecls import litert_converter
 from edgecls.errors import ModelError
 from edgecls.quantize.budget import GraphOp, LayerError, channel_error, layers_in_name, relative_error
 from edgecls.quantize.calibration import CalibrationSet
+from edgecls.quantize.config import QuantizedArtifact
+from edgecls.quantize.job import QuantizeJob, artifact_record
 from edgecls.runtime.metadata import ModelInfo
+from edgecls.tflite_graph import TFLiteGraph
 
 log = logging.getLogger(__name__)
 
-IO_TYPES = ("int8", "uint8", "float")
 DEBUG_IMAGES = 64  # calibration images the per-layer analysis runs on (one batch)
-FLOAT_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64")
 
 
 def representative_dataset(calibration: CalibrationSet) -> Callable[[], Any]:
@@ -49,12 +55,6 @@ def representative_dataset(calibration: CalibrationSet) -> Callable[[], Any]:
     return generate
 
 
-def _tf_type(io: str):
-    import tensorflow as tf
-
-    return {"int8": tf.int8, "uint8": tf.uint8, "float": tf.float32}[io]
-
-
 def int8_converter_options(calibration: CalibrationSet, *, io: str = "int8", per_channel: bool = True) -> dict[str, Any]:
     """LiteRT converter attributes for a full-integer model (for ``model.export(format="litert", **options)``)."""
     import tensorflow as tf
@@ -63,11 +63,11 @@ def int8_converter_options(calibration: CalibrationSet, *, io: str = "int8", per
         "optimizations": [tf.lite.Optimize.DEFAULT],
         "representative_dataset": representative_dataset(calibration),
         "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
-        "inference_input_type": _tf_type(io),
-        "inference_output_type": _tf_type(io),
+        "inference_input_type": litert_converter.tf_type(io),
+        "inference_output_type": litert_converter.tf_type(io),
     }
     if not per_channel:
-        options["_experimental_disable_per_channel"] = True
+        options.update(litert_converter.per_tensor_options())
     return options
 
 
@@ -93,17 +93,11 @@ def calibrate(model, calibration: CalibrationSet) -> bytes:
 
     The same SavedModel → ``TFLiteConverter`` route Keras' LiteRT exporter takes.
     """
-    import tensorflow as tf
-
     with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         saved = Path(scratch) / "saved_model"
         model.export(str(saved), format="tf_saved_model", verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative_dataset(calibration)
-        converter._experimental_calibrate_only = True  # what QuantizationDebugger sets: stop after calibration
-        return converter.convert()
+        return litert_converter.calibrate_saved_model(saved, representative_dataset(calibration))
 
 
 def requantize(calibrated: bytes, *, io: str = "int8", per_channel: bool = True, float_nodes: Sequence[str] = (), debug: bool = False) -> bytes:
@@ -111,16 +105,9 @@ def requantize(calibrated: bytes, *, io: str = "int8", per_channel: bool = True,
 
     ``debug=True`` adds NumericVerify ops in whole-model mode (float I/O) for the debugger.
     """
-    from tensorflow.lite.python.convert import mlir_quantize
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if debug:
-            return mlir_quantize(calibrated, disable_per_channel=not per_channel, enable_numeric_verify=True, enable_whole_model_verify=True)
-        return mlir_quantize(
-            calibrated, disable_per_channel=not per_channel, input_data_type=_tf_type(io), output_data_type=_tf_type(io),
-            denylisted_nodes=sorted(float_nodes) or None,
-        )
+    if debug:
+        return litert_converter.numeric_verify_model(calibrated, per_channel=per_channel)
+    return litert_converter.quantize_calibrated(calibrated, io=io, per_channel=per_channel, denylisted_nodes=float_nodes)
 
 
 def layer_errors(calibrated: bytes, calibration: CalibrationSet, *, per_channel: bool, layer_names: Sequence[str]) -> list[LayerError]:
@@ -162,88 +149,23 @@ def layer_errors(calibrated: bytes, calibration: CalibrationSet, *, per_channel:
     return errors
 
 
-# --- reading a TFLite graph ------------------------------------------------------
-
-
-def _read(model_bytes: bytes):
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    return flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
-
-
-def _text(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+# --- the TFLite graph, as the budget loop sees it --------------------------------------
 
 
 def graph_ops(model_bytes: bytes, layer_names: Sequence[str] = ()) -> list[GraphOp]:
     """The ops of subgraph 0; ``node`` is the first output tensor's name (what ``denylisted_nodes`` takes)."""
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    model = _read(model_bytes)
-    subgraph = model.subgraphs[0]
-    names = [_text(tensor.name) for tensor in subgraph.tensors]
-    ops = []
-    for operator in subgraph.operators:
-        outputs = tuple(names[i] for i in operator.outputs if i >= 0)
-        ops.append(GraphOp(
-            node=outputs[0] if outputs else "",
-            op_type=flatbuffer_utils.opcode_to_name(model, operator.opcodeIndex) or "CUSTOM",
-            inputs=tuple(names[i] for i in operator.inputs if i >= 0),
-            outputs=outputs,
-            layers=layers_in_name(outputs[0], layer_names) if outputs else (),
-        ))
-    return ops
-
-
-def output_names(model_bytes: bytes) -> list[str]:
-    subgraph = _read(model_bytes).subgraphs[0]
-    return [_text(subgraph.tensors[index].name) for index in subgraph.outputs]
-
-
-def op_types(model_bytes: bytes) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
-    """``(op type, input tensor types, output tensor types)`` for every op of subgraph 0."""
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    model = _read(model_bytes)
-    subgraph = model.subgraphs[0]
-    kinds = [flatbuffer_utils.type_to_name(tensor.type) for tensor in subgraph.tensors]
     return [
-        (
-            flatbuffer_utils.opcode_to_name(model, operator.opcodeIndex) or "CUSTOM",
-            tuple(kinds[i] for i in operator.inputs if i >= 0),
-            tuple(kinds[i] for i in operator.outputs if i >= 0),
+        GraphOp(
+            node=op.node, op_type=op.op_type,
+            inputs=tuple(t.name for t in op.inputs), outputs=tuple(t.name for t in op.outputs),
+            layers=layers_in_name(op.node, layer_names) if op.outputs else (),
         )
-        for operator in subgraph.operators
+        for op in TFLiteGraph.from_bytes(model_bytes).ops
     ]
 
 
-def float_ops(model_bytes: bytes) -> list[str]:
-    """Ops that read or write a float tensor (or are custom): empty for a full-integer graph.
-
-    The QUANTIZE/DEQUANTIZE pairs around float I/O or around layers kept
-    float on purpose count too: they are where float math happens.
-    """
-    found = []
-    for op_type, inputs, outputs in op_types(model_bytes):
-        if op_type == "CUSTOM" or any(kind in FLOAT_TYPES for kind in inputs + outputs):
-            found.append(op_type)
-    return found
-
-
-def io_quantization(model_bytes: bytes) -> dict[str, Any]:
-    """Input and output tensor type, scale and zero point (what the runtime's ``to_input`` relies on)."""
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    subgraph = _read(model_bytes).subgraphs[0]
-
-    def describe(index: int) -> dict[str, Any]:
-        tensor = subgraph.tensors[index]
-        quantization = tensor.quantization
-        scale = float(quantization.scale[0]) if quantization is not None and quantization.scale is not None and len(quantization.scale) else 0.0
-        zero_point = int(quantization.zeroPoint[0]) if quantization is not None and quantization.zeroPoint is not None and len(quantization.zeroPoint) else 0
-        return {"dtype": flatbuffer_utils.type_to_name(tensor.type).lower(), "scale": scale, "zero_point": zero_point}
-
-    return {"input": describe(subgraph.inputs[0]), "output": describe(subgraph.outputs[0])}
+def output_names(model_bytes: bytes) -> list[str]:
+    return [tensor.name for tensor in TFLiteGraph.from_bytes(model_bytes).outputs]
 
 
 def pin_uint8_input(model_bytes: bytes) -> bytes:
@@ -256,24 +178,21 @@ def pin_uint8_input(model_bytes: bytes) -> bytes:
     parameters, so stating the true ones (real value = byte) changes no
     output: pixels outside the calibrated range clip inside the graph as before.
     """
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    model = _read(model_bytes)
-    subgraph = model.subgraphs[0]
-    index = subgraph.inputs[0]
-    tensor = subgraph.tensors[index]
-    if tensor.type != schema.TensorType.UINT8:
+    graph = TFLiteGraph.from_bytes(model_bytes)
+    tensor = graph.inputs[0]
+    if tensor.dtype != "UINT8":
         return model_bytes
-    quantization = tensor.quantization
-    if quantization is not None and len(quantization.scale) == 1 and abs(float(quantization.scale[0]) - 1.0) < 1e-9 and int(quantization.zeroPoint[0]) == 0:
+    if len(tensor.scale) == 1 and abs(tensor.scale[0] - 1.0) < 1e-9 and tensor.zero_point[0] == 0:
         return model_bytes
-    consumers = [op for op in subgraph.operators if index in list(op.inputs)]
-    if not consumers or any(flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) != "QUANTIZE" for op in consumers):
+    consumers = [op for op in graph.ops if tensor in op.inputs]
+    if not consumers or any(op.op_type != "QUANTIZE" for op in consumers):
         raise ModelError("the uint8 input does not feed a QUANTIZE op; cannot give it scale 1 / zero point 0")
-    log.info("uint8 input: calibrated scale %s zero point %s → 1.0 / 0 (pixels 0..255 as bytes)", list(quantization.scale), list(quantization.zeroPoint))
-    quantization.scale, quantization.zeroPoint = [1.0], [0]
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    log.info(
+        "uint8 input: calibrated scale %s zero point %s → 1.0 / 0 (pixels 0..255 as bytes)",
+        list(tensor.scale), list(tensor.zero_point),
+    )
+    graph.set_quantization(tensor, 1.0, 0)
+    return graph.to_bytes()
 
 
 class TFLiteRequantizer:
@@ -311,3 +230,39 @@ class TFLiteRequantizer:
 
     def layer_errors(self) -> list[LayerError]:
         return layer_errors(self.calibrated, self.calibration, per_channel=self.per_channel, layer_names=self.layer_names)
+
+
+# --- this format's whole quantize path ---------------------------------------------------
+
+
+def quantize_tflite(job: QuantizeJob) -> QuantizedArtifact:
+    """INT8 (held to the budget) or FP16 TFLite artifact of ``job.keras_model``, written to ``job.final``."""
+    from edgecls.export.metadata import embed_tflite
+    from edgecls.export.tflite import convert_tflite, write_tflite_bytes
+
+    started = time.time()
+    config = job.config
+    fp32_size = len(embed_tflite(convert_tflite(job.keras_model), job.info))
+    if config.precision == "fp16":
+        candidate = job.work / "fp16.tflite"
+        candidate.write_bytes(embed_tflite(convert_fp16(job.keras_model), job.info))
+        outcome = job.judge_once(candidate)
+        io, scheme = "float", "FP16 weights, float32 compute on CPU (LiteRT converter)"
+    else:
+        requantizer = TFLiteRequantizer(
+            job.keras_model, job.calibration, job.info, io=config.io, per_channel=config.per_channel, scratch=job.work
+        )
+        outcome = job.run_budget(requantizer)
+        candidate, io = Path(outcome.path), config.io
+        weights = "per-channel" if config.per_channel else "per-tensor"
+        scheme = (
+            f"full-integer INT8 (LiteRT converter): {weights} int8 weights, "
+            f"int8 activations (min/max calibration), {io} I/O"
+        )
+    written = write_tflite_bytes(candidate.read_bytes(), job.final, job.final_info(outcome))
+    graph = TFLiteGraph.read(written)
+    return artifact_record(
+        written, fmt="tflite", precision=config.precision, io=io, scheme=scheme, fp32_size=fp32_size, outcome=outcome,
+        started=started, float_ops=len(graph.float_ops()), integer_ops=len(graph.integer_ops()),
+        input=graph.io_quantization()["input"],
+    )

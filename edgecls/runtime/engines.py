@@ -18,6 +18,7 @@ import numpy as np
 
 from edgecls.errors import ModelError, RuntimeUnavailableError
 from edgecls.runtime import tensorrt
+from edgecls.runtime.litert import delegate_provider
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,14 @@ class LiteRTEngine(Engine):
             self._interpreter.allocate_tensors()
         except ValueError as exc:
             raise ModelError(f"{path}: LiteRT cannot load this model ({exc})") from exc
-        self.provider = _tflite_provider(self._interpreter)
+        except (SystemError, AttributeError, ImportError) as exc:
+            # A LiteRT/tflite_runtime wheel built against NumPy 1 imports under NumPy 2 but fails here
+            # (tflite-runtime 2.14: SystemError; ai-edge-litert 1.0: "_ARRAY_API not found").
+            raise RuntimeUnavailableError(
+                f"{self.name} {self.version} cannot create an interpreter under NumPy {np.__version__} ({exc}); "
+                'install ai-edge-litert>=1.2, or pip install "numpy<2" for this engine'
+            ) from exc
+        self.provider = delegate_provider(self._interpreter)
         self.input = _tflite_spec(self._interpreter.get_input_details()[0])
         self.output = _tflite_spec(self._interpreter.get_output_details()[0])
         self._input_index = self._interpreter.get_input_details()[0]["index"]
@@ -96,19 +104,6 @@ class LiteRTEngine(Engine):
         self._interpreter.set_tensor(self._input_index, batch)
         self._interpreter.invoke()
         return self._interpreter.get_tensor(self._output_index)
-
-
-def _tflite_provider(interpreter) -> str:
-    """What runs the graph: XNNPACK when it took over part of it (a DELEGATE node), else the built-in kernels.
-
-    LiteRT applies XNNPACK by default to float and signed int8 graphs; an old
-    uint8-quantised graph, or a build without it, runs on the built-in kernels.
-    """
-    try:
-        ops = interpreter._get_ops_details()  # noqa: SLF001 - the only place LiteRT lists the delegate node
-    except AttributeError:  # an interpreter without it: say what was assumed
-        return "XNNPACK/CPU (assumed)"
-    return "XNNPACK/CPU" if any(op.get("op_name") == "DELEGATE" for op in ops) else "CPU (built-in kernels)"
 
 
 def _load_tflite_interpreter() -> tuple[Callable, str, str]:

@@ -1,0 +1,99 @@
+"""What ``edgecls quantize`` takes and returns: its options, and the record of each artifact it made."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgecls.errors import ConfigError
+from edgecls.quantize.budget import Attempt, LayerError
+
+PRECISIONS = ("int8", "fp16")
+IO_TYPES = ("int8", "uint8", "float")  # TFLite input/output tensor type
+METHODS = ("minmax", "percentile", "entropy")  # ONNX Runtime calibration methods
+FORMATS = ("tflite", "onnx")
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """Options of ``edgecls quantize``; a bare ``--int8`` is ``QuantizeConfig()`` (plus ``--calib``).
+
+    ``formats=()`` means every format the precision and the input allow:
+    TFLite and ONNX for INT8 from a ``.keras``, ONNX from an ``.onnx``, TFLite for FP16.
+    """
+
+    precision: str = "int8"  # int8 | fp16
+    calib: str | None = None  # calibration folder; required for int8
+    formats: tuple[str, ...] = ()
+    calib_size: int = 300
+    seed: int = 0
+    method: str = "minmax"  # ONNX calibration: minmax | percentile | entropy (LiteRT calibrates min/max)
+    per_channel: bool = True
+    io: str = "int8"  # TFLite input/output type: int8 | uint8 | float
+    eval_data: str | None = None  # digits | PATH: enables the accuracy budget
+    max_drop: float = 1.0  # top-1 points INT8 may lose against float
+    max_float_layers: int = 5  # the budget loop keeps at most this many tensors in float
+    out: str | None = None  # None: beside the model
+
+    def check(self) -> None:
+        for name, value, allowed in (("precision", self.precision, PRECISIONS), ("--io", self.io, IO_TYPES), ("--method", self.method, METHODS)):
+            if value not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        unknown = [name for name in self.formats if name not in FORMATS]
+        if unknown:
+            raise ConfigError(f"--format must be a comma list of {', '.join(FORMATS)}, got {', '.join(unknown)}")
+        if self.precision == "fp16" and "onnx" in self.formats:
+            raise ConfigError("--fp16 makes TFLite models for GPU delegates; for ONNX on a Jetson, TensorRT builds FP16 engines from the FP32 ONNX: use --format tflite")
+        if self.precision == "fp16" and (self.calib or self.io != "int8"):
+            raise ConfigError("--calib and --io are INT8 options; an FP16 model keeps float32 input and output")
+        if self.precision == "int8" and not self.calib:
+            raise ConfigError("INT8 needs calibration images: pass --calib DIR (e.g. calib_data/digits, made by `edgecls calib-data`)")
+        if self.calib_size < 1:
+            raise ConfigError(f"--calib-size must be at least 1, got {self.calib_size}")
+        if self.max_drop < 0 or self.max_float_layers < 0:
+            raise ConfigError("--max-drop and --max-float-layers must not be negative")
+
+
+@dataclass
+class QuantizedArtifact:
+    path: str
+    format: str
+    precision: str
+    io: str  # input/output tensor type
+    scheme: str  # how it was quantized, in words
+    size_bytes: int
+    fp32_size_bytes: int
+    size_ratio: float
+    top1: float | None
+    agreement: float | None  # share of evaluation images where the artifact and float predict the same class
+    drop: float | None  # top-1 points lost against float
+    within_budget: bool | None
+    float_layers: list[str] = field(default_factory=list)
+    float_nodes: list[str] = field(default_factory=list)
+    float_ops: int | None = None  # TFLite ops that touch a float tensor (0: integer-only graph)
+    integer_ops: int | None = None  # TFLite ops that compute on 8/16-bit integer tensors (edgecls.tflite_graph)
+    worst_layers: list[LayerError] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+    input: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class QuantizeResult:
+    model: str
+    float_top1: float | None
+    eval_data: str | None
+    n_eval_images: int
+    max_drop: float
+    calibration: dict[str, Any]
+    artifacts: list[QuantizedArtifact]
+    warnings: list[str]
+    config: dict[str, Any]
+    host: str
+    seconds: float
+    report_json: str = ""
+    report_markdown: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
