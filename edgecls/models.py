@@ -246,7 +246,7 @@ def _application(name: str, builder_name: str, options: ModelOptions, *, preproc
         for layer in base.layers:
             layer.trainable = False
     model = keras.Model(inputs, _head(base.output, options), name=name)
-    if source is not None and source.suffix == ".keras":
+    if isinstance(source, Path) and source.suffix == ".keras":
         pretrained.load_from_keras_model(model, base, source)
     return model
 
