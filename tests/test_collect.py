@@ -175,3 +175,25 @@ def test_classifier_collects_what_it_was_unsure_about(tmp_path):
     assert sidecar["model_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
     assert sidecar["score"] == pytest.approx(1 / 3, abs=1e-4) and sidecar["frame_shape"] == [30, 40, 3]
     np.testing.assert_array_equal(cv2.imread(str(tmp_path / "kept" / f"{images[0]}.png")), gray)
+
+
+def test_camera_example_collects(tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("onnxruntime")
+    model = _mean_color_onnx(tmp_path / "means.onnx")
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 15, (64, 48))
+    assert writer.isOpened()
+    for index in range(6):  # gray frames (unsure) and red ones (sure), in turn
+        writer.write(np.full((48, 64, 3), (120, 120, 120) if index % 2 == 0 else (0, 0, 250), np.uint8))
+    writer.release()
+    script = Path(__file__).resolve().parents[1] / "examples" / "camera.py"
+    command = [sys.executable, str(script), str(video), "--model", str(model), "--headless",
+               "--collect", str(tmp_path / "kept"), "--every", "0"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert completed.returncode == 0, completed.stderr
+    assert "collected 3 of 6 frames" in completed.stderr
+    images, sidecars = pairs(tmp_path / "kept")
+    assert len(images) == len(sidecars) == 3
