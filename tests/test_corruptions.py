@@ -155,3 +155,68 @@ def test_the_runtime_module_imports_no_tensorflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().replace("'", '"')) == []
+
+
+def test_evaluate_corruptions_reads_the_source_frames(tmp_path):
+    """A folder's images are corrupted at their own size (20x20 here, the model takes 8x8), deterministically."""
+    pytest.importorskip("onnxruntime")
+    from test_compare import COLOURS, _colour_onnx
+
+    from conftest import write_png
+    from edgecls.robustness import evaluate_corruptions
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for name, colour in COLOURS.items():
+            for i in range(4):
+                image = np.clip(np.asarray(colour) + rng.normal(0, 3, (20, 20, 3)), 0, 255).astype(np.uint8)
+                write_png(tmp_path / "colours" / split / name / f"{i}.png", image)
+    model = _colour_onnx(tmp_path / "colour.onnx", tuple(COLOURS))
+    result = evaluate_corruptions(model, str(tmp_path / "colours"), severities=(1, 5), out_dir=tmp_path / "out")
+    again = evaluate_corruptions(model, str(tmp_path / "colours"), severities=(1, 5), out_dir=tmp_path / "again")
+    assert result.corruptions == again.corruptions
+    assert result.n_images == 12 and result.clean_top1 == 1.0 and result.frames.startswith("source files")
+    assert list(result.corruptions) == list(list_corruptions())
+    assert all(len(values) == 2 and all(0.0 <= v <= 1.0 for v in values) for values in result.corruptions.values())
+    # channel means are what this model looks at; contrast keeps them (ImageNet-C scales about each channel's mean)
+    assert result.corruptions["contrast"] == [1.0, 1.0]
+    every = [v for values in result.corruptions.values() for v in values]
+    assert result.mean_corruption_top1 == pytest.approx(np.mean(every), abs=1e-4)
+    saved = json.loads((tmp_path / "out" / "corruptions_colour_onnx.json").read_text())
+    assert saved["corruptions"] == result.corruptions and saved["clean_top1"] == 1.0
+
+
+def test_parse_severities():
+    from edgecls.errors import ConfigError
+    from edgecls.robustness import parse_severities
+
+    assert parse_severities("1..5") == (1, 2, 3, 4, 5) and parse_severities("2-4") == (2, 3, 4)
+    assert parse_severities("5,1,3") == (1, 3, 5) and parse_severities("3") == (3,)
+    for bad in ("0..5", "1..6", "x", ""):
+        with pytest.raises(ConfigError, match="--severities"):
+            parse_severities(bad)
+
+
+def test_evaluate_cli_corruptions_and_adversarial_on_digits(digits_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgecls.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["evaluate", str(digits_run.tflite), "--corruptions", "--severities", "1,5",
+                                 "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["clean_top1"] >= 0.9 and 0.0 < document["mean_corruption_top1"] < document["clean_top1"]
+    assert set(document["corruptions"]) == set(list_corruptions())
+    assert document["corruptions"]["gaussian_noise"][1] < document["corruptions"]["gaussian_noise"][0]
+    assert document["frames"].startswith("model-size pixels")
+    adversarial = runner.invoke(app, ["evaluate", str(digits_run.model_path), "--adversarial", "16", "--pgd-steps",
+                                      "5", "--artifacts", f"{digits_run.tflite},{digits_run.onnx}", "--json"])
+    assert adversarial.exit_code == 0, adversarial.output
+    attack = json.loads(adversarial.stdout)
+    assert attack["clean_top1"] >= 0.9 and attack["pgd_top1"] <= attack["fgsm_top1"] < attack["clean_top1"] - 0.1
+    for row in attack["transfer"]:  # FP32 exports: the same function, so nearly the same top-1 on the same bytes
+        assert abs(row["fgsm_top1"] - attack["fgsm_top1"]) <= 0.02 and abs(row["clean_top1"] - attack["clean_top1"]) <= 0.01
+    refused = runner.invoke(app, ["evaluate", str(digits_run.tflite), "--adversarial", "8"])
+    assert refused.exit_code == 2 and "needs the .keras model" in refused.stderr

@@ -27,8 +27,9 @@ def compare(
     """A/B: top-1 with 95 % intervals, the exact McNemar test, per-class changes and a verdict at α = 0.05."""
     from edgecls.compare import compare as compare_models
 
+    keras = any(path.suffix == ".keras" for path in (model_a, model_b))  # two artifacts: a device command
     run(lambda: compare_models(model_a, model_b, data, target=target, runs=runs, warmup=warmup, threads=threads,
-                               out_dir=out), as_json=json, render=_render_compare)
+                               out_dir=out), as_json=json, render=_render_compare, tensorflow=keras)
 
 
 def _render_compare(result) -> None:

@@ -35,7 +35,7 @@ def evaluate(
             return evaluate_corruptions(model, data, severities=parse_severities(severities), seed=seed,
                                         threads=threads, out_dir=out)
 
-        run(call, as_json=json, render=_render_corruptions)
+        run(call, as_json=json, render=_render_corruptions, tensorflow=model.suffix == ".keras")
         return
     if adversarial is not None:
         from edgecls.adversarial import evaluate_adversarial
