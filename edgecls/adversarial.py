@@ -7,7 +7,7 @@ uint8 — what a camera could deliver and what an artifact takes — so the
 effective L∞ bound is ``floor(epsilon)``, and the Keras model and the
 artifacts are scored on the very same bytes.
 
->>> result = evaluate_adversarial("runs/cnn-digits/model.keras", "digits", 8, artifacts=["model_int8.tflite"])  # doctest: +SKIP
+>>> result = evaluate_adversarial("model.keras", "digits", 8, artifacts=["model_int8.tflite"])  # doctest: +SKIP
 >>> result.clean_top1, result.fgsm_top1, result.pgd_top1, result.transfer[0]["fgsm_top1"]  # doctest: +SKIP
 (0.986, 0.41, 0.12, 0.45)
 """
@@ -53,10 +53,11 @@ def evaluate_adversarial(
     pgd_steps: int = 10,
     seed: int = 0,
 ) -> AdversarialResult:
-    """FGSM and PGD top-1 of the ``.keras`` model at ``epsilon`` (pixel levels), and of ``artifacts`` on those images."""
+    """FGSM and PGD top-1 of the ``.keras`` model at ``epsilon`` (pixel levels); ``artifacts`` on those images."""
     path = Path(model_path)
     if path.suffix != ".keras":
-        raise ModelError(f"{path}: --adversarial needs the .keras model (gradients); pass exported files with --artifacts")
+        raise ModelError(f"{path}: --adversarial needs the .keras model (gradients); "
+                         "pass exported files with --artifacts")
     if not 1.0 <= epsilon <= 255.0:
         raise ConfigError(f"--adversarial EPS is in pixel levels 1..255 (images are uint8), got {epsilon}")
     if pgd_steps < 1:
@@ -90,8 +91,8 @@ def evaluate_adversarial(
         model=str(path), data=dataset.name, n_images=len(images), epsilon=float(epsilon), pgd_steps=pgd_steps,
         pgd_step_size=round(step_size, 4), clean_top1=top1(model, images.images), fgsm_top1=top1(model, fgsm_images),
         pgd_top1=top1(model, pgd_images), transfer=transfer, seed=seed,
-        notes=[f"L∞ ε = {epsilon:g} pixel levels of 0..255 on the model's input (after the resize); images rounded to "
-               f"uint8, so the effective bound is {math.floor(epsilon)}"],
+        notes=[f"L∞ ε = {epsilon:g} pixel levels of 0..255 on the model's input (after the resize); images "
+               f"rounded to uint8, so the effective bound is {math.floor(epsilon)}"],
     )
 
 

@@ -120,7 +120,8 @@ def compare(
         per_class=_per_class(images.labels, right_a, right_b, info_a.labels),
     )
     if target:
-        result.latency = _latency((path_a, path_b), target, runs=runs, warmup=warmup, threads=threads, notes=result.notes)
+        result.latency = _latency((path_a, path_b), target, runs=runs, warmup=warmup, threads=threads,
+                                  notes=result.notes)
     if out_dir:
         write_json(Path(out_dir) / f"compare_{path_a.stem}_vs_{path_b.stem}.json", result)
     return result

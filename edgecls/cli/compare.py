@@ -21,7 +21,8 @@ def compare(
     runs: Annotated[int, typer.Option(help="With --target: timed inferences per model.")] = 100,
     warmup: Annotated[int, typer.Option(help="With --target: untimed inferences first.")] = 10,
     threads: Annotated[Optional[int], typer.Option(help="Engine threads for .tflite/.onnx.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the result as JSON in this folder.")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Also write the result as JSON in this folder.")] = None,
     json: JsonOption = False,
 ) -> None:
     """A/B: top-1 with 95 % intervals, the exact McNemar test, per-class changes and a verdict at α = 0.05."""
@@ -36,8 +37,8 @@ def _render_compare(result) -> None:
     from rich.table import Table
 
     out = console()
-    out.print(styled(result.verdict), f"(McNemar exact p = {result.mcnemar_p:.4g}; {result.b_only_correct} images only B "
-              f"got right, {result.a_only_correct} only A) on {result.n_images} validation images of {result.data}")
+    out.print(styled(result.verdict), f"(McNemar exact p = {result.mcnemar_p:.4g}; {result.b_only_correct} images "
+              f"only B got right, {result.a_only_correct} only A) on {result.n_images} validation images of {result.data}")
     table = Table("", "model", "top-1", "95 % interval", "engine")
     for name, arm in (("A", result.a), ("B", result.b)):
         low, high = arm["interval"]

@@ -16,12 +16,20 @@ def evaluate(
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="digits or a folder (default: the data set recorded in the model).")] = None,
     threads: Annotated[Optional[int], typer.Option(help="Engine threads for .tflite/.onnx (default: all cores).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where the confusion matrix PNG and JSON go (default: beside the model).")] = None,
-    corruptions: Annotated[bool, typer.Option("--corruptions", help="Top-1 under camera corruptions (noise, blur, light, JPEG, pixelation), each frame corrupted before the resize.")] = False,
-    severities: Annotated[str, typer.Option("--severities", help="With --corruptions: severities 1..5, e.g. 1..5, 2-4 or 1,3,5.")] = "1..5",
-    seed: Annotated[int, typer.Option("--seed", help="With --corruptions / --adversarial: image i's randomness is seeded by (seed, i).")] = 0,
-    adversarial: Annotated[Optional[float], typer.Option("--adversarial", metavar="EPS", help="White-box FGSM and PGD top-1 of a .keras at L-inf EPS pixel levels of 0..255 (8 = 8/255).")] = None,
-    pgd_steps: Annotated[int, typer.Option("--pgd-steps", help="With --adversarial: PGD steps (step size 2.5*EPS/steps).")] = 10,
-    artifacts: Annotated[Optional[str], typer.Option("--artifacts", help="With --adversarial: exported files (a.tflite,b.onnx) scored on the same adversarial images (transfer).")] = None,
+    corruptions: Annotated[bool, typer.Option("--corruptions", help=(
+        "Top-1 under camera corruptions (noise, blur, light, JPEG, pixelation), each frame corrupted before the "
+        "resize."))] = False,
+    severities: Annotated[str, typer.Option(
+        "--severities", help="With --corruptions: severities 1..5, e.g. 1..5, 2-4 or 1,3,5.")] = "1..5",
+    seed: Annotated[int, typer.Option(
+        "--seed", help="With --corruptions / --adversarial: image i's randomness is seeded by (seed, i).")] = 0,
+    adversarial: Annotated[Optional[float], typer.Option("--adversarial", metavar="EPS", help=(
+        "White-box FGSM and PGD top-1 of a .keras at L-inf EPS pixel levels of 0..255 (8 = 8/255)."))] = None,
+    pgd_steps: Annotated[int, typer.Option(
+        "--pgd-steps", help="With --adversarial: PGD steps (step size 2.5*EPS/steps).")] = 10,
+    artifacts: Annotated[Optional[str], typer.Option("--artifacts", help=(
+        "With --adversarial: exported files (a.tflite,b.onnx) scored on the same adversarial images "
+        "(transfer)."))] = None,
     json: JsonOption = False,
 ) -> None:
     """Top-1/top-5, per-class precision/recall/F1 and a confusion matrix on the held-out split."""

@@ -9,7 +9,8 @@ first), at most one frame is kept every ``every_s`` seconds, and both files
 are written under a temporary name and renamed, so a reader never sees half a
 frame. Deciding costs a comparison; only a kept frame pays for its write.
 
->>> clf = Classifier("model.tflite", collect=Collector("unsure/", below=0.6, margin=0.1, max_files=500))  # doctest: +SKIP
+>>> collector = Collector("unsure/", below=0.6, margin=0.1, max_files=500)  # doctest: +SKIP
+>>> clf = Classifier("model.tflite", collect=collector)  # doctest: +SKIP
 >>> clf.predict(frame)  # doctest: +SKIP
 """
 

@@ -138,7 +138,8 @@ def motion_kernel(radius: float, sigma: float, angle_degrees: float) -> np.ndarr
         x, y = half + step * np.cos(angle), half + step * np.sin(angle)
         x0, y0 = int(np.floor(x)), int(np.floor(y))
         fx, fy = x - x0, y - y0
-        for dx, dy, share in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        corners = ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy))
+        for dx, dy, share in corners:
             if 0 <= y0 + dy < size and 0 <= x0 + dx < size:
                 kernel[y0 + dy, x0 + dx] += weight * share
     return kernel / kernel.sum()
