@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--headless", action="store_true", help="print one line a frame instead of showing a window")
     parser.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: until the source ends)")
     parser.add_argument("--collect", metavar="DIR", default=None, help="save frames the model was unsure about here")
-    parser.add_argument("--below", type=float, default=0.6, help="with --collect: keep a frame whose top score is under")
+    parser.add_argument("--below", type=float, default=0.6, help="with --collect: keep frames scoring under this")
     parser.add_argument("--margin", type=float, default=0.1, help="with --collect: ... or whose top two are closer")
     parser.add_argument("--max-files", type=int, default=1000, help="with --collect: keep at most this many frames")
     parser.add_argument("--every", type=float, default=1.0, help="with --collect: at most one frame per this many s")

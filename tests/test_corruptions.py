@@ -161,9 +161,9 @@ def test_the_runtime_module_imports_no_tensorflow():
 def test_evaluate_corruptions_reads_the_source_frames(tmp_path):
     """A folder's images are corrupted at their own size (20x20 here, the model takes 8x8), deterministically."""
     pytest.importorskip("onnxruntime")
+    from conftest import write_png
     from test_compare import COLOURS, _colour_onnx
 
-    from conftest import write_png
     from edgecls.robustness import evaluate_corruptions
 
     rng = np.random.default_rng(0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,14 +14,14 @@ from edgecls.cli.app import JsonOption, app, console, run, styled
 def compare(
     model_a: Annotated[Path, typer.Argument(metavar="A", help="The current artifact: .keras, .tflite or .onnx.")],
     model_b: Annotated[Path, typer.Argument(metavar="B", help="The candidate, with the same labels.")],
-    data: Annotated[Optional[str], typer.Option(
+    data: Annotated[str | None, typer.Option(
         "--data", "-d", help="digits or a folder: A's held-out split of it (default: the data set A records).")] = None,
-    target: Annotated[Optional[str], typer.Option(
+    target: Annotated[str | None, typer.Option(
         "--target", "-t", help="Also time both on this device profile (see `edgecls targets`).")] = None,
     runs: Annotated[int, typer.Option(help="With --target: timed inferences per model.")] = 100,
     warmup: Annotated[int, typer.Option(help="With --target: untimed inferences first.")] = 10,
-    threads: Annotated[Optional[int], typer.Option(help="Engine threads for .tflite/.onnx.")] = None,
-    out: Annotated[Optional[Path], typer.Option(
+    threads: Annotated[int | None, typer.Option(help="Engine threads for .tflite/.onnx.")] = None,
+    out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Also write the result as JSON in this folder.")] = None,
     json: JsonOption = False,
 ) -> None:
@@ -38,7 +38,8 @@ def _render_compare(result) -> None:
 
     out = console()
     out.print(styled(result.verdict), f"(McNemar exact p = {result.mcnemar_p:.4g}; {result.b_only_correct} images "
-              f"only B got right, {result.a_only_correct} only A) on {result.n_images} validation images of {result.data}")
+              f"only B got right, {result.a_only_correct} only A) on {result.n_images} validation images of "
+              f"{result.data}")
     table = Table("", "model", "top-1", "95 % interval", "engine")
     for name, arm in (("A", result.a), ("B", result.b)):
         low, high = arm["interval"]
