@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -78,7 +78,7 @@ def validation_set(info: ModelInfo, data: str | None = None) -> tuple[ImageSet, 
 def predict_scores(model: Any, images: ImageSet | np.ndarray, *, threads: int | None = None) -> np.ndarray:
     """Class scores (N, classes) for uint8 NHWC pixels, from a path, a Keras model or a Classifier."""
     pixels = images.images if isinstance(images, ImageSet) else images
-    scorer = _scorer(model, threads)
+    scorer = make_scorer(model, threads)
     return np.concatenate([scorer(pixels[i : i + BATCH]) for i in range(0, len(pixels), BATCH)]) if len(pixels) else np.zeros((0, 0))
 
 
@@ -87,7 +87,8 @@ def top1_accuracy(model: Any, images: ImageSet) -> float:
     return float(np.mean(predict_scores(model, images).argmax(axis=1) == images.labels))
 
 
-def _scorer(model: Any, threads: int | None):
+def make_scorer(model: Any, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from a uint8 NHWC batch to class scores, for a path, a Keras model or a Classifier."""
     from edgecls.runtime import Classifier
 
     if isinstance(model, (str, Path)):

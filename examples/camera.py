@@ -3,12 +3,17 @@
     python examples/camera.py 0 --model model_int8.tflite            # first camera, in a window
     python examples/camera.py rtsp://cam.local/stream --model m.onnx --headless
     python examples/camera.py clip.mp4 --model m.tflite --headless --max-frames 100
+    python examples/camera.py 0 --model m.tflite --headless --collect unsure/   # keep the frames it was unsure of
 
 A source is a camera index, a video file or a stream URL (anything
 ``cv2.VideoCapture`` opens). Each frame goes through ``Classifier.predict``
 (resize, channel order, inference, top-k: the same path ``edgecls bench``
 times); the label, its score and the frame rate are drawn on the frame, or
 printed one line a frame with ``--headless``.
+
+``--collect DIR`` keeps the frames whose top score is under ``--below`` or
+whose top two scores are closer than ``--margin``, each with a JSON sidecar
+(``edgecls.runtime.collect``): label them and retrain with ``edgecls train``.
 
 For several cameras, give each thread its own ``Classifier`` (a shared one is
 safe too: its engine calls are serialised by a lock).
@@ -24,6 +29,7 @@ import cv2
 import numpy as np
 
 from edgecls.runtime import Classifier
+from edgecls.runtime.collect import Collector
 
 
 def open_source(source: str) -> cv2.VideoCapture:
@@ -48,9 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="engine threads (default: every core)")
     parser.add_argument("--headless", action="store_true", help="print one line a frame instead of showing a window")
     parser.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: until the source ends)")
+    parser.add_argument("--collect", metavar="DIR", default=None, help="save frames the model was unsure about here")
+    parser.add_argument("--below", type=float, default=0.6, help="with --collect: keep frames scoring under this")
+    parser.add_argument("--margin", type=float, default=0.1, help="with --collect: ... or whose top two are closer")
+    parser.add_argument("--max-files", type=int, default=1000, help="with --collect: keep at most this many frames")
+    parser.add_argument("--every", type=float, default=1.0, help="with --collect: at most one frame per this many s")
     arguments = parser.parse_args(argv)
 
-    classifier = Classifier(arguments.model, threads=arguments.threads, top_k=1)
+    collector = None
+    if arguments.collect:
+        collector = Collector(arguments.collect, below=arguments.below, margin=arguments.margin,
+                              max_files=arguments.max_files, every_s=arguments.every)
+    classifier = Classifier(arguments.model, threads=arguments.threads, top_k=1, collect=collector)
     capture = open_source(arguments.source)
     frames, fps, last = 0, 0.0, time.perf_counter()
     try:
@@ -74,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         if not arguments.headless:
             cv2.destroyAllWindows()
     print(f"{frames} frames, {fps:.1f} fps, {classifier!r}", file=sys.stderr)
+    if collector is not None:
+        print(f"collected {collector.saved} of {collector.seen} frames into {collector.folder}", file=sys.stderr)
     return 0
 
 

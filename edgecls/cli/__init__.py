@@ -12,6 +12,7 @@ from edgecls.cli.app import app, main
 # them in (not sorted; ruff's isort rule is off for this file).
 from edgecls.cli import train as _train  # noqa: F401,E402
 from edgecls.cli import evaluate as _evaluate  # noqa: F401,E402
+from edgecls.cli import compare as _compare  # noqa: F401,E402
 from edgecls.cli import export as _export  # noqa: F401,E402
 from edgecls.cli import models as _models  # noqa: F401,E402
 from edgecls.cli import info as _info  # noqa: F401,E402

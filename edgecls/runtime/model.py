@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from edgecls.errors import ModelError
 from edgecls.runtime.engines import Engine, TensorSpec, load_engine
 from edgecls.runtime.metadata import METADATA_KEY, ModelInfo, read_model_info
 from edgecls.runtime.preprocess import to_model_pixels
+
+if TYPE_CHECKING:
+    from edgecls.runtime.collect import Collector
 
 Prediction = list[tuple[str, float]]
 
@@ -32,6 +35,9 @@ class Classifier:
     Thread safety: one ``Classifier`` may be shared by several threads; calls
     into the engine are serialised by a lock. For parallel inference, give each
     thread its own ``Classifier``.
+
+    ``collect``: a ``Collector`` that keeps the frames ``predict`` and
+    ``predict_batch`` were unsure about (see ``edgecls.runtime.collect``).
     """
 
     def __init__(
@@ -41,6 +47,7 @@ class Classifier:
         threads: int | None = None,
         top_k: int = 5,
         providers: tuple[str, ...] = (),
+        collect: Collector | None = None,
     ) -> None:
         self.path = Path(model_path)
         _check_top_k(top_k)
@@ -56,6 +63,12 @@ class Classifier:
             raise ModelError(
                 f"{self.path}: metadata says input {height}x{width} but the graph takes {self.engine.input.shape}"
             )
+        self.collect = collect
+        self._digest = ""
+        if collect is not None:
+            from edgecls.runtime.collect import file_sha256
+
+            self._digest = file_sha256(self.path)  # once: every kept frame names the model that judged it
 
     def _read_info(self) -> ModelInfo:
         custom = getattr(self.engine, "custom_metadata", None)
@@ -107,6 +120,8 @@ class Classifier:
     def predict(self, frame: np.ndarray, top_k: int | None = None) -> Prediction:
         """Top-k ``(label, score)`` for one BGR/gray uint8 frame of any size."""
         raw = self.engine.invoke_raw(self.to_input(self.preprocess(frame)[None]))[0]
+        if self.collect is not None:
+            self._offer(frame, raw)
         return self._top_k(raw, top_k)
 
     def predict_batch(self, frames: list[np.ndarray], top_k: int | None = None) -> list[Prediction]:
@@ -114,7 +129,15 @@ class Classifier:
         if not len(frames):
             return []
         batch = np.stack([self.preprocess(frame) for frame in frames])
-        return [self._top_k(row, top_k) for row in self.engine.invoke_raw(self.to_input(batch))]
+        raw = self.engine.invoke_raw(self.to_input(batch))
+        if self.collect is not None:
+            for frame, row in zip(frames, raw):
+                self._offer(frame, row)
+        return [self._top_k(row, top_k) for row in raw]
+
+    def _offer(self, frame: np.ndarray, raw: np.ndarray) -> None:
+        scores = (raw.astype(np.float32) - self._zero_point) * self._scale
+        self.collect.consider(frame, self.labels, scores, model=self.path.name, model_sha256=self._digest)
 
     def _top_k(self, raw: np.ndarray, top_k: int | None) -> Prediction:
         """The k best classes of one raw output row (quantised or not), dequantising only those k."""
