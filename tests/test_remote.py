@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import re
 import shlex
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -151,3 +158,270 @@ def test_bench_command_over_ssh(device, device_python, digits_run, tmp_path):
     entry = json.loads(result.output)["results"][0]
     assert entry["target"] == "jetson-orin-nano" and entry["threads"] == 6 and entry["top1"] > 0.5
     assert (tmp_path / "out" / "bench.md").is_file()
+
+
+# --- nothing keeps running, nothing is left behind ------------------------------------
+
+
+def _start_bench(device, device_python, model, tmp_path) -> tuple[subprocess.Popen, Path]:
+    """``edgecls bench --remote`` in a process of its own, with a run long enough to be stopped mid-way."""
+    local_tmp = tmp_path / "local tmp"
+    local_tmp.mkdir()
+    command = [
+        sys.executable, "-c", "from edgecls.cli import main; main()", "bench", str(model), "--runs", "10000000", "--warmup", "0",
+        "--remote", device.destination, "--ssh-key", str(device.user_key), "--known-hosts", str(device.known_hosts),
+        "--remote-python", device_python, "--out", str(tmp_path / "out"),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(TREE), "TMPDIR": str(local_tmp)}
+    bench = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return bench, local_tmp
+
+
+def _device_processes(device) -> list[str]:
+    """``ps`` on the "device", through a fresh connection: every process of a benchmark run in its temp folder.
+
+    The remote shell names the folder in its arguments; the launcher, the measuring process and its
+    workers have ``TMPDIR`` pointing into it (``ps e`` shows the environment).
+    """
+    ssh = SSH(RemoteConfig(device.destination, ssh_key=str(device.user_key), known_hosts=str(device.known_hosts)))
+    listing = ssh.run("ps -eww -o pid= -o args= e", step="listing processes", timeout=30)
+    assert listing.returncode == 0, listing.stderr
+    marker = f"{device.device_tmp}/edgecls-bench."
+    return [line.strip()[:160] for line in listing.stdout.splitlines() if marker in line and "ps -eww" not in line]
+
+
+def _wait_until_measuring(device, bench: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert bench.poll() is None, bench.communicate()
+        if any("--worker" in line for line in _device_processes(device)):
+            return
+        time.sleep(0.3)
+    raise AssertionError("the benchmark never started on the device")
+
+
+def _assert_nothing_left(device, local_tmp: Path) -> None:
+    deadline = time.monotonic() + 5
+    while (left := _device_processes(device)) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert left == [], left
+    assert list(device.device_tmp.iterdir()) == []
+    assert list(local_tmp.iterdir()) == []  # edgecls-eval-*, edgecls-stage-*
+
+
+def _session_sshds(listener: int) -> list[int]:
+    """The per-connection sshd processes under the listening one."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            comm = stat.read_text().split("(", 1)[1].rsplit(")", 1)[0]
+        except (OSError, IndexError):
+            continue
+        parents[int(stat.parent.name)] = (int(fields[1]), comm)
+    found, frontier = [], [listener]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, (ppid, _) in parents.items() if ppid == parent]
+        found += [pid for pid in children if parents[pid][1].startswith("sshd")]
+        frontier += children
+    return found
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "dropped connection"])
+def test_a_stopped_bench_stops_on_the_device(device, device_python, digits_run, tmp_path, how):
+    bench, local_tmp = _start_bench(device, device_python, digits_run.tflite, tmp_path)
+    try:
+        _wait_until_measuring(device, bench)
+        if how == "dropped connection":
+            for pid in _session_sshds(device.server.pid):
+                os.kill(pid, signal.SIGKILL)
+        else:
+            bench.send_signal(getattr(signal, how))
+        stdout, stderr = bench.communicate(timeout=60)
+    finally:
+        bench.kill()
+    expected = {"SIGINT": (130, "interrupted"), "SIGTERM": (143, "terminated")}
+    if how in expected:
+        assert (bench.returncode, stderr.strip()) == expected[how]
+    else:
+        assert bench.returncode == 2 and stderr.count("\n") == 1, stderr
+        assert stderr.startswith(f"error: SSH connection to {device.destination} failed or dropped while running the benchmark")
+    assert stdout == "" and not (tmp_path / "out").exists()
+    _assert_nothing_left(device, local_tmp)
+
+
+def test_a_killed_workstation_still_stops_the_device(device, device_python, digits_run, tmp_path):
+    # kill -9: no cleanup runs here; the device's launcher sees its stdin end when the orphaned ssh forwards the EOF.
+    bench, local_tmp = _start_bench(device, device_python, digits_run.tflite, tmp_path)
+    try:
+        _wait_until_measuring(device, bench)
+        bench.kill()
+        bench.communicate(timeout=30)
+    finally:
+        bench.kill()
+    shutil.rmtree(local_tmp)  # what a killed process cannot remove
+    local_tmp.mkdir()
+    _assert_nothing_left(device, local_tmp)
+
+
+# --- one line for each fault ------------------------------------------------------------
+
+
+def test_a_home_relative_remote_python_is_expanded_on_the_device(device, device_python, digits_run):
+    installed = device.home / "edgecls" / "bin"
+    installed.mkdir(parents=True, exist_ok=True)
+    (installed / "python").symlink_to(device_python)
+    run = measure_remote(_config(device, device_python, remote_python="~/edgecls/bin/python"), models=[digits_run.tflite], target=get_target("rpi5"), runs=2, warmup=0)
+    assert run.results[0].runs == 2
+
+
+def test_ssh_leaves_the_callers_stdin_alone(device, device_python, digits_run, tmp_path):
+    # while read host; do edgecls bench … --remote "$host"; done < hosts.txt: every line must still be there.
+    bench = shlex.join([
+        sys.executable, "-c", "from edgecls.cli import main; main()", "bench", str(digits_run.tflite), "--runs", "2", "--warmup", "0",
+        "--remote", device.destination, "--ssh-key", str(device.user_key), "--known-hosts", str(device.known_hosts),
+        "--remote-python", device_python, "--out", str(tmp_path / "out"), "--json",
+    ])
+    loop = f'while read host; do {bench} >/dev/null || exit 1; echo "done $host"; done'
+    completed = subprocess.run(["sh", "-c", loop], input="pi-1\npi-2\n", capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(TREE)}, timeout=120)
+    assert completed.stdout.splitlines() == ["done pi-1", "done pi-2"], completed.stderr
+
+
+def _fake_device_python(tmp_path, device_python, benchmark_step: str) -> str:
+    """A device Python that does ``benchmark_step`` (sh) instead of measuring; the runtime check is real."""
+    fake = tmp_path / "fake-python"
+    fake.write_text(f'#!/bin/sh\nif [ "$#" -gt 2 ]; then\n{benchmark_step}\nfi\nexec {shlex.quote(device_python)} "$@"\n')
+    fake.chmod(0o755)
+    return str(fake)
+
+
+def test_bytes_that_are_not_utf8_are_shown_replaced(device, device_python, digits_run, tmp_path):
+    fake = _fake_device_python(tmp_path, device_python, r"printf 'bad \377\376 bytes \033[2J\n' >&2; exit 3")
+    with pytest.raises(RemoteError, match=r"exit status 3\): bad \ufffd\ufffd bytes \\x1b\[2J"):
+        measure_remote(_config(device, device_python, remote_python=fake), models=[digits_run.tflite], target=get_target("rpi5"), runs=2, warmup=0)
+    assert list(device.device_tmp.iterdir()) == []
+
+
+def _device_document(where: str = "a pi", model: str = "model0.tflite") -> dict:
+    stats = {"min": 1.0, "p50": 1.0, "p90": 1.0, "p99": 1.0, "mean": 1.0, "std": 0.0}
+    result = {
+        "model": model, "engine": "litert", "engine_version": "2", "provider": "cpu", "threads": 4, "precision": "fp32",
+        "input_dtype": "float32", "runs": 2, "warmup": 0, "load_ms": 1.0, "cold_start_ms": 1.0, "latency_ms": stats, "fps": 1000.0,
+        "e2e_ms": 1.0, "e2e_latency_ms": stats, "peak_rss_mb": 50.0, "baseline_rss_mb": 40.0, "size_bytes": 1000,
+        "samples_ms": [1.0, 1.0], "where": where,
+    }
+    settings = {"runs": 2, "warmup": 0, "threads": 4}
+    state = {"kind": "raspberry-pi", "soc_temp_c": "hot", "power_mode": 7}  # odd types from an odd device
+    return {
+        "target": "rpi5", "where": where, "on_target": True, "machine": {"hostname": "pi"}, "settings": settings, "results": [result],
+        "device_state": state,
+    }
+
+
+def _with(document: dict, **fields) -> dict:
+    return {**document, "results": [{**document["results"][0], **fields}]}
+
+
+@pytest.mark.parametrize(
+    "printed, problem",
+    [
+        ("[]", "expected a JSON object"),
+        (json.dumps({**_device_document(), "results": [1]}), r"run\.results\[0\]: expected an object"),
+        (json.dumps(_with(_device_document(), fps="fast")), r"run\.results\[0\]\.fps: expected a number, got a string 'fast'"),
+        (json.dumps(_with(_device_document(), latency_ms={"p50": 1.0})), r"run\.results\[0\]\.latency_ms\.min is missing"),
+        ("Welcome to the pi!", "Expecting value"),
+        (json.dumps(_device_document(model="other.tflite")), r"reported models \['other\.tflite'\], not the \['model0\.tflite'\]"),
+    ],
+)
+def test_malformed_results_from_the_device_write_nothing(device, device_python, digits_run, tmp_path, printed, problem):
+    from typer.testing import CliRunner
+
+    from edgecls.cli import app
+
+    document = tmp_path / "printed.json"
+    document.write_text(printed + "\n")
+    fake = _fake_device_python(tmp_path, device_python, f"cat {shlex.quote(str(document))}; exit 0")
+    arguments = [
+        "bench", str(digits_run.tflite), "--runs", "2", "--warmup", "0", "--remote", device.destination, "--ssh-key", str(device.user_key),
+        "--known-hosts", str(device.known_hosts), "--remote-python", fake, "--out", str(tmp_path / "out"),
+    ]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert re.match(f"error: .*{problem}", result.output), result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_banner_before_the_result_and_escape_codes_in_it_are_harmless(device, device_python, digits_run, tmp_path):
+    document = tmp_path / "printed.json"
+    document.write_text("Welcome to the pi!\n" + json.dumps(_device_document(where="a \x1b]0;pwned\x07 pi")) + "\n")
+    fake = _fake_device_python(tmp_path, device_python, f"cat {shlex.quote(str(document))}; exit 0")
+    run = measure_remote(_config(device, device_python, remote_python=fake), models=[digits_run.tflite], target=get_target("rpi5"), runs=2, warmup=0)
+    assert run.where == "a \\x1b]0;pwned\\x07 pi, over SSH" and run.results[0].model == str(digits_run.tflite)
+    from edgecls.bench.report import write_reports
+
+    paths = write_reports(run, tmp_path / "out")  # a device_state of odd types still renders
+    assert "soc_temp_c hot, power mode 7" in paths["markdown"].read_text()
+
+
+def test_a_changed_host_key_is_named_as_such(device, device_python, digits_run, tmp_path):
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    changed = tmp_path / "known hosts"
+    changed.write_text(f"[127.0.0.1]:{device.port} {' '.join(Path(f'{other}.pub').read_text().split()[:2])}\n")
+    for accept_new in (False, True):
+        config = _config(device, device_python, known_hosts=str(changed), accept_new_host_key=accept_new)
+        with pytest.raises(RemoteError) as raised:
+            measure_remote(config, models=[digits_run.tflite], target=get_target("rpi5"), runs=2, warmup=0)
+        message = str(raised.value)
+        assert "host key has CHANGED" in message and "intercepting" in message and "\n" not in message
+        assert f"ssh-keygen -f {shlex.quote(str(changed))} -R '[127.0.0.1]:{device.port}'" in message
+        assert "never accepts a changed key" in message
+
+
+def test_known_hosts_dev_null_with_accept_new_says_nothing_is_checked(device, device_python, digits_run, caplog):
+    config = _config(device, device_python, known_hosts="/dev/null", accept_new_host_key=True)
+    with caplog.at_level(logging.WARNING, logger="edgecls.runtime.remote"):
+        measure_remote(config, models=[digits_run.tflite], target=get_target("host"), runs=2, warmup=0)
+    assert "accepts any host key and keeps none" in caplog.text
+
+
+def test_a_device_tmpdir_with_a_space_works_and_is_removed(device, device_python, digits_run):
+    assert " " in device.device_tmp.name  # the loopback sshd sets TMPDIR so
+    measure_remote(_config(device, device_python), models=[digits_run.tflite], target=get_target("rpi5"), runs=2, warmup=0)
+    assert list(device.device_tmp.iterdir()) == []
+
+
+def test_a_device_without_sftp(device_python, digits_run, tmp_path):
+    with loopback_sshd(tmp_path / "sshd", sftp=False) as bare:
+        run = measure_remote(_config(bare, device_python), models=[digits_run.tflite], target=get_target("rpi5"), runs=2, warmup=0)
+        assert run.results[0].runs == 2 and list(bare.device_tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "remote_python, message",
+    [
+        ("python3 'x", r"--remote-python \"python3 'x\": No closing quotation"),
+        ("-c", "must start with a Python interpreter, not an option: got '-c'"),
+        ("", "must name a Python interpreter"),
+    ],
+)
+def test_remote_python_that_cannot_be_a_command(digits_run, tmp_path, remote_python, message):
+    from typer.testing import CliRunner
+
+    from edgecls.cli import app
+
+    arguments = ["bench", str(digits_run.tflite), "--remote", "pi@127.0.0.1:1", "--remote-python", remote_python, "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert re.search(message, result.output), result.output
+
+
+def test_an_ssh_key_path_with_percent_and_space(device, tmp_path):
+    key = tmp_path / "keys %d" / "id %h"
+    key.parent.mkdir()
+    shutil.copyfile(device.user_key, key)
+    key.chmod(0o600)
+    ssh = SSH(RemoteConfig(device.destination, ssh_key=str(key), known_hosts=str(device.known_hosts)))
+    completed = ssh.run("echo ok", step="testing", timeout=30)
+    assert (completed.returncode, completed.stdout) == (0, "ok\n"), completed.stderr
