@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -80,14 +81,20 @@ def eval_set(digits_run, tmp_path_factory) -> Path:
 def device_python(tmp_path_factory) -> str:
     """This Python with this tree's edgecls first: the "device" runs the code under test, not an installed copy."""
     shim = tmp_path_factory.mktemp("device-python") / "python"
-    shim.write_text(f'#!/bin/sh\nPYTHONPATH={shlex.quote(str(TREE))}${{PYTHONPATH:+:$PYTHONPATH}} exec {shlex.quote(sys.executable)} "$@"\n')
+    path = f"PYTHONPATH={shlex.quote(str(TREE))}${{PYTHONPATH:+:$PYTHONPATH}}"
+    shim.write_text(f'#!/bin/sh\n{path} exec {shlex.quote(sys.executable)} "$@"\n')
     shim.chmod(0o755)
     return str(shim)
 
 
 def _config(device, device_python, **overrides) -> RemoteConfig:
-    values = dict(destination=device.destination, ssh_key=str(device.user_key), known_hosts=str(device.known_hosts), remote_python=device_python)
+    values = dict(destination=device.destination, ssh_key=str(device.user_key), known_hosts=str(device.known_hosts))
+    values["remote_python"] = device_python
     return RemoteConfig(**{**values, **overrides})
+
+
+def _quick(config: RemoteConfig, model, target: str = "rpi5"):
+    return measure_remote(config, models=[model], target=get_target(target), runs=2, warmup=0)
 
 
 def test_remote_bench_matches_local_and_leaves_nothing(device, device_python, digits_run, eval_set, tmp_path):
@@ -97,7 +104,8 @@ def test_remote_bench_matches_local_and_leaves_nothing(device, device_python, di
     models = [str(tricky), str(digits_run.onnx)]
     target = get_target("rpi5")
     local = measure_models(MeasureConfig(models=tuple(models), target=target, runs=RUNS, warmup=WARMUP, data=str(eval_set)))
-    remote = measure_remote(_config(device, device_python), models=models, target=target, eval_dir=eval_set, runs=RUNS, warmup=WARMUP)
+    config = _config(device, device_python)
+    remote = measure_remote(config, models=models, target=target, eval_dir=eval_set, runs=RUNS, warmup=WARMUP)
 
     assert [r.model for r in remote.results] == models
     assert [r.top1 for r in remote.results] == [r.top1 for r in local.results]
@@ -125,14 +133,14 @@ def test_missing_runtime_and_missing_python(device, device_python, digits_run, t
     with pytest.raises(RemoteError, match=r"lacks the edgecls runtime.*pip install 'edgecls\[runtime\]'"):
         measure_remote(_config(device, device_python, remote_python=str(bare)), models=[digits_run.tflite], target=get_target("rpi5"), runs=2, warmup=0)
     with pytest.raises(RemoteError, match="was not found.*--remote-python"):
-        measure_remote(_config(device, device_python, remote_python="/nonexistent/python3"), models=[digits_run.tflite], target=get_target("rpi5"), runs=2, warmup=0)
+        _quick(_config(device, device_python, remote_python="/nonexistent/python3"), digits_run.tflite)
 
 
 def test_failing_remote_command_is_reported_and_cleaned_up(device, device_python, tmp_path):
     broken = tmp_path / "broken.tflite"
     broken.write_bytes(b"not a flatbuffer at all")
     with pytest.raises(RemoteError, match=r"benchmark failed on .*LiteRT cannot load.*model0\.tflite is .*broken\.tflite"):
-        measure_remote(_config(device, device_python), models=[broken], target=get_target("rpi5"), runs=2, warmup=0)
+        _quick(_config(device, device_python), broken)
     assert list(device.device_tmp.iterdir()) == []
 
 
@@ -163,17 +171,27 @@ def test_bench_command_over_ssh(device, device_python, digits_run, tmp_path):
 # --- nothing keeps running, nothing is left behind ------------------------------------
 
 
+CLI = (sys.executable, "-c", "from edgecls.cli import main; main()")
+
+
+def _remote_options(device, remote_python: str) -> list[str]:
+    return [
+        "--remote", device.destination, "--ssh-key", str(device.user_key), "--known-hosts", str(device.known_hosts),
+        "--remote-python", remote_python,
+    ]
+
+
 def _start_bench(device, device_python, model, tmp_path) -> tuple[subprocess.Popen, Path]:
     """``edgecls bench --remote`` in a process of its own, with a run long enough to be stopped mid-way."""
     local_tmp = tmp_path / "local tmp"
     local_tmp.mkdir()
     command = [
-        sys.executable, "-c", "from edgecls.cli import main; main()", "bench", str(model), "--runs", "10000000", "--warmup", "0",
-        "--remote", device.destination, "--ssh-key", str(device.user_key), "--known-hosts", str(device.known_hosts),
-        "--remote-python", device_python, "--out", str(tmp_path / "out"),
+        *CLI, "bench", str(model), "--runs", "10000000", "--warmup", "0", *_remote_options(device, device_python),
+        "--out", str(tmp_path / "out"),
     ]
     env = {**os.environ, "PYTHONPATH": str(TREE), "TMPDIR": str(local_tmp)}
-    bench = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    pipe = subprocess.PIPE
+    bench = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe, text=True, env=env)
     return bench, local_tmp
 
 
@@ -235,7 +253,8 @@ def test_a_stopped_bench_stops_on_the_device(device, device_python, digits_run, 
         _wait_until_measuring(device, bench)
         if how == "dropped connection":
             for pid in _session_sshds(device.server.pid):
-                os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # gone with its parent
+                    os.kill(pid, signal.SIGKILL)
         else:
             bench.send_signal(getattr(signal, how))
         stdout, stderr = bench.communicate(timeout=60)
@@ -246,7 +265,8 @@ def test_a_stopped_bench_stops_on_the_device(device, device_python, digits_run, 
         assert (bench.returncode, stderr.strip()) == expected[how]
     else:
         assert bench.returncode == 2 and stderr.count("\n") == 1, stderr
-        assert stderr.startswith(f"error: SSH connection to {device.destination} failed or dropped while running the benchmark")
+        expected_line = f"error: SSH connection to {device.destination} failed or dropped while running the benchmark"
+        assert stderr.startswith(expected_line), stderr
     assert stdout == "" and not (tmp_path / "out").exists()
     _assert_nothing_left(device, local_tmp)
 
@@ -272,26 +292,28 @@ def test_a_home_relative_remote_python_is_expanded_on_the_device(device, device_
     installed = device.home / "edgecls" / "bin"
     installed.mkdir(parents=True, exist_ok=True)
     (installed / "python").symlink_to(device_python)
-    run = measure_remote(_config(device, device_python, remote_python="~/edgecls/bin/python"), models=[digits_run.tflite], target=get_target("rpi5"), runs=2, warmup=0)
+    run = _quick(_config(device, device_python, remote_python="~/edgecls/bin/python"), digits_run.tflite)
     assert run.results[0].runs == 2
 
 
 def test_ssh_leaves_the_callers_stdin_alone(device, device_python, digits_run, tmp_path):
     # while read host; do edgecls bench … --remote "$host"; done < hosts.txt: every line must still be there.
     bench = shlex.join([
-        sys.executable, "-c", "from edgecls.cli import main; main()", "bench", str(digits_run.tflite), "--runs", "2", "--warmup", "0",
-        "--remote", device.destination, "--ssh-key", str(device.user_key), "--known-hosts", str(device.known_hosts),
-        "--remote-python", device_python, "--out", str(tmp_path / "out"), "--json",
+        *CLI, "bench", str(digits_run.tflite), "--runs", "2", "--warmup", "0", *_remote_options(device, device_python),
+        "--out", str(tmp_path / "out"), "--json",
     ])
     loop = f'while read host; do {bench} >/dev/null || exit 1; echo "done $host"; done'
-    completed = subprocess.run(["sh", "-c", loop], input="pi-1\npi-2\n", capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(TREE)}, timeout=120)
+    env = {**os.environ, "PYTHONPATH": str(TREE)}
+    lines = "pi-1\npi-2\n"
+    completed = subprocess.run(["sh", "-c", loop], input=lines, capture_output=True, text=True, env=env, timeout=120)
     assert completed.stdout.splitlines() == ["done pi-1", "done pi-2"], completed.stderr
 
 
 def _fake_device_python(tmp_path, device_python, benchmark_step: str) -> str:
     """A device Python that does ``benchmark_step`` (sh) instead of measuring; the runtime check is real."""
     fake = tmp_path / "fake-python"
-    fake.write_text(f'#!/bin/sh\nif [ "$#" -gt 2 ]; then\n{benchmark_step}\nfi\nexec {shlex.quote(device_python)} "$@"\n')
+    real = shlex.quote(device_python)
+    fake.write_text(f'#!/bin/sh\nif [ "$#" -gt 2 ]; then\n{benchmark_step}\nfi\nexec {real} "$@"\n')
     fake.chmod(0o755)
     return str(fake)
 
@@ -299,7 +321,7 @@ def _fake_device_python(tmp_path, device_python, benchmark_step: str) -> str:
 def test_bytes_that_are_not_utf8_are_shown_replaced(device, device_python, digits_run, tmp_path):
     fake = _fake_device_python(tmp_path, device_python, r"printf 'bad \377\376 bytes \033[2J\n' >&2; exit 3")
     with pytest.raises(RemoteError, match=r"exit status 3\): bad \ufffd\ufffd bytes \\x1b\[2J"):
-        measure_remote(_config(device, device_python, remote_python=fake), models=[digits_run.tflite], target=get_target("rpi5"), runs=2, warmup=0)
+        _quick(_config(device, device_python, remote_python=fake), digits_run.tflite)
     assert list(device.device_tmp.iterdir()) == []
 
 
@@ -307,15 +329,16 @@ def _device_document(where: str = "a pi", model: str = "model0.tflite") -> dict:
     stats = {"min": 1.0, "p50": 1.0, "p90": 1.0, "p99": 1.0, "mean": 1.0, "std": 0.0}
     result = {
         "model": model, "engine": "litert", "engine_version": "2", "provider": "cpu", "threads": 4, "precision": "fp32",
-        "input_dtype": "float32", "runs": 2, "warmup": 0, "load_ms": 1.0, "cold_start_ms": 1.0, "latency_ms": stats, "fps": 1000.0,
-        "e2e_ms": 1.0, "e2e_latency_ms": stats, "peak_rss_mb": 50.0, "baseline_rss_mb": 40.0, "size_bytes": 1000,
+        "input_dtype": "float32", "runs": 2, "warmup": 0, "load_ms": 1.0, "cold_start_ms": 1.0, "latency_ms": stats,
+        "fps": 1000.0, "e2e_ms": 1.0, "e2e_latency_ms": stats,
+        "peak_rss_mb": 50.0, "baseline_rss_mb": 40.0, "size_bytes": 1000,
         "samples_ms": [1.0, 1.0], "where": where,
     }
     settings = {"runs": 2, "warmup": 0, "threads": 4}
     state = {"kind": "raspberry-pi", "soc_temp_c": "hot", "power_mode": 7}  # odd types from an odd device
     return {
-        "target": "rpi5", "where": where, "on_target": True, "machine": {"hostname": "pi"}, "settings": settings, "results": [result],
-        "device_state": state,
+        "target": "rpi5", "where": where, "on_target": True, "machine": {"hostname": "pi"}, "settings": settings,
+        "results": [result], "device_state": state,
     }
 
 
@@ -327,11 +350,11 @@ def _with(document: dict, **fields) -> dict:
     "printed, problem",
     [
         ("[]", "expected a JSON object"),
-        (json.dumps({**_device_document(), "results": [1]}), r"run\.results\[0\]: expected an object"),
-        (json.dumps(_with(_device_document(), fps="fast")), r"run\.results\[0\]\.fps: expected a number, got a string 'fast'"),
-        (json.dumps(_with(_device_document(), latency_ms={"p50": 1.0})), r"run\.results\[0\]\.latency_ms\.min is missing"),
+        (json.dumps({**_device_document(), "results": [1]}), r"results\[0\]: expected an object"),
+        (json.dumps(_with(_device_document(), fps="fast")), r"results\[0\]\.fps: expected a number, got a string 'fast'"),
+        (json.dumps(_with(_device_document(), latency_ms={"p50": 1.0})), r"results\[0\]\.latency_ms\.min is missing"),
         ("Welcome to the pi!", "Expecting value"),
-        (json.dumps(_device_document(model="other.tflite")), r"reported models \['other\.tflite'\], not the \['model0\.tflite'\]"),
+        (json.dumps(_device_document(model="x.tflite")), r"reported models \['x\.tflite'\], not the \['model0\.tflite'\]"),
     ],
 )
 def test_malformed_results_from_the_device_write_nothing(device, device_python, digits_run, tmp_path, printed, problem):
@@ -343,8 +366,8 @@ def test_malformed_results_from_the_device_write_nothing(device, device_python, 
     document.write_text(printed + "\n")
     fake = _fake_device_python(tmp_path, device_python, f"cat {shlex.quote(str(document))}; exit 0")
     arguments = [
-        "bench", str(digits_run.tflite), "--runs", "2", "--warmup", "0", "--remote", device.destination, "--ssh-key", str(device.user_key),
-        "--known-hosts", str(device.known_hosts), "--remote-python", fake, "--out", str(tmp_path / "out"),
+        "bench", str(digits_run.tflite), "--runs", "2", "--warmup", "0", *_remote_options(device, fake),
+        "--out", str(tmp_path / "out"),
     ]
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
@@ -356,7 +379,7 @@ def test_a_banner_before_the_result_and_escape_codes_in_it_are_harmless(device, 
     document = tmp_path / "printed.json"
     document.write_text("Welcome to the pi!\n" + json.dumps(_device_document(where="a \x1b]0;pwned\x07 pi")) + "\n")
     fake = _fake_device_python(tmp_path, device_python, f"cat {shlex.quote(str(document))}; exit 0")
-    run = measure_remote(_config(device, device_python, remote_python=fake), models=[digits_run.tflite], target=get_target("rpi5"), runs=2, warmup=0)
+    run = _quick(_config(device, device_python, remote_python=fake), digits_run.tflite)
     assert run.where == "a \\x1b]0;pwned\\x07 pi, over SSH" and run.results[0].model == str(digits_run.tflite)
     from edgecls.bench.report import write_reports
 
@@ -388,13 +411,13 @@ def test_known_hosts_dev_null_with_accept_new_says_nothing_is_checked(device, de
 
 def test_a_device_tmpdir_with_a_space_works_and_is_removed(device, device_python, digits_run):
     assert " " in device.device_tmp.name  # the loopback sshd sets TMPDIR so
-    measure_remote(_config(device, device_python), models=[digits_run.tflite], target=get_target("rpi5"), runs=2, warmup=0)
+    _quick(_config(device, device_python), digits_run.tflite)
     assert list(device.device_tmp.iterdir()) == []
 
 
 def test_a_device_without_sftp(device_python, digits_run, tmp_path):
     with loopback_sshd(tmp_path / "sshd", sftp=False) as bare:
-        run = measure_remote(_config(bare, device_python), models=[digits_run.tflite], target=get_target("rpi5"), runs=2, warmup=0)
+        run = _quick(_config(bare, device_python), digits_run.tflite)
         assert run.results[0].runs == 2 and list(bare.device_tmp.iterdir()) == []
 
 
@@ -411,7 +434,8 @@ def test_remote_python_that_cannot_be_a_command(digits_run, tmp_path, remote_pyt
 
     from edgecls.cli import app
 
-    arguments = ["bench", str(digits_run.tflite), "--remote", "pi@127.0.0.1:1", "--remote-python", remote_python, "--out", str(tmp_path / "out")]
+    arguments = ["bench", str(digits_run.tflite), "--remote", "pi@127.0.0.1:1", "--remote-python", remote_python]
+    arguments += ["--out", str(tmp_path / "out")]
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     assert re.search(message, result.output), result.output

@@ -117,7 +117,7 @@ class MeasureResult:
 
     @classmethod
     def from_dict(cls, document: Any) -> "MeasureResult":
-        """Read a result written by ``to_dict``; ``ValueError`` names the first field that is missing or of the wrong type."""
+        """Read a result written by ``to_dict``; ``ValueError`` names the first missing or mistyped field."""
         return _from_document(cls, document, "result")
 
 

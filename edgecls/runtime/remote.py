@@ -156,15 +156,18 @@ class SSH:
         if config.ssh_key:
             if not Path(config.ssh_key).is_file():
                 raise ConfigError(f"--ssh-key {config.ssh_key}: no such file")
-            options += ["-o", f"IdentityFile={_ssh_config_path(config.ssh_key, '--ssh-key')}", "-o", "IdentitiesOnly=yes"]
+            identity = _ssh_config_path(config.ssh_key, "--ssh-key")  # -i would expand %-tokens too
+            options += ["-o", f"IdentityFile={identity}", "-o", "IdentitiesOnly=yes"]
         self._options = options
 
     def command(self, script: str) -> list[str]:
-        """The ssh command that runs a POSIX sh ``script`` on the device (through ``sh -c``, whatever the login shell)."""
+        """The ssh command that runs a POSIX sh ``script`` on the device (``sh -c``, whatever the login shell)."""
         port = ["-p", str(self.destination.port)] if self.destination.port else []
         return ["ssh", *self._options, *port, "--", self.destination.login, f"sh -c {shlex.quote(script)}"]
 
-    def run(self, script: str, *, step: str, timeout: float | None = None, stdin: Any = subprocess.DEVNULL) -> subprocess.CompletedProcess:
+    def run(
+        self, script: str, *, step: str, timeout: float | None = None, stdin: Any = subprocess.DEVNULL
+    ) -> subprocess.CompletedProcess:
         """Run ``script`` on the device; ssh reads ``stdin`` (never the caller's own)."""
         command = self.command(script)
         log.debug("%s: %s", step, shlex.join(command))
@@ -206,7 +209,9 @@ class SSH:
                 os.close(write_end)
         return self._checked(command, process.returncode, stdout, stderr, step)
 
-    def _checked(self, command: list[str], returncode: int, stdout: bytes, stderr: bytes, step: str) -> subprocess.CompletedProcess:
+    def _checked(
+        self, command: list[str], returncode: int, stdout: bytes, stderr: bytes, step: str
+    ) -> subprocess.CompletedProcess:
         completed = subprocess.CompletedProcess(command, returncode, _decode(stdout), _decode(stderr))
         if completed.returncode == 255:
             raise RemoteError(_connection_message(self.destination, step, completed.stderr, self.config))
@@ -264,14 +269,19 @@ def _parse_run(completed: subprocess.CompletedProcess, destination: Destination,
             raise ValueError(f"expected a JSON object, got {shown!r}")
         run = MeasureRun.from_dict(_printable(document))
     except ValueError as exc:  # json's decode errors are ValueErrors too
-        raise RemoteError(f"the benchmark on {destination} printed no valid result ({_printable(str(exc))}); stderr: {_tail(completed.stderr)}") from exc
+        raise RemoteError(
+            f"the benchmark on {destination} printed no valid result ({_printable(str(exc))}); "
+            f"stderr: {_tail(completed.stderr)}"
+        ) from exc
     reported = [result.model for result in run.results]
     if sorted(reported) != sorted(names):
         raise RemoteError(f"the benchmark on {destination} reported models {reported}, not the {names} it was sent")
     return run
 
 
-def _bundle(staging: Path, models: Sequence[str | Path], target: Target, eval_dir: str | Path | None) -> tuple[Path, list[str]]:
+def _bundle(
+    staging: Path, models: Sequence[str | Path], target: Target, eval_dir: str | Path | None
+) -> tuple[Path, list[str]]:
     """One tar of what the device needs, under fixed, shell-safe names."""
     names = []
     for index, model in enumerate(models):
@@ -296,14 +306,18 @@ def _send(ssh: SSH, bundle: Path, remote_dir: str) -> None:
     with bundle.open("rb") as stream:
         completed = ssh.run(f"cd {shlex.quote(remote_dir)} && tar -xf -", step=step, stdin=stream)
     if completed.returncode != 0:
-        raise RemoteError(f"{step} to {ssh.destination} failed (exit status {completed.returncode}): {_tail(completed.stderr)}")
+        status = completed.returncode
+        raise RemoteError(f"{step} to {ssh.destination} failed (exit status {status}): {_tail(completed.stderr)}")
 
 
 def _make_remote_dir(ssh: SSH, python: list[str], shown: str, target: Target) -> str:
     script = f"{_sh_words(python)} -c {shlex.quote(_PROBE)} && mktemp -d \"${{TMPDIR:-/tmp}}/edgecls-bench.XXXXXXXX\""
     completed = ssh.run(script, step="checking the runtime", timeout=120)
     if completed.returncode == 127:
-        raise RemoteError(f"{shown} was not found on {ssh.destination}; pass --remote-python with the device's Python (e.g. ~/edgecls/bin/python)")
+        raise RemoteError(
+            f"{shown} was not found on {ssh.destination}; pass --remote-python with the device's Python "
+            "(e.g. ~/edgecls/bin/python)"
+        )
     if completed.returncode == MISSING_RUNTIME_EXIT:
         raise RemoteError(
             f"{ssh.destination} lacks the edgecls runtime for {shown} ({_tail(completed.stderr)}); on the device: {target.install}"
@@ -331,7 +345,8 @@ def _stop_and_remove(ssh: SSH, remote_dir: str) -> None:
     try:
         completed = ssh.run(script, step="removing the temporary directory", timeout=60)
     except RemoteError as exc:
-        log.warning("%s; %s may be left on the device, and the benchmark still running there", exc, _printable(remote_dir))
+        shown = _printable(remote_dir)
+        log.warning("%s; %s may be left on the device, and the benchmark still running there", exc, shown)
         return
     if completed.returncode != 0:
         log.warning("could not remove %s on %s: %s", _printable(remote_dir), ssh.destination, _tail(completed.stderr))
@@ -371,16 +386,18 @@ def _ssh_config_path(path: str, option: str) -> str:
 def _connection_message(destination: Destination, step: str, stderr: str, config: RemoteConfig) -> str:
     detail = _tail(stderr) or "ssh exited with status 255"
     known_hosts = config.known_hosts or "~/.ssh/known_hosts"
-    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr or "has changed and you have requested strict checking" in stderr:
+    if any(text in stderr for text in ("REMOTE HOST IDENTIFICATION HAS CHANGED", "has changed and you have requested")):
         file_option = f" -f {shlex.quote(config.known_hosts)}" if config.known_hosts else ""
         return (
             f"{destination}: the host key has CHANGED since {known_hosts} recorded it: someone may be intercepting the "
             "connection, or the device was reinstalled; check the new key on the device itself "
             "(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), then remove the old one with "
-            f"ssh-keygen{file_option} -R {shlex.quote(destination.known_hosts_name)} (--accept-new-host-key never accepts a changed key)"
+            f"ssh-keygen{file_option} -R {shlex.quote(destination.known_hosts_name)} "
+            "(--accept-new-host-key never accepts a changed key)"
         )
     if "Host key verification failed" in stderr:
-        hint = "" if config.accept_new_host_key else "; to trust a first connection pass --accept-new-host-key (or add the key with ssh-keygen)"
+        hint = "; to trust a first connection pass --accept-new-host-key (or add the key with ssh-keygen)"
+        hint = "" if config.accept_new_host_key else hint
         return f"{destination}: the host key is unknown to {known_hosts} ({detail}){hint}"
     if "Permission denied" in stderr:
         return f"{destination}: SSH login refused ({detail}); pass --ssh-key or add your key to the device's authorized_keys"
@@ -392,7 +409,7 @@ def _decode(data: bytes | None) -> str:
 
 
 def _printable(value: Any) -> Any:
-    """Strings (in lists and dicts too) with control characters shown as ``\\x1b``: device text is data, not terminal codes."""
+    """Strings (in lists and dicts too) with control characters shown as ``\\x1b``: device text is data, not codes."""
     if isinstance(value, str):
         return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", value)
     if isinstance(value, list):
