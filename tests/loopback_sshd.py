@@ -1,8 +1,9 @@
 """A throw-away OpenSSH server on 127.0.0.1: the "device" for remote benchmark tests.
 
 Fresh host and user keys, its own sshd_config (public keys only, no PAM), a
-known_hosts file holding its host key, and ``TMPDIR`` of every session set
-to a folder of its own, so a test can see what a run leaves behind.
+known_hosts file holding its host key, and ``TMPDIR`` and ``HOME`` of every
+session set to folders of its own (both with a space in their names), so a
+test can see what a run leaves behind. ``sftp=False`` serves no SFTP subsystem.
 Used by ``tests/test_remote.py`` and ``benchmarks/runtime_overhead.py``.
 """
 
@@ -30,6 +31,8 @@ class LoopbackSSHD:
     known_hosts: Path
     device_tmp: Path  # TMPDIR of every session
     folder: Path
+    home: Path  # HOME of every session
+    server: subprocess.Popen  # the listening sshd
 
     @property
     def destination(self) -> str:
@@ -40,20 +43,22 @@ def missing_reason() -> str | None:
     """Why a loopback sshd cannot run here, or ``None``."""
     if not SSHD.is_file():
         return f"{SSHD} not installed (apt-get install -y openssh-server)"
-    for tool in ("ssh", "scp", "ssh-keygen"):
+    for tool in ("ssh", "ssh-keygen"):
         if shutil.which(tool) is None:
             return f"{tool} not installed (apt-get install -y openssh-client)"
     return None
 
 
 @contextlib.contextmanager
-def loopback_sshd(folder: Path) -> Iterator[LoopbackSSHD]:
+def loopback_sshd(folder: Path, *, sftp: bool = True) -> Iterator[LoopbackSSHD]:
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("host_key", "user_key"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgecls-test", "-f", str(folder / name)], check=True)
     shutil.copyfile(folder / "user_key.pub", folder / "authorized_keys")
-    device_tmp = folder / "device_tmp"
+    device_tmp = folder / "device tmp"
     device_tmp.mkdir()
+    home = folder / "device home"
+    home.mkdir()
     port = _free_port()
     user = getpass.getuser()
     config = folder / "sshd_config"
@@ -71,8 +76,8 @@ def loopback_sshd(folder: Path) -> Iterator[LoopbackSSHD]:
                 "UsePAM no",
                 "PermitRootLogin prohibit-password",
                 "StrictModes no",  # the keys live in a pytest tmp folder
-                "Subsystem sftp internal-sftp",
-                f"SetEnv TMPDIR={device_tmp}",
+                *(["Subsystem sftp internal-sftp"] if sftp else []),
+                f'SetEnv TMPDIR="{device_tmp}" HOME="{home}"',
                 f"AllowUsers {user}",
                 "LogLevel ERROR",
             ]
@@ -88,7 +93,7 @@ def loopback_sshd(folder: Path) -> Iterator[LoopbackSSHD]:
     server = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_for_port(port, server, folder / "sshd.log")
-        yield LoopbackSSHD(port, user, folder / "user_key", known_hosts, device_tmp, folder)
+        yield LoopbackSSHD(port, user, folder / "user_key", known_hosts, device_tmp, folder, home, server)
     finally:
         server.terminate()
         try:

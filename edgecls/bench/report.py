@@ -81,12 +81,15 @@ def to_markdown(run: MeasureRun) -> str:
 
 
 def _state_text(state: dict[str, Any]) -> str:
+    # A device's own JSON: whatever a key holds, the line is still written.
     parts = [state.get("board") or state.get("kind", "")]
     for key, label in (("soc_temp_c", "SoC {:.1f} C"), ("governor", "governor {}"), ("cpu_mhz", "{:.0f} MHz")):
-        if state.get(key) is not None:
-            parts.append(label.format(state[key]))
-    if state.get("power_mode"):
-        parts.append(f"power mode {state['power_mode'].get('name')}")
+        value = state.get(key)
+        if value is not None:
+            parts.append(label.format(value) if isinstance(value, (int, float)) or "{}" in label else f"{key} {value}")
+    power_mode = state.get("power_mode")
+    if power_mode:
+        parts.append(f"power mode {power_mode.get('name') if isinstance(power_mode, dict) else power_mode}")
     if state.get("clocks_locked") is not None:
         parts.append("clocks locked" if state["clocks_locked"] else "clocks not locked")
     if state.get("throttled"):
@@ -126,8 +129,9 @@ def plot_latency(run: MeasureRun, path: Path) -> Path | None:
 def write_reports(run: MeasureRun, out: Path) -> dict[str, Path | None]:
     """``bench.json``, ``bench.md`` and ``latency.png`` in ``out``."""
     out = Path(out)
+    markdown = to_markdown(run)  # before any file: a run that cannot be rendered leaves no half-written folder
     return {
         "json": write_json(out / "bench.json", run.to_dict()),
-        "markdown": write_text(out / "bench.md", to_markdown(run)),
+        "markdown": write_text(out / "bench.md", markdown),
         "plot": plot_latency(run, out / "latency.png"),
     }

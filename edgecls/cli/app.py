@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 import threading
 import traceback
@@ -146,19 +147,47 @@ def _forward_lines(read_end: int, out: int) -> None:
                 line = line[os.write(out, line):]
 
 
+class Terminated(BaseException):
+    """SIGTERM (``timeout``, a cancelled CI job), raised like Ctrl-C's ``KeyboardInterrupt``: every ``finally`` runs."""
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While a command runs, SIGTERM raises ``Terminated`` instead of ending the process on the spot.
+
+    Temporary folders are removed and a remote benchmark is stopped, as for Ctrl-C.
+    """
+    def raise_terminated(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, raise_terminated)
+    except ValueError:  # not the main thread (a test runner's worker): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(call: Callable[[], Any], *, as_json: bool, render: Callable[[Any], None], tensorflow: bool = True) -> None:
     """Call a library function, then print its result as JSON or with ``render``.
 
     An ``EdgeclsError`` becomes one line on stderr and its exit code (2), and so
-    does an ``OSError`` (the file system refused: it names the path); anything
+    does an ``OSError`` (the file system refused: it names the path); Ctrl-C
+    is ``interrupted`` (130) and SIGTERM ``terminated`` (143); anything
     else is a bug: one line plus a hint, or the traceback with --debug.
     Commands that never touch TensorFlow (the runtime's) pass ``tensorflow=False``.
     """
     if tensorflow:
         import_tensorflow_quietly()
     try:
-        with native_chatter_dropped(), stdout_to_stderr():
+        with sigterm_raises(), native_chatter_dropped(), stdout_to_stderr():
             result = call()
+    except Terminated:
+        typer.echo("terminated", err=True)
+        raise typer.Exit(143) from None
     except EdgeclsError as exc:
         if _state["debug"]:
             traceback.print_exc()

@@ -28,6 +28,8 @@ import os
 import subprocess
 import sys
 import time
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -114,11 +116,9 @@ class MeasureResult:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, document: dict[str, Any]) -> "MeasureResult":
-        values = _known_fields(cls, document)
-        values["latency_ms"] = LatencyStats(**values["latency_ms"])
-        values["e2e_latency_ms"] = LatencyStats(**values["e2e_latency_ms"])
-        return cls(**values)
+    def from_dict(cls, document: Any) -> "MeasureResult":
+        """Read a result written by ``to_dict``; ``ValueError`` names the first missing or mistyped field."""
+        return _from_document(cls, document, "result")
 
 
 @dataclass(frozen=True)
@@ -138,16 +138,64 @@ class MeasureRun:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, document: dict[str, Any]) -> "MeasureRun":
-        values = _known_fields(cls, document)
-        values["results"] = [MeasureResult.from_dict(result) for result in values["results"]]
-        return cls(**values)
+    def from_dict(cls, document: Any) -> "MeasureRun":
+        """Read a run written by ``to_dict`` (a device's JSON): every field is checked before anything uses it."""
+        return _from_document(cls, document, "run")
 
 
-def _known_fields(cls: type, document: dict[str, Any]) -> dict[str, Any]:
-    # A device running a newer edgecls may report more; read what this version knows.
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {key: value for key, value in document.items() if key in names}
+def _from_document(cls: type, document: Any, where: str) -> Any:
+    """The dataclass ``cls`` from a JSON ``document``, each field checked against its annotation.
+
+    A device running a newer edgecls may report more: unknown keys are ignored.
+    A missing field without a default, or a value of another type, is a ``ValueError`` naming it.
+    """
+    if not isinstance(document, dict):
+        raise ValueError(f"{where}: expected an object, got {_json_type(document)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for spec in dataclasses.fields(cls):
+        if spec.name in document:
+            values[spec.name] = _conform(document[spec.name], hints[spec.name], f"{where}.{spec.name}")
+        elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+            raise ValueError(f"{where}.{spec.name} is missing")
+    return cls(**values)
+
+
+def _conform(value: Any, hint: Any, where: str) -> Any:
+    if hint is Any:
+        return value
+    origin, arguments = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in arguments:
+            return None
+        (kind,) = [argument for argument in arguments if argument is not type(None)]
+        return _conform(value, kind, where)
+    if dataclasses.is_dataclass(hint):
+        return _from_document(hint, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{where}: expected a list, got {_json_type(value)}")
+        return [_conform(item, arguments[0], f"{where}[{index}]") for index, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected an object, got {_json_type(value)}")
+        return {key: _conform(item, arguments[1], f"{where}.{key}") for key, item in value.items()}
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ValueError(f"{where}: expected {_JSON_NAMES.get(hint, hint.__name__)}, got {_json_type(value)}")
+
+
+_JSON_NAMES = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}
+
+
+def _json_type(value: Any) -> str:
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    names = {bool: "true/false", int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}
+    shown = repr(value) if isinstance(value, (str, int, float)) and len(repr(value)) <= 40 else ""
+    return names.get(type(value), type(value).__name__) + (f" {shown}" if shown else "")
 
 
 def measure_models(config: MeasureConfig) -> MeasureRun:
@@ -288,7 +336,10 @@ def _measure_in_subprocess(
         errors = [line for line in lines if line.startswith("error: ")]
         detail = (errors or lines or [f"exit status {completed.returncode}"])[-1]
         raise ModelError(f"{model}: benchmark failed: {detail.removeprefix('error: ')}")
-    return MeasureResult.from_dict(json.loads(completed.stdout))
+    try:
+        return MeasureResult.from_dict(json.loads(completed.stdout.strip().splitlines()[-1]))
+    except (ValueError, IndexError) as exc:
+        raise ModelError(f"{model}: the measuring process printed no valid result ({exc})") from exc
 
 
 def _current_rss_mb() -> float:

@@ -1,20 +1,34 @@
 """Run the measuring loop (``edgecls.runtime.measure``) on a device over SSH, with the system OpenSSH client.
 
-Four steps, each one ``ssh``/``scp`` call:
+Four steps, each one ``ssh`` call:
 
 1. check the device's runtime (``PYTHON -c 'import edgecls.runtime.measure'``)
    and make a temporary directory there (``mktemp -d``);
-2. copy the models, the target profile and the evaluation set (one tar file)
-   into it (``scp``, which speaks SFTP in OpenSSH >= 9);
+2. send the models, the target profile and the evaluation set as one tar
+   stream on ssh's stdin (``tar -xf -`` there: no SFTP or scp needed);
 3. run ``PYTHON -m edgecls.runtime.measure … --json`` there and read its JSON
    (with ``TMPDIR`` pointing into the temporary directory, so whatever the
    engines write there goes with it: onnxruntime's telemetry drops a ``.ses``);
-4. remove the temporary directory, whatever happened (the remote shell also
-   removes it on exit, in case the connection drops before step 4).
+4. remove the temporary directory, whatever happened.
+
+Nothing keeps running on the device once this side stops. The benchmark runs
+under a small launcher (``_LAUNCHER``) that reads its stdin, a pipe that only
+this process writes to, through ssh: when the connection drops, this process
+is stopped (Ctrl-C, SIGTERM) or killed, that pipe ends and the launcher
+terminates the session's process group (the remote shell, the measuring
+process, its per-model workers); the remote shell then removes the temporary
+directory. Step 4 goes over a fresh connection and also terminates the
+process group recorded in the directory, for a link that died without the
+device noticing. The command then exits 2 with one line (a dropped link),
+130 (``interrupted``) or 143 (``terminated``).
 
 Nothing a user typed reaches the remote shell unquoted: files travel under
-fixed names (``model0.tflite``, ``target.json``, ``eval.tar``), labels travel
-inside the files, and every word of a command goes through ``shlex.quote``.
+fixed names (``model0.tflite``, ``target.json``, ``eval/``), labels travel
+inside the files, and every word of a command goes through ``shlex.quote``
+(a leading ``~/`` of ``--remote-python`` becomes the device's ``"$HOME"/``).
+What the device prints is decoded with replacement characters, checked
+against the result schema before anything is written, and its control
+characters are shown escaped, never sent to the terminal.
 Host keys are checked against known_hosts (``StrictHostKeyChecking=yes``);
 ``accept_new_host_key`` trusts a first connection (``accept-new``), never a
 changed key.
@@ -27,6 +41,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shlex
 import shutil
@@ -35,7 +50,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from edgecls.errors import ConfigError, RemoteError
 from edgecls.runtime.measure import MeasureRun
@@ -44,6 +59,7 @@ from edgecls.runtime.targets import Target
 log = logging.getLogger(__name__)
 
 MISSING_RUNTIME_EXIT = 86
+STOP_WAIT_S = 5.0  # how long ssh gets to end after its stdin closed, before it is killed
 _PROBE = (
     "import sys\n"
     "try:\n"
@@ -51,8 +67,26 @@ _PROBE = (
     "except ImportError as exc:\n"
     f"    print('edgecls runtime missing:', exc, file=sys.stderr); sys.exit({MISSING_RUNTIME_EXIT})\n"
 )
-_REMOTE_TMP = re.compile(r"^/[A-Za-z0-9._/-]+/edgecls-bench\.[A-Za-z0-9]+$")
+# Runs `python -m edgecls.runtime.measure ARGS` in this process; stdin's end (the workstation or the link is gone)
+# terminates the whole process group. Standard library only: it works with any edgecls version on the device.
+_LAUNCHER = (
+    "import os, runpy, signal, sys, threading\n"
+    "with open('pgid', 'w') as f:\n"
+    "    f.write(str(os.getpgrp()))\n"
+    "def watch():\n"
+    "    try:\n"
+    "        while os.read(0, 65536):\n"
+    "            pass\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "    os.killpg(os.getpgrp(), signal.SIGTERM)\n"
+    "threading.Thread(target=watch, daemon=True).start()\n"
+    "sys.argv = ['edgecls.runtime.measure', *sys.argv[1:]]\n"
+    "runpy.run_module('edgecls.runtime.measure', run_name='__main__', alter_sys=True)\n"
+)
+_REMOTE_TMP = re.compile(r"^/[^\x00-\x1f\x7f]*/edgecls-bench\.[A-Za-z0-9]+$")  # mktemp's answer; used quoted
 _DESTINATION = re.compile(r"^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_][A-Za-z0-9._-]*)(?::(?P<port>[0-9]{1,5}))?$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -76,9 +110,10 @@ class Destination:
     def login(self) -> str:
         return f"{self.user}@{self.host}" if self.user else self.host
 
-    def scp_path(self, remote_path: str) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.user + '@' if self.user else ''}{host}:{remote_path}"
+    @property
+    def known_hosts_name(self) -> str:
+        """How known_hosts names this host: ``host``, or ``[host]:port`` off port 22."""
+        return f"[{self.host}]:{self.port}" if self.port and self.port != 22 else self.host
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -89,19 +124,18 @@ class Destination:
 class RemoteConfig:
     destination: str  # user@host[:port]
     ssh_key: str | None = None
-    remote_python: str = "python3"  # a command, e.g. "/home/pi/venv/bin/python"
+    remote_python: str = "python3"  # a command, e.g. "~/edgecls/bin/python"
     accept_new_host_key: bool = False
     known_hosts: str | None = None  # None: ssh's own (~/.ssh/known_hosts)
     connect_timeout_s: int = 15
 
 
 class SSH:
-    """The system ``ssh``/``scp`` with one set of options."""
+    """The system ``ssh`` with one set of options."""
 
     def __init__(self, config: RemoteConfig) -> None:
-        for tool in ("ssh", "scp"):
-            if shutil.which(tool) is None:
-                raise RemoteError(f"no {tool} on this machine: install the OpenSSH client (apt-get install openssh-client)")
+        if shutil.which("ssh") is None:
+            raise RemoteError("no ssh on this machine: install the OpenSSH client (apt-get install openssh-client)")
         self.config = config
         self.destination = Destination.parse(config.destination)
         options = [
@@ -113,34 +147,74 @@ class SSH:
             "-o", "LogLevel=ERROR",
         ]
         if config.known_hosts:
-            options += ["-o", f"UserKnownHostsFile={_ssh_config_path(config.known_hosts)}"]
+            options += ["-o", f"UserKnownHostsFile={_ssh_config_path(config.known_hosts, '--known-hosts')}"]
+            if config.accept_new_host_key and os.path.realpath(config.known_hosts) == os.devnull:
+                log.warning(
+                    "--known-hosts %s with --accept-new-host-key accepts any host key and keeps none: "
+                    "the device's identity is not checked", config.known_hosts,
+                )
         if config.ssh_key:
             if not Path(config.ssh_key).is_file():
                 raise ConfigError(f"--ssh-key {config.ssh_key}: no such file")
-            options += ["-i", str(config.ssh_key), "-o", "IdentitiesOnly=yes"]
+            identity = _ssh_config_path(config.ssh_key, "--ssh-key")  # -i would expand %-tokens too
+            options += ["-o", f"IdentityFile={identity}", "-o", "IdentitiesOnly=yes"]
         self._options = options
 
-    def run(self, script: str, *, step: str, timeout: float | None = None) -> subprocess.CompletedProcess:
-        """Run a POSIX sh ``script`` on the device (through ``sh -c``, whatever the login shell)."""
+    def command(self, script: str) -> list[str]:
+        """The ssh command that runs a POSIX sh ``script`` on the device (``sh -c``, whatever the login shell)."""
         port = ["-p", str(self.destination.port)] if self.destination.port else []
-        command = ["ssh", *self._options, *port, "--", self.destination.login, f"sh -c {shlex.quote(script)}"]
-        return self._call(command, step=step, timeout=timeout)
+        return ["ssh", *self._options, *port, "--", self.destination.login, f"sh -c {shlex.quote(script)}"]
 
-    def copy(self, files: Sequence[Path], remote_dir: str, *, step: str) -> None:
-        port = ["-P", str(self.destination.port)] if self.destination.port else []
-        command = ["scp", "-q", *self._options, *port, "--", *(str(f) for f in files), self.destination.scp_path(remote_dir + "/")]
-        completed = self._call(command, step=step, timeout=None)
-        if completed.returncode != 0:
-            raise RemoteError(f"{step} on {self.destination} failed: {_tail(completed.stderr)}")
-
-    def _call(self, command: list[str], *, step: str, timeout: float | None) -> subprocess.CompletedProcess:
+    def run(
+        self, script: str, *, step: str, timeout: float | None = None, stdin: Any = subprocess.DEVNULL
+    ) -> subprocess.CompletedProcess:
+        """Run ``script`` on the device; ssh reads ``stdin`` (never the caller's own)."""
+        command = self.command(script)
         log.debug("%s: %s", step, shlex.join(command))
         try:
-            completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+            completed = subprocess.run(command, stdin=stdin, capture_output=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired as exc:
             raise RemoteError(f"{step} on {self.destination} took longer than {timeout:.0f} s; the device may be overloaded or the link gone") from exc
+        return self._checked(command, completed.returncode, completed.stdout, completed.stderr, step)
+
+    def run_tethered(self, script: str, *, step: str) -> subprocess.CompletedProcess:
+        """Run ``script`` with ssh's stdin a pipe held open by this process until ssh ends.
+
+        The pipe ends when this process stops or dies, or when ssh does: that is
+        what the device's ``_LAUNCHER`` waits for.
+        """
+        command = self.command(script)
+        log.debug("%s: %s", step, shlex.join(command))
+        read_end, write_end = os.pipe()
+        try:
+            process = subprocess.Popen(command, stdin=read_end, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except BaseException:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+        try:
+            stdout, stderr = process.communicate()
+        except BaseException:  # Ctrl-C, SIGTERM: the closed pipe stops the benchmark on the device
+            os.close(write_end)
+            write_end = -1
+            try:
+                process.wait(timeout=STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            raise
+        finally:
+            if write_end != -1:
+                os.close(write_end)
+        return self._checked(command, process.returncode, stdout, stderr, step)
+
+    def _checked(
+        self, command: list[str], returncode: int, stdout: bytes, stderr: bytes, step: str
+    ) -> subprocess.CompletedProcess:
+        completed = subprocess.CompletedProcess(command, returncode, _decode(stdout), _decode(stderr))
         if completed.returncode == 255:
-            raise RemoteError(_connection_message(str(self.destination), step, completed.stderr, self.config.accept_new_host_key))
+            raise RemoteError(_connection_message(self.destination, step, completed.stderr, self.config))
         return completed
 
 
@@ -158,67 +232,92 @@ def measure_remote(
     ssh = SSH(config)
     python = _python_words(config.remote_python)
     with tempfile.TemporaryDirectory(prefix="edgecls-stage-") as staging_name:
-        staging = Path(staging_name)
-        staged, names = _stage(staging, models, target, eval_dir)
-        remote_dir = _make_remote_dir(ssh, python, target)
+        bundle, names = _bundle(Path(staging_name), models, target, eval_dir)
+        remote_dir = _make_remote_dir(ssh, python, config.remote_python, target)
         try:
-            ssh.copy(staged, remote_dir, step="copying the models and evaluation set")
+            _send(ssh, bundle, remote_dir)
             arguments = [*names, "--target", "target.json", "--runs", str(runs), "--warmup", str(warmup), "--json"]
             if threads:
                 arguments += ["--threads", str(threads)]
-            unpack = ""
             if eval_dir is not None:
                 arguments += ["--data", "eval"]
-                unpack = "mkdir eval && tar -xf eval.tar -C eval && "
-            cleanup = f"cd / && rm -rf -- {shlex.quote(remote_dir)}"
+            quoted_dir = shlex.quote(remote_dir)
             script = (
-                f"trap {shlex.quote(cleanup)} EXIT HUP INT TERM; cd {shlex.quote(remote_dir)} && {unpack}"
-                f"TMPDIR={shlex.quote(remote_dir)} {shlex.join(python)} -m edgecls.runtime.measure "
-                f"{shlex.join(arguments)}"
+                f"dir={quoted_dir}; trap 'cd / && rm -rf -- \"$dir\"' EXIT; "
+                "trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM; "
+                f'cd "$dir" && TMPDIR="$dir" {_sh_words(python)} -c {shlex.quote(_LAUNCHER)} {shlex.join(arguments)}'
             )
-            completed = ssh.run(script, step="running the benchmark")
+            completed = ssh.run_tethered(script, step="running the benchmark")
         finally:
-            _remove_remote_dir(ssh, remote_dir)
+            _stop_and_remove(ssh, remote_dir)
     local_names = dict(zip(names, (str(m) for m in models)))
     if completed.returncode != 0:
         copies = ", ".join(f"{name} is {local}" for name, local in local_names.items())
         raise RemoteError(f"the benchmark failed on {ssh.destination} (exit status {completed.returncode}): {_tail(completed.stderr)} ({copies})")
-    try:
-        run = MeasureRun.from_dict(json.loads(completed.stdout))
-    except (ValueError, TypeError, KeyError) as exc:
-        raise RemoteError(f"the benchmark on {ssh.destination} printed no valid JSON ({exc}); stderr: {_tail(completed.stderr)}") from exc
-    results = [replace(result, model=local_names.get(result.model, result.model)) for result in run.results]
+    run = _parse_run(completed, ssh.destination, names)
+    results = [replace(result, model=local_names[result.model]) for result in run.results]
     return replace(run, results=results, remote=str(ssh.destination), where=f"{run.where}, over SSH")
 
 
-def _stage(staging: Path, models: Sequence[str | Path], target: Target, eval_dir: str | Path | None) -> tuple[list[Path], list[str]]:
-    """Copy what the device needs under fixed, shell-safe names."""
-    staged, names = [], []
+def _parse_run(completed: subprocess.CompletedProcess, destination: Destination, names: list[str]) -> MeasureRun:
+    """The device's last stdout line as a ``MeasureRun``, checked field by field (a login banner may come before it)."""
+    lines = [line for line in completed.stdout.splitlines() if line.strip()]
+    shown = _printable(lines[-1][:80]) if lines else "nothing"
+    try:
+        document = json.loads(lines[-1]) if lines else None
+        if not isinstance(document, dict):
+            raise ValueError(f"expected a JSON object, got {shown!r}")
+        run = MeasureRun.from_dict(_printable(document))
+    except ValueError as exc:  # json's decode errors are ValueErrors too
+        raise RemoteError(
+            f"the benchmark on {destination} printed no valid result ({_printable(str(exc))}); "
+            f"stderr: {_tail(completed.stderr)}"
+        ) from exc
+    reported = [result.model for result in run.results]
+    if sorted(reported) != sorted(names):
+        raise RemoteError(f"the benchmark on {destination} reported models {reported}, not the {names} it was sent")
+    return run
+
+
+def _bundle(
+    staging: Path, models: Sequence[str | Path], target: Target, eval_dir: str | Path | None
+) -> tuple[Path, list[str]]:
+    """One tar of what the device needs, under fixed, shell-safe names."""
+    names = []
     for index, model in enumerate(models):
-        model = Path(model)
-        if not model.is_file():
+        if not Path(model).is_file():
             raise ConfigError(f"{model}: no such model file")
-        name = f"model{index}{model.suffix.lower()}"
-        shutil.copyfile(model, staging / name)
-        staged.append(staging / name)
-        names.append(name)
+        names.append(f"model{index}{Path(model).suffix.lower()}")
     (staging / "target.json").write_text(json.dumps({k: v for k, v in target.to_dict().items() if k != "source"}))
-    staged.append(staging / "target.json")
-    if eval_dir is not None:
-        with tarfile.open(staging / "eval.tar", "w") as archive:
+    bundle = staging / "bundle.tar"
+    with tarfile.open(bundle, "w") as archive:
+        for name, model in zip(names, models):
+            archive.add(model, arcname=name, recursive=False)
+        archive.add(staging / "target.json", arcname="target.json")
+        if eval_dir is not None:
             for path in sorted(Path(eval_dir).rglob("*")):
                 if path.is_file():
-                    archive.add(path, arcname=str(path.relative_to(eval_dir)), recursive=False)
-        staged.append(staging / "eval.tar")
-    return staged, names
+                    archive.add(path, arcname=f"eval/{path.relative_to(eval_dir)}", recursive=False)
+    return bundle, names
 
 
-def _make_remote_dir(ssh: SSH, python: list[str], target: Target) -> str:
-    script = f"{shlex.join(python)} -c {shlex.quote(_PROBE)} && mktemp -d \"${{TMPDIR:-/tmp}}/edgecls-bench.XXXXXXXX\""
+def _send(ssh: SSH, bundle: Path, remote_dir: str) -> None:
+    step = "copying the models and evaluation set"
+    with bundle.open("rb") as stream:
+        completed = ssh.run(f"cd {shlex.quote(remote_dir)} && tar -xf -", step=step, stdin=stream)
+    if completed.returncode != 0:
+        status = completed.returncode
+        raise RemoteError(f"{step} to {ssh.destination} failed (exit status {status}): {_tail(completed.stderr)}")
+
+
+def _make_remote_dir(ssh: SSH, python: list[str], shown: str, target: Target) -> str:
+    script = f"{_sh_words(python)} -c {shlex.quote(_PROBE)} && mktemp -d \"${{TMPDIR:-/tmp}}/edgecls-bench.XXXXXXXX\""
     completed = ssh.run(script, step="checking the runtime", timeout=120)
-    shown = shlex.join(python)
     if completed.returncode == 127:
-        raise RemoteError(f"{shown} was not found on {ssh.destination}; pass --remote-python with the device's Python (e.g. ~/venv/bin/python)")
+        raise RemoteError(
+            f"{shown} was not found on {ssh.destination}; pass --remote-python with the device's Python "
+            "(e.g. ~/edgecls/bin/python)"
+        )
     if completed.returncode == MISSING_RUNTIME_EXIT:
         raise RemoteError(
             f"{ssh.destination} lacks the edgecls runtime for {shown} ({_tail(completed.stderr)}); on the device: {target.install}"
@@ -226,45 +325,100 @@ def _make_remote_dir(ssh: SSH, python: list[str], target: Target) -> str:
     lines = completed.stdout.strip().splitlines()
     remote_dir = lines[-1].strip() if lines else ""
     if completed.returncode != 0 or not _REMOTE_TMP.match(remote_dir):
-        raise RemoteError(f"could not prepare a temporary directory on {ssh.destination} (exit status {completed.returncode}): {_tail(completed.stderr) or remote_dir}")
+        if completed.returncode == 0 and remote_dir.startswith("/") and "/edgecls-bench." in remote_dir:
+            _stop_and_remove(ssh, remote_dir)  # made, but not a path this module will use: not left behind
+        raise RemoteError(
+            f"could not prepare a temporary directory on {ssh.destination} (exit status {completed.returncode}): "
+            f"{_tail(completed.stderr) or _printable(remote_dir)}"
+        )
     return remote_dir
 
 
-def _remove_remote_dir(ssh: SSH, remote_dir: str) -> None:
+def _stop_and_remove(ssh: SSH, remote_dir: str) -> None:
+    """Over a fresh connection: terminate the run's process group if its directory is still there, then remove it."""
+    script = (
+        f"dir={shlex.quote(remote_dir)}; "
+        'if [ -f "$dir/pgid" ]; then g=$(cat "$dir/pgid"); case "$g" in ""|?|0*|*[!0-9]*) ;; '  # never -1, 0 or junk
+        '*) kill -s TERM -- "-$g" 2>/dev/null && sleep 1 && kill -s KILL -- "-$g" 2>/dev/null ;; esac; fi; '
+        'rm -rf -- "$dir"'
+    )
     try:
-        completed = ssh.run(f"rm -rf -- {shlex.quote(remote_dir)}", step="removing the temporary directory", timeout=60)
+        completed = ssh.run(script, step="removing the temporary directory", timeout=60)
     except RemoteError as exc:
-        log.warning("%s; %s may be left on the device (the remote shell removes it when it exits)", exc, remote_dir)
+        shown = _printable(remote_dir)
+        log.warning("%s; %s may be left on the device, and the benchmark still running there", exc, shown)
         return
     if completed.returncode != 0:
-        log.warning("could not remove %s on %s: %s", remote_dir, ssh.destination, _tail(completed.stderr))
+        log.warning("could not remove %s on %s: %s", _printable(remote_dir), ssh.destination, _tail(completed.stderr))
 
 
 def _python_words(command: str) -> list[str]:
-    words = shlex.split(command)
+    try:
+        words = shlex.split(command)
+    except ValueError as exc:
+        raise ConfigError(f"--remote-python {command!r}: {exc} (quote it as you would in sh)") from None
     if not words:
-        raise ConfigError("--remote-python must name a Python interpreter, e.g. python3 or /home/pi/venv/bin/python")
+        raise ConfigError("--remote-python must name a Python interpreter, e.g. python3 or ~/edgecls/bin/python")
+    if words[0].startswith("-"):
+        raise ConfigError(f"--remote-python must start with a Python interpreter, not an option: got {command!r}")
     return words
 
 
-def _ssh_config_path(path: str) -> str:
+def _sh_words(words: list[str]) -> str:
+    """``words`` quoted for sh, with a leading ``~`` or ``~/`` of a word expanded on the device, as a shell would."""
+    quoted = []
+    for word in words:
+        if word == "~" or word.startswith("~/"):
+            quoted.append('"$HOME"' + (shlex.quote(word[1:]) if word != "~" else ""))
+        else:
+            quoted.append(shlex.quote(word))
+    return " ".join(quoted)
+
+
+def _ssh_config_path(path: str, option: str) -> str:
     # ssh -o values: %-tokens are expanded and whitespace splits arguments.
     if '"' in path:
-        raise ConfigError(f"--known-hosts path may not contain a double quote: {path!r}")
+        raise ConfigError(f"{option} path may not contain a double quote: {path!r}")
     escaped = path.replace("%", "%%")
     return f'"{escaped}"' if any(ch.isspace() for ch in escaped) else escaped
 
 
-def _connection_message(destination: str, step: str, stderr: str, accept_new: bool) -> str:
+def _connection_message(destination: Destination, step: str, stderr: str, config: RemoteConfig) -> str:
     detail = _tail(stderr) or "ssh exited with status 255"
-    if "Host key verification failed" in stderr or "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
-        hint = "" if accept_new else "; to trust a first connection pass --accept-new-host-key (or add the key with ssh-keyscan)"
-        return f"{destination}: the host key is unknown or has changed ({detail}){hint}"
+    known_hosts = config.known_hosts or "~/.ssh/known_hosts"
+    if any(text in stderr for text in ("REMOTE HOST IDENTIFICATION HAS CHANGED", "has changed and you have requested")):
+        file_option = f" -f {shlex.quote(config.known_hosts)}" if config.known_hosts else ""
+        return (
+            f"{destination}: the host key has CHANGED since {known_hosts} recorded it: someone may be intercepting the "
+            "connection, or the device was reinstalled; check the new key on the device itself "
+            "(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), then remove the old one with "
+            f"ssh-keygen{file_option} -R {shlex.quote(destination.known_hosts_name)} "
+            "(--accept-new-host-key never accepts a changed key)"
+        )
+    if "Host key verification failed" in stderr:
+        hint = "; to trust a first connection pass --accept-new-host-key (or add the key with ssh-keygen)"
+        hint = "" if config.accept_new_host_key else hint
+        return f"{destination}: the host key is unknown to {known_hosts} ({detail}){hint}"
     if "Permission denied" in stderr:
         return f"{destination}: SSH login refused ({detail}); pass --ssh-key or add your key to the device's authorized_keys"
     return f"SSH connection to {destination} failed or dropped while {step}: {detail}"
 
 
+def _decode(data: bytes | None) -> str:
+    return (data or b"").decode("utf-8", errors="replace")
+
+
+def _printable(value: Any) -> Any:
+    """Strings (in lists and dicts too) with control characters shown as ``\\x1b``: device text is data, not codes."""
+    if isinstance(value, str):
+        return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", value)
+    if isinstance(value, list):
+        return [_printable(item) for item in value]
+    if isinstance(value, dict):
+        return {_printable(key): _printable(item) for key, item in value.items()}
+    return value
+
+
 def _tail(text: str, lines: int = 3) -> str:
     kept = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
-    return " | ".join(kept[-lines:])
+    return _printable(" | ".join(kept[-lines:]))
