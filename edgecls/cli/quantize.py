@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgecls.cli.app import JsonOption, app, console, run, styled
+from edgecls.cli.app import JsonOption, app, console, require_workstation, run, styled
 
 
 @app.command()
@@ -29,6 +29,7 @@ def quantize(
     json: JsonOption = False,
 ) -> None:
     """INT8 (or FP16) TFLite/ONNX with calibration data, held to an accuracy budget."""
+    require_workstation()
     from edgecls.errors import ConfigError
     from edgecls.quantize import QuantizeConfig, quantize as quantize_model
 
