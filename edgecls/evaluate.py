@@ -60,7 +60,7 @@ class EvalImages:
 
 
 def is_training_data(info: ModelInfo, data: str | None) -> bool:
-    """Whether ``data`` is the model's own training data (``digits``, or the folder it recorded): scored by its split."""
+    """Whether ``data`` is the model's own training data (``digits``, the folder it recorded): scored by its split."""
     recorded = info.provenance.get("dataset")
     if data is None or data == "digits":
         return True
@@ -70,7 +70,7 @@ def is_training_data(info: ModelInfo, data: str | None) -> bool:
 
 
 def evaluation_folder(data: str | Path) -> Path:
-    """The folder of ``<label>/`` subfolders that ``data`` names: itself, or its ``val/`` in a ``train/`` + ``val/`` data set."""
+    """The folder of ``<label>/`` subfolders ``data`` names: itself, or its ``val/`` in a ``train/`` + ``val/`` set."""
     root = Path(data)
     if not root.is_dir():
         raise DataError(f"{root}: no such evaluation folder; give a folder of <label>/ subfolders (or digits)")
@@ -110,10 +110,13 @@ def evaluation_images(info: ModelInfo, data: str | None = None) -> EvalImages:
             f"{folder}: class folders must be named after the model's labels ({shown}); "
             + ("found none" if not found else f"not labels: {', '.join(unknown[:5])}")
         )
-    images, _names, skipped = load_images(folder, image_size=info.input_size, channel_order=info.channel_order, class_names=info.labels)
+    images, _names, skipped = load_images(
+        folder, image_size=info.input_size, channel_order=info.channel_order, class_names=info.labels
+    )
     if len(images) == 0:
         raise DataError(f"{folder}: no decodable images in its <label>/ subfolders")
-    return EvalImages(images, tuple(info.labels), str(folder), "whole folder" if folder == Path(data) else "val/ folder", skipped)
+    scope = "whole folder" if folder == Path(data) else "val/ folder"
+    return EvalImages(images, tuple(info.labels), str(folder), scope, skipped)
 
 
 def _class_folders(folder: Path) -> set[str]:
@@ -228,11 +231,14 @@ def score_result(scores: np.ndarray, labels: np.ndarray, names: tuple[str, ...])
         best5 = np.argsort(-scores, axis=1)[:, :5]
         top5 = float(np.mean((best5 == labels[:, None]).any(axis=1))) if len(labels) else 0.0
     confusion = confusion_matrix(labels, predicted, len(names))
-    per_class = [
-        {"label": names[i], **{key: round(value, 4) for key, value in class_metrics(confusion, i).items()}, "support": int(confusion[i].sum())}
-        for i in range(len(names))
-    ]
-    return EvalResult(model="", engine="", data="", n_images=int(len(labels)), top1=top1, top5=top5, per_class=per_class, confusion=confusion.tolist(), labels=list(names))
+    per_class = []
+    for index, name in enumerate(names):
+        metrics = {key: round(value, 4) for key, value in class_metrics(confusion, index).items()}
+        per_class.append({"label": name, **metrics, "support": int(confusion[index].sum())})
+    return EvalResult(
+        model="", engine="", data="", n_images=int(len(labels)), top1=top1, top5=top5, per_class=per_class,
+        confusion=confusion.tolist(), labels=list(names),
+    )
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
@@ -243,7 +249,7 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) 
 
 
 def class_metrics(confusion: np.ndarray, index: int) -> dict[str, float]:
-    """Precision, recall and F1 of class ``index``; 0 where a ratio has nothing to divide (as scikit-learn's ``zero_division=0``)."""
+    """Precision, recall and F1 of class ``index``; 0 where nothing divides (scikit-learn's ``zero_division=0``)."""
     true_positive = float(confusion[index, index])
     predicted, actual = float(confusion[:, index].sum()), float(confusion[index].sum())
     precision = true_positive / predicted if predicted else 0.0

@@ -159,7 +159,8 @@ def _onnx_by_onnxruntime(path: Path) -> ArtifactInfo:
         return TensorInfo(value.name, shape, value.type.removeprefix("tensor(").removesuffix(")"))
 
     inputs, outputs = [spec(v) for v in session.get_inputs()], [spec(v) for v in session.get_outputs()]
-    return ArtifactInfo(str(path), "onnx", path.stat().st_size, inputs, outputs, None, None, {}, 0, notes=[ONNX_GRAPH_NOTE])
+    size = path.stat().st_size
+    return ArtifactInfo(str(path), "onnx", size, inputs, outputs, None, None, {}, 0, notes=[ONNX_GRAPH_NOTE])
 
 
 def _onnx_macs(node, shapes: dict[str, list[int]]) -> int:

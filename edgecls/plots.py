@@ -26,7 +26,7 @@ def matplotlib_missing(what: str) -> bool:
     """True, after one warning naming ``what`` is not drawn, where matplotlib is not installed (a device install)."""
     if importlib.util.find_spec("matplotlib") is not None:
         return False
-    log.warning("%s not drawn: matplotlib is not installed (pip install matplotlib); the results are complete without it", what)
+    log.warning("%s not drawn: matplotlib is not installed (pip install matplotlib); the results are complete", what)
     return True
 
 

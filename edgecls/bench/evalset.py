@@ -44,7 +44,9 @@ def prepare_eval_set(data: str, models: tuple[str, ...], scratch: Path) -> Path:
     return select_eval_files(Path(data), scratch / "eval", models=models)
 
 
-def copy_held_out_files(info: ModelInfo, folder: Path, out: Path, *, models: tuple[str, ...] = (), limit: int | None = None) -> Path:
+def copy_held_out_files(
+    info: ModelInfo, folder: Path, out: Path, *, models: tuple[str, ...] = (), limit: int | None = None
+) -> Path:
     """The original files of ``info``'s held-out split of ``folder``, copied into ``out/<label>/``.
 
     ``limit``: a seeded sample of that many (None: all of them, as ``edgecls evaluate`` scores).
@@ -66,7 +68,8 @@ def copy_held_out_files(info: ModelInfo, folder: Path, out: Path, *, models: tup
         label_dir = out / evaluation.class_names[int(images.labels[index])]
         label_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, label_dir / f"{index:05d}{source.suffix.lower()}")
-    for number, skipped in enumerate(evaluation.skipped if limit is None else ()):  # the runtime counts them skipped too
+    # Undecodable files too: the runtime counts them skipped, as edgecls evaluate does.
+    for number, skipped in enumerate(evaluation.skipped if limit is None else ()):
         source = Path(skipped)
         label_dir = out / source.relative_to(classes).parts[0]
         label_dir.mkdir(parents=True, exist_ok=True)
@@ -95,7 +98,7 @@ def write_digits_eval_set(info: ModelInfo, out: Path) -> Path:
 
 
 def select_eval_files(folder: Path, out: Path, *, models: tuple[str, ...] = (), limit: int | None = None) -> Path:
-    """The images of ``folder/<label>/`` (its ``val/`` as ``edgecls.evaluate.evaluation_folder`` says), copied into ``out``.
+    """The images of ``folder/<label>/`` (or its ``val/``: ``edgecls.evaluate.evaluation_folder``), copied into ``out``.
 
     ``limit``: a seeded sample of that many (None: the whole folder, as
     ``edgecls evaluate`` scores it). Every ``<label>`` must be one of each

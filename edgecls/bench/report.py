@@ -21,7 +21,8 @@ def conditions(run: MeasureRun) -> str:
     settings = run.settings
     data = settings.get("data")
     skipped = settings.get("eval_skipped", 0)
-    scored = f"{settings.get('n_eval', 0)} images, {f'{skipped} skipped (not decodable)' if skipped else 'none skipped'}"
+    skipped_text = f"{skipped} skipped (not decodable)" if skipped else "none skipped"
+    scored = f"{settings.get('n_eval', 0)} images, {skipped_text}"
     scope = f", {settings['eval_scope']}" if settings.get("eval_scope") else ""
     data_text = f"top-1 on {data} ({scored}{scope})" if data else "no accuracy data"
     remote = f" ({run.remote})" if run.remote else ""

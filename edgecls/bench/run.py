@@ -58,7 +58,9 @@ def _eval_scope(config: BenchConfig) -> str:
     from edgecls.runtime.metadata import read_model_info
 
     info = read_model_info(config.models[0])
-    if config.data == "digits" or (info is not None and Path(config.data).is_dir() and is_training_data(info, config.data)):
+    if config.data == "digits":
+        return "held-out split"
+    if info is not None and Path(config.data).is_dir() and is_training_data(info, config.data):
         return "held-out split"
     return "whole folder"
 
@@ -91,7 +93,8 @@ def bench(config: BenchConfig) -> BenchReport:
     n_eval = max((result.n_eval for result in run.results), default=0)
     skipped = max((result.eval_skipped for result in run.results), default=0)
     scope = _eval_scope(config) if config.data else None
-    run = dataclasses.replace(run, settings={**run.settings, "data": config.data, "n_eval": n_eval, "eval_skipped": skipped, "eval_scope": scope})
+    scored = {"data": config.data, "n_eval": n_eval, "eval_skipped": skipped, "eval_scope": scope}
+    run = dataclasses.replace(run, settings={**run.settings, **scored})
     out = Path(config.out) if config.out else Path("runs") / f"bench-{target.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     paths = write_reports(run, out)
     return BenchReport(run, str(out), str(paths["json"]), str(paths["markdown"]), str(paths["plot"]) if paths.get("plot") else None)

@@ -82,7 +82,8 @@ def require_workstation(*modules: str) -> None:
 
 def _workstation_exit(missing: str) -> None:
     command = f"edgecls {_state['command']}" if _state["command"] else "this command"
-    typer.echo(f"error: {command} runs on the workstation and needs {missing}, not installed here: {TRAIN_INSTALL}", err=True)
+    message = f"error: {command} runs on the workstation and needs {missing}, not installed here: {TRAIN_INSTALL}"
+    typer.echo(message, err=True)
     raise typer.Exit(2)
 
 

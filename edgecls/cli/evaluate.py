@@ -10,10 +10,16 @@ import typer
 from edgecls.cli.app import JsonOption, app, console, require_workstation, run, styled
 
 
+DATA_HELP = (
+    "A folder of <label>/ images, scored whole; digits or the model's own training folder: its held-out split "
+    "(default: the data set recorded in the model)."
+)
+
+
 @app.command()
 def evaluate(
     model: Annotated[Path, typer.Argument(help=".keras, .tflite or .onnx (the last two run through edgecls.runtime).")],
-    data: Annotated[Optional[str], typer.Option("--data", "-d", help="A folder of <label>/ images, scored whole; digits or the model's own training folder: its held-out split (default: the data set recorded in the model).")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help=DATA_HELP)] = None,
     threads: Annotated[Optional[int], typer.Option(help="Engine threads for .tflite/.onnx (default: all cores).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where the confusion matrix PNG and JSON go (default: beside the model).")] = None,
     json: JsonOption = False,
@@ -24,7 +30,8 @@ def evaluate(
         require_workstation("tensorflow")
     from edgecls.evaluate import evaluate as evaluate_model
 
-    run(lambda: evaluate_model(model, data, threads=threads, out_dir=out), as_json=json, render=_render_evaluate, tensorflow=keras)
+    call = lambda: evaluate_model(model, data, threads=threads, out_dir=out)  # noqa: E731
+    run(call, as_json=json, render=_render_evaluate, tensorflow=keras)
 
 
 def _render_evaluate(result) -> None:
@@ -33,7 +40,8 @@ def _render_evaluate(result) -> None:
     out = console()
     top5 = f", top-5 {result.top5:.2%}" if result.top5 is not None else ""
     skipped = f", {result.n_skipped} skipped (not decodable)" if result.n_skipped else ", none skipped"
-    out.print(styled(f"top-1 {result.top1:.2%}") + top5, f"on {result.n_images} images of {result.data} ({result.scope}{skipped})")
+    scored = f"on {result.n_images} images of {result.data} ({result.scope}{skipped})"
+    out.print(styled(f"top-1 {result.top1:.2%}") + top5, scored)
     out.print(f"measured with {result.engine}")
     table = Table("class", "precision", "recall", "F1", "support")
     for row in result.per_class:

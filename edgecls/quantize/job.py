@@ -26,18 +26,19 @@ class Evaluation:
 
     def __init__(self, images, labels: np.ndarray, name: str, *, scope: str = "", skipped: int = 0) -> None:
         self.images, self.labels, self.name = images, labels, name
-        self.scope, self.skipped = scope, skipped  # as edgecls evaluate says them: "whole folder", "held-out split (…)"
+        self.scope, self.skipped = scope, skipped  # as edgecls evaluate says: "whole folder", "held-out split (…)"
         self.float_predictions: np.ndarray | None = None
 
     @classmethod
     def load(cls, info: ModelInfo, data: str | None) -> "Evaluation | None":
-        """``--eval-data``'s images, as ``edgecls evaluate`` scores them: a named folder whole, the training data by its split."""
+        """``--eval-data``'s images as ``edgecls evaluate`` scores them: a named folder whole, training data split."""
         if not data:
             return None
         from edgecls.evaluate import evaluation_images
 
         evaluation = evaluation_images(info, data)
-        return cls(evaluation.images, evaluation.images.labels, evaluation.name, scope=evaluation.scope, skipped=len(evaluation.skipped))
+        images = evaluation.images
+        return cls(images, images.labels, evaluation.name, scope=evaluation.scope, skipped=len(evaluation.skipped))
 
     @property
     def size(self) -> int:
