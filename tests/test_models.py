@@ -54,16 +54,27 @@ def test_input_and_output_shapes_and_layer_names(built):
 
 
 def test_raw_pixels_in_normalised_by_the_first_layer(built):
-    """The contract: pixels 0..255 go in, the model's own first layer scales them to [0, 1] or [-1, 1]."""
+    """The contract: pixels 0..255 go in, the model's own first layers normalise them as its weights expect.
+
+    ``unit`` ([0, 1]) and ``tf`` ([-1, 1]) are checked here by their range; the ImageNet modes (``caffe``,
+    ``torch``) against ``keras.applications``' own ``preprocess_input`` in tests/test_backbones.py.
+    """
     import keras
 
-    _, model, size = built
+    from edgecls.models import preprocessing_output
+
+    name, model, size = built
     first = model.layers[1]
-    assert isinstance(first, keras.layers.Rescaling), f"first layer is {type(first).__name__}, not the normalisation"
-    normalise = keras.Model(model.input, first.output)
+    assert isinstance(first, (keras.layers.Rescaling, keras.layers.Normalization)) or "flip" in first.name, (
+        f"first layer is {type(first).__name__}, not the normalisation"
+    )
+    mode = get_entry(name).preprocessing
+    if mode not in ("unit", "tf"):
+        return
+    normalise = keras.Model(model.input, preprocessing_output(model))
     pixels = np.stack([np.full((size, size, 3), level, dtype=np.float32) for level in (0.0, 127.5, 255.0)])
     low, _, high = (float(value) for value in np.asarray(normalise(pixels)).reshape(3, -1).mean(axis=1))
-    assert high == pytest.approx(1.0) and low in (pytest.approx(0.0), pytest.approx(-1.0))
+    assert high == pytest.approx(1.0) and low == pytest.approx(0.0 if mode == "unit" else -1.0)
 
 
 def test_scores_are_probabilities_over_the_classes(built):

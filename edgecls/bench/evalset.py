@@ -83,16 +83,12 @@ def write_digits_eval_set(info: ModelInfo, out: Path) -> Path:
     Kept at the digits' native 8x8 so each model's own ``Classifier.preprocess``
     does the resizing, exactly as training and ``edgecls evaluate`` did.
     """
-    import cv2
-
+    from edgecls.data import write_class_folders
     from edgecls.evaluate import validation_set
 
     native = dataclasses.replace(info, input_size=(8, 8), channel_order="GRAY", channels=1)
     images, dataset = validation_set(native, "digits")
-    for index, (pixels, label) in enumerate(zip(images.images, images.labels)):
-        folder = out / dataset.class_names[int(label)]
-        folder.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(folder / f"{index:05d}.png"), pixels[:, :, 0])
+    write_class_folders(out, [pixels[:, :, 0] for pixels in images.images], images.labels, class_names=dataset.class_names)
     log.info("evaluation set: %d digits validation images (seed %s)", len(images), dataset.split.get("seed"))
     return out
 

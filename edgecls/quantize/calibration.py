@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from edgecls.data import ImageSet, load_dataset, load_images
+from edgecls.data import ImageSet, load_dataset, load_images, write_image
 from edgecls.errors import ConfigError, DataError
 from edgecls.fileio import write_json
 from edgecls.runtime.metadata import ModelInfo
@@ -253,8 +253,6 @@ def make_calibration_folder(config: CalibDataConfig) -> CalibDataResult:
 
     >>> make_calibration_folder(CalibDataConfig("digits", "calib_data/digits", n=300))  # doctest: +SKIP
     """
-    import cv2
-
     out = Path(config.out)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out}: exists and is not empty; choose another --out or remove it first")
@@ -273,8 +271,7 @@ def make_calibration_folder(config: CalibDataConfig) -> CalibDataResult:
         class_dir.mkdir(parents=True, exist_ok=True)
         if config.source == "digits":
             target = class_dir / f"{source.replace('#', '_')}.png"
-            if not cv2.imwrite(str(target), pixels):
-                raise DataError(f"{target}: OpenCV could not write this PNG")
+            write_image(target, pixels)
         else:
             target = class_dir / Path(source).name
             if target.exists():  # same name in two nested folders of one class
