@@ -14,13 +14,13 @@ import shutil
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
-
+import tomllib
 from conftest import write_png
+
 from edgecls.errors import DataError
 from edgecls.runtime.metadata import ModelInfo
 
