@@ -135,7 +135,10 @@ def test_digits_on_a_device_says_where_it_is_made(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError, match="digits is made on the workstation"):
         evaluate_folder(object(), "digits")  # type: ignore[arg-type]  # the folder is checked first
-    probe = "import sys; sys.modules['sklearn'] = None\nfrom edgecls.data import load_dataset\nload_dataset('digits', image_size=(8, 8))"
+    probe = (
+        "import sys; sys.modules['sklearn'] = None\n"
+        "from edgecls.data import load_dataset\nload_dataset('digits', image_size=(8, 8))"
+    )
     completed = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
     )
@@ -157,7 +160,8 @@ def test_a_workstation_command_without_its_packages_is_one_line(monkeypatch):
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert lines == [
-        'error: edgecls train runs on the workstation and needs tensorflow, scikit-learn, not installed here: pip install "edgecls[train]"'
+        "error: edgecls train runs on the workstation and needs tensorflow, scikit-learn, not installed here: "
+        'pip install "edgecls[train]"'
     ]
 
 
