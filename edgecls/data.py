@@ -129,8 +129,18 @@ def load_images(folder: str | Path, *, image_size: tuple[int, int], channel_orde
     return images, names, skipped
 
 
+DIGITS_ON_A_DEVICE = (
+    "digits is built into scikit-learn, a workstation package (pip install \"edgecls[train]\"); on a device, "
+    "score a folder of <label>/ images, or write the digits evaluation set on the workstation and copy it over "
+    "(edgecls bench --remote does both)"
+)
+
+
 def _load_digits(image_size: tuple[int, int], channel_order: str) -> ImageSet:
-    from sklearn.datasets import load_digits
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:  # a device install: the data set is on the workstation
+        raise DataError(DIGITS_ON_A_DEVICE) from None
 
     digits = load_digits()
     # 8x8 values 0..16 → 0..255 pixels, then the runtime's own resize.

@@ -33,7 +33,7 @@ class ArtifactInfo:
     size_bytes: int
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
-    params: int
+    params: int | None  # None where it could not be read (an .onnx without the onnx package)
     macs: int | None
     op_counts: dict[str, int]
     integer_ops: int  # ops on integer kernels: TFLite by tflite_graph.Op.computes_in_integer; ONNX QLinear*, fused QDQ
@@ -41,6 +41,7 @@ class ArtifactInfo:
     labels: list[str] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     metadata: bool = False
+    notes: list[str] = field(default_factory=list)  # what could not be read here, and what would read it
 
 
 # ONNX ops that do arithmetic worth quantizing; the rest (reshape, pad, quantize/dequantize…) move data.
@@ -102,8 +103,11 @@ def _tflite(path: Path) -> ArtifactInfo:
 
 
 def _onnx(path: Path) -> ArtifactInfo:
-    import onnx
-    from onnx import shape_inference
+    try:
+        import onnx
+        from onnx import shape_inference
+    except ImportError:  # a device: ONNX Runtime alone reads the I/O (and the metadata), not the graph
+        return _onnx_by_onnxruntime(path)
 
     try:
         model = shape_inference.infer_shapes(onnx.load(str(path)))
@@ -134,6 +138,29 @@ def _onnx(path: Path) -> ArtifactInfo:
     params = sum(int(np.prod(init.dims)) for init in initializers.values())
     real_inputs = [value for value in graph.input if value.name not in initializers]
     return ArtifactInfo(str(path), "onnx", path.stat().st_size, [spec(v) for v in real_inputs], [spec(v) for v in graph.output], params, macs or None, dict(ops), integer_ops, float_ops)
+
+
+ONNX_GRAPH_NOTE = "op counts, params, MACs and integer/float ops need the onnx package: pip install onnx"
+
+
+def _onnx_by_onnxruntime(path: Path) -> ArtifactInfo:
+    """Inputs and outputs through an ONNX Runtime session; the graph itself needs ``onnx`` (said in ``notes``)."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ModelError(f"{path}: reading an .onnx file needs onnx or onnxruntime: pip install onnxruntime") from exc
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # InvalidProtobuf, Fail: ONNX Runtime's own error types
+        raise ModelError(f"{path}: not a valid ONNX model ({exc})") from exc
+
+    def spec(value) -> TensorInfo:
+        shape = [d if isinstance(d, int) else -1 for d in value.shape]  # a symbolic batch dimension is a name
+        return TensorInfo(value.name, shape, value.type.removeprefix("tensor(").removesuffix(")"))
+
+    inputs, outputs = [spec(v) for v in session.get_inputs()], [spec(v) for v in session.get_outputs()]
+    size = path.stat().st_size
+    return ArtifactInfo(str(path), "onnx", size, inputs, outputs, None, None, {}, 0, notes=[ONNX_GRAPH_NOTE])
 
 
 def _onnx_macs(node, shapes: dict[str, list[int]]) -> int:

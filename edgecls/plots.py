@@ -1,7 +1,8 @@
 """Figures of a run, and the one way a figure is written: atomically, then closed.
 
 matplotlib is imported lazily and on the ``Agg`` backend (a server or a Pi
-has no display); a device install without matplotlib never imports this module.
+has no display). A device install has no matplotlib: the device commands ask
+``matplotlib_missing`` first and skip their figure with one warning.
 
 >>> plt = pyplot()  # doctest: +SKIP
 >>> figure, axis = plt.subplots()  # doctest: +SKIP
@@ -11,10 +12,22 @@ PosixPath('runs/a/curves.png')
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 from pathlib import Path
 from typing import Any
 
 from edgecls.fileio import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def matplotlib_missing(what: str) -> bool:
+    """True, after one warning naming ``what`` is not drawn, where matplotlib is not installed (a device install)."""
+    if importlib.util.find_spec("matplotlib") is not None:
+        return False
+    log.warning("%s not drawn: matplotlib is not installed (pip install matplotlib); the results are complete", what)
+    return True
 
 
 def pyplot() -> Any:

@@ -1,9 +1,12 @@
 """The evaluation set of ``edgecls bench --data``: a folder of ``<label>/`` images for the runtime to score.
 
-The model's own held-out split, as ``edgecls evaluate`` scores it: for
-``digits`` written as PNG files so a device without scikit-learn can read it,
-for a folder its original files. Workstation side; the runtime scores the
-folder with ``edgecls.runtime.scoring.evaluate_folder``.
+The images ``edgecls evaluate --data`` scores (``edgecls.evaluate.evaluation_images``
+defines them once): a folder the user names, whole; the model's own training
+data, its held-out split — for ``digits`` written as PNG files so a device
+without scikit-learn can read it, for a folder its original files. Files that
+do not decode are copied too, so the runtime counts them as skipped where
+``edgecls evaluate`` does. Workstation side; the runtime scores the folder with
+``edgecls.runtime.scoring.evaluate_folder``.
 
 >>> eval_dir = prepare_eval_set("digits", ("m.tflite",), Path("/tmp/scratch"))  # doctest: +SKIP
 """
@@ -23,42 +26,54 @@ from edgecls.runtime.preprocess import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
-MAX_EVAL_IMAGES = 1000  # a "small evaluation set" for a folder: a seeded sample beyond this
-
 
 def prepare_eval_set(data: str, models: tuple[str, ...], scratch: Path) -> Path:
     """A folder of ``<label>/`` images that the runtime evaluates with ``Classifier.predict``.
 
-    For ``digits``, and for a folder when the first model was made by edgecls,
-    these are the images ``edgecls evaluate`` scores: the held-out split (the
-    folder's ``val/``, or the split ``train`` recorded), never training images.
+    These are the images ``edgecls evaluate --data`` scores with the first
+    model: ``digits`` and the model's own training folder by the held-out
+    split it recorded (never training images), any other folder whole.
     """
+    from edgecls.evaluate import is_training_data
+
     if data == "digits":
         return write_digits_eval_set(_model_info(models[0]), scratch / "eval")
     info = read_model_info(models[0])
-    if info is not None and Path(data).is_dir():
+    if info is not None and Path(data).is_dir() and is_training_data(info, data):
         return copy_held_out_files(info, Path(data), scratch / "eval", models=models)
     return select_eval_files(Path(data), scratch / "eval", models=models)
 
 
-def copy_held_out_files(info: ModelInfo, folder: Path, out: Path, *, models: tuple[str, ...] = (), limit: int = MAX_EVAL_IMAGES) -> Path:
-    """The original files of ``info``'s held-out split of ``folder`` (a seeded sample beyond ``limit``), copied into ``out/<label>/``."""
-    from edgecls.evaluate import validation_set
+def copy_held_out_files(
+    info: ModelInfo, folder: Path, out: Path, *, models: tuple[str, ...] = (), limit: int | None = None
+) -> Path:
+    """The original files of ``info``'s held-out split of ``folder``, copied into ``out/<label>/``.
+
+    ``limit``: a seeded sample of that many (None: all of them, as ``edgecls evaluate`` scores).
+    """
+    from edgecls.evaluate import evaluation_images
 
     classes = folder / "val" if (folder / "val").is_dir() else folder
     _check_labels(classes, {p.name for p in classes.iterdir() if p.is_dir() and not p.name.startswith(".")}, models)  # before decoding anything
-    images, dataset = validation_set(info, str(folder))
+    evaluation = evaluation_images(info, str(folder))
+    images = evaluation.images
     if len(images) == 0:
         raise DataError(f"{folder}: the held-out split is empty; give the folder a val/ subfolder or more images")
     chosen = range(len(images))
-    if len(images) > limit:
+    if limit is not None and len(images) > limit:
         chosen = sorted(np.random.default_rng(0).choice(len(images), size=limit, replace=False))
         log.info("evaluation set: %d of the %d held-out images of %s (seed 0)", limit, len(images), folder)
     for index in chosen:
         source = Path(images.sources[index])
-        label_dir = out / dataset.class_names[int(images.labels[index])]
+        label_dir = out / evaluation.class_names[int(images.labels[index])]
         label_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, label_dir / f"{index:05d}{source.suffix.lower()}")
+    # Undecodable files too: the runtime counts them skipped, as edgecls evaluate does.
+    for number, skipped in enumerate(evaluation.skipped if limit is None else ()):
+        source = Path(skipped)
+        label_dir = out / source.relative_to(classes).parts[0]
+        label_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, label_dir / f"skipped-{number:05d}{source.suffix.lower()}")
     return out
 
 
@@ -78,21 +93,22 @@ def write_digits_eval_set(info: ModelInfo, out: Path) -> Path:
     return out
 
 
-def select_eval_files(folder: Path, out: Path, *, models: tuple[str, ...] = (), limit: int = MAX_EVAL_IMAGES) -> Path:
-    """Up to ``limit`` images of ``folder/<label>/`` (``folder/val/`` when there is one), copied into ``out``.
+def select_eval_files(folder: Path, out: Path, *, models: tuple[str, ...] = (), limit: int | None = None) -> Path:
+    """The images of ``folder/<label>/`` (or its ``val/``: ``edgecls.evaluate.evaluation_folder``), copied into ``out``.
 
-    Every ``<label>`` must be one of each model's labels: checked here, before
-    anything is timed, so that the error names the user's folder.
+    ``limit``: a seeded sample of that many (None: the whole folder, as
+    ``edgecls evaluate`` scores it). Every ``<label>`` must be one of each
+    model's labels: checked here, before anything is timed, so that the error
+    names the user's folder.
     """
-    if not folder.is_dir():
-        raise DataError(f"{folder}: --data must be digits or a folder of <label>/ subfolders")
-    if (folder / "val").is_dir():
-        folder = folder / "val"
+    from edgecls.evaluate import evaluation_folder
+
+    folder = evaluation_folder(folder)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and p.parent != folder)
     if not files:
         raise DataError(f"{folder}: no images in <label>/ subfolders")
     _check_labels(folder, {path.relative_to(folder).parts[0] for path in files}, models)
-    if len(files) > limit:
+    if limit is not None and len(files) > limit:
         chosen = np.random.default_rng(0).choice(len(files), size=limit, replace=False)
         files = [files[i] for i in sorted(chosen)]
         log.info("evaluation set: %d of the images in %s (seed 0)", limit, folder)

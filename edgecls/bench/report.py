@@ -1,6 +1,7 @@
 """``edgecls bench`` reports: the comparison table (rich), Markdown, JSON, latency PNG.
 
-Workstation side only (rich, matplotlib); the runtime never imports this.
+The CLI's side (rich; matplotlib when installed: a device without it gets no PNG,
+one warning, and every other report); the runtime never imports this.
 Every report states where the numbers were measured and under which settings.
 """
 
@@ -19,7 +20,11 @@ def conditions(run: MeasureRun) -> str:
     """One line saying where and how: part of every table and plot."""
     settings = run.settings
     data = settings.get("data")
-    data_text = f"top-1 on {data} ({settings.get('n_eval', 0)} images)" if data else "no accuracy data"
+    skipped = settings.get("eval_skipped", 0)
+    skipped_text = f"{skipped} skipped (not decodable)" if skipped else "none skipped"
+    scored = f"{settings.get('n_eval', 0)} images, {skipped_text}"
+    scope = f", {settings['eval_scope']}" if settings.get("eval_scope") else ""
+    data_text = f"top-1 on {data} ({scored}{scope})" if data else "no accuracy data"
     remote = f" ({run.remote})" if run.remote else ""
     threads = settings.get("threads")
     return (
@@ -101,6 +106,10 @@ def plot_latency(run: MeasureRun, path: Path) -> Path | None:
     """Box plot of every model's latency samples; ``None`` when there are none."""
     results = [result for result in run.results if result.samples_ms]
     if not results:
+        return None
+    from edgecls.plots import matplotlib_missing
+
+    if matplotlib_missing("latency plot"):
         return None
     import matplotlib
 

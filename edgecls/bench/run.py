@@ -52,6 +52,19 @@ class BenchReport:
         return {**self.run.to_dict(), "reports": {"json": self.json_path, "markdown": self.markdown_path, "plot": self.plot_path}}
 
 
+def _eval_scope(config: BenchConfig) -> str:
+    """What of ``config.data`` was scored, in ``edgecls evaluate``'s words."""
+    from edgecls.evaluate import is_training_data
+    from edgecls.runtime.metadata import read_model_info
+
+    info = read_model_info(config.models[0])
+    if config.data == "digits":
+        return "held-out split"
+    if info is not None and Path(config.data).is_dir() and is_training_data(info, config.data):
+        return "held-out split"
+    return "whole folder"
+
+
 def bench(config: BenchConfig) -> BenchReport:
     """Benchmark every model of ``config`` on the target (here, or over SSH) and write the reports."""
     from edgecls.bench.report import write_reports
@@ -78,7 +91,10 @@ def bench(config: BenchConfig) -> BenchReport:
             )
             run = measure_models(measure_config)
     n_eval = max((result.n_eval for result in run.results), default=0)
-    run = dataclasses.replace(run, settings={**run.settings, "data": config.data, "n_eval": n_eval})
+    skipped = max((result.eval_skipped for result in run.results), default=0)
+    scope = _eval_scope(config) if config.data else None
+    scored = {"data": config.data, "n_eval": n_eval, "eval_skipped": skipped, "eval_scope": scope}
+    run = dataclasses.replace(run, settings={**run.settings, **scored})
     out = Path(config.out) if config.out else Path("runs") / f"bench-{target.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     paths = write_reports(run, out)
     return BenchReport(run, str(out), str(paths["json"]), str(paths["markdown"]), str(paths["plot"]) if paths.get("plot") else None)

@@ -1,5 +1,5 @@
 """``python -m edgecls.cli``: the ``edgecls`` command without its console script."""
 
-from edgecls.cli import app
+from edgecls.cli import main
 
-app(prog_name="edgecls")
+main()

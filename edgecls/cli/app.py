@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_state = {"debug": False}
+_state: dict[str, Any] = {"debug": False, "command": None}
 
 # ``--json`` of the commands whose progress goes to stderr while they run.
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (progress stays on stderr).")]
@@ -33,10 +34,11 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object 
 
 @app.callback()
 def _root(
+    context: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks and framework logs."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="More progress detail on stderr."),
 ) -> None:
-    _state["debug"] = debug
+    _state["debug"], _state["command"] = debug, context.invoked_subcommand
     quiet_frameworks()
     logging.basicConfig(
         level=logging.DEBUG if debug else (logging.INFO if verbose else logging.WARNING),
@@ -57,6 +59,33 @@ def quiet_frameworks() -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
         os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+
+
+# What ``edgecls[train]`` brings beyond ``edgecls[runtime]``, by import name: the workstation commands need it.
+WORKSTATION_MODULES = {
+    "tensorflow": "tensorflow", "keras": "keras", "tf2onnx": "tf2onnx", "onnx": "onnx", "sklearn": "scikit-learn",
+    "matplotlib": "matplotlib", "tensorboard": "tensorboard", "sympy": "sympy", "PIL": "pillow",
+}
+TRAIN_INSTALL = 'pip install "edgecls[train]"'
+
+
+def require_workstation(*modules: str) -> None:
+    """Exit 2 with one line when a workstation command runs on a ``[runtime]``-only install (a Pi, a Jetson).
+
+    Checked by module spec, before anything is imported: ``edgecls train`` on a
+    Pi says what to install instead of a ``ModuleNotFoundError`` traceback.
+    """
+    wanted = modules or ("tensorflow", "onnx", "tf2onnx", "sklearn", "matplotlib")
+    missing = [WORKSTATION_MODULES.get(name, name) for name in wanted if importlib.util.find_spec(name) is None]
+    if missing:
+        _workstation_exit(", ".join(missing))
+
+
+def _workstation_exit(missing: str) -> None:
+    command = f"edgecls {_state['command']}" if _state["command"] else "this command"
+    message = f"error: {command} runs on the workstation and needs {missing}, not installed here: {TRAIN_INSTALL}"
+    typer.echo(message, err=True)
+    raise typer.Exit(2)
 
 
 def import_tensorflow_quietly() -> None:
@@ -196,6 +225,11 @@ def run(call: Callable[[], Any], *, as_json: bool, render: Callable[[Any], None]
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
+    except ModuleNotFoundError as exc:  # a workstation package reached on a device install: say what to install
+        root = (exc.name or "").partition(".")[0]
+        if root in WORKSTATION_MODULES and not _state["debug"]:
+            _workstation_exit(WORKSTATION_MODULES[root])
+        _unexpected(exc)
     except OSError as exc:  # the file system said no: --out names a file, no permission, a full disk
         if _state["debug"]:
             traceback.print_exc()
@@ -204,14 +238,34 @@ def run(call: Callable[[], Any], *, as_json: bool, render: Callable[[Any], None]
         typer.echo(f"error: {where}{exc.strerror or exc}{hint}", err=True)
         raise typer.Exit(2) from None
     except Exception as exc:  # an unexpected failure: short message, details on --debug
-        if _state["debug"]:
-            traceback.print_exc()
-        typer.echo(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
-        raise typer.Exit(1) from None
-    if as_json:
-        typer.echo(json.dumps(to_jsonable(result), indent=2))
-    else:
-        render(result)
+        _unexpected(exc)
+    try:
+        if as_json:
+            typer.echo(json.dumps(to_jsonable(result), indent=2))
+        else:
+            render(result)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `edgecls targets --json | head -c 10`: the reader has what it wanted
+        _quiet_broken_pipe()
+
+
+def _quiet_broken_pipe() -> None:
+    """End quietly with 141 (128 + SIGPIPE, what a shell reports for a writer whose reader left).
+
+    stdout is pointed at /dev/null first, so the interpreter's flush at exit cannot raise again.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    raise typer.Exit(141)
+
+
+def _unexpected(exc: Exception) -> None:
+    """A bug or an environment we did not foresee: one line and exit 1, the traceback with --debug."""
+    if _state["debug"]:
+        traceback.print_exc()
+    typer.echo(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
+    raise typer.Exit(1) from None
 
 
 def to_jsonable(value: Any) -> Any:
@@ -248,7 +302,9 @@ def console():
     from rich.console import Console
 
     piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    return Console(highlight=False, markup=False, width=PIPED_WIDTH if piped else None)
+    out = Console(highlight=False, markup=False, width=PIPED_WIDTH if piped else None)
+    out.on_broken_pipe = _quiet_broken_pipe  # rich's own handler exits 1
+    return out
 
 
 def progress_console():
@@ -266,4 +322,5 @@ def styled(text: str, style: str = "bold"):
 
 
 def main() -> None:
-    app()
+    """The ``edgecls`` console script."""
+    app(prog_name="edgecls")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from edgecls.cli.app import JsonOption, app, console, run
+from edgecls.cli.app import JsonOption, app, console, require_workstation, run
 
 
 @app.command("calib-data")
@@ -20,6 +20,7 @@ def calib_data(
     json: JsonOption = False,
 ) -> None:
     """Write a calibration folder from a data set's training split (never its validation images)."""
+    require_workstation()
     from edgecls.quantize.calibration import CalibDataConfig, make_calibration_folder
 
     config = CalibDataConfig(source=source, out=str(out), n=n, seed=seed, val_split=val_split)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgecls.cli.app import app, console, run, styled
+from edgecls.cli.app import app, console, require_workstation, run, styled
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (progress stays on stderr).")]
 
@@ -33,6 +33,7 @@ def distill(
     json: JsonOption = False,
 ) -> None:
     """Distil a large teacher into an edge-sized (or pruned) student; report teacher, alone and distilled top-1."""
+    require_workstation()
     from edgecls.cli.train import epoch_progress
     from edgecls.distill import DistillConfig, distill as distill_model, parse_feature_layers
 

@@ -1,4 +1,5 @@
-"""``edgecls evaluate``: top-1/top-5 and a confusion matrix on the held-out split; under corruptions; under attack."""
+"""``edgecls evaluate``: top-1/top-5 and a confusion matrix on a folder (scored whole) or the held-out split;
+under camera corruptions; under attack."""
 
 from __future__ import annotations
 
@@ -7,13 +8,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgecls.cli.app import JsonOption, app, console, run, styled
+from edgecls.cli.app import JsonOption, app, console, require_workstation, run, styled
+
+
+DATA_HELP = (
+    "A folder of <label>/ images, scored whole; digits or the model's own training folder: its held-out split "
+    "(default: the data set recorded in the model)."
+)
 
 
 @app.command()
 def evaluate(
     model: Annotated[Path, typer.Argument(help=".keras, .tflite or .onnx (the last two run through edgecls.runtime).")],
-    data: Annotated[Optional[str], typer.Option("--data", "-d", help="digits or a folder (default: the data set recorded in the model).")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help=DATA_HELP)] = None,
     threads: Annotated[Optional[int], typer.Option(help="Engine threads for .tflite/.onnx (default: all cores).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where the confusion matrix PNG and JSON go (default: beside the model).")] = None,
     corruptions: Annotated[bool, typer.Option("--corruptions", help=(
@@ -32,7 +39,10 @@ def evaluate(
         "(transfer)."))] = None,
     json: JsonOption = False,
 ) -> None:
-    """Top-1/top-5, per-class precision/recall/F1 and a confusion matrix on the held-out split."""
+    """Top-1/top-5, per-class precision/recall/F1 and a confusion matrix: a folder whole, or the held-out split."""
+    keras = model.suffix.lower() == ".keras"
+    if keras or adversarial is not None:
+        require_workstation("tensorflow")
     if corruptions and adversarial is not None:
         typer.echo("error: --corruptions and --adversarial are separate evaluations; run one at a time", err=True)
         raise typer.Exit(2)
@@ -43,7 +53,7 @@ def evaluate(
             return evaluate_corruptions(model, data, severities=parse_severities(severities), seed=seed,
                                         threads=threads, out_dir=out)
 
-        run(call, as_json=json, render=_render_corruptions, tensorflow=model.suffix == ".keras")
+        run(call, as_json=json, render=_render_corruptions, tensorflow=keras)
         return
     if adversarial is not None:
         from edgecls.adversarial import evaluate_adversarial
@@ -54,7 +64,8 @@ def evaluate(
         return
     from edgecls.evaluate import evaluate as evaluate_model
 
-    run(lambda: evaluate_model(model, data, threads=threads, out_dir=out), as_json=json, render=_render_evaluate)
+    call = lambda: evaluate_model(model, data, threads=threads, out_dir=out)  # noqa: E731
+    run(call, as_json=json, render=_render_evaluate, tensorflow=keras)
 
 
 def _render_evaluate(result) -> None:
@@ -62,13 +73,16 @@ def _render_evaluate(result) -> None:
 
     out = console()
     top5 = f", top-5 {result.top5:.2%}" if result.top5 is not None else ""
-    out.print(styled(f"top-1 {result.top1:.2%}") + top5, f"on {result.n_images} validation images of {result.data}")
+    skipped = f", {result.n_skipped} skipped (not decodable)" if result.n_skipped else ", none skipped"
+    scored = f"on {result.n_images} images of {result.data} ({result.scope}{skipped})"
+    out.print(styled(f"top-1 {result.top1:.2%}") + top5, scored)
     out.print(f"measured with {result.engine}")
     table = Table("class", "precision", "recall", "F1", "support")
     for row in result.per_class:
         table.add_row(row["label"], f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
     out.print(table)
-    out.print(f"confusion matrix: {result.confusion_png}")
+    if result.confusion_png:
+        out.print(f"confusion matrix: {result.confusion_png}")
 
 
 def _render_corruptions(result) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgecls.cli.app import app, console, run
+from edgecls.cli.app import app, console, require_workstation, run
 
 
 @app.command()
@@ -21,6 +21,7 @@ def explain(
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Grad-CAM heat maps over the images for the predicted (or --class) label, as PNG overlays."""
+    require_workstation()
     from edgecls.explain import explain as explain_images
 
     run(lambda: explain_images(model, images, layer=layer, class_name=class_name, out_dir=out, unsafe=unsafe_load), as_json=json, render=_render_explain)

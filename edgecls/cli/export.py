@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgecls.cli.app import JsonOption, app, console, run
+from edgecls.cli.app import JsonOption, app, console, require_workstation, run
 
 
 @app.command()
@@ -20,6 +20,7 @@ def export(
     json: JsonOption = False,
 ) -> None:
     """Write .tflite/.onnx with labels and provenance inside, and check parity against Keras."""
+    require_workstation()
     from edgecls.export import export as export_model
 
     formats = tuple(part.strip() for part in format.split(",") if part.strip())

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from edgecls.cli.app import app, console, run, styled
+from edgecls.cli.app import app, console, require_workstation, run, styled
 
 
 @app.command()
@@ -17,9 +17,12 @@ def info(
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Inputs/outputs, labels and provenance carried in the file, params, MACs, ops, integer vs float."""
+    keras = artifact.suffix.lower() == ".keras"
+    if keras:
+        require_workstation("tensorflow")
     from edgecls.info import inspect_artifact
 
-    run(lambda: inspect_artifact(artifact, unsafe=unsafe_load), as_json=json, render=_render_info, tensorflow=artifact.suffix == ".keras")
+    run(lambda: inspect_artifact(artifact, unsafe=unsafe_load), as_json=json, render=_render_info, tensorflow=keras)
 
 
 def _render_info(result) -> None:
@@ -31,7 +34,8 @@ def _render_info(result) -> None:
         for tensor in tensors:
             out.print(f"  {kind}: {tensor.name} {tensor.shape} {tensor.dtype}" + (f" [{tensor.quantization}]" if tensor.quantization else ""))
     macs = f"{result.macs / 1e6:.2f} M" if result.macs else "n/a"
-    out.print(f"  params {result.params:,}   MACs/image {macs}")
+    params = f"{result.params:,}" if result.params is not None else "n/a"
+    out.print(f"  params {params}   MACs/image {macs}")
     if result.metadata:
         shown = ", ".join(result.labels[:12]) + (" …" if len(result.labels) > 12 else "")
         out.print(f"  labels ({len(result.labels)}): {shown}")
@@ -40,6 +44,10 @@ def _render_info(result) -> None:
                 out.print(f"  {key}: {result.provenance[key]}")
     else:
         out.print("  no edgecls metadata (labels will be class indices)")
+    for note in result.notes:
+        out.print(f"  note: {note}")
+    if not result.op_counts:
+        return
     table = Table("op", "count")
     for op, count in sorted(result.op_counts.items(), key=lambda item: -item[1]):
         table.add_row(op, str(count))

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgecls.cli.app import app, console, progress_console, run, styled
+from edgecls.cli.app import app, console, progress_console, require_workstation, run, styled
 
 
 @app.command()
@@ -19,6 +19,7 @@ def pipeline(
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """train → prune → distill → quantize → export → bench; writes runs/NAME/report.md."""
+    require_workstation()
     from edgecls.cli.train import epoch_progress
     from edgecls.pipeline import load_pipeline_config, run_pipeline
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgecls.cli.app import app, console, run, styled
+from edgecls.cli.app import app, console, require_workstation, run, styled
 
 
 @app.command()
@@ -30,6 +30,7 @@ def prune(
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (progress stays on stderr).")] = False,
 ) -> None:
     """Prune a model; writes <out>.keras and <out>_report.json (params, MACs, size, top-1, latency, groups)."""
+    require_workstation()
     from edgecls.cli.train import epoch_progress
     from edgecls.prune import PruneConfig, prune as prune_model
 

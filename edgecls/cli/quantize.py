@@ -7,7 +7,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgecls.cli.app import JsonOption, app, console, run, styled
+from edgecls.cli.app import JsonOption, app, console, require_workstation, run, styled
+
+
+EVAL_DATA_HELP = (
+    "A folder of <label>/ images (scored whole), or digits / the training folder (its held-out split): "
+    "float vs quantized top-1, held to --max-drop."
+)
 
 
 @app.command()
@@ -22,13 +28,14 @@ def quantize(
     method: Annotated[str, typer.Option(help="ONNX calibration: minmax, percentile or entropy (LiteRT always uses min/max).")] = "minmax",
     per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor", help="Weight scales per output channel or per tensor.")] = True,
     io: Annotated[str, typer.Option("--io", help="TFLite input/output type: int8 (fast XNNPACK kernels), uint8 (camera bytes in, no float math) or float.")] = "int8",
-    eval_data: Annotated[Optional[str], typer.Option("--eval-data", help="digits or a folder: evaluate float vs quantized on its validation split and enforce --max-drop.")] = None,
+    eval_data: Annotated[Optional[str], typer.Option("--eval-data", help=EVAL_DATA_HELP)] = None,
     max_drop: Annotated[float, typer.Option("--max-drop", help="Top-1 points INT8 may lose; beyond it the worst layers stay float.")] = 1.0,
     max_float_layers: Annotated[int, typer.Option("--max-float-layers", help="At most this many tensors kept in float by the budget.")] = 5,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: beside the model).")] = None,
     json: JsonOption = False,
 ) -> None:
     """INT8 (or FP16) TFLite/ONNX with calibration data, held to an accuracy budget."""
+    require_workstation()
     from edgecls.errors import ConfigError
     from edgecls.quantize import QuantizeConfig, quantize as quantize_model
 
@@ -54,7 +61,9 @@ def _render_quantize(result) -> None:
         calibration = result.calibration
         out.print(f"calibration: {calibration['n_images']} images from {calibration['folder']} (manifest {calibration['manifest']})")
     if result.float_top1 is not None:
-        out.print(f"float top-1 {result.float_top1:.2%} on {result.n_eval_images} validation images of {result.eval_data}; budget {result.max_drop:.2f} points")
+        scope = f"{result.eval_scope}, {result.n_eval_skipped} skipped"
+        scored = f"{result.n_eval_images} images of {result.eval_data} ({scope})"
+        out.print(f"float top-1 {result.float_top1:.2%} on {scored}; budget {result.max_drop:.2f} points")
     table = Table("artifact", "precision", "I/O", "size", "× FP32", "top-1", "drop", "agreement", "kept float")
     for artifact in result.artifacts:
         table.add_row(

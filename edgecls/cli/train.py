@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgecls.cli.app import JsonOption, app, console, progress_console, run, styled
+from edgecls.cli.app import JsonOption, app, console, progress_console, require_workstation, run, styled
 
 DataOption = Annotated[str, typer.Option("--data", "-d", help="'digits' (built-in 8x8 handwritten digits) or a folder of <class>/ image subfolders (optionally train/ and val/).")]
 
@@ -35,6 +35,7 @@ def train(
     json: JsonOption = False,
 ) -> None:
     """Train a classifier; writes model.keras, history, metrics, config and curves to runs/NAME/."""
+    require_workstation()
     from edgecls.train import TrainConfig, train as train_model
 
     def call():

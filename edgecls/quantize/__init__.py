@@ -84,6 +84,7 @@ def quantize(model_path: str | Path, config: QuantizeConfig = QuantizeConfig()) 
                 warnings_seen.append(f"{artifacts[-1].path}: top-1 drop {artifacts[-1].drop:.2f} points exceeds --max-drop {config.max_drop} with {len(artifacts[-1].float_layers)} layer(s) in float")
     result = QuantizeResult(
         model=str(source), float_top1=float_top1, eval_data=config.eval_data, n_eval_images=evaluation.size if evaluation else 0,
+        eval_scope=evaluation.scope if evaluation else "", n_eval_skipped=evaluation.skipped if evaluation else 0,
         max_drop=config.max_drop, calibration=calibration_record, artifacts=artifacts, warnings=warnings_seen,
         config={**dataclasses.asdict(config), "formats": list(formats)}, host=f"{platform.machine()} host ({platform.processor() or platform.system()})",
         seconds=round(time.time() - started, 2),

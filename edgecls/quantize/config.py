@@ -94,6 +94,8 @@ class QuantizeResult:
     seconds: float
     report_json: str = ""
     report_markdown: str = ""
+    eval_scope: str = ""  # what of eval_data was scored: "whole folder", "held-out split (…)"
+    n_eval_skipped: int = 0  # its image files that could not be decoded
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -24,18 +24,21 @@ from edgecls.runtime.metadata import ModelInfo
 class Evaluation:
     """The evaluation images and the float model's predictions on them."""
 
-    def __init__(self, images, labels: np.ndarray, name: str) -> None:
+    def __init__(self, images, labels: np.ndarray, name: str, *, scope: str = "", skipped: int = 0) -> None:
         self.images, self.labels, self.name = images, labels, name
+        self.scope, self.skipped = scope, skipped  # as edgecls evaluate says: "whole folder", "held-out split (…)"
         self.float_predictions: np.ndarray | None = None
 
     @classmethod
     def load(cls, info: ModelInfo, data: str | None) -> "Evaluation | None":
+        """``--eval-data``'s images as ``edgecls evaluate`` scores them: a named folder whole, training data split."""
         if not data:
             return None
-        from edgecls.evaluate import validation_set
+        from edgecls.evaluate import evaluation_images
 
-        images, dataset = validation_set(info, data)
-        return cls(images, images.labels, dataset.name)
+        evaluation = evaluation_images(info, data)
+        images = evaluation.images
+        return cls(images, images.labels, evaluation.name, scope=evaluation.scope, skipped=len(evaluation.skipped))
 
     @property
     def size(self) -> int:

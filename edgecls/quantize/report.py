@@ -39,7 +39,8 @@ def markdown(result: Any) -> str:
         ]
     if result.eval_data:
         lines += [
-            f"Evaluation: {result.n_eval_images} images of `{result.eval_data}` (validation split, never calibrated on); "
+            f"Evaluation: {result.n_eval_images} images of `{result.eval_data}` ({result.eval_scope}, "
+            f"{result.n_eval_skipped} skipped as not decodable); "
             f"float top-1 {_percent(result.float_top1)}; budget: at most {result.max_drop:.2f} points lost.",
             "",
         ]

@@ -23,7 +23,12 @@ def evaluate_folder(classifier: Classifier, folder: str | Path) -> tuple[float, 
     """Top-1 of ``Classifier.predict`` over ``folder/<label>/*`` images: (top1, images, skipped)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"{folder}: no such evaluation folder")
+        hint = (
+            ": digits is made on the workstation (scikit-learn); there, edgecls bench --data digits --remote USER@HOST "
+            "writes its evaluation set and copies it over"
+            if str(folder) == "digits" else ""
+        )
+        raise DataError(f"{folder}: no such evaluation folder{hint}")
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     unknown = [name for name in classes if name not in classifier.labels]
     if not classes or unknown:

@@ -1,0 +1,436 @@
+"""The device side as it is installed: `edgecls` on `pip install "edgecls[runtime]"` alone, and what it scores.
+
+The slow test builds the wheel, installs it with ``[runtime]`` into a fresh
+venv (pip's cache makes a second run fast) and runs every device command there;
+the fast ones pin the extras, the numpy metrics, the one rule of what a folder
+of evaluation images scores, the workstation message and a closed pipe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tomllib
+from conftest import write_png
+
+from edgecls.errors import DataError
+from edgecls.runtime.metadata import ModelInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+CALIB_DIGITS = ROOT / "calib_data" / "digits"
+HEAVY = ("tensorflow", "keras", "sklearn", "matplotlib")  # never imported by a device command on [runtime]
+
+# Runs the CLI in-process, then reports which heavy modules it imported: the exit code stays the CLI's.
+PROBE = """
+import json, os, sys
+sys.argv = ["edgecls", *sys.argv[1:]]
+code = 0
+try:
+    from edgecls.cli import main
+    main()
+except SystemExit as exit:
+    code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+finally:
+    heavy = sorted({name.partition(".")[0] for name in sys.modules} & set(json.loads(os.environ["PROBE_HEAVY"])))
+    with open(os.environ["PROBE_OUT"], "w") as handle:
+        json.dump({"heavy": heavy}, handle)
+sys.exit(code)
+"""
+
+
+def _extras() -> dict[str, list[str]]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+
+def _names(requirements: list[str]) -> dict[str, str]:
+    """requirement name → its marker ('' without one); several lines of one name join their markers."""
+    names: dict[str, str] = {}
+    for line in requirements:
+        spec, _, marker = line.partition(";")
+        name = spec.strip().split(">")[0].split("<")[0].split("=")[0].split("[")[0].strip()
+        names[name] = (names.get(name, "") + " " + marker.strip()).strip()
+    return names
+
+
+def test_the_runtime_extra_carries_the_cli_and_installs_on_every_device():
+    runtime, jetson, train = (_names(_extras()[name]) for name in ("runtime", "jetson", "train"))
+    assert {"typer", "rich", "numpy", "opencv-python-headless", "psutil"} <= set(runtime)
+    assert runtime["onnxruntime"] == "platform_machine != 'armv7l'"  # no armv7l wheel exists
+    assert (
+        runtime["ai-edge-litert"] == "platform_machine != 'armv7l'"
+        and runtime["tflite-runtime"] == "platform_machine == 'armv7l'"
+    )
+    assert "numpy" in runtime and "armv7l" in runtime["numpy"]  # tflite-runtime 2.14 runs under NumPy 1 only
+    # A Jetson keeps its onnxruntime-gpu: everything of the runtime for aarch64, less CPU onnxruntime.
+    assert "onnxruntime" not in jetson and "onnxruntime-gpu" not in jetson
+    assert set(jetson) == {name for name in runtime if name not in ("onnxruntime", "tflite-runtime")}
+    assert "edgecls" in train and not {"typer", "rich"} & set(train)  # from [runtime]
+
+
+def test_metrics_in_numpy():
+    from edgecls.evaluate import score_result
+
+    labels = np.array([0, 0, 1, 1, 2, 2, 2])
+    predicted = np.array([0, 1, 1, 1, 2, 0, 2])
+    # 7 classes (top-5 is defined): a class scores higher the nearer it is to the predicted one.
+    scores = -np.abs(np.arange(7)[None, :] - predicted[:, None]).astype(np.float32)
+    result = score_result(scores, labels, tuple("abcdefg"))
+    assert result.top1 == pytest.approx(5 / 7) and result.n_images == 7
+    assert result.confusion[:3] == [[1, 1, 0] + [0] * 4, [0, 2, 0] + [0] * 4, [1, 0, 2] + [0] * 4]
+    a, b, c = result.per_class[:3]
+    assert (a["precision"], a["recall"], a["f1"], a["support"]) == (0.5, 0.5, 0.5, 2)
+    assert (b["precision"], b["recall"], b["f1"]) == (pytest.approx(0.6667, abs=1e-4), 1.0, 0.8)
+    assert (c["precision"], c["recall"], c["f1"], c["support"]) == (1.0, pytest.approx(0.6667, abs=1e-4), 0.8, 3)
+    assert result.per_class[5] == {"label": "f", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert result.top5 == 1.0  # every true class is at most 2 away from the predicted one: among the 5 highest
+
+
+def _shapes_info(folder: Path, **split) -> ModelInfo:
+    return ModelInfo(("bright", "dark"), (16, 16), 3, "RGB", provenance={"dataset": str(folder), "split": split})
+
+
+def test_a_named_folder_is_scored_whole_and_the_training_folder_by_its_split(shapes_folder, tmp_path):
+    from edgecls.evaluate import evaluation_images
+
+    photos = tmp_path / "photos-val"
+    shutil.copytree(shapes_folder, photos)
+    (photos / "dark" / "broken.png").write_bytes(b"not a png")
+    trained_on_shapes = _shapes_info(shapes_folder, val_split=0.2, seed=0)
+    named = evaluation_images(trained_on_shapes, str(photos))
+    assert (len(named), len(named.skipped), named.scope) == (32, 1, "whole folder")  # all of it, not 20 %
+    split = evaluation_images(trained_on_shapes, str(shapes_folder))
+    assert len(split) == 6 and split.scope.startswith("held-out split")  # 3 of each class's 16
+    assert len(evaluation_images(trained_on_shapes, None)) == 6  # the recorded data set: its split
+    (tmp_path / "other" / "val" / "cat").mkdir(parents=True)
+    with pytest.raises(DataError, match="not labels: cat"):
+        evaluation_images(trained_on_shapes, str(tmp_path / "other"))
+
+
+def test_quantize_eval_data_scores_what_evaluate_scores(shapes_folder):
+    from edgecls.quantize.job import Evaluation
+
+    evaluation = Evaluation.load(_shapes_info(shapes_folder.parent / "elsewhere"), str(shapes_folder))
+    assert (evaluation.size, evaluation.scope, evaluation.skipped) == (32, "whole folder", 0)
+
+
+def test_bench_copies_a_named_folder_whole(shapes_folder, tmp_path):
+    from edgecls.bench.evalset import select_eval_files
+
+    (shapes_folder / "bright" / "broken.png").write_bytes(b"")
+    copied = select_eval_files(shapes_folder, tmp_path / "eval")
+    assert len(list(copied.rglob("*.png"))) == 33  # every file: the runtime scores 32 and counts the broken one
+
+
+def test_digits_on_a_device_says_where_it_is_made(tmp_path, monkeypatch):
+    from edgecls.runtime.scoring import evaluate_folder
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match="digits is made on the workstation"):
+        evaluate_folder(object(), "digits")  # type: ignore[arg-type]  # the folder is checked first
+    probe = (
+        "import sys; sys.modules['sklearn'] = None\n"
+        "from edgecls.data import load_dataset\nload_dataset('digits', image_size=(8, 8))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
+    assert completed.returncode != 0 and "edgecls[train]" in completed.stderr and "scikit-learn" in completed.stderr
+
+
+def test_a_workstation_command_without_its_packages_is_one_line(monkeypatch):
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from edgecls.cli import app
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in ("tensorflow", "sklearn") else real(name, *a)
+    )
+    result = CliRunner().invoke(app, ["train", "--data", "digits"])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == [
+        "error: edgecls train runs on the workstation and needs tensorflow, scikit-learn, not installed here: "
+        'pip install "edgecls[train]"'
+    ]
+
+
+@pytest.mark.parametrize("arguments", [["targets", "--json"], ["targets"]])
+def test_a_pipe_closed_early_ends_quietly(arguments):
+    command = [sys.executable, "-m", "edgecls.cli", *arguments]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
+    process.stdout.close()  # the reader leaves before the first byte: `| head -c 0`
+    stderr = process.stderr.read().decode()
+    assert process.wait() == 141 and stderr == ""
+
+
+# --- the wheel, installed with [runtime] only ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def device_artifacts(digits_run, tmp_path_factory) -> dict[str, Path]:
+    """An INT8 .tflite and the FP32 .onnx of the digits model, and a small folder of <label>/ images (one broken)."""
+    from edgecls.bench.evalset import write_digits_eval_set
+    from edgecls.quantize import QuantizeConfig, quantize
+    from edgecls.runtime.metadata import read_model_info
+
+    root = tmp_path_factory.mktemp("device")
+    int8 = quantize(
+        digits_run.model_path,
+        QuantizeConfig(calib=str(CALIB_DIGITS), calib_size=100, formats=("tflite",), out=str(root / "q")),
+    )
+    digits = write_digits_eval_set(read_model_info(digits_run.tflite), root / "digits-val")
+    folder = root / "photos"
+    for label_dir in sorted(digits.iterdir()):  # 4 validation images of each digit
+        (folder / label_dir.name).mkdir(parents=True)
+        for image in sorted(label_dir.glob("*.png"))[:4]:
+            shutil.copyfile(image, folder / label_dir.name / image.name)
+    write_png(folder / "3" / "extra.png", np.full((8, 8), 200, np.uint8))
+    (folder / "7" / "broken.png").write_bytes(b"\x89PNG truncated")
+    shutil.copyfile(int8.artifacts[0].path, root / "model_int8.tflite")
+    shutil.copyfile(digits_run.onnx, root / "model_fp32.onnx")
+    return {"tflite": root / "model_int8.tflite", "onnx": root / "model_fp32.onnx", "data": folder, "root": root}
+
+
+@pytest.fixture(scope="module")
+def runtime_venv(tmp_path_factory) -> Path:
+    """A fresh venv with the built wheel installed with ``[runtime]`` only, from the registry pip reaches."""
+    root = tmp_path_factory.mktemp("runtime-venv")
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(root / "wheel"), str(ROOT)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    wheel = next((root / "wheel").glob("edgecls-*.whl"))
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)  # the base interpreter's venv module
+    env = _clean_env()
+    installed = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"{wheel}[runtime]"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    return venv
+
+
+def _clean_env() -> dict[str, str]:
+    """This environment without what would put the checkout on the venv's path."""
+    return {
+        key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME", "PIP_NO_CACHE_DIR")
+    }
+
+
+def _edgecls(venv: Path, *arguments: str, cwd: Path) -> tuple[int, str, str, list[str]]:
+    out = cwd / f"probe-{time.monotonic_ns()}.json"
+    env = _clean_env()
+    env.update(PROBE_OUT=str(out), PROBE_HEAVY=json.dumps(HEAVY), COLUMNS="160")
+    completed = subprocess.run(
+        [str(venv / "bin" / "python"), "-I", "-c", PROBE, *arguments],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        check=False,
+    )
+    return completed.returncode, completed.stdout, completed.stderr, json.loads(out.read_text())["heavy"]
+
+
+def _largest(site_packages: Path, count: int = 8) -> dict[str, float]:
+    """The ``count`` largest entries of ``site_packages``, in MB: where the install's size goes."""
+    sizes = {}
+    for entry in site_packages.iterdir():
+        files = [entry] if entry.is_file() else [path for path in entry.rglob("*") if path.is_file()]
+        sizes[entry.name] = round(sum(path.stat().st_size for path in files) / 1e6, 1)
+    return dict(sorted(sizes.items(), key=lambda item: -item[1])[:count])
+
+
+def _best_of(runs: int, command: list[str], cwd: Path) -> float:
+    env = _clean_env()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True, cwd=cwd, env=env)
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+@pytest.mark.slow
+def test_the_device_commands_on_a_runtime_only_install(runtime_venv, device_artifacts, tmp_path):
+    venv, art = runtime_venv, device_artifacts
+    python = str(venv / "bin" / "python")
+    site = subprocess.run(
+        [python, "-c", "import edgecls; print(edgecls.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        env=_clean_env(),
+    )
+    assert str(venv) in site.stdout  # the wheel, not the checkout
+    for module in HEAVY + ("onnx", "typer", "rich"):
+        found = subprocess.run(
+            [python, "-c", f"import importlib.util as u; print(u.find_spec({module!r}) is not None)"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tmp_path,
+            env=_clean_env(),
+        ).stdout.strip()
+        assert found == str(module in ("typer", "rich")), (
+            module
+        )  # [runtime] brings the CLI and nothing of the workstation
+
+    calls = {
+        "help": (["--help"], 0),
+        "targets": (["targets"], 0),
+        "targets-json": (["targets", "--json"], 0),
+        "info-tflite": (["info", str(art["tflite"])], 0),
+        "info-onnx": (["info", str(art["onnx"])], 0),
+        "bench": (
+            [
+                "bench",
+                str(art["tflite"]),
+                str(art["onnx"]),
+                "--data",
+                str(art["data"]),
+                "--runs",
+                "5",
+                "--warmup",
+                "1",
+                "--out",
+                str(tmp_path / "bench"),
+                "--json",
+            ],
+            0,
+        ),
+        "evaluate-tflite": (
+            ["evaluate", str(art["tflite"]), "--data", str(art["data"]), "--out", str(tmp_path / "ev"), "--json"],
+            0,
+        ),
+        "evaluate-onnx": (
+            ["evaluate", str(art["onnx"]), "--data", str(art["data"]), "--out", str(tmp_path / "ev"), "--json"],
+            0,
+        ),
+        "evaluate-text": (
+            ["evaluate", str(art["tflite"]), "--data", str(art["data"]), "--out", str(tmp_path / "ev")],
+            0,
+        ),
+        "train-help": (["train", "--help"], 0),
+        "train": (["train", "--data", "digits"], 2),
+        "quantize": (["quantize", str(art["onnx"]), "--calib", str(art["data"])], 2),
+        "evaluate-digits": (["evaluate", str(art["tflite"]), "--data", "digits"], 2),
+    }
+    outputs = {}
+    for name, (arguments, expected) in calls.items():
+        code, stdout, stderr, heavy = _edgecls(venv, *arguments, cwd=tmp_path)
+        assert code == expected, f"{name}: exit {code}\n{stdout[-2000:]}\n{stderr[-2000:]}"
+        assert "Traceback" not in stderr + stdout, f"{name}:\n{stderr[-3000:]}"
+        assert heavy == [], f"{name} imported {heavy}"
+        outputs[name] = (stdout, stderr)
+
+    assert "bench" in outputs["help"][0] and "targets" in outputs["help"][0]
+    assert "rpi5" in outputs["targets"][0] and json.loads(outputs["targets-json"][0])["targets"]
+    assert "compute ops in integer" in outputs["info-tflite"][0] and "labels (10)" in outputs["info-tflite"][0]
+    onnx_info = outputs["info-onnx"][0]
+    assert (
+        "labels (10)" in onnx_info and "need the onnx package: pip install onnx" in onnx_info and "input:" in onnx_info
+    )
+    for name in ("train", "quantize"):
+        lines = [line for line in outputs[name][1].splitlines() if line.strip()]
+        assert (
+            len(lines) == 1
+            and 'pip install "edgecls[train]"' in lines[0]
+            and f"edgecls {name} runs on the workstation" in lines[0]
+        )
+    assert "digits is built into scikit-learn" in outputs["evaluate-digits"][1]
+    assert "--data" in outputs["train-help"][0]
+
+    # One folder, one answer: bench and evaluate score the same 41 images (1 skipped) to the same top-1.
+    benched = {Path(r["model"]).suffix: r for r in json.loads(outputs["bench"][0])["results"]}
+    for suffix, name in ((".tflite", "evaluate-tflite"), (".onnx", "evaluate-onnx")):
+        evaluated = json.loads(outputs[name][0])
+        assert (evaluated["n_images"], evaluated["n_skipped"], evaluated["scope"]) == (41, 1, "whole folder")
+        assert (benched[suffix]["n_eval"], benched[suffix]["eval_skipped"]) == (41, 1)
+        assert benched[suffix]["top1"] == pytest.approx(evaluated["top1"])
+        assert evaluated["confusion_png"] is None and len(evaluated["per_class"]) == 10
+    assert "not drawn: matplotlib is not installed" in outputs["evaluate-text"][1]
+    assert "41 images" in outputs["evaluate-text"][0] and "1 skipped" in outputs["evaluate-text"][0]
+    assert not (tmp_path / "bench" / "latency.png").exists() and (tmp_path / "bench" / "bench.md").is_file()
+    assert "41 images, 1 skipped" in (tmp_path / "bench" / "bench.md").read_text()
+
+    size = int(subprocess.run(["du", "-sb", str(venv)], capture_output=True, text=True, check=True).stdout.split()[0])
+    measured = {
+        "venv_mb": round(size / 1e6, 1),
+        "edgecls_help_s": round(_best_of(3, [str(venv / "bin" / "edgecls"), "--help"], tmp_path), 3),
+        "import_edgecls_runtime_s": round(_best_of(3, [python, "-c", "import edgecls.runtime"], tmp_path), 3),
+        "python": sys.version.split()[0],
+        "largest_mb": _largest(next((venv / "lib").glob("python3*")) / "site-packages"),
+        "packages": subprocess.run(
+            [python, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True, env=_clean_env()
+        ).stdout.split(),
+    }
+    report = Path(os.environ.get("EDGECLS_INSTALL_REPORT", tmp_path / "runtime_install.json"))
+    report.write_text(json.dumps(measured, indent=2))
+    print(
+        f"[runtime] install: {measured['venv_mb']} MB, edgecls --help {measured['edgecls_help_s']} s, "
+        f"import edgecls.runtime {measured['import_edgecls_runtime_s']} s ({report})"
+    )
+    assert measured["venv_mb"] < 600  # LiteRT + ONNX Runtime + OpenCV + NumPy + the CLI; TensorFlow alone is 1.3 GB
+
+
+@pytest.mark.slow
+def test_device_commands_import_no_training_framework_on_the_workstation(device_artifacts, tmp_path):
+    """In the full venv TensorFlow and scikit-learn are there to import: the device commands still do not."""
+    out = tmp_path / "probe.json"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "PROBE_OUT": str(out),
+        "PROBE_HEAVY": json.dumps(["tensorflow", "keras", "sklearn"]),
+    }
+    art = device_artifacts
+    for arguments in (
+        ["info", str(art["tflite"])],
+        ["info", str(art["onnx"])],
+        ["targets"],
+        ["evaluate", str(art["onnx"]), "--data", str(art["data"]), "--out", str(tmp_path)],
+        [
+            "bench",
+            str(art["tflite"]),
+            "--data",
+            str(art["data"]),
+            "--runs",
+            "3",
+            "--warmup",
+            "0",
+            "--out",
+            str(tmp_path / "b"),
+        ],
+    ):
+        completed = subprocess.run(
+            [sys.executable, "-c", PROBE, *arguments],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            check=False,
+        )
+        assert completed.returncode == 0, completed.stderr[-2000:]
+        assert json.loads(out.read_text())["heavy"] == [], arguments
