@@ -93,7 +93,15 @@ BEST_EPOCH_BY = "val top-1, ties: the lower val loss"  # as edgecls.train.fit ke
 PR_EPOCHS, PR_BATCH, PR_LR, PR_TEMPERATURE, PR_KD_WEIGHT = 20, 32, 1e-3, 2.0, 0.5
 
 
-def write_digit_folders(root: Path, *, draw: int, test: int, per_class_train: int | None, per_class_val: int | None, val_fraction: float = 0.2) -> tuple[Path, Path]:
+def write_digit_folders(
+    root: Path,
+    *,
+    draw: int,
+    test: int,
+    per_class_train: int | None,
+    per_class_val: int | None,
+    val_fraction: float = 0.2,
+) -> tuple[Path, Path]:
     """``root/data/{train,val}/<digit>/*.png`` and ``root/test/<digit>/*.png`` (8x8 gray, as sklearn ships them).
 
     The test images are drawn first (``draw`` seeds the draw), stratified; train and val come from the rest.
@@ -138,7 +146,12 @@ def write_kd_folders(root: Path, *, draw: int) -> tuple[Path, Path, Path]:
     """
     images, labels = digit_images()
     rng = np.random.default_rng(draw)
-    folders = {"test": root / "test", "val": root / "student" / "val", "train": root / "student" / "train", "teacher": root / "teacher"}
+    folders = {
+        "test": root / "test",
+        "val": root / "student" / "val",
+        "train": root / "student" / "train",
+        "teacher": root / "teacher",
+    }
     sizes = {"test": KD_TEST // 10, "val": KD_PER_CLASS_VAL, "train": KD_PER_CLASS_TRAIN}
     for digit in range(10):
         members = rng.permutation(np.flatnonzero(labels == digit))
@@ -170,7 +183,13 @@ def tiny_student(path: Path, *, seed: int, size: int, labels: tuple[str, ...]) -
     x = layers.Flatten(name="flatten")(x)
     logits = layers.Dense(len(labels), name="logits")(x)
     model = keras.Model(inputs, layers.Activation("softmax", name="probs")(logits), name="tinycnn")
-    info = ModelInfo(labels, (size, size), 1, "GRAY", provenance={"source_model": f"tinycnn width {STUDENT_WIDTH} (benchmarks/distill.py), random init seed {seed}"})
+    info = ModelInfo(
+        labels,
+        (size, size),
+        1,
+        "GRAY",
+        provenance={"source_model": f"tinycnn width {STUDENT_WIDTH} (benchmarks/distill.py), random init seed {seed}"},
+    )
     return save_keras_model(model, path, info)
 
 
@@ -192,23 +211,40 @@ def kd_gain(work: Path, draws: tuple[int, ...], seeds: tuple[int, ...]) -> dict:
     teacher_test = mean([entry["teacher"]["test_top1"] for entry in per_draw])
     alone = mean([run["alone"]["test_top1"] for run in runs])
     return {
-        "task": (f"digits at {KD_SIZE}x{KD_SIZE} gray; the student has {KD_PER_CLASS_TRAIN} train + {KD_PER_CLASS_VAL} val images per class, "
-                 "the teacher was trained on a disjoint pool of the other images; "
-                 f"{KD_TEST} test images held out; {len(draws)} independent draws of the images x {len(seeds)} seeds"),
+        "task": (
+            f"digits at {KD_SIZE}x{KD_SIZE} gray; the student has {KD_PER_CLASS_TRAIN} train + {KD_PER_CLASS_VAL} val images per class, "
+            "the teacher was trained on a disjoint pool of the other images; "
+            f"{KD_TEST} test images held out; {len(draws)} independent draws of the images x {len(seeds)} seeds"
+        ),
         "teacher_model": f"cnn (registry), trained by edgecls.train on each draw's teacher pool ({TEACHER_EPOCHS} epochs, batch {TEACHER_BATCH}, its own 80/20 split)",
         "student_model": f"tinycnn width {STUDENT_WIDTH} (.keras with the edgecls head, fresh random init per draw and seed)",
         "params_macs": per_draw[0]["params_macs"],
-        "settings": {"epochs": KD_EPOCHS, "batch_size": KD_BATCH, "learning_rate": KD_LR, "schedule": "cosine (edgecls.train.make_optimizer)",
-                     "temperature": KD_TEMPERATURE, "kd_weight": KD_WEIGHT, "best_epoch_by": BEST_EPOCH_BY, "augment": "none", "patience": "off"},
+        "settings": {
+            "epochs": KD_EPOCHS,
+            "batch_size": KD_BATCH,
+            "learning_rate": KD_LR,
+            "schedule": "cosine (edgecls.train.make_optimizer)",
+            "temperature": KD_TEMPERATURE,
+            "kd_weight": KD_WEIGHT,
+            "best_epoch_by": BEST_EPOCH_BY,
+            "augment": "none",
+            "patience": "off",
+        },
         "draws": per_draw,
-        "mean_test_top1": {"teacher": teacher_test, "alone": alone, "distilled": mean([run["distilled"]["test_top1"] for run in runs])},
+        "mean_test_top1": {
+            "teacher": teacher_test,
+            "alone": alone,
+            "distilled": mean([run["distilled"]["test_top1"] for run in runs]),
+        },
         "mean_test_gain_points": round(statistics.mean(gains), 2),
         "stdev_test_gain_points": round(statistics.stdev(gains), 2) if len(gains) > 1 else None,
         "mean_val_gain_points": round(statistics.mean(run["val_gain_points"] for run in runs), 2),
         "runs_with_gain": f"{sum(gain > 0 for gain in gains)} of {len(gains)}",
         "teacher_beats_alone_by_points": round(100 * (teacher_test - alone), 2),
         # distillation can at best close the teacher-student gap: the gain is bounded by it
-        "share_of_gap_closed": round(statistics.mean(gains) / (100 * (teacher_test - alone)), 2) if teacher_test > alone else None,
+        "share_of_gap_closed": round(statistics.mean(gains) / (100 * (teacher_test - alone)), 2)
+        if teacher_test > alone
+        else None,
         "target": "distilled >= alone + 1 point on average over the runs (test top-1)",
         "met": statistics.mean(gains) >= 1.0,
         "seconds": round(time.time() - started, 1),
@@ -220,28 +256,69 @@ def kd_gain_on_draw(work: Path, draw: int, seeds: tuple[int, ...]) -> dict:
     from edgecls.train import TrainConfig, train
 
     pool, data, test = write_kd_folders(work, draw=draw)
-    teacher = train(TrainConfig(data=str(pool), model="cnn", img_size=KD_SIZE, channels="gray", augment="none", epochs=TEACHER_EPOCHS,
-                                batch_size=TEACHER_BATCH, learning_rate=KD_LR, patience=0, seed=0, out=str(work / "teacher")))
+    teacher = train(
+        TrainConfig(
+            data=str(pool),
+            model="cnn",
+            img_size=KD_SIZE,
+            channels="gray",
+            augment="none",
+            epochs=TEACHER_EPOCHS,
+            batch_size=TEACHER_BATCH,
+            learning_rate=KD_LR,
+            patience=0,
+            seed=0,
+            out=str(work / "teacher"),
+        )
+    )
     labels = tuple(teacher.class_names)
-    entry = {"draw": draw, "n_teacher_pool": teacher.n_train + teacher.n_val,
-             "teacher": {"val_top1_own_split": round(teacher.val_accuracy, 4), "test_top1": test_top1(teacher.model_path, test, KD_SIZE, labels)}, "runs": []}
+    entry = {
+        "draw": draw,
+        "n_teacher_pool": teacher.n_train + teacher.n_val,
+        "teacher": {
+            "val_top1_own_split": round(teacher.val_accuracy, 4),
+            "test_top1": test_top1(teacher.model_path, test, KD_SIZE, labels),
+        },
+        "runs": [],
+    }
     log.info("draw %d teacher: %s", draw, entry["teacher"])
     for seed in seeds:
         student = tiny_student(work / f"tiny-{seed}.keras", seed=seed, size=KD_SIZE, labels=labels)
-        result = distill(DistillConfig(
-            teacher=str(teacher.model_path), student=str(student), data=str(data), temperature=KD_TEMPERATURE, kd_weight=KD_WEIGHT,
-            epochs=KD_EPOCHS, batch_size=KD_BATCH, learning_rate=KD_LR, patience=0, augment="none", baseline=True, seed=seed,
-            out=str(work / f"distill-{seed}"),
-        ))
+        result = distill(
+            DistillConfig(
+                teacher=str(teacher.model_path),
+                student=str(student),
+                data=str(data),
+                temperature=KD_TEMPERATURE,
+                kd_weight=KD_WEIGHT,
+                epochs=KD_EPOCHS,
+                batch_size=KD_BATCH,
+                learning_rate=KD_LR,
+                patience=0,
+                augment="none",
+                baseline=True,
+                seed=seed,
+                out=str(work / f"distill-{seed}"),
+            )
+        )
         run = {
             "seed": seed,
-            "alone": {"val_top1": round(result.baseline_top1, 4), "test_top1": test_top1(result.baseline_model_path, test, KD_SIZE, labels)},
-            "distilled": {"val_top1": round(result.student_top1, 4), "test_top1": test_top1(result.model_path, test, KD_SIZE, labels)},
+            "alone": {
+                "val_top1": round(result.baseline_top1, 4),
+                "test_top1": test_top1(result.baseline_model_path, test, KD_SIZE, labels),
+            },
+            "distilled": {
+                "val_top1": round(result.student_top1, 4),
+                "test_top1": test_top1(result.model_path, test, KD_SIZE, labels),
+            },
         }
         run["test_gain_points"] = round(100 * (run["distilled"]["test_top1"] - run["alone"]["test_top1"]), 2)
         run["val_gain_points"] = round(100 * (run["distilled"]["val_top1"] - run["alone"]["val_top1"]), 2)
         entry["runs"].append(run)
-        entry["params_macs"] = {"teacher": [result.teacher_params, result.teacher_macs], "student": [result.student_params, result.student_macs]}
+        entry["params_macs"] = {
+            "teacher": [result.teacher_params, result.teacher_macs],
+            "student": [result.student_params, result.student_macs],
+        }
         log.info("draw %d seed %d: alone %s, distilled %s", draw, seed, run["alone"], run["distilled"])
     return entry
 
@@ -256,10 +333,17 @@ def prune_recovery(work: Path, draws: tuple[int, ...]) -> dict:
     mean = lambda key, part: round(statistics.mean(entry["top1"][key][part] for entry in per_draw), 4)  # noqa: E731
     return {
         "task": f"{PR_TASK} on each of {len(draws)} draws",
-        "prune": per_draw[0]["prune"], "recovery": per_draw[0]["recovery"],
+        "prune": per_draw[0]["prune"],
+        "recovery": per_draw[0]["recovery"],
         "draws": per_draw,
-        "mean_test_top1": {key: mean(key, "test_top1") for key in ("unpruned", "pruned_before_recovery", "finetuned_alone", "distilled")},
-        "mean_gap_points": {"test": round(statistics.mean(gaps), 2), "val": round(statistics.mean(entry["gap_points"]["val"] for entry in per_draw), 2)},
+        "mean_test_top1": {
+            key: mean(key, "test_top1")
+            for key in ("unpruned", "pruned_before_recovery", "finetuned_alone", "distilled")
+        },
+        "mean_gap_points": {
+            "test": round(statistics.mean(gaps), 2),
+            "val": round(statistics.mean(entry["gap_points"]["val"] for entry in per_draw), 2),
+        },
         "target": "distilled within 0.5 points of the unpruned top-1 (mean test gap over the draws)",
         "met": statistics.mean(gaps) <= 0.5,
         "seconds": round(time.time() - started, 1),
@@ -275,29 +359,84 @@ def prune_recovery_on_draw(work: Path, draw: int) -> dict:
     except ImportError as exc:  # the prune stage is another issue; this part runs once it exists
         return {"skipped": f"edgecls.prune is not available ({exc})"}
     started = time.time()
-    data, test = write_digit_folders(work / "pr", draw=draw, test=PR_TEST, per_class_train=None, per_class_val=None, val_fraction=PR_VAL_FRACTION)
-    trained = train(TrainConfig(data=str(data), model="cnn", channels="gray", augment="none", epochs=PR_TRAIN_EPOCHS, seed=0, out=str(work / "pr-teacher")))
+    data, test = write_digit_folders(
+        work / "pr", draw=draw, test=PR_TEST, per_class_train=None, per_class_val=None, val_fraction=PR_VAL_FRACTION
+    )
+    trained = train(
+        TrainConfig(
+            data=str(data),
+            model="cnn",
+            channels="gray",
+            augment="none",
+            epochs=PR_TRAIN_EPOCHS,
+            seed=0,
+            out=str(work / "pr-teacher"),
+        )
+    )
     labels, size = tuple(trained.class_names), 32
-    pruned = prune(trained.model_path, PruneConfig(ratio=PR_RATIO, data=str(data), measure_tflite=False, out=str(work / "pr-pruned.keras")))
-    result = distill(DistillConfig(
-        teacher=str(trained.model_path), student=pruned.model_path, data=str(data), epochs=PR_EPOCHS, batch_size=PR_BATCH, learning_rate=PR_LR,
-        temperature=PR_TEMPERATURE, kd_weight=PR_KD_WEIGHT,
-        patience=0, augment="none", baseline=True, seed=0, out=str(work / "pr-distill"),
-    ))
+    pruned = prune(
+        trained.model_path,
+        PruneConfig(ratio=PR_RATIO, data=str(data), measure_tflite=False, out=str(work / "pr-pruned.keras")),
+    )
+    result = distill(
+        DistillConfig(
+            teacher=str(trained.model_path),
+            student=pruned.model_path,
+            data=str(data),
+            epochs=PR_EPOCHS,
+            batch_size=PR_BATCH,
+            learning_rate=PR_LR,
+            temperature=PR_TEMPERATURE,
+            kd_weight=PR_KD_WEIGHT,
+            patience=0,
+            augment="none",
+            baseline=True,
+            seed=0,
+            out=str(work / "pr-distill"),
+        )
+    )
     figures = {
-        "unpruned": {"val_top1": round(result.teacher_top1, 4), "test_top1": test_top1(trained.model_path, test, size, labels)},
-        "pruned_before_recovery": {"val_top1": round(pruned.top1_after, 4), "test_top1": test_top1(pruned.model_path, test, size, labels)},
-        "finetuned_alone": {"val_top1": round(result.baseline_top1, 4), "test_top1": test_top1(result.baseline_model_path, test, size, labels)},
-        "distilled": {"val_top1": round(result.student_top1, 4), "test_top1": test_top1(result.model_path, test, size, labels)},
+        "unpruned": {
+            "val_top1": round(result.teacher_top1, 4),
+            "test_top1": test_top1(trained.model_path, test, size, labels),
+        },
+        "pruned_before_recovery": {
+            "val_top1": round(pruned.top1_after, 4),
+            "test_top1": test_top1(pruned.model_path, test, size, labels),
+        },
+        "finetuned_alone": {
+            "val_top1": round(result.baseline_top1, 4),
+            "test_top1": test_top1(result.baseline_model_path, test, size, labels),
+        },
+        "distilled": {
+            "val_top1": round(result.student_top1, 4),
+            "test_top1": test_top1(result.model_path, test, size, labels),
+        },
     }
     gap_test = round(100 * (figures["unpruned"]["test_top1"] - figures["distilled"]["test_top1"]), 2)
     gap_val = round(100 * (figures["unpruned"]["val_top1"] - figures["distilled"]["val_top1"]), 2)
     return {
         "task": f"{PR_TASK} (draw {draw})",
-        "n_train": result.n_train, "n_val": result.n_val, "n_test": PR_TEST,
-        "prune": {"ratio": PR_RATIO, "method": "channels", "criterion": "l1", "params_before": pruned.params_before, "params_after": pruned.params_after,
-                  "macs_before": pruned.macs_before, "macs_after": pruned.macs_after},
-        "recovery": {"epochs": PR_EPOCHS, "batch_size": PR_BATCH, "learning_rate": PR_LR, "temperature": PR_TEMPERATURE, "kd_weight": PR_KD_WEIGHT, "best_epoch_by": BEST_EPOCH_BY},
+        "n_train": result.n_train,
+        "n_val": result.n_val,
+        "n_test": PR_TEST,
+        "prune": {
+            "ratio": PR_RATIO,
+            "method": "channels",
+            "criterion": "l1",
+            "params_before": pruned.params_before,
+            "params_after": pruned.params_after,
+            "macs_before": pruned.macs_before,
+            "macs_after": pruned.macs_after,
+        },
+        "recovery": {
+            "epochs": PR_EPOCHS,
+            "batch_size": PR_BATCH,
+            "learning_rate": PR_LR,
+            "temperature": PR_TEMPERATURE,
+            "kd_weight": PR_KD_WEIGHT,
+            "best_epoch_by": BEST_EPOCH_BY,
+        },
         "top1": figures,
         "gap_points": {"test": gap_test, "val": gap_val},
         "met": gap_test <= 0.5,
@@ -307,8 +446,14 @@ def prune_recovery_on_draw(work: Path, draw: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--draws", default=",".join(map(str, DRAWS)), help="comma list of image draws (seeds of the train/val/test split)")
-    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma list of training seeds, run on every draw")
+    parser.add_argument(
+        "--draws",
+        default=",".join(map(str, DRAWS)),
+        help="comma list of image draws (seeds of the train/val/test split)",
+    )
+    parser.add_argument(
+        "--seeds", default=",".join(map(str, SEEDS)), help="comma list of training seeds, run on every draw"
+    )
     parser.add_argument("--part", choices=("all", "kd", "prune"), default="all")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -322,20 +467,35 @@ def main() -> None:
     started = time.time()
     previous = json.loads(args.results.read_text()) if args.results.exists() else {}
     report = {
-        "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "tensorflow": tf.__version__, "keras": keras.__version__,
-                 "where": "Keras top-1 on this host's CPU; no latency figures here"},
+        "host": {
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "where": "Keras top-1 on this host's CPU; no latency figures here",
+        },
         "protocol": " ".join(__doc__.split("Protocol: ", 1)[1].split("\n\nRun:", 1)[0].split()),
     }
     with tempfile.TemporaryDirectory(prefix="edgecls-bench-distill-") as scratch:
         work = Path(scratch)
         report["kd_gain"] = kd_gain(work, draws, seeds) if args.part in ("all", "kd") else previous.get("kd_gain")
-        report["prune_recovery"] = prune_recovery(work, draws) if args.part in ("all", "prune") else previous.get("prune_recovery")
+        report["prune_recovery"] = (
+            prune_recovery(work, draws) if args.part in ("all", "prune") else previous.get("prune_recovery")
+        )
     report["seconds"] = round(time.time() - started, 1)
     from edgecls.fileio import write_json
 
     write_json(args.results, report)
-    summary = {"kd_gain": {k: report["kd_gain"].get(k) for k in ("mean_test_top1", "mean_test_gain_points", "runs_with_gain", "met")} if report["kd_gain"] else None,
-               "prune_recovery": {k: report["prune_recovery"].get(k) for k in ("mean_test_top1", "mean_gap_points", "met")} if report["prune_recovery"] else None}
+    summary = {
+        "kd_gain": {
+            k: report["kd_gain"].get(k) for k in ("mean_test_top1", "mean_test_gain_points", "runs_with_gain", "met")
+        }
+        if report["kd_gain"]
+        else None,
+        "prune_recovery": {k: report["prune_recovery"].get(k) for k in ("mean_test_top1", "mean_gap_points", "met")}
+        if report["prune_recovery"]
+        else None,
+    }
     print(json.dumps(summary, indent=1))
 
 

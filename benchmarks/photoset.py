@@ -27,13 +27,24 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 TEXTURES4 = ("brick", "grass", "gravel", "moon")
-PHOTOS10 = ("astronaut", "chelsea", "coffee", "motorcycle_left", "retina", "rocket", "hubble_deep_field", "ihc", "china", "flower")
+PHOTOS10 = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "motorcycle_left",
+    "retina",
+    "rocket",
+    "hubble_deep_field",
+    "ihc",
+    "china",
+    "flower",
+)
 SETS = {"textures4": TEXTURES4, "photos10": PHOTOS10}
 SKLEARN_PHOTOS = ("china", "flower")
 
@@ -62,8 +73,14 @@ def load_photo(name: str) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def _patches(photo: np.ndarray, count: int, region: tuple[int, int], patch_size: int,
-             scale: tuple[float, float], rng: np.random.Generator) -> list[np.ndarray]:
+def _patches(
+    photo: np.ndarray,
+    count: int,
+    region: tuple[int, int],
+    patch_size: int,
+    scale: tuple[float, float],
+    rng: np.random.Generator,
+) -> list[np.ndarray]:
     from PIL import Image
 
     height = photo.shape[0]
@@ -75,14 +92,22 @@ def _patches(photo: np.ndarray, count: int, region: tuple[int, int], patch_size:
         side = max(8, min(side, right - left, height))
         x = int(rng.integers(left, right - side + 1))
         y = int(rng.integers(0, height - side + 1))
-        crop = Image.fromarray(photo[y:y + side, x:x + side])
+        crop = Image.fromarray(photo[y : y + side, x : x + side])
         out.append(np.asarray(crop.resize((patch_size, patch_size), Image.Resampling.BILINEAR, reducing_gap=2.0)))
     return out
 
 
-def make_photoset(root: str | Path, classes: Sequence[str] = TEXTURES4, *, train_per_class: int = 150,
-                  val_per_class: int = 50, patch_size: int = 64, split: float = 0.7,
-                  scale: tuple[float, float] = (0.2, 0.45), seed: int = 0) -> Path:
+def make_photoset(
+    root: str | Path,
+    classes: Sequence[str] = TEXTURES4,
+    *,
+    train_per_class: int = 150,
+    val_per_class: int = 50,
+    patch_size: int = 64,
+    split: float = 0.7,
+    scale: tuple[float, float] = (0.2, 0.45),
+    seed: int = 0,
+) -> Path:
     """Write ``root/train/<class>/*.png`` and ``root/val/<class>/*.png``; return ``root``.
 
     ``split`` is the fraction of each photo's width (from the left) that
@@ -115,8 +140,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=64, help="patch side in pixels")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    make_photoset(args.out, SETS[args.set], train_per_class=args.train, val_per_class=args.val,
-                  patch_size=args.size, seed=args.seed)
+    make_photoset(
+        args.out,
+        SETS[args.set],
+        train_per_class=args.train,
+        val_per_class=args.val,
+        patch_size=args.size,
+        seed=args.seed,
+    )
     print(args.out)
 
 

@@ -39,7 +39,13 @@ def random_mobilenetv2(path: Path) -> Path:
 
     keras.utils.set_random_seed(0)
     model = build_model("mobilenetv2", num_classes=10, image_size=(96, 96), channels=3, alpha=1.0)
-    info = ModelInfo(tuple(f"class{i}" for i in range(10)), (96, 96), 3, "RGB", provenance={"source_model": "mobilenetv2", "weights": "random init (seed 0)"})
+    info = ModelInfo(
+        tuple(f"class{i}" for i in range(10)),
+        (96, 96),
+        3,
+        "RGB",
+        provenance={"source_model": "mobilenetv2", "weights": "random init (seed 0)"},
+    )
     return save_keras_model(model, path, info)
 
 
@@ -56,17 +62,33 @@ def structured_mobilenetv2(model_path: Path, out_dir: Path) -> dict:
     latency_ratio_min = min_after / min_before
     return {
         "model": "mobilenetv2 alpha 1.0, 96x96x3, 10 classes, random init",
-        "ratio": 0.5, "criterion": "l1", "round_to": 8, "min_channels": 8,
-        "params_before": result.params_before, "params_after": result.params_after,
-        "macs_before": result.macs_before, "macs_after": result.macs_after, "macs_ratio": round(macs_ratio, 4),
-        "tflite_bytes_before": result.file_size_before, "tflite_bytes_after": result.file_size_after,
-        "latency_ms_before": result.latency_ms_before, "latency_ms_after": result.latency_ms_after, "latency_ratio": round(latency_ratio, 4),
-        "latency_min_ms_before": min_before, "latency_min_ms_after": min_after, "latency_ratio_min": round(latency_ratio_min, 4),
+        "ratio": 0.5,
+        "criterion": "l1",
+        "round_to": 8,
+        "min_channels": 8,
+        "params_before": result.params_before,
+        "params_after": result.params_after,
+        "macs_before": result.macs_before,
+        "macs_after": result.macs_after,
+        "macs_ratio": round(macs_ratio, 4),
+        "tflite_bytes_before": result.file_size_before,
+        "tflite_bytes_after": result.file_size_after,
+        "latency_ms_before": result.latency_ms_before,
+        "latency_ms_after": result.latency_ms_after,
+        "latency_ratio": round(latency_ratio, 4),
+        "latency_min_ms_before": min_before,
+        "latency_min_ms_after": min_after,
+        "latency_ratio_min": round(latency_ratio_min, 4),
         "latency_conditions": result.latency,
         "equivalence_max_abs": result.equivalence_max_abs,
-        "groups_pruned": len(result.groups), "groups_left_alone": [group["group"] for group in result.left_alone],
+        "groups_pruned": len(result.groups),
+        "groups_left_alone": [group["group"] for group in result.left_alone],
         "targets": {"macs_ratio": 0.55, "latency_ratio": 0.65, "latency_ratio_min": 0.65},
-        "met": {"macs_ratio": macs_ratio <= 0.55, "latency_ratio": latency_ratio <= 0.65, "latency_ratio_min": latency_ratio_min <= 0.65},
+        "met": {
+            "macs_ratio": macs_ratio <= 0.55,
+            "latency_ratio": latency_ratio <= 0.65,
+            "latency_ratio_min": latency_ratio_min <= 0.65,
+        },
     }
 
 
@@ -75,16 +97,32 @@ def digits_finetune(out_dir: Path, *, finetune_epochs: int) -> dict:
     from edgecls.train import TrainConfig, train
 
     trained = train(TrainConfig(data="digits", model="cnn", out=str(out_dir / "cnn-digits"), seed=0))
-    result = prune(trained.model_path, PruneConfig(ratio=0.5, data="digits", finetune_epochs=finetune_epochs, learning_rate=1e-3, out=str(out_dir / "cnn_pruned.keras")))
+    result = prune(
+        trained.model_path,
+        PruneConfig(
+            ratio=0.5,
+            data="digits",
+            finetune_epochs=finetune_epochs,
+            learning_rate=1e-3,
+            out=str(out_dir / "cnn_pruned.keras"),
+        ),
+    )
     drop = (result.top1_before - result.top1_after) * 100
     return {
         "model": "cnn (edgecls train defaults: 20 epochs max, patience 8) on digits, 32x32 gray",
         "train_epochs_run": trained.epochs_run,
-        "ratio": 0.5, "finetune_epochs": finetune_epochs, "learning_rate": 1e-3,
-        "data": "digits held-out split of the trained model", "n_val": result.finetune.get("n_val"),
-        "top1_before": round(result.top1_before, 4), "top1_after": round(result.top1_after, 4), "drop_points": round(drop, 2),
-        "macs_before": result.macs_before, "macs_after": result.macs_after,
-        "latency_ms_before": result.latency_ms_before, "latency_ms_after": result.latency_ms_after,
+        "ratio": 0.5,
+        "finetune_epochs": finetune_epochs,
+        "learning_rate": 1e-3,
+        "data": "digits held-out split of the trained model",
+        "n_val": result.finetune.get("n_val"),
+        "top1_before": round(result.top1_before, 4),
+        "top1_after": round(result.top1_after, 4),
+        "drop_points": round(drop, 2),
+        "macs_before": result.macs_before,
+        "macs_after": result.macs_after,
+        "latency_ms_before": result.latency_ms_before,
+        "latency_ms_after": result.latency_ms_after,
         "finetune_val_accuracy": result.finetune["rounds"][0]["val_accuracy"],
         "note": "fit() keeps the best epoch by val accuracy, as edgecls train does; the same val split scores it",
         "targets": {"drop_points": 1.0},
@@ -99,10 +137,15 @@ def magnitude_mobilenetv2(model_path: Path, out_dir: Path) -> dict:
     ratio = result.gzip_size_after / result.gzip_size_before
     return {
         "model": "mobilenetv2 alpha 1.0, 96x96x3, 10 classes, random init",
-        "sparsity": 0.8, "achieved": result.sparsity,
-        "tflite_bytes_before": result.file_size_before, "tflite_bytes_after": result.file_size_after,
-        "gzip_bytes_before": result.gzip_size_before, "gzip_bytes_after": result.gzip_size_after, "gzip_ratio": round(ratio, 4),
-        "latency_ms_before": result.latency_ms_before, "latency_ms_after": result.latency_ms_after,
+        "sparsity": 0.8,
+        "achieved": result.sparsity,
+        "tflite_bytes_before": result.file_size_before,
+        "tflite_bytes_after": result.file_size_after,
+        "gzip_bytes_before": result.gzip_size_before,
+        "gzip_bytes_after": result.gzip_size_after,
+        "gzip_ratio": round(ratio, 4),
+        "latency_ms_before": result.latency_ms_before,
+        "latency_ms_after": result.latency_ms_after,
         "latency_conditions": result.latency,
         "targets": {"gzip_ratio": 0.35},
         "met": {"gzip_ratio": ratio <= 0.35},
@@ -131,13 +174,21 @@ def main() -> int:
         }
     figures["environment"] = {
         "where": f"host ({platform.machine()}), {os.cpu_count()} CPUs visible, shared with other jobs; not a device",
-        "python": platform.python_version(), "keras": keras.__version__,
-        "seconds": round(time.time() - started, 1), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "python": platform.python_version(),
+        "keras": keras.__version__,
+        "seconds": round(time.time() - started, 1),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_json(args.out, figures)
     for name, section in figures.items():
         if "met" in section:
-            print(f"{name}: " + ", ".join(f"{key} {section[key]} (target {section['targets'][key]}, {'met' if ok else 'NOT met'})" for key, ok in section["met"].items()))
+            print(
+                f"{name}: "
+                + ", ".join(
+                    f"{key} {section[key]} (target {section['targets'][key]}, {'met' if ok else 'NOT met'})"
+                    for key, ok in section["met"].items()
+                )
+            )
     print(f"wrote {args.out}")
     return 0
 

@@ -66,13 +66,23 @@ def build_int8_mobilenet(folder: Path) -> Path:
             pixels[0, 0, 0, 0], pixels[0, 0, 0, 1] = 0.0, 255.0  # the full pixel range: input scale 1, zero point -128
             yield [pixels]
 
-    info = ModelInfo(tuple(str(d) for d in range(10)), (96, 96), 3, "RGB", provenance={"source_model": "mobilenetv2", "precision": "int8", "weights": "random"})
+    info = ModelInfo(
+        tuple(str(d) for d in range(10)),
+        (96, 96),
+        3,
+        "RGB",
+        provenance={"source_model": "mobilenetv2", "precision": "int8", "weights": "random"},
+    )
     path = folder / "mobilenetv2_a1.0_96_int8.tflite"
     write_tflite(
-        model, path, info,
-        optimizations=[tf.lite.Optimize.DEFAULT], representative_dataset=representative_dataset,
+        model,
+        path,
+        info,
+        optimizations=[tf.lite.Optimize.DEFAULT],
+        representative_dataset=representative_dataset,
         target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
-        inference_input_type=tf.int8, inference_output_type=tf.int8,
+        inference_input_type=tf.int8,
+        inference_output_type=tf.int8,
     )
     return path
 
@@ -99,7 +109,12 @@ print(json.dumps({"samples_ms": samples}))
 
 def raw_invoke_samples_ms(model: Path, runs: int) -> list[float]:
     """The independent reference: LiteRT's own Interpreter in a fresh process, input set once, invoke() timed."""
-    completed = subprocess.run([sys.executable, "-c", RAW_LOOP, str(model), str(THREADS), str(runs), str(WARMUP)], capture_output=True, text=True, check=True)
+    completed = subprocess.run(
+        [sys.executable, "-c", RAW_LOOP, str(model), str(THREADS), str(runs), str(WARMUP)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(completed.stdout.strip().splitlines()[-1])["samples_ms"]
 
 
@@ -118,7 +133,11 @@ def compare_bench_with_raw_loop(model: Path) -> dict:
     rounds = []
     for _ in range(PAIRED_ROUNDS):
         raw_round = raw_invoke_samples_ms(model, PAIRED_RUNS)
-        result = measure_models(MeasureConfig(models=(str(model),), target=get_target("host"), threads=THREADS, runs=PAIRED_RUNS, warmup=WARMUP)).results[0]
+        result = measure_models(
+            MeasureConfig(
+                models=(str(model),), target=get_target("host"), threads=THREADS, runs=PAIRED_RUNS, warmup=WARMUP
+            )
+        ).results[0]
         raw += raw_round
         measured += result.samples_ms
         rounds.append({"raw_p50_ms": statistics.median(raw_round), "bench_p50_ms": result.latency_ms.p50})
@@ -153,7 +172,9 @@ def compare_predict_with_invoke(model: Path) -> dict:
     interpreter = Interpreter(model_path=str(model), num_threads=THREADS)  # independent of the Classifier's
     interpreter.allocate_tensors()
     detail = interpreter.get_input_details()[0]
-    interpreter.set_tensor(detail["index"], np.random.default_rng(0).integers(-128, 128, detail["shape"], dtype=np.int8))
+    interpreter.set_tensor(
+        detail["index"], np.random.default_rng(0).integers(-128, 128, detail["shape"], dtype=np.int8)
+    )
     frame = np.random.default_rng(0).integers(0, 256, FRAME_SHAPE, dtype=np.uint8)
     model_sized = np.ascontiguousarray(frame[: detail["shape"][1], : detail["shape"][2]])  # nothing to resize
     height, width = int(detail["shape"][1]), int(detail["shape"][2])
@@ -162,7 +183,10 @@ def compare_predict_with_invoke(model: Path) -> dict:
         """The page of snippets predict replaces, on an Interpreter of its own: resize, BGR -> RGB, int8, set, invoke, get, best class."""
         snippet_interpreter = Interpreter(model_path=str(model), num_threads=THREADS)
         snippet_interpreter.allocate_tensors()
-        input_index, output_index = snippet_interpreter.get_input_details()[0]["index"], snippet_interpreter.get_output_details()[0]["index"]
+        input_index, output_index = (
+            snippet_interpreter.get_input_details()[0]["index"],
+            snippet_interpreter.get_output_details()[0]["index"],
+        )
 
         def call():
             pixels = cv2.cvtColor(resize_frame(frame), cv2.COLOR_BGR2RGB)
@@ -179,7 +203,9 @@ def compare_predict_with_invoke(model: Path) -> dict:
         "predict_model_sized_frame": lambda: classifier.predict(model_sized),
         # Each on its own Interpreter, as predict and raw_invoke are: the first calls after another
         # interpreter ran are slower (its packed weights leave the caches), and every block pays that alike.
-        "snippet_plain_bilinear": snippet(lambda image: cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)),
+        "snippet_plain_bilinear": snippet(
+            lambda image: cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        ),
         "snippet_edgecls_resize": snippet(lambda image: resize(image, height, width)),
     }
     samples = _alternating_samples(calls, block=BLOCK, per_call=ROUNDS * RUNS)
@@ -254,7 +280,9 @@ def _stage_costs(classifier, frame: np.ndarray) -> dict:
     tensor = classifier.to_input(pixels[None])
     raw = classifier.engine.invoke_raw(tensor)[0]
     return {
-        "preprocess (supersampling resize 640x480 -> 96x96, BGR -> RGB)": median_ms(lambda: classifier.preprocess(frame)),
+        "preprocess (supersampling resize 640x480 -> 96x96, BGR -> RGB)": median_ms(
+            lambda: classifier.preprocess(frame)
+        ),
         "to_input (uint8 -> int8)": median_ms(lambda: classifier.to_input(pixels[None])),
         "engine.invoke_raw (set, invoke, get)": median_ms(lambda: classifier.engine.invoke_raw(tensor), runs=200),
         "top-k (dequantising only the k reported)": median_ms(lambda: classifier._top_k(raw, None)),
@@ -278,13 +306,19 @@ def resize_what_if(model: Path) -> dict:
     from edgecls.runtime.preprocess import resize
 
     classifier = Classifier(model, threads=THREADS)
-    photos = [cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), (640, 480), interpolation=cv2.INTER_AREA) for image in load_sample_images().images]
+    photos = [
+        cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), (640, 480), interpolation=cv2.INTER_AREA)
+        for image in load_sample_images().images
+    ]
     y, x = np.mgrid[0:480, 0:640].astype(np.float64)
-    zone_plate = cv2.merge([(127.5 + 127.5 * np.cos(((x - 320) ** 2 + (y - 240) ** 2) * np.pi / 900)).astype(np.uint8)] * 3)
+    zone_plate = cv2.merge(
+        [(127.5 + 127.5 * np.cos(((x - 320) ** 2 + (y - 240) ** 2) * np.pi / 900)).astype(np.uint8)] * 3
+    )
     options = {
         "shipped: 4 bilinear samples (edgecls resize)": lambda image: resize(image, 96, 96),
         "4 nearest samples (nearest to 192x192, 2x2 area)": lambda image: cv2.resize(
-            cv2.resize(image[::2], (192, 192), interpolation=cv2.INTER_NEAREST), (96, 96), interpolation=cv2.INTER_AREA),
+            cv2.resize(image[::2], (192, 192), interpolation=cv2.INTER_NEAREST), (96, 96), interpolation=cv2.INTER_AREA
+        ),
         "plain bilinear (no anti-aliasing)": lambda image: cv2.resize(image, (96, 96), interpolation=cv2.INTER_LINEAR),
         "exact box filter (INTER_AREA)": lambda image: cv2.resize(image, (96, 96), interpolation=cv2.INTER_AREA),
     }
@@ -292,13 +326,23 @@ def resize_what_if(model: Path) -> dict:
     classifier.predict(frame)  # the interpreter's input now holds a real frame
     invoke = classifier.engine._interpreter.invoke
     calls = {"invoke": invoke, "predict (shipped)": lambda: classifier.predict(frame)}
-    calls.update({name: (lambda resize_frame=resize_frame: (resize_frame(frame), invoke())) for name, resize_frame in options.items()})
+    calls.update(
+        {
+            name: (lambda resize_frame=resize_frame: (resize_frame(frame), invoke()))
+            for name, resize_frame in options.items()
+        }
+    )
     samples = _alternating_samples(calls, block=20, per_call=1000)
     invoke_ms = statistics.median(samples["invoke"])
     report = {"invoke_ms": invoke_ms, "predict_ratio": statistics.median(samples["predict (shipped)"]) / invoke_ms}
-    references = [cv2.resize(image, (96, 96), interpolation=cv2.INTER_AREA).astype(int) for image in (*photos, zone_plate)]
+    references = [
+        cv2.resize(image, (96, 96), interpolation=cv2.INTER_AREA).astype(int) for image in (*photos, zone_plate)
+    ]
     for name, resize_frame in options.items():
-        errors = [float(np.abs(resize_frame(image).astype(int) - reference).mean()) for image, reference in zip((*photos, zone_plate), references)]
+        errors = [
+            float(np.abs(resize_frame(image).astype(int) - reference).mean())
+            for image, reference in zip((*photos, zone_plate), references)
+        ]
         report[name] = {
             "resize_plus_invoke_ratio": statistics.median(samples[name]) / invoke_ms,
             "photo_error": round(statistics.mean(errors[:-1]), 2),
@@ -337,7 +381,12 @@ def remote_against_local(model: Path, scratch: Path) -> dict:
     target = get_target("rpi5")
     local = measure_models(MeasureConfig(models=(str(model),), target=target, runs=50, warmup=10, data=str(eval_dir)))
     with loopback_sshd(scratch / "sshd") as device:
-        config = RemoteConfig(device.destination, ssh_key=str(device.user_key), known_hosts=str(device.known_hosts), remote_python=sys.executable)
+        config = RemoteConfig(
+            device.destination,
+            ssh_key=str(device.user_key),
+            known_hosts=str(device.known_hosts),
+            remote_python=sys.executable,
+        )
         started = time.perf_counter()
         remote = measure_remote(config, models=[model], target=target, eval_dir=eval_dir, runs=50, warmup=10)
         seconds = time.perf_counter() - started
@@ -376,11 +425,20 @@ print(json.dumps({"rss_before_mb": before / 2**20, "rss_after_mb": after / 2**20
 
 
 def memory_growth(model: Path) -> dict:
-    completed = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(model), str(MEMORY_CALLS)], capture_output=True, text=True, check=True)
+    completed = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, str(model), str(MEMORY_CALLS)], capture_output=True, text=True, check=True
+    )
     measured = json.loads(completed.stdout.strip().splitlines()[-1])
     growth = measured["rss_after_mb"] - measured["rss_before_mb"]
-    return {**measured, "calls": MEMORY_CALLS, "warmup_calls": 500, "growth_mb": growth, "target": "<= 2 MB", "passed": growth <= 2.0,
-            "how": "Classifier.predict on a 640x480 frame in a fresh runtime-only process, RSS (psutil) after 500 warm-up calls and after 10,000 more"}
+    return {
+        **measured,
+        "calls": MEMORY_CALLS,
+        "warmup_calls": 500,
+        "growth_mb": growth,
+        "target": "<= 2 MB",
+        "passed": growth <= 2.0,
+        "how": "Classifier.predict on a 640x480 frame in a fresh runtime-only process, RSS (psutil) after 500 warm-up calls and after 10,000 more",
+    }
 
 
 def main() -> int:
@@ -391,11 +449,23 @@ def main() -> int:
         scratch = Path(scratch_name)
         model = build_int8_mobilenet(scratch)
         report = {
-            "model": {"name": model.name, "size_bytes": model.stat().st_size, "architecture": "MobileNetV2 alpha 1.0, 96x96x3, 10 classes, random weights", "precision": "int8 (full integer, int8 input/output)"},
+            "model": {
+                "name": model.name,
+                "size_bytes": model.stat().st_size,
+                "architecture": "MobileNetV2 alpha 1.0, 96x96x3, 10 classes, random weights",
+                "precision": "int8 (full integer, int8 input/output)",
+            },
             "measured_on": {
-                "where": "host (not a device)", "hostname": socket.gethostname(), "arch": platform.machine(), "cpu_count": os.cpu_count(),
-                "load_average_at_start": os.getloadavg(), "engine": f"ai-edge-litert {metadata.version('ai-edge-litert')}",
-                "threads": THREADS, "runs": RUNS, "warmup": WARMUP, "rounds": ROUNDS,
+                "where": "host (not a device)",
+                "hostname": socket.gethostname(),
+                "arch": platform.machine(),
+                "cpu_count": os.cpu_count(),
+                "load_average_at_start": os.getloadavg(),
+                "engine": f"ai-edge-litert {metadata.version('ai-edge-litert')}",
+                "threads": THREADS,
+                "runs": RUNS,
+                "warmup": WARMUP,
+                "rounds": ROUNDS,
             },
             "bench_vs_raw_loop": compare_bench_with_raw_loop(model),
             "predict_vs_invoke": compare_predict_with_invoke(model),

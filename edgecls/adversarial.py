@@ -56,8 +56,9 @@ def evaluate_adversarial(
     """FGSM and PGD top-1 of the ``.keras`` model at ``epsilon`` (pixel levels); ``artifacts`` on those images."""
     path = Path(model_path)
     if path.suffix != ".keras":
-        raise ModelError(f"{path}: --adversarial needs the .keras model (gradients); "
-                         "pass exported files with --artifacts")
+        raise ModelError(
+            f"{path}: --adversarial needs the .keras model (gradients); pass exported files with --artifacts"
+        )
     if not 1.0 <= epsilon <= 255.0:
         raise ConfigError(f"--adversarial EPS is in pixel levels 1..255 (images are uint8), got {epsilon}")
     if pgd_steps < 1:
@@ -83,16 +84,31 @@ def evaluate_adversarial(
         return round(float(np.mean(predict_scores(scorer, batch).argmax(axis=1) == images.labels)), 4)
 
     transfer = [
-        {"artifact": str(artifact), "engine": describe_engine(artifact), "clean_top1": top1(artifact, images.images),
-         "fgsm_top1": top1(artifact, fgsm_images), "pgd_top1": top1(artifact, pgd_images)}
+        {
+            "artifact": str(artifact),
+            "engine": describe_engine(artifact),
+            "clean_top1": top1(artifact, images.images),
+            "fgsm_top1": top1(artifact, fgsm_images),
+            "pgd_top1": top1(artifact, pgd_images),
+        }
         for artifact in artifacts
     ]
     return AdversarialResult(
-        model=str(path), data=dataset.name, n_images=len(images), epsilon=float(epsilon), pgd_steps=pgd_steps,
-        pgd_step_size=round(step_size, 4), clean_top1=top1(model, images.images), fgsm_top1=top1(model, fgsm_images),
-        pgd_top1=top1(model, pgd_images), transfer=transfer, seed=seed,
-        notes=[f"L∞ ε = {epsilon:g} pixel levels of 0..255 on the model's input (after the resize); images "
-               f"rounded to uint8, so the effective bound is {math.floor(epsilon)}"],
+        model=str(path),
+        data=dataset.name,
+        n_images=len(images),
+        epsilon=float(epsilon),
+        pgd_steps=pgd_steps,
+        pgd_step_size=round(step_size, 4),
+        clean_top1=top1(model, images.images),
+        fgsm_top1=top1(model, fgsm_images),
+        pgd_top1=top1(model, pgd_images),
+        transfer=transfer,
+        seed=seed,
+        notes=[
+            f"L∞ ε = {epsilon:g} pixel levels of 0..255 on the model's input (after the resize); images "
+            f"rounded to uint8, so the effective bound is {math.floor(epsilon)}"
+        ],
     )
 
 

@@ -101,8 +101,10 @@ def compare(
     path_a, path_b = Path(model_a), Path(model_b)
     info_a, info_b = model_info(path_a), model_info(path_b)
     if info_a.labels != info_b.labels:
-        raise ModelError(f"{path_a.name} and {path_b.name} have different labels ({_describe_labels(info_a.labels)} "
-                         f"vs {_describe_labels(info_b.labels)}); compare needs two artifacts of the same classifier")
+        raise ModelError(
+            f"{path_a.name} and {path_b.name} have different labels ({_describe_labels(info_a.labels)} "
+            f"vs {_describe_labels(info_b.labels)}); compare needs two artifacts of the same classifier"
+        )
     images, dataset = validation_set(info_a, data)
     images_b = images
     if (info_b.input_size, info_b.channel_order) != (info_a.input_size, info_a.channel_order):
@@ -115,13 +117,20 @@ def compare(
     a_only, b_only = int(np.sum(right_a & ~right_b)), int(np.sum(right_b & ~right_a))
     p_value = mcnemar_exact(a_only, b_only)
     result = CompareResult(
-        a=_arm(path_a, right_a, threads), b=_arm(path_b, right_b, threads), data=dataset.name, n_images=len(images),
-        a_only_correct=a_only, b_only_correct=b_only, mcnemar_p=p_value, verdict=verdict(a_only, b_only, p_value),
+        a=_arm(path_a, right_a, threads),
+        b=_arm(path_b, right_b, threads),
+        data=dataset.name,
+        n_images=len(images),
+        a_only_correct=a_only,
+        b_only_correct=b_only,
+        mcnemar_p=p_value,
+        verdict=verdict(a_only, b_only, p_value),
         per_class=_per_class(images.labels, right_a, right_b, info_a.labels),
     )
     if target:
-        result.latency = _latency((path_a, path_b), target, runs=runs, warmup=warmup, threads=threads,
-                                  notes=result.notes)
+        result.latency = _latency(
+            (path_a, path_b), target, runs=runs, warmup=warmup, threads=threads, notes=result.notes
+        )
     if out_dir:
         write_json(Path(out_dir) / f"compare_{path_a.stem}_vs_{path_b.stem}.json", result)
     return result
@@ -134,8 +143,14 @@ def _describe_labels(labels: tuple[str, ...]) -> str:
 def _arm(path: Path, right: np.ndarray, threads: int | None) -> dict[str, Any]:
     correct, total = int(right.sum()), int(right.size)
     low, high = wilson_interval(correct, total)
-    return {"model": str(path), "engine": describe_engine(path, threads), "top1": round(correct / max(total, 1), 4),
-            "interval": [round(low, 4), round(high, 4)], "correct": correct, "n": total}
+    return {
+        "model": str(path),
+        "engine": describe_engine(path, threads),
+        "top1": round(correct / max(total, 1), 4),
+        "interval": [round(low, 4), round(high, 4)],
+        "correct": correct,
+        "n": total,
+    }
 
 
 def _per_class(labels: np.ndarray, right_a: np.ndarray, right_b: np.ndarray, names: tuple[str, ...]) -> list[dict]:
@@ -146,11 +161,17 @@ def _per_class(labels: np.ndarray, right_a: np.ndarray, right_b: np.ndarray, nam
         if not support:
             continue
         top1_a, top1_b = float(right_a[members].mean()), float(right_b[members].mean())
-        rows.append({
-            "label": name, "support": support, "a_top1": round(top1_a, 4), "b_top1": round(top1_b, 4),
-            "change": round(top1_b - top1_a, 4),
-            "fixed": int(np.sum(members & right_b & ~right_a)), "broken": int(np.sum(members & right_a & ~right_b)),
-        })
+        rows.append(
+            {
+                "label": name,
+                "support": support,
+                "a_top1": round(top1_a, 4),
+                "b_top1": round(top1_b, 4),
+                "change": round(top1_b - top1_a, 4),
+                "fixed": int(np.sum(members & right_b & ~right_a)),
+                "broken": int(np.sum(members & right_a & ~right_b)),
+            }
+        )
     return rows
 
 
@@ -164,13 +185,26 @@ def _latency(paths, target: str, *, runs: int, warmup: int, threads: int | None,
             notes.append(f"{path.name}: no latency on a target for a .keras (export it first)")
     if not timed:
         return {}
-    measured = measure_models(MeasureConfig(models=timed, target=get_target(target), threads=threads, runs=runs,
-                                            warmup=warmup))
+    measured = measure_models(
+        MeasureConfig(models=timed, target=get_target(target), threads=threads, runs=runs, warmup=warmup)
+    )
     by_model = {
-        result.model: {"p50_ms": round(result.latency_ms.p50, 4), "p90_ms": round(result.latency_ms.p90, 4),
-                       "e2e_ms": round(result.e2e_ms, 4), "engine": f"{result.engine} {result.engine_version}",
-                       "provider": result.provider, "threads": result.threads}
+        result.model: {
+            "p50_ms": round(result.latency_ms.p50, 4),
+            "p90_ms": round(result.latency_ms.p90, 4),
+            "e2e_ms": round(result.e2e_ms, 4),
+            "engine": f"{result.engine} {result.engine_version}",
+            "provider": result.provider,
+            "threads": result.threads,
+        }
         for result in measured.results
     }
-    return {"target": measured.target, "where": measured.where, "on_target": measured.on_target, "runs": runs,
-            "warmup": warmup, "a": by_model.get(str(paths[0])), "b": by_model.get(str(paths[1]))}
+    return {
+        "target": measured.target,
+        "where": measured.where,
+        "on_target": measured.on_target,
+        "runs": runs,
+        "warmup": warmup,
+        "a": by_model.get(str(paths[0])),
+        "b": by_model.get(str(paths[1])),
+    }

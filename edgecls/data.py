@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -38,7 +38,7 @@ class ImageSet:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def subset(self, indices: Sequence[int] | np.ndarray) -> "ImageSet":
+    def subset(self, indices: Sequence[int] | np.ndarray) -> ImageSet:
         indices = np.asarray(indices, dtype=np.int64)
         return ImageSet(self.images[indices], self.labels[indices], [self.sources[i] for i in indices])
 
@@ -96,14 +96,22 @@ def load_dataset(
         raise DataError(f"{root}: --data must be a folder of <class>/ subfolders, or digits")
     if (root / "train").is_dir() and (root / "val").is_dir():
         class_names = _class_names(root / "train")
-        extra = sorted(p.name for p in (root / "val").iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in class_names)
+        extra = sorted(
+            p.name
+            for p in (root / "val").iterdir()
+            if p.is_dir() and not p.name.startswith(".") and p.name not in class_names
+        )
         if extra:
-            raise DataError(f"{root / 'val'}: class folders {', '.join(extra)} are not in {root / 'train'} ({', '.join(class_names)}); val/ must use train/'s classes")
+            raise DataError(
+                f"{root / 'val'}: class folders {', '.join(extra)} are not in {root / 'train'} ({', '.join(class_names)}); val/ must use train/'s classes"
+            )
         train, skipped_train = _load_folder(root / "train", class_names, image_size, channel_order)
         val, skipped_val = _load_folder(root / "val", class_names, image_size, channel_order)
         _require_images(train, root / "train", class_names)
         if len(val) == 0:
-            raise DataError(f"{root / 'val'}: no decodable images in <class>/ subfolders ({', '.join(class_names)}); a validation split needs some")
+            raise DataError(
+                f"{root / 'val'}: no decodable images in <class>/ subfolders ({', '.join(class_names)}); a validation split needs some"
+            )
         split = {"mode": "folders", "val_sources_sha256": _digest(val.sources), "n_val": len(val)}
         return Dataset(str(root), class_names, train, val, channel_order, skipped_train + skipped_val, split)
     class_names = _class_names(root)
@@ -112,7 +120,9 @@ def load_dataset(
     return _split(str(root), everything, class_names, channel_order, skipped, val_split, seed)
 
 
-def load_images(folder: str | Path, *, image_size: tuple[int, int], channel_order: str, class_names: Sequence[str] | None = None) -> tuple[ImageSet, tuple[str, ...], list[str]]:
+def load_images(
+    folder: str | Path, *, image_size: tuple[int, int], channel_order: str, class_names: Sequence[str] | None = None
+) -> tuple[ImageSet, tuple[str, ...], list[str]]:
     """Load every image of a ``<class>/`` folder (or a flat folder, label -1)."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -130,7 +140,7 @@ def load_images(folder: str | Path, *, image_size: tuple[int, int], channel_orde
 
 
 DIGITS_ON_A_DEVICE = (
-    "digits is built into scikit-learn, a workstation package (pip install \"edgecls[train]\"); on a device, "
+    'digits is built into scikit-learn, a workstation package (pip install "edgecls[train]"); on a device, '
     "score a folder of <label>/ images, or write the digits evaluation set on the workstation and copy it over "
     "(edgecls bench --remote does both)"
 )
@@ -158,7 +168,9 @@ def _class_names(root: Path) -> tuple[str, ...]:
     return names
 
 
-def _load_folder(root: Path, class_names: Sequence[str], image_size: tuple[int, int], channel_order: str) -> tuple[ImageSet, list[str]]:
+def _load_folder(
+    root: Path, class_names: Sequence[str], image_size: tuple[int, int], channel_order: str
+) -> tuple[ImageSet, list[str]]:
     files: list[Path] = []
     labels: list[int] = []
     seen: list[Path] = []
@@ -177,14 +189,27 @@ def _load_folder(root: Path, class_names: Sequence[str], image_size: tuple[int, 
 
 def _warn_left_out(root: Path, files: Sequence[Path]) -> None:
     """Say how many of ``files`` are not read for their suffix (hidden ones aside): an iPhone's HEIC photos, say."""
-    suffixes = Counter(p.suffix.lower() or "(none)" for p in files if not p.name.startswith(".") and p.suffix.lower() not in IMAGE_SUFFIXES)
+    suffixes = Counter(
+        p.suffix.lower() or "(none)"
+        for p in files
+        if not p.name.startswith(".") and p.suffix.lower() not in IMAGE_SUFFIXES
+    )
     if suffixes:
         counted = ", ".join(f"{suffix} {count}" for suffix, count in suffixes.most_common())
         hint = "; convert HEIC/HEIF photos to JPEG first" if {".heic", ".heif"} & set(suffixes) else ""
-        log.warning("%s: left out %d files that are not %s images (%s)%s", root, sum(suffixes.values()), "/".join(IMAGE_SUFFIXES), counted, hint)
+        log.warning(
+            "%s: left out %d files that are not %s images (%s)%s",
+            root,
+            sum(suffixes.values()),
+            "/".join(IMAGE_SUFFIXES),
+            counted,
+            hint,
+        )
 
 
-def _decode_files(files: Sequence[Path], labels: Sequence[int], image_size: tuple[int, int], channel_order: str) -> tuple[ImageSet, list[str]]:
+def _decode_files(
+    files: Sequence[Path], labels: Sequence[int], image_size: tuple[int, int], channel_order: str
+) -> tuple[ImageSet, list[str]]:
     def load(path: Path) -> np.ndarray | None:
         image = read_image(path)
         return None if image is None else to_model_pixels(image, image_size, channel_order)
@@ -197,7 +222,9 @@ def _decode_files(files: Sequence[Path], labels: Sequence[int], image_size: tupl
         log.warning("skipped %s: not a decodable image (empty, truncated or not an image)", path)
     channels = 1 if channel_order == "GRAY" else 3
     images = np.stack([decoded[i] for i in keep]) if keep else np.zeros((0, *image_size, channels), np.uint8)
-    return ImageSet(images, np.asarray([labels[i] for i in keep], dtype=np.int64), [str(files[i]) for i in keep]), skipped
+    return ImageSet(
+        images, np.asarray([labels[i] for i in keep], dtype=np.int64), [str(files[i]) for i in keep]
+    ), skipped
 
 
 def _require_images(images: ImageSet, root: Path, class_names: Sequence[str]) -> None:
@@ -211,12 +238,26 @@ def _require_images(images: ImageSet, root: Path, class_names: Sequence[str]) ->
         log.warning("%s: class folders with no decodable images: %s", root, ", ".join(empty))
 
 
-def _split(name: str, everything: ImageSet, class_names: tuple[str, ...], channel_order: str, skipped: list[str], val_split: float, seed: int) -> Dataset:
+def _split(
+    name: str,
+    everything: ImageSet,
+    class_names: tuple[str, ...],
+    channel_order: str,
+    skipped: list[str],
+    val_split: float,
+    seed: int,
+) -> Dataset:
     val_indices = stratified_val_indices(everything.labels, val_split, seed)
     train_mask = np.ones(len(everything), dtype=bool)
     train_mask[val_indices] = False
     val = everything.subset(val_indices)
-    split = {"mode": "stratified", "seed": seed, "val_split": val_split, "n_val": len(val), "val_sources_sha256": _digest(val.sources)}
+    split = {
+        "mode": "stratified",
+        "seed": seed,
+        "val_split": val_split,
+        "n_val": len(val),
+        "val_sources_sha256": _digest(val.sources),
+    }
     return Dataset(name, class_names, everything.subset(np.flatnonzero(train_mask)), val, channel_order, skipped, split)
 
 
@@ -253,8 +294,14 @@ def write_image(path: str | Path, pixels: np.ndarray) -> Path:
     return path
 
 
-def write_class_folders(root: str | Path, images: Sequence[np.ndarray], labels: Sequence[int], *,
-                        class_names: Sequence[str] | None = None, stems: Sequence[str] | None = None) -> list[Path]:
+def write_class_folders(
+    root: str | Path,
+    images: Sequence[np.ndarray],
+    labels: Sequence[int],
+    *,
+    class_names: Sequence[str] | None = None,
+    stems: Sequence[str] | None = None,
+) -> list[Path]:
     """``root/<class name>/<stem>.png`` for each image: the folder layout ``load_dataset`` reads, lossless.
 
     ``class_names[label]`` names a label's folder (default: the label itself);
@@ -286,7 +333,9 @@ def parse_augment(augment: str, data: str) -> tuple[str, ...]:
     parts = tuple(part.strip() for part in augment.split(",") if part.strip())
     unknown = [part for part in parts if part not in AUGMENTATIONS]
     if unknown:
-        raise DataError(f"unknown augmentation {', '.join(unknown)}; choose from {', '.join(AUGMENTATIONS)}, auto or none")
+        raise DataError(
+            f"unknown augmentation {', '.join(unknown)}; choose from {', '.join(AUGMENTATIONS)}, auto or none"
+        )
     return parts
 
 
@@ -298,7 +347,9 @@ def to_tf_dataset(images: ImageSet, *, batch_size: int, training: bool, seed: in
     dataset = tf.data.Dataset.from_tensor_slices((images.images, images.labels)).cache()
     if training:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size).map(
+        lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE
+    )
     if training and augment:
         layers = []
         if "flip" in augment:

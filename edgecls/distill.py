@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-
-from edgecls.errors import ConfigError, ModelError
 from edgecls.data import parse_augment
 from edgecls.distillation import DistillLoss, distill_model, distillation_losses, logits_model
+from edgecls.errors import ConfigError, ModelError
 from edgecls.evaluate import top1_accuracy
 from edgecls.fileio import write_json
 from edgecls.runs import describe_device, resolve_resume, write_run_files
@@ -44,8 +44,18 @@ log = logging.getLogger(__name__)
 
 REPORT_NAME = "distill.json"
 
-__all__ = ["DistillConfig", "DistillLoss", "DistillResult", "check_compatible", "distill", "distill_model",
-           "distillation_losses", "interrupted", "logits_model", "parse_feature_layers"]
+__all__ = [
+    "DistillConfig",
+    "DistillLoss",
+    "DistillResult",
+    "check_compatible",
+    "distill",
+    "distill_model",
+    "distillation_losses",
+    "interrupted",
+    "logits_model",
+    "parse_feature_layers",
+]
 
 
 @dataclass(frozen=True)
@@ -75,13 +85,17 @@ class DistillConfig:
 
     def check(self) -> None:
         if not 0.0 <= self.kd_weight <= 1.0:
-            raise ConfigError(f"--kd-weight must be between 0 and 1 (the label loss gets 1 - kd-weight), got {self.kd_weight}")
+            raise ConfigError(
+                f"--kd-weight must be between 0 and 1 (the label loss gets 1 - kd-weight), got {self.kd_weight}"
+            )
         if self.temperature <= 0.0:
             raise ConfigError(f"--temperature must be positive (typically 2 to 6), got {self.temperature}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError(f"--epochs and --batch-size must be at least 1, got {self.epochs} and {self.batch_size}")
         if self.alpha is not None and self.student_is_file:
-            raise ConfigError(f"--alpha sets the width of a registry student; {self.student} is a .keras file whose width is fixed: drop --alpha")
+            raise ConfigError(
+                f"--alpha sets the width of a registry student; {self.student} is a .keras file whose width is fixed: drop --alpha"
+            )
         if self.alpha is not None and self.alpha <= 0.0:
             raise ConfigError(f"--alpha (student width multiplier) must be positive, got {self.alpha}")
 
@@ -100,8 +114,15 @@ class DistillConfig:
 
     def fit_options(self, data: str) -> FitOptions:
         """``fit``'s options for both the distillation and the baseline; ``data`` names the set (augmentation)."""
-        return FitOptions(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate, seed=self.seed,
-                          augment=parse_augment(self.augment, data), patience=self.patience or None, resume=self.resume)
+        return FitOptions(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            seed=self.seed,
+            augment=parse_augment(self.augment, data),
+            patience=self.patience or None,
+            resume=self.resume,
+        )
 
 
 @dataclass
@@ -162,16 +183,21 @@ def distill(config: DistillConfig, *, callbacks: Sequence[Any] = ()) -> DistillR
         log.info("%s: the distillation had finished before the interruption; keeping it", model_path)
         student, history = _load(model_path), read_history(run_dir)
     else:
-        history = distill_model(teacher, student, dataset, options=fit_options, loss=config.loss(), run_dir=run_dir,
-                                callbacks=callbacks)
+        history = distill_model(
+            teacher, student, dataset, options=fit_options, loss=config.loss(), run_dir=run_dir, callbacks=callbacks
+        )
     teacher_top1, student_top1 = top1_accuracy(teacher, dataset.val), top1_accuracy(student, dataset.val)
-    info = _student_metadata(config, teacher_info, student_info(config, student, teacher_info), dataset, student_top1, teacher_top1, run_dir)
+    info = _student_metadata(
+        config, teacher_info, student_info(config, student, teacher_info), dataset, student_top1, teacher_top1, run_dir
+    )
     save_keras_model(student, model_path, info)
 
     baseline = None
     if config.baseline:
         baseline = _baseline(config, teacher_info, dataset, info, run_dir / "baseline", fit_options, callbacks)
-        log.info("top-1: teacher %.4f, student alone %.4f, distilled %.4f", teacher_top1, baseline["top1"], student_top1)
+        log.info(
+            "top-1: teacher %.4f, student alone %.4f, distilled %.4f", teacher_top1, baseline["top1"], student_top1
+        )
     result = _result(config, run_dir, teacher, student, dataset, history, baseline, teacher_top1, student_top1)
     result.seconds = round(time.time() - started, 2)
     write_json(result.report_path, result.to_dict())
@@ -186,17 +212,36 @@ def _checked_inputs(config: DistillConfig, run_dir: Path) -> tuple[Any, ModelInf
     teacher = _load(config.teacher)
     teacher_info = model_info_from_keras(config.teacher, teacher)
     student = build_student(config, teacher_info)
-    check_compatible(teacher, student, teacher_info, student_info(config, student, teacher_info), feature_layers=config.feature_layers)
+    check_compatible(
+        teacher,
+        student,
+        teacher_info,
+        student_info(config, student, teacher_info),
+        feature_layers=config.feature_layers,
+    )
     _refuse_overwrite(run_dir, config)
-    _, dataset = validation_set(teacher_info, config.data)  # DataError when the data's classes are not the teacher's labels
+    _, dataset = validation_set(
+        teacher_info, config.data
+    )  # DataError when the data's classes are not the teacher's labels
     if "split" not in teacher_info.provenance:
-        log.warning("%s records no training split: validating on a fresh split the teacher may have trained on", config.teacher)
-    log.info("data: %s, %d train / %d val images (the teacher's split)", dataset.name, len(dataset.train), len(dataset.val))
+        log.warning(
+            "%s records no training split: validating on a fresh split the teacher may have trained on", config.teacher
+        )
+    log.info(
+        "data: %s, %d train / %d val images (the teacher's split)", dataset.name, len(dataset.train), len(dataset.val)
+    )
     return teacher, teacher_info, student, dataset
 
 
-def _baseline(config: DistillConfig, teacher_info: ModelInfo, dataset: Any, info: ModelInfo, run_dir: Path,
-              fit_options: FitOptions, callbacks: Sequence[Any]) -> dict[str, Any]:
+def _baseline(
+    config: DistillConfig,
+    teacher_info: ModelInfo,
+    dataset: Any,
+    info: ModelInfo,
+    run_dir: Path,
+    fit_options: FitOptions,
+    callbacks: Sequence[Any],
+) -> dict[str, Any]:
     """The same student (same initial weights), data, epochs, schedule and seed, on the labels alone."""
     from edgecls.keras_io import save_keras_model
     from edgecls.train import fit
@@ -207,13 +252,24 @@ def _baseline(config: DistillConfig, teacher_info: ModelInfo, dataset: Any, info
     else:
         history = fit(model, dataset, options=fit_options, run_dir=run_dir, callbacks=callbacks)
     top1 = top1_accuracy(model, dataset.val)
-    baseline_info = info.with_provenance(distilled=None, baseline_of=str(run_dir.parent / "model.keras"), val_accuracy=round(top1, 6), run=str(run_dir))
+    baseline_info = info.with_provenance(
+        distilled=None, baseline_of=str(run_dir.parent / "model.keras"), val_accuracy=round(top1, 6), run=str(run_dir)
+    )
     path = save_keras_model(model, run_dir / "model.keras", baseline_info)
     return {"top1": top1, "history": history, "model_path": str(path)}
 
 
-def _result(config: DistillConfig, run_dir: Path, teacher: Any, student: Any, dataset: Any, history: dict[str, list[float]],
-            baseline: dict[str, Any] | None, teacher_top1: float, student_top1: float) -> DistillResult:
+def _result(
+    config: DistillConfig,
+    run_dir: Path,
+    teacher: Any,
+    student: Any,
+    dataset: Any,
+    history: dict[str, list[float]],
+    baseline: dict[str, Any] | None,
+    teacher_top1: float,
+    student_top1: float,
+) -> DistillResult:
     import keras
 
     from edgecls.modelstats import count_params_and_macs
@@ -222,19 +278,37 @@ def _result(config: DistillConfig, run_dir: Path, teacher: Any, student: Any, da
     baseline_history = baseline["history"] if baseline else None
     curves = plot_distill_curves(history, baseline_history, teacher_top1, run_dir / "curves.png")
     write_json(run_dir / "history.json", {"distilled": history, "baseline": baseline_history})
-    (teacher_params, teacher_macs), (student_params, student_macs) = count_params_and_macs(teacher), count_params_and_macs(student)
+    (teacher_params, teacher_macs), (student_params, student_macs) = (
+        count_params_and_macs(teacher),
+        count_params_and_macs(student),
+    )
     accuracies = history.get("val_accuracy") or [student_top1]
     baseline_accuracies = (baseline_history or {}).get("val_accuracy") or []
     return DistillResult(
-        model_path=str(run_dir / "model.keras"), run_dir=str(run_dir), report_path=str(run_dir / REPORT_NAME), curves_png=str(curves),
-        teacher_top1=teacher_top1, student_top1=student_top1, baseline_top1=baseline["top1"] if baseline else None,
-        teacher_params=teacher_params, teacher_macs=teacher_macs, student_params=student_params, student_macs=student_macs,
-        data=dataset.name, n_train=len(dataset.train), n_val=len(dataset.val),
+        model_path=str(run_dir / "model.keras"),
+        run_dir=str(run_dir),
+        report_path=str(run_dir / REPORT_NAME),
+        curves_png=str(curves),
+        teacher_top1=teacher_top1,
+        student_top1=student_top1,
+        baseline_top1=baseline["top1"] if baseline else None,
+        teacher_params=teacher_params,
+        teacher_macs=teacher_macs,
+        student_params=student_params,
+        student_macs=student_macs,
+        data=dataset.name,
+        n_train=len(dataset.train),
+        n_val=len(dataset.val),
         evaluated_with=f"keras {keras.__version__}, {describe_device()} of this host, on the teacher's held-out split",
-        epochs_run=len(accuracies), best_epoch=best_epoch(history),
+        epochs_run=len(accuracies),
+        best_epoch=best_epoch(history),
         baseline_best_epoch=best_epoch(baseline_history) if baseline_accuracies else None,
-        baseline_model_path=baseline["model_path"] if baseline else None, teacher_path=str(config.teacher), student_source=config.student,
-        temperature=config.temperature, kd_weight=config.kd_weight, feature_layers=[list(pair) for pair in config.feature_layers],
+        baseline_model_path=baseline["model_path"] if baseline else None,
+        teacher_path=str(config.teacher),
+        student_source=config.student,
+        temperature=config.temperature,
+        kd_weight=config.kd_weight,
+        feature_layers=[list(pair) for pair in config.feature_layers],
         device=describe_device(),
     )
 
@@ -258,21 +332,36 @@ def parse_feature_layers(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def check_compatible(teacher: Any, student: Any, teacher_info: ModelInfo, student_info: ModelInfo, *, feature_layers: Sequence[tuple[str, str]] = ()) -> None:
+def check_compatible(
+    teacher: Any,
+    student: Any,
+    teacher_info: ModelInfo,
+    student_info: ModelInfo,
+    *,
+    feature_layers: Sequence[tuple[str, str]] = (),
+) -> None:
     """Raise ``ModelError`` naming what differs: classes, input size, channels, feature shapes."""
     teacher_classes, student_classes = int(teacher.output_shape[-1]), int(student.output_shape[-1])
     if teacher_classes != student_classes:
-        raise ModelError(f"classes differ: the teacher predicts {teacher_classes} classes, the student {student_classes}; "
-                         "distil into a student built for the teacher's labels (pass a registry name as --student)")
+        raise ModelError(
+            f"classes differ: the teacher predicts {teacher_classes} classes, the student {student_classes}; "
+            "distil into a student built for the teacher's labels (pass a registry name as --student)"
+        )
     if tuple(teacher_info.labels) != tuple(student_info.labels):
-        raise ModelError(f"classes differ: teacher labels {list(teacher_info.labels)[:6]}…, student labels {list(student_info.labels)[:6]}…; "
-                         "the teacher's output i must mean the student's output i")
+        raise ModelError(
+            f"classes differ: teacher labels {list(teacher_info.labels)[:6]}…, student labels {list(student_info.labels)[:6]}…; "
+            "the teacher's output i must mean the student's output i"
+        )
     teacher_shape, student_shape = tuple(teacher.input_shape[1:]), tuple(student.input_shape[1:])
     if teacher_shape[:2] != student_shape[:2]:
-        raise ModelError(f"input size differs: the teacher takes {teacher_shape[0]}x{teacher_shape[1]} pixels, the student {student_shape[0]}x{student_shape[1]}; "
-                         "both must see the same images: build the student at the teacher's size")
+        raise ModelError(
+            f"input size differs: the teacher takes {teacher_shape[0]}x{teacher_shape[1]} pixels, the student {student_shape[0]}x{student_shape[1]}; "
+            "both must see the same images: build the student at the teacher's size"
+        )
     if teacher_shape[2] != student_shape[2] or teacher_info.channel_order != student_info.channel_order:
-        raise ModelError(f"channels differ: the teacher takes {teacher_shape[2]} ({teacher_info.channel_order}), the student {student_shape[2]} ({student_info.channel_order})")
+        raise ModelError(
+            f"channels differ: the teacher takes {teacher_shape[2]} ({teacher_info.channel_order}), the student {student_shape[2]} ({student_info.channel_order})"
+        )
     for teacher_layer, student_layer in feature_layers:
         shapes = []
         for role, model, name in (("teacher", teacher, teacher_layer), ("student", student, student_layer)):
@@ -281,8 +370,10 @@ def check_compatible(teacher: Any, student: Any, teacher_info: ModelInfo, studen
             except ValueError:
                 raise ModelError(f"--feature-layers: the {role} has no layer {name!r}") from None
         if shapes[0] != shapes[1]:
-            raise ModelError(f"--feature-layers {teacher_layer}:{student_layer}: output shapes differ (teacher {shapes[0]}, student {shapes[1]}); "
-                             "feature distillation (MSE) needs layers of equal output shape")
+            raise ModelError(
+                f"--feature-layers {teacher_layer}:{student_layer}: output shapes differ (teacher {shapes[0]}, student {shapes[1]}); "
+                "feature distillation (MSE) needs layers of equal output shape"
+            )
 
 
 def student_info(config: DistillConfig, student: Any, teacher_info: ModelInfo) -> ModelInfo:
@@ -310,29 +401,61 @@ def build_student(config: DistillConfig, teacher_info: ModelInfo) -> Any:
     keras.utils.set_random_seed(config.seed)  # the baseline starts from the very same weights
     if config.student_is_file:
         return load_keras_model(config.student)
-    return build_model(config.student, num_classes=len(teacher_info.labels), image_size=tuple(teacher_info.input_size),
-                       channels=teacher_info.channels, alpha=1.0 if config.alpha is None else config.alpha)
+    return build_model(
+        config.student,
+        num_classes=len(teacher_info.labels),
+        image_size=tuple(teacher_info.input_size),
+        channels=teacher_info.channels,
+        alpha=1.0 if config.alpha is None else config.alpha,
+    )
 
 
-def _student_metadata(config: DistillConfig, teacher_info: ModelInfo, own_info: ModelInfo, dataset: Any, student_top1: float, teacher_top1: float, run_dir: Path) -> ModelInfo:
+def _student_metadata(
+    config: DistillConfig,
+    teacher_info: ModelInfo,
+    own_info: ModelInfo,
+    dataset: Any,
+    student_top1: float,
+    teacher_top1: float,
+    run_dir: Path,
+) -> ModelInfo:
     """The teacher's contract (labels, input) with the student's own history (e.g. ``pruned``) and this distillation."""
     provenance = {
         **own_info.provenance,
         "source_model": config.student,
-        "dataset": dataset.name, "split": dataset.split, "n_train": len(dataset.train), "n_val": len(dataset.val),
-        "val_accuracy": round(student_top1, 6), "run": str(run_dir), "precision": "fp32",
-        "distilled": {"teacher": str(config.teacher), "teacher_top1": round(teacher_top1, 6), "temperature": config.temperature,
-                      "kd_weight": config.kd_weight, "feature_layers": [list(pair) for pair in config.feature_layers]},
+        "dataset": dataset.name,
+        "split": dataset.split,
+        "n_train": len(dataset.train),
+        "n_val": len(dataset.val),
+        "val_accuracy": round(student_top1, 6),
+        "run": str(run_dir),
+        "precision": "fp32",
+        "distilled": {
+            "teacher": str(config.teacher),
+            "teacher_top1": round(teacher_top1, 6),
+            "temperature": config.temperature,
+            "kd_weight": config.kd_weight,
+            "feature_layers": [list(pair) for pair in config.feature_layers],
+        },
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    return ModelInfo(teacher_info.labels, teacher_info.input_size, teacher_info.channels, teacher_info.channel_order, teacher_info.pixel_range, provenance)
+    return ModelInfo(
+        teacher_info.labels,
+        teacher_info.input_size,
+        teacher_info.channels,
+        teacher_info.channel_order,
+        teacher_info.pixel_range,
+        provenance,
+    )
 
 
 def _refuse_overwrite(run_dir: Path, config: DistillConfig) -> None:
     output = (run_dir / "model.keras").resolve()
     for role, path in (("teacher", config.teacher), ("student", config.student if config.student_is_file else None)):
         if path and Path(path).resolve() in (output, (run_dir / "baseline" / "model.keras").resolve()):
-            raise ConfigError(f"--out {run_dir} would overwrite the {role} {path}; distillation never overwrites its inputs: choose another --out")
+            raise ConfigError(
+                f"--out {run_dir} would overwrite the {role} {path}; distillation never overwrites its inputs: choose another --out"
+            )
 
 
 def interrupted(run_dir: str | Path) -> bool:

@@ -12,9 +12,10 @@ the stage around it (files, checks, baseline, report).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -53,8 +54,11 @@ def distill_model(
 
     losses = distillation_losses(loss.temperature, loss.feature_layers)
     distiller = keras.distillation.Distiller(
-        teacher=logits_model(teacher, "teacher"), student=logits_model(student, "student"),
-        distillation_losses=losses, distillation_loss_weights=[1.0] * len(losses), student_loss_weight=1.0 - loss.kd_weight,
+        teacher=logits_model(teacher, "teacher"),
+        student=logits_model(student, "student"),
+        distillation_losses=losses,
+        distillation_loss_weights=[1.0] * len(losses),
+        student_loss_weight=1.0 - loss.kd_weight,
     )
     # BackupAndRestore (resume) needs a built model; a subclassed Distiller is built by a first call.
     distiller(np.zeros((1, *student.input_shape[1:]), dtype=np.float32), training=False)
@@ -74,8 +78,13 @@ def distillation_losses(temperature: float, feature_layers: Sequence[tuple[str, 
     # Keras 3.15.1 LogitsDistillation applies the softmax and the T² factor only
     # when its loss is a KLDivergence instance; the string resolves to a plain
     # function, and the KL would be taken of raw logits (a test pins this).
-    losses: list[Any] = [keras.distillation.LogitsDistillation(temperature=temperature, loss=keras.losses.KLDivergence())]
-    losses += [keras.distillation.FeatureDistillation(loss="mse", teacher_layer_name=t, student_layer_name=s) for t, s in feature_layers]
+    losses: list[Any] = [
+        keras.distillation.LogitsDistillation(temperature=temperature, loss=keras.losses.KLDivergence())
+    ]
+    losses += [
+        keras.distillation.FeatureDistillation(loss="mse", teacher_layer_name=t, student_layer_name=s)
+        for t, s in feature_layers
+    ]
     return losses
 
 
@@ -95,8 +104,10 @@ def logits_model(model: Any, role: str = "model") -> Any:
     except ValueError:
         last = model.layers[-1]
         if not (isinstance(last, keras.layers.Activation) and getattr(last.activation, "__name__", "") == "softmax"):
-            raise ModelError(f"the {role} ({model.name}) has no layer named {LOGITS_LAYER!r} and does not end in a softmax activation; "
-                             "distillation needs the logits: build it with edgecls (every registry model ends in Dense 'logits' → softmax 'probs')") from None
+            raise ModelError(
+                f"the {role} ({model.name}) has no layer named {LOGITS_LAYER!r} and does not end in a softmax activation; "
+                "distillation needs the logits: build it with edgecls (every registry model ends in Dense 'logits' → softmax 'probs')"
+            ) from None
         logits = last.input
     if logits.dtype != "float32":
         logits = keras.layers.Activation("linear", dtype="float32", name=f"{role}_logits_float32")(logits)

@@ -13,9 +13,10 @@ the confusion PNG is drawn when matplotlib is installed (a device may not have i
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -150,14 +151,21 @@ def validation_set(info: ModelInfo, data: str | None = None) -> tuple[ImageSet, 
         raise DataError("the model records no data set; pass --data digits|PATH")
     split = provenance.get("split", {})
     dataset = load_dataset(
-        data, image_size=info.input_size, channel_order=info.channel_order,
-        val_split=float(split.get("val_split", 0.2)), seed=int(split.get("seed", 0)),
+        data,
+        image_size=info.input_size,
+        channel_order=info.channel_order,
+        val_split=float(split.get("val_split", 0.2)),
+        seed=int(split.get("seed", 0)),
     )
     recorded = split.get("val_sources_sha256")
     if recorded and data == provenance.get("dataset") and dataset.split.get("val_sources_sha256") != recorded:
-        raise DataError(f"{data}: the validation split no longer matches the one the model was trained with (files added or removed?); evaluate on a fixed val/ folder instead")
+        raise DataError(
+            f"{data}: the validation split no longer matches the one the model was trained with (files added or removed?); evaluate on a fixed val/ folder instead"
+        )
     if dataset.class_names != info.labels:
-        raise DataError(f"{data}: classes {list(dataset.class_names)[:5]}… do not match the model's labels {list(info.labels)[:5]}…")
+        raise DataError(
+            f"{data}: classes {list(dataset.class_names)[:5]}… do not match the model's labels {list(info.labels)[:5]}…"
+        )
     return dataset.val, dataset
 
 
@@ -165,7 +173,11 @@ def predict_scores(model: Any, images: ImageSet | np.ndarray, *, threads: int | 
     """Class scores (N, classes) for uint8 NHWC pixels, from a path, a Keras model or a Classifier."""
     pixels = images.images if isinstance(images, ImageSet) else images
     scorer = make_scorer(model, threads)
-    return np.concatenate([scorer(pixels[i : i + BATCH]) for i in range(0, len(pixels), BATCH)]) if len(pixels) else np.zeros((0, 0))
+    return (
+        np.concatenate([scorer(pixels[i : i + BATCH]) for i in range(0, len(pixels), BATCH)])
+        if len(pixels)
+        else np.zeros((0, 0))
+    )
 
 
 def top1_accuracy(model: Any, images: ImageSet) -> float:
@@ -202,7 +214,9 @@ def describe_engine(model_path: str | Path, threads: int | None = None) -> str:
     return f"{engine.name} {engine.version} ({engine.provider}, {engine.threads} threads, host)"
 
 
-def evaluate(model_path: str | Path, data: str | None = None, *, threads: int | None = None, out_dir: str | Path | None = None) -> EvalResult:
+def evaluate(
+    model_path: str | Path, data: str | None = None, *, threads: int | None = None, out_dir: str | Path | None = None
+) -> EvalResult:
     """Top-1/top-5, per-class precision/recall/F1 and a confusion matrix on ``evaluation_images(info, data)``.
 
     >>> evaluate("runs/cnn-digits/model.keras", "digits").top1  # doctest: +SKIP
@@ -237,8 +251,15 @@ def score_result(scores: np.ndarray, labels: np.ndarray, names: tuple[str, ...])
         metrics = {key: round(value, 4) for key, value in class_metrics(confusion, index).items()}
         per_class.append({"label": name, **metrics, "support": int(confusion[index].sum())})
     return EvalResult(
-        model="", engine="", data="", n_images=int(len(labels)), top1=top1, top5=top5, per_class=per_class,
-        confusion=confusion.tolist(), labels=list(names),
+        model="",
+        engine="",
+        data="",
+        n_images=int(len(labels)),
+        top1=top1,
+        top5=top5,
+        per_class=per_class,
+        confusion=confusion.tolist(),
+        labels=list(names),
     )
 
 
@@ -275,7 +296,15 @@ def plot_confusion(confusion: np.ndarray, labels: tuple[str, ...], path: Path, *
         axis.set_yticks(range(len(labels)), labels)
         for (row, col), count in np.ndenumerate(confusion):
             if count:
-                axis.text(col, row, str(count), ha="center", va="center", fontsize=7, color="white" if count > confusion.max() / 2 else "black")
+                axis.text(
+                    col,
+                    row,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if count > confusion.max() / 2 else "black",
+                )
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
     axis.set_title(title)

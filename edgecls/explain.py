@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecls.errors import ConfigError, DataError
 from edgecls.data import write_image
+from edgecls.errors import ConfigError, DataError
 from edgecls.fileio import write_json
 from edgecls.models import LOGITS_LAYER
 from edgecls.runtime.preprocess import read_image, to_model_pixels
@@ -97,7 +97,15 @@ def _unique_name(stem: str, taken: set[str]) -> str:
     return name
 
 
-def explain(model_path: str | Path, images: list[str | Path], *, layer: str | None = None, class_name: str | None = None, out_dir: str | Path | None = None, unsafe: bool = False) -> ExplainResult:
+def explain(
+    model_path: str | Path,
+    images: list[str | Path],
+    *,
+    layer: str | None = None,
+    class_name: str | None = None,
+    out_dir: str | Path | None = None,
+    unsafe: bool = False,
+) -> ExplainResult:
     """Write a Grad-CAM overlay PNG per image.
 
     >>> explain("runs/cnn-digits/model.keras", ["three.png"]).explanations[0].label  # doctest: +SKIP
@@ -111,7 +119,9 @@ def explain(model_path: str | Path, images: list[str | Path], *, layer: str | No
     info = model_info_from_keras(model_path, model)
     layer = layer or find_last_conv_layer(model)
     if layer not in [l.name for l in model.layers]:
-        raise ConfigError(f"no layer named {layer!r} in {model_path}; convolutional layers: {', '.join(l.name for l in model.layers if 'conv' in l.name.lower())}")
+        raise ConfigError(
+            f"no layer named {layer!r} in {model_path}; convolutional layers: {', '.join(l.name for l in model.layers if 'conv' in l.name.lower())}"
+        )
     class_index = None
     if class_name is not None:
         if class_name not in info.labels:
@@ -124,7 +134,9 @@ def explain(model_path: str | Path, images: list[str | Path], *, layer: str | No
         image = read_image(image_path)
         if image is None:
             raise DataError(f"{image_path}: not a decodable image")
-        heat, chosen, probability = grad_cam(model, to_model_pixels(image, info.input_size, info.channel_order), layer=layer, class_index=class_index)
+        heat, chosen, probability = grad_cam(
+            model, to_model_pixels(image, info.input_size, info.channel_order), layer=layer, class_index=class_index
+        )
         target = out / _unique_name(f"{Path(image_path).stem}_gradcam", names)  # a/img.jpg and b/img.jpg: two overlays
         write_image(target, overlay(image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), heat))
         result.explanations.append(Explanation(str(image_path), info.labels[chosen], probability, str(target)))

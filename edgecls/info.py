@@ -47,8 +47,23 @@ class ArtifactInfo:
 # ONNX ops that do arithmetic worth quantizing; the rest (reshape, pad, quantize/dequantize…) move data.
 # (TFLite ops are integer or float by ``edgecls.tflite_graph.Op.computes_in_float``, the quantize report's rule.)
 COMPUTE_OPS = {
-    "Conv", "Gemm", "MatMul", "Add", "Mul", "Sub", "GlobalAveragePool", "AveragePool", "MaxPool", "Softmax", "Relu",
-    "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "Concat", "ReduceMean",
+    "Conv",
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Mul",
+    "Sub",
+    "GlobalAveragePool",
+    "AveragePool",
+    "MaxPool",
+    "Softmax",
+    "Relu",
+    "Clip",
+    "HardSwish",
+    "HardSigmoid",
+    "Sigmoid",
+    "Concat",
+    "ReduceMean",
 }
 
 
@@ -80,7 +95,17 @@ def _keras(path: Path, unsafe: bool) -> ArtifactInfo:
     params, macs = count_params_and_macs(model)
     ops = Counter(type(layer).__name__ for layer in model.layers)
     spec = lambda tensor: TensorInfo(tensor.name, [d if d is not None else -1 for d in tensor.shape], str(tensor.dtype))  # noqa: E731
-    return ArtifactInfo(str(path), "keras", path.stat().st_size, [spec(t) for t in model.inputs], [spec(t) for t in model.outputs], params, macs, dict(ops), 0)
+    return ArtifactInfo(
+        str(path),
+        "keras",
+        path.stat().st_size,
+        [spec(t) for t in model.inputs],
+        [spec(t) for t in model.outputs],
+        params,
+        macs,
+        dict(ops),
+        0,
+    )
 
 
 def _tflite(path: Path) -> ArtifactInfo:
@@ -97,8 +122,16 @@ def _tflite(path: Path) -> ArtifactInfo:
 
     float_ops = [f"{op.op_type} {op.node}".strip() for op in graph.float_ops()]  # the quantize report counts these too
     return ArtifactInfo(
-        str(path), "tflite", path.stat().st_size, [tensor(t) for t in graph.inputs], [tensor(t) for t in graph.outputs],
-        graph.params(), graph.macs() or None, graph.op_counts(), len(graph.integer_ops()), float_ops,
+        str(path),
+        "tflite",
+        path.stat().st_size,
+        [tensor(t) for t in graph.inputs],
+        [tensor(t) for t in graph.outputs],
+        graph.params(),
+        graph.macs() or None,
+        graph.op_counts(),
+        len(graph.integer_ops()),
+        float_ops,
     )
 
 
@@ -127,7 +160,9 @@ def _onnx(path: Path) -> ArtifactInfo:
         if node.op_type.startswith("QLinear") or node.op_type in ("ConvInteger", "MatMulInteger"):
             integer_ops += 1
         elif node.op_type in COMPUTE_OPS:
-            fed_by_dequantize = any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in node.input[:1])
+            fed_by_dequantize = any(
+                producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in node.input[:1]
+            )
             if fed_by_dequantize:
                 integer_ops += 1  # QDQ: ONNX Runtime fuses DQ → op → Q into an integer kernel
             else:
@@ -137,7 +172,18 @@ def _onnx(path: Path) -> ArtifactInfo:
     spec = lambda value: TensorInfo(value.name, shapes.get(value.name, []), data_type(value))  # noqa: E731
     params = sum(int(np.prod(init.dims)) for init in initializers.values())
     real_inputs = [value for value in graph.input if value.name not in initializers]
-    return ArtifactInfo(str(path), "onnx", path.stat().st_size, [spec(v) for v in real_inputs], [spec(v) for v in graph.output], params, macs or None, dict(ops), integer_ops, float_ops)
+    return ArtifactInfo(
+        str(path),
+        "onnx",
+        path.stat().st_size,
+        [spec(v) for v in real_inputs],
+        [spec(v) for v in graph.output],
+        params,
+        macs or None,
+        dict(ops),
+        integer_ops,
+        float_ops,
+    )
 
 
 ONNX_GRAPH_NOTE = "op counts, params, MACs and integer/float ops need the onnx package: pip install onnx"

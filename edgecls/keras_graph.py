@@ -42,8 +42,10 @@ def functional_graph(model: Any, *, not_a_graph: Exception | None = None) -> Any
         return model
     inner = getattr(model, "_functional", None)
     if inner is None:
-        raise not_a_graph or ModelError(f"{model.name}: a subclassed Keras model has no graph to analyse; "
-                                        "build it functional (or Sequential) on a keras.Input")
+        raise not_a_graph or ModelError(
+            f"{model.name}: a subclassed Keras model has no graph to analyse; "
+            "build it functional (or Sequential) on a keras.Input"
+        )
     return inner
 
 

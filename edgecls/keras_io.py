@@ -28,12 +28,16 @@ def load_keras_model(path: str | Path, *, unsafe: bool = False):
     if path.suffix != ".keras":
         raise ModelError(f"{path}: expected a Keras 3 .keras file (got {path.suffix or 'no suffix'})")
     if not zipfile.is_zipfile(path):
-        raise ModelError(f"{path}: not a Keras 3 .keras archive (not a zip file); was it saved with model.save('x.keras')?")
+        raise ModelError(
+            f"{path}: not a Keras 3 .keras archive (not a zip file); was it saved with model.save('x.keras')?"
+        )
     try:
         return keras.saving.load_model(path, safe_mode=not unsafe, compile=False)
     except ValueError as exc:
         if "safe_mode" in str(exc) or "Lambda" in str(exc):
-            raise ModelError(f"{path}: the model contains code (e.g. a Lambda layer) that safe mode will not run; pass --unsafe-load only if you trust its source") from exc
+            raise ModelError(
+                f"{path}: the model contains code (e.g. a Lambda layer) that safe mode will not run; pass --unsafe-load only if you trust its source"
+            ) from exc
         raise ModelError(f"{path}: Keras cannot load this model ({exc})") from exc
     except Exception as exc:  # h5py / zip / config errors
         raise ModelError(f"{path}: Keras cannot load this model ({type(exc).__name__}: {exc})") from exc
@@ -62,7 +66,9 @@ def without_optimizer(model):
     try:
         clean = model_from_config(model)
     except Exception as exc:  # a model Keras cannot rebuild from its config: saved with the state, not lost
-        log.warning("%s cannot be rebuilt without its optimizer (%s); saving it with the optimizer's state", model.name, exc)
+        log.warning(
+            "%s cannot be rebuilt without its optimizer (%s); saving it with the optimizer's state", model.name, exc
+        )
         return model
     clean.set_weights(model.get_weights())
     return clean
@@ -76,7 +82,9 @@ def model_from_config(model, config: dict | None = None):
     """
     import keras
 
-    custom = {type(layer).__name__: type(layer) for layer in model.layers if not type(layer).__module__.startswith("keras")}
+    custom = {
+        type(layer).__name__: type(layer) for layer in model.layers if not type(layer).__module__.startswith("keras")
+    }
     with keras.saving.custom_object_scope(custom):
         return type(model).from_config(model.get_config() if config is None else config)
 
@@ -90,4 +98,9 @@ def model_info_from_keras(path: str | Path, model=None) -> ModelInfo:
         model = load_keras_model(path)
     _, height, width, channels = model.input_shape
     classes = model.output_shape[-1]
-    return ModelInfo(tuple(str(i) for i in range(classes)), (int(height), int(width)), int(channels), "GRAY" if channels == 1 else "RGB")
+    return ModelInfo(
+        tuple(str(i) for i in range(classes)),
+        (int(height), int(width)),
+        int(channels),
+        "GRAY" if channels == 1 else "RGB",
+    )

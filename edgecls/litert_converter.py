@@ -12,8 +12,9 @@ why no public API serves; TensorFlow is imported inside the functions only.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 
 def tf_type(io: str):
@@ -50,7 +51,11 @@ def calibrate_saved_model(saved_model: Path, representative_dataset: Callable[[]
 
 
 def quantize_calibrated(
-    calibrated: bytes, *, io: str = "int8", per_channel: bool = True, denylisted_nodes: Sequence[str] = (),
+    calibrated: bytes,
+    *,
+    io: str = "int8",
+    per_channel: bool = True,
+    denylisted_nodes: Sequence[str] = (),
 ) -> bytes:
     """Step two: quantize a calibrated model, keeping ``denylisted_nodes`` (op output tensor names) in float.
 
@@ -63,7 +68,10 @@ def quantize_calibrated(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return mlir_quantize(
-            calibrated, disable_per_channel=not per_channel, input_data_type=tf_type(io), output_data_type=tf_type(io),
+            calibrated,
+            disable_per_channel=not per_channel,
+            input_data_type=tf_type(io),
+            output_data_type=tf_type(io),
             denylisted_nodes=sorted(denylisted_nodes) or None,
         )
 

@@ -11,12 +11,12 @@ distillation can reach the logits and pruning knows the head.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from edgecls.errors import ConfigError, ModelError
 from edgecls import pretrained
+from edgecls.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +63,22 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register(name: str, *, default_image_size: int, min_image_size: int, description: str,
-             preprocessing: str = "unit", keras_module: str | None = None):
+def register(
+    name: str,
+    *,
+    default_image_size: int,
+    min_image_size: int,
+    description: str,
+    preprocessing: str = "unit",
+    keras_module: str | None = None,
+):
     if preprocessing not in PREPROCESSING:
         raise ValueError(f"{name}: preprocessing must be one of {PREPROCESSING}, got {preprocessing!r}")
 
     def decorate(builder: Callable[[ModelOptions], object]):
-        _REGISTRY[name] = ModelEntry(name, builder, default_image_size, min_image_size, description, preprocessing, keras_module)
+        _REGISTRY[name] = ModelEntry(
+            name, builder, default_image_size, min_image_size, description, preprocessing, keras_module
+        )
         return builder
 
     return decorate
@@ -89,8 +98,10 @@ def build_model(name: str, *, num_classes: int, image_size: tuple[int, int], cha
     """Build a registered model; see ``list_models()`` and ``ModelOptions`` for ``options``."""
     entry = get_entry(name)
     if min(image_size) < entry.min_image_size:
-        raise ConfigError(f"{name} needs an input of at least {entry.min_image_size}x{entry.min_image_size} pixels, "
-                          f"got {image_size[0]}x{image_size[1]}; raise --img-size")
+        raise ConfigError(
+            f"{name} needs an input of at least {entry.min_image_size}x{entry.min_image_size} pixels, "
+            f"got {image_size[0]}x{image_size[1]}; raise --img-size"
+        )
     return entry.builder(ModelOptions(num_classes, tuple(image_size), channels, **options))
 
 
@@ -200,14 +211,18 @@ def preprocessing_output(model):
     return tensor
 
 
-@register("cnn", default_image_size=32, min_image_size=16, description="classic small CNN: 3 × (conv-BN-ReLU, pool) → dense")
+@register(
+    "cnn", default_image_size=32, min_image_size=16, description="classic small CNN: 3 × (conv-BN-ReLU, pool) → dense"
+)
 def _small_cnn(options: ModelOptions):
     import keras
     from keras import layers
 
     if options.weights is not None or options.freeze_base:
-        raise ConfigError("cnn has no pretrained base network: --weights and --freeze-base apply to the keras.applications "
-                          "backbones (" + ", ".join(name for name in list_models() if name != "cnn") + ")")
+        raise ConfigError(
+            "cnn has no pretrained base network: --weights and --freeze-base apply to the keras.applications "
+            "backbones (" + ", ".join(name for name in list_models() if name != "cnn") + ")"
+        )
 
     inputs = _input(options)
     x = normalize(inputs, "unit")
@@ -238,15 +253,21 @@ def _application(name: str, builder_name: str, options: ModelOptions, *, preproc
     application = getattr(keras.applications, builder_name)
     base = application(input_tensor=x, include_top=False, weights=None, **kwargs)
     if source == pretrained.IMAGENET:
-        _load_base_weights(base, pretrained.imagenet_weights_file(name, alpha=options.alpha, image_size=options.image_size,
-                                                                  channels=options.channels))
+        _load_base_weights(
+            base,
+            pretrained.imagenet_weights_file(
+                name, alpha=options.alpha, image_size=options.image_size, channels=options.channels
+            ),
+        )
     elif source is not None and source.suffix != ".keras":
         _load_base_weights(base, source)
     elif source is None and options.bn_momentum is not None:
         set_bn_momentum(base, options.bn_momentum)
     if options.freeze_base:
         if source is None:
-            log.warning("--freeze-base without --weights freezes a randomly initialised %s base: only the head will learn", name)
+            log.warning(
+                "--freeze-base without --weights freezes a randomly initialised %s base: only the head will learn", name
+            )
         for layer in base.layers:
             layer.trainable = False
     model = keras.Model(inputs, _head(base.output, options), name=name)
@@ -261,41 +282,89 @@ def _load_base_weights(base, path: Path) -> None:
     try:
         base.load_weights(str(path), skip_mismatch=False)
     except Exception as exc:  # Keras raises ValueError or h5py errors
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]  # Keras lists every layer it could not fill
-        raise ModelError(f"{path}: cannot load these weights into the {base.name} base ({first}); "
-                         "use the include_top=False file of the same network and --alpha") from exc
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][
+            :300
+        ]  # Keras lists every layer it could not fill
+        raise ModelError(
+            f"{path}: cannot load these weights into the {base.name} base ({first}); "
+            "use the include_top=False file of the same network and --alpha"
+        ) from exc
 
 
-@register("mobilenetv2", default_image_size=96, min_image_size=32, description="MobileNetV2 (keras.applications), width --alpha",
-          preprocessing="tf", keras_module="mobilenet_v2")
+@register(
+    "mobilenetv2",
+    default_image_size=96,
+    min_image_size=32,
+    description="MobileNetV2 (keras.applications), width --alpha",
+    preprocessing="tf",
+    keras_module="mobilenet_v2",
+)
 def _mobilenet_v2(options: ModelOptions):
     return _application("mobilenetv2", "MobileNetV2", options, preprocessing="tf", alpha=options.alpha)
 
 
-@register("mobilenetv3small", default_image_size=96, min_image_size=32, description="MobileNetV3-Small (keras.applications), width --alpha",
-          preprocessing="tf", keras_module="mobilenet_v3")
+@register(
+    "mobilenetv3small",
+    default_image_size=96,
+    min_image_size=32,
+    description="MobileNetV3-Small (keras.applications), width --alpha",
+    preprocessing="tf",
+    keras_module="mobilenet_v3",
+)
 def _mobilenet_v3_small(options: ModelOptions):
     # Keras' include_preprocessing is this same Rescaling to [-1, 1]; ours is named like every other model's.
-    return _application("mobilenetv3small", "MobileNetV3Small", options, preprocessing="tf", alpha=options.alpha,
-                        include_preprocessing=False, minimalistic=False)
+    return _application(
+        "mobilenetv3small",
+        "MobileNetV3Small",
+        options,
+        preprocessing="tf",
+        alpha=options.alpha,
+        include_preprocessing=False,
+        minimalistic=False,
+    )
 
 
-@register("mobilenetv3large", default_image_size=96, min_image_size=32, description="MobileNetV3-Large (keras.applications), width --alpha",
-          preprocessing="tf", keras_module="mobilenet_v3")
+@register(
+    "mobilenetv3large",
+    default_image_size=96,
+    min_image_size=32,
+    description="MobileNetV3-Large (keras.applications), width --alpha",
+    preprocessing="tf",
+    keras_module="mobilenet_v3",
+)
 def _mobilenet_v3_large(options: ModelOptions):
-    return _application("mobilenetv3large", "MobileNetV3Large", options, preprocessing="tf", alpha=options.alpha,
-                        include_preprocessing=False, minimalistic=False)
+    return _application(
+        "mobilenetv3large",
+        "MobileNetV3Large",
+        options,
+        preprocessing="tf",
+        alpha=options.alpha,
+        include_preprocessing=False,
+        minimalistic=False,
+    )
 
 
-@register("resnet50", default_image_size=224, min_image_size=32, description="ResNet50 (keras.applications)",
-          preprocessing="caffe", keras_module="resnet50")
+@register(
+    "resnet50",
+    default_image_size=224,
+    min_image_size=32,
+    description="ResNet50 (keras.applications)",
+    preprocessing="caffe",
+    keras_module="resnet50",
+)
 def _resnet50(options: ModelOptions):
     _no_alpha("resnet50", options)
     return _application("resnet50", "ResNet50", options, preprocessing="caffe")
 
 
-@register("efficientnetb0", default_image_size=224, min_image_size=32, description="EfficientNet-B0 (keras.applications)",
-          preprocessing="torch", keras_module="efficientnet")
+@register(
+    "efficientnetb0",
+    default_image_size=224,
+    min_image_size=32,
+    description="EfficientNet-B0 (keras.applications)",
+    preprocessing="torch",
+    keras_module="efficientnet",
+)
 def _efficientnet_b0(options: ModelOptions):
     _no_alpha("efficientnetb0", options)
     model = _application("efficientnetb0", "EfficientNetB0", options, preprocessing=None)
@@ -303,12 +372,20 @@ def _efficientnet_b0(options: ModelOptions):
     return model
 
 
-@register("efficientnetv2b0", default_image_size=224, min_image_size=32, description="EfficientNetV2-B0 (keras.applications)",
-          preprocessing="torch", keras_module="efficientnet_v2")
+@register(
+    "efficientnetv2b0",
+    default_image_size=224,
+    min_image_size=32,
+    description="EfficientNetV2-B0 (keras.applications)",
+    preprocessing="torch",
+    keras_module="efficientnet_v2",
+)
 def _efficientnet_v2_b0(options: ModelOptions):
     _no_alpha("efficientnetv2b0", options)
     # Keras' include_preprocessing for the B variants is this same /255, ImageNet mean and std.
-    return _application("efficientnetv2b0", "EfficientNetV2B0", options, preprocessing="torch", include_preprocessing=False)
+    return _application(
+        "efficientnetv2b0", "EfficientNetV2B0", options, preprocessing="torch", include_preprocessing=False
+    )
 
 
 def _no_alpha(name: str, options: ModelOptions) -> None:
@@ -333,8 +410,13 @@ def _set_torch_normalization(model) -> None:
     for layer in model.layers:
         if isinstance(layer, keras.layers.Normalization):
             mean, variance, count = layer.get_weights()
-            layer.set_weights([np.reshape(IMAGENET_MEAN_RGB, mean.shape).astype(mean.dtype),
-                               np.reshape(np.square(IMAGENET_STD_RGB), variance.shape).astype(variance.dtype), count])
+            layer.set_weights(
+                [
+                    np.reshape(IMAGENET_MEAN_RGB, mean.shape).astype(mean.dtype),
+                    np.reshape(np.square(IMAGENET_STD_RGB), variance.shape).astype(variance.dtype),
+                    count,
+                ]
+            )
             layer.finalize_state()  # call() reads constants made from the weights here, not the weights
             return
     raise ModelError(f"{model.name}: no Normalization layer in the EfficientNet stem")

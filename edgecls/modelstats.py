@@ -64,7 +64,9 @@ def _depthwise_macs(layer, input_shape, output_shape) -> int:
 def _separable_macs(layer, input_shape, output_shape) -> int:
     kernel_h, kernel_w = layer.kernel_size
     depthwise_channels = int(input_shape[-1]) * layer.depth_multiplier
-    return _spatial(output_shape) * (kernel_h * kernel_w * depthwise_channels + depthwise_channels * int(output_shape[-1]))
+    return _spatial(output_shape) * (
+        kernel_h * kernel_w * depthwise_channels + depthwise_channels * int(output_shape[-1])
+    )
 
 
 def _dense_macs(layer, input_shape, output_shape) -> int:

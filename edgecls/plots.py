@@ -69,19 +69,30 @@ def plot_curves(history: dict[str, list[float]], path: Path) -> Path:
     return save_figure(figure, path)
 
 
-def plot_distill_curves(history: dict[str, list[float]], baseline: dict[str, list[float]] | None, teacher_top1: float,
-                        path: Path) -> Path:
+def plot_distill_curves(
+    history: dict[str, list[float]], baseline: dict[str, list[float]] | None, teacher_top1: float, path: Path
+) -> Path:
     """Losses of the distillation (total, label and distillation terms) and of the baseline;
     val top-1 of both against the teacher's."""
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     figure, (losses, accuracy) = plt.subplots(1, 2, figsize=(11, 4))
-    for key, label, style in (("loss", "distilled: total (train)", "-"), ("val_loss", "distilled: total (val)", "--"),
-                              ("student_loss", "distilled: label CE term", ":"), ("distillation_loss", "distilled: distillation term", "-.")):
+    for key, label, style in (
+        ("loss", "distilled: total (train)", "-"),
+        ("val_loss", "distilled: total (val)", "--"),
+        ("student_loss", "distilled: label CE term", ":"),
+        ("distillation_loss", "distilled: distillation term", "-."),
+    ):
         values = history.get(key)
         if values:
-            losses.plot(range(1, len(values) + 1), values, style, color="C0" if key in ("loss", "val_loss") else None, label=label)
+            losses.plot(
+                range(1, len(values) + 1),
+                values,
+                style,
+                color="C0" if key in ("loss", "val_loss") else None,
+                label=label,
+            )
     for key, label, style in (("loss", "alone: CE (train)", "-"), ("val_loss", "alone: CE (val)", "--")):
         values = (baseline or {}).get(key)
         if values:

@@ -53,7 +53,9 @@ def resolve_weights(weights) -> str | Path | None:
         return IMAGENET
     path = Path(weights)
     if not path.is_file():
-        raise ModelError(f"{path}: no such weights file; --weights takes imagenet, none or a .h5/.weights.h5/.keras file")
+        raise ModelError(
+            f"{path}: no such weights file; --weights takes imagenet, none or a .h5/.weights.h5/.keras file"
+        )
     if not (path.name.endswith(".h5") or path.suffix == ".keras"):
         raise ModelError(f"{path}: --weights takes a Keras .h5 / .weights.h5 file or a .keras model from edgecls train")
     return path
@@ -112,11 +114,15 @@ def keras_home() -> Path:
 def imagenet_weights_file(model: str, *, alpha: float, image_size: tuple[int, int], channels: int = 3) -> Path:
     """The local path of ``model``'s ImageNet notop weights: from Keras' cache, else downloaded into it."""
     if channels != 3:
-        raise ConfigError(f"ImageNet weights take RGB input; {model} was asked for {channels} channel(s): use --channels RGB or --weights none")
+        raise ConfigError(
+            f"ImageNet weights take RGB input; {model} was asked for {channels} channel(s): use --channels RGB or --weights none"
+        )
     entry = imagenet_file(model, alpha=alpha, image_size=image_size)
     if entry is None:
-        raise ConfigError(f"Keras has no ImageNet weights for {model} at alpha {alpha}: use --weights none"
-                          + (f" or --alpha {' / '.join(map(str, MOBILENET_V3_ALPHAS))}" if model.startswith("mobilenetv3") else ""))
+        raise ConfigError(
+            f"Keras has no ImageNet weights for {model} at alpha {alpha}: use --weights none"
+            + (f" or --alpha {' / '.join(map(str, MOBILENET_V3_ALPHAS))}" if model.startswith("mobilenetv3") else "")
+        )
     cached = keras_home() / CACHE_SUBDIR / entry.file_name
     if cached.is_file():
         _check_hash(cached, entry.file_hash)
@@ -125,11 +131,20 @@ def imagenet_weights_file(model: str, *, alpha: float, image_size: tuple[int, in
     import keras
 
     try:
-        return Path(keras.utils.get_file(entry.file_name, entry.origin, cache_subdir=CACHE_SUBDIR, file_hash=entry.file_hash,
-                                         cache_dir=str(keras_home())))
+        return Path(
+            keras.utils.get_file(
+                entry.file_name,
+                entry.origin,
+                cache_subdir=CACHE_SUBDIR,
+                file_hash=entry.file_hash,
+                cache_dir=str(keras_home()),
+            )
+        )
     except Exception as exc:  # offline: Keras raises Exception("URL fetch failure ..."), OSError, ValueError
-        raise ModelError(f"cannot download the ImageNet weights of {model} ({entry.file_name}) from {entry.origin}: "
-                         f"put that file in {cached.parent}/ (or set KERAS_HOME), or train from scratch with --weights none") from exc
+        raise ModelError(
+            f"cannot download the ImageNet weights of {model} ({entry.file_name}) from {entry.origin}: "
+            f"put that file in {cached.parent}/ (or set KERAS_HOME), or train from scratch with --weights none"
+        ) from exc
 
 
 def _check_hash(path: Path, file_hash: str | None) -> None:
@@ -138,7 +153,9 @@ def _check_hash(path: Path, file_hash: str | None) -> None:
     from keras.src.utils import file_utils
 
     if not file_utils.validate_file(str(path), file_hash, algorithm="auto"):
-        log.warning("%s does not match the hash keras.applications publishes for it (%s); using it as it is", path, file_hash)
+        log.warning(
+            "%s does not match the hash keras.applications publishes for it (%s); using it as it is", path, file_hash
+        )
 
 
 def load_from_keras_model(model, base, path: Path) -> None:
@@ -159,14 +176,22 @@ def load_from_keras_model(model, base, path: Path) -> None:
         source = saved_layers.get(layer.name)
         shapes = [tuple(w.shape) for w in layer.weights]
         if source is None or [tuple(w.shape) for w in source.weights] != shapes:
-            found = "no such layer" if source is None else f"weights {[tuple(w.shape) for w in source.weights]}, expected {shapes}"
-            raise ModelError(f"{path}: not a {model.name} of this width ({layer.name}: {found}); "
-                             "start from a model of the same --model and --alpha, or use --weights none")
+            found = (
+                "no such layer"
+                if source is None
+                else f"weights {[tuple(w.shape) for w in source.weights]}, expected {shapes}"
+            )
+            raise ModelError(
+                f"{path}: not a {model.name} of this width ({layer.name}: {found}); "
+                "start from a model of the same --model and --alpha, or use --weights none"
+            )
         layer.set_weights(source.get_weights())
         if hasattr(layer, "finalize_state"):
             layer.finalize_state()
     head, saved_head = model.get_layer(LOGITS_LAYER), saved_layers.get(LOGITS_LAYER)
-    if saved_head is not None and [tuple(w.shape) for w in saved_head.weights] == [tuple(w.shape) for w in head.weights]:
+    if saved_head is not None and [tuple(w.shape) for w in saved_head.weights] == [
+        tuple(w.shape) for w in head.weights
+    ]:
         head.set_weights(saved_head.get_weights())
         log.info("%s: base and head from %s", model.name, path)
     else:

@@ -103,25 +103,37 @@ def evaluate_corruptions(
         from_files += read
         for name in names:
             for column, severity in enumerate(severities):
-                batch = np.stack([
-                    to_model_pixels(corrupt(frame, name, severity, image_rng(seed, index)), info.input_size,
-                                    info.channel_order)
-                    for index, frame in zip(range(start, stop), frames)
-                ])
+                batch = np.stack(
+                    [
+                        to_model_pixels(
+                            corrupt(frame, name, severity, image_rng(seed, index)), info.input_size, info.channel_order
+                        )
+                        for index, frame in zip(range(start, stop), frames)
+                    ]
+                )
                 correct[name][column] += int(np.sum(score(batch).argmax(axis=1) == labels))
         log.info("corruptions: %d of %d images done", stop, len(images))
     n_images = len(images)
     top1 = {name: [round(float(count) / max(n_images, 1), 4) for count in counts] for name, counts in correct.items()}
     every = [value for values in top1.values() for value in values]
     frames_note = (
-        "source files at their own size, corrupted before the model's resize" if from_files == n_images
-        else "model-size pixels (the data set has no larger frames)" if from_files == 0
+        "source files at their own size, corrupted before the model's resize"
+        if from_files == n_images
+        else "model-size pixels (the data set has no larger frames)"
+        if from_files == 0
         else f"source files for {from_files} of {n_images} images, model-size pixels for the rest"
     )
     result = CorruptionResult(
-        model=str(model_path), engine=describe_engine(model_path, threads), data=dataset.name, n_images=n_images,
-        seed=seed, severities=list(severities), clean_top1=round(clean_correct / max(n_images, 1), 4),
-        mean_corruption_top1=round(float(np.mean(every)), 4) if every else 0.0, corruptions=top1, frames=frames_note,
+        model=str(model_path),
+        engine=describe_engine(model_path, threads),
+        data=dataset.name,
+        n_images=n_images,
+        seed=seed,
+        severities=list(severities),
+        clean_top1=round(clean_correct / max(n_images, 1), 4),
+        mean_corruption_top1=round(float(np.mean(every)), 4) if every else 0.0,
+        corruptions=top1,
+        frames=frames_note,
     )
     out = Path(out_dir) if out_dir else Path(model_path).parent
     stem = Path(model_path).name.replace(".", "_")

@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from edgecls.errors import ConfigError
 from edgecls.fileio import write_json
@@ -35,15 +36,18 @@ def resolve_resume(config: Config, run_dir: Path, *, backups: Sequence[Path], wh
     interrupted = [path for path in backups if path.exists()]
     if not config.resume:
         if interrupted:
-            raise ConfigError(f"{run_dir}: holds an interrupted {what}; continue it with --resume, "
-                              "or choose another --out")
+            raise ConfigError(
+                f"{run_dir}: holds an interrupted {what}; continue it with --resume, or choose another --out"
+            )
         return config
     saved = run_dir / "config.json"
     if not saved.exists():
         raise ConfigError(f"{run_dir}: nothing to resume (no config.json); start the run without --resume")
     if not interrupted:
-        raise ConfigError(f"{run_dir}: nothing to resume: the {what} finished (or never completed an epoch); "
-                          "start it again without --resume")
+        raise ConfigError(
+            f"{run_dir}: nothing to resume: the {what} finished (or never completed an epoch); "
+            "start it again without --resume"
+        )
     options = json.loads(saved.read_text())["options"]
     return type(config)(**{**options, "resume": True})
 
@@ -70,8 +74,13 @@ def environment() -> dict[str, str]:
     import tensorflow as tf
 
     return {
-        "edgecls": version(), "python": platform.python_version(), "tensorflow": tf.__version__,
-        "keras": keras.__version__, "numpy": np.__version__, "machine": platform.machine(), "system": platform.system(),
+        "edgecls": version(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "machine": platform.machine(),
+        "system": platform.system(),
         "device": describe_device(),
     }
 

@@ -101,7 +101,7 @@ class TFLiteGraph:
         self.outputs = [self.tensors[i] for i in _indices(subgraph.outputs)]
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, source: str = "model") -> "TFLiteGraph":
+    def from_bytes(cls, data: bytes, *, source: str = "model") -> TFLiteGraph:
         """Parse TFLite bytes; a truncated or foreign file is a ``ModelError`` naming ``source``."""
         from ai_edge_litert.tools import flatbuffer_utils
 
@@ -113,7 +113,7 @@ class TFLiteGraph:
             raise ModelError(f"{source}: not a valid TFLite model ({exc})") from exc
 
     @classmethod
-    def read(cls, path: str | Path) -> "TFLiteGraph":
+    def read(cls, path: str | Path) -> TFLiteGraph:
         return cls.from_bytes(Path(path).read_bytes(), source=str(path))
 
     def _tensor(self, index: int, tensor: Any) -> Tensor:
@@ -124,9 +124,11 @@ class TFLiteGraph:
         zero_point = quantization.zeroPoint if quantization is not None and quantization.zeroPoint is not None else ()
         buffer = self.model.buffers[tensor.buffer] if tensor.buffer < len(self.model.buffers) else None
         return Tensor(
-            index=index, name=_text(tensor.name),
+            index=index,
+            name=_text(tensor.name),
             shape=tuple(int(d) for d in (tensor.shape if tensor.shape is not None else ())),
-            dtype=flatbuffer_utils.type_to_name(tensor.type), scale=tuple(float(s) for s in scale),
+            dtype=flatbuffer_utils.type_to_name(tensor.type),
+            scale=tuple(float(s) for s in scale),
             zero_point=tuple(int(z) for z in zero_point),
             constant=buffer is not None and buffer.data is not None and len(buffer.data) > 0,
         )

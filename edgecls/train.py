@@ -12,9 +12,10 @@ from __future__ import annotations
 import csv
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,8 +25,18 @@ from edgecls.fileio import atomic_path, write_json
 from edgecls.runs import describe_device, environment, resolve_resume, version, write_run_files
 from edgecls.runtime.metadata import ModelInfo
 
-__all__ = ["FitOptions", "TrainConfig", "TrainResult", "best_epoch", "describe_device", "environment", "fit",
-           "make_optimizer", "read_history", "train"]
+__all__ = [
+    "FitOptions",
+    "TrainConfig",
+    "TrainResult",
+    "best_epoch",
+    "describe_device",
+    "environment",
+    "fit",
+    "make_optimizer",
+    "read_history",
+    "train",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +82,16 @@ class TrainConfig:
         data_name = Path(self.data).name if self.data != "digits" else "digits"
         return Path("runs") / f"{self.model}-{data_name}"
 
-    def fit_options(self) -> "FitOptions":
-        return FitOptions(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate, seed=self.seed,
-                          augment=parse_augment(self.augment, self.data), patience=self.patience, resume=self.resume)
+    def fit_options(self) -> FitOptions:
+        return FitOptions(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            seed=self.seed,
+            augment=parse_augment(self.augment, self.data),
+            patience=self.patience,
+            resume=self.resume,
+        )
 
 
 @dataclass(frozen=True)
@@ -151,7 +169,9 @@ def fit(
 
     epochs, batch_size, seed, resume = options.epochs, options.batch_size, options.seed, options.resume
     keras.utils.set_random_seed(seed)
-    train_data = to_tf_dataset(dataset.train, batch_size=batch_size, training=True, seed=seed, augment=tuple(options.augment))
+    train_data = to_tf_dataset(
+        dataset.train, batch_size=batch_size, training=True, seed=seed, augment=tuple(options.augment)
+    )
     val_data = to_tf_dataset(dataset.val, batch_size=batch_size, training=False)
     if compile:
         model.compile(
@@ -181,9 +201,19 @@ def fit(
             keras.callbacks.TensorBoard(str(run_dir / "tb"), write_graph=False, profile_batch=0),
         ]
     if options.patience:
-        all_callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=options.patience, mode="max"))
+        all_callbacks.append(
+            keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=options.patience, mode="max")
+        )
     all_callbacks += list(callbacks)
-    history = model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=all_callbacks, class_weight=class_weights, shuffle=False, verbose=0)
+    history = model.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=epochs,
+        callbacks=all_callbacks,
+        class_weight=class_weights,
+        shuffle=False,
+        verbose=0,
+    )
     if best.weights is not None:
         model.set_weights(best.weights)
     elif run_dir is not None and (run_dir / "best.weights.h5").exists():
@@ -227,7 +257,9 @@ def _rank(epoch: dict) -> tuple[float, float]:
     of them is usually the least trained, so the loss decides between them.
     """
     loss = epoch.get("val_loss")
-    return float(epoch.get("val_accuracy", -1.0)), -float(loss) if loss is not None and np.isfinite(loss) else -float("inf")
+    return float(epoch.get("val_accuracy", -1.0)), -float(loss) if loss is not None and np.isfinite(loss) else -float(
+        "inf"
+    )
 
 
 def best_epoch(history: dict[str, list[float]]) -> int:
@@ -272,7 +304,10 @@ def read_history(run_dir: Path) -> dict[str, list[float]]:
 
 def _read_history(path: Path) -> list[dict[str, float]]:
     with path.open() as handle:
-        return [{key: float(value) for key, value in row.items() if value not in ("", None)} for row in csv.DictReader(handle)]
+        return [
+            {key: float(value) for key, value in row.items() if value not in ("", None)}
+            for row in csv.DictReader(handle)
+        ]
 
 
 def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
@@ -294,24 +329,55 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     channel_order = (config.channels or ("GRAY" if config.data == "digits" else "RGB")).upper()
     if channel_order not in ("GRAY", "RGB"):
         raise ConfigError(f"--channels must be gray or rgb, got {config.channels!r}")
-    dataset = load_dataset(config.data, image_size=(size, size), channel_order=channel_order, val_split=config.val_split, seed=config.seed)
-    log.info("data: %s, %d train / %d val images, %d classes, %d skipped", dataset.name, len(dataset.train), len(dataset.val), dataset.num_classes, len(dataset.skipped))
+    dataset = load_dataset(
+        config.data, image_size=(size, size), channel_order=channel_order, val_split=config.val_split, seed=config.seed
+    )
+    log.info(
+        "data: %s, %d train / %d val images, %d classes, %d skipped",
+        dataset.name,
+        len(dataset.train),
+        len(dataset.val),
+        dataset.num_classes,
+        len(dataset.skipped),
+    )
     if config.mixed_precision:
         _enable_mixed_precision()
     keras.utils.set_random_seed(config.seed)
     with distribution_strategy().scope():
         model = build_model(
-            config.model, num_classes=dataset.num_classes, image_size=(size, size), channels=1 if channel_order == "GRAY" else 3,
-            alpha=config.alpha, weights=Path(config.weights) if config.weights else None, freeze_base=config.freeze_base,
+            config.model,
+            num_classes=dataset.num_classes,
+            image_size=(size, size),
+            channels=1 if channel_order == "GRAY" else 3,
+            alpha=config.alpha,
+            weights=Path(config.weights) if config.weights else None,
+            freeze_base=config.freeze_base,
         )
         write_run_files(run_dir, config, dataset, image_size=[size, size], channel_order=channel_order)
-        history = fit(model, dataset, options=config.fit_options(), run_dir=run_dir, callbacks=callbacks,
-                      class_weights=_class_weights(config.class_weights, dataset))
+        history = fit(
+            model,
+            dataset,
+            options=config.fit_options(),
+            run_dir=run_dir,
+            callbacks=callbacks,
+            class_weights=_class_weights(config.class_weights, dataset),
+        )
     return _finish(model, dataset, config, run_dir, history, channel_order, started)
 
 
-def _finish(model, dataset: Dataset, config: TrainConfig, run_dir: Path, history: dict[str, list[float]], channel_order: str, started: float) -> TrainResult:
-    val_loss, val_accuracy = (float(v) for v in model.evaluate(to_tf_dataset(dataset.val, batch_size=config.batch_size, training=False), verbose=0))
+def _finish(
+    model,
+    dataset: Dataset,
+    config: TrainConfig,
+    run_dir: Path,
+    history: dict[str, list[float]],
+    channel_order: str,
+    started: float,
+) -> TrainResult:
+    val_loss, val_accuracy = (
+        float(v)
+        for v in model.evaluate(to_tf_dataset(dataset.val, batch_size=config.batch_size, training=False), verbose=0)
+    )
     accuracies = history.get("val_accuracy", [val_accuracy])
     info = ModelInfo(
         labels=dataset.class_names,
@@ -319,18 +385,34 @@ def _finish(model, dataset: Dataset, config: TrainConfig, run_dir: Path, history
         channels=int(model.input_shape[3]),
         channel_order=channel_order,
         provenance={
-            "source_model": config.model, "dataset": dataset.name, "split": dataset.split, "val_accuracy": round(val_accuracy, 6),
-            "n_train": len(dataset.train), "n_val": len(dataset.val), "run": str(run_dir), "precision": "fp32",
-            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "edgecls": version(),
+            "source_model": config.model,
+            "dataset": dataset.name,
+            "split": dataset.split,
+            "val_accuracy": round(val_accuracy, 6),
+            "n_train": len(dataset.train),
+            "n_val": len(dataset.val),
+            "run": str(run_dir),
+            "precision": "fp32",
+            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "edgecls": version(),
         },
     )
     from edgecls.keras_io import save_keras_model
 
     model_path = save_keras_model(model, run_dir / "model.keras", info)
     result = TrainResult(
-        model_path=model_path, run_dir=run_dir, val_accuracy=val_accuracy, val_loss=val_loss, epochs_run=len(accuracies),
-        best_epoch=best_epoch(history), n_train=len(dataset.train), n_val=len(dataset.val), class_names=list(dataset.class_names),
-        skipped_files=dataset.skipped, seconds=round(time.time() - started, 2), device=describe_device(),
+        model_path=model_path,
+        run_dir=run_dir,
+        val_accuracy=val_accuracy,
+        val_loss=val_loss,
+        epochs_run=len(accuracies),
+        best_epoch=best_epoch(history),
+        n_train=len(dataset.train),
+        n_val=len(dataset.val),
+        class_names=list(dataset.class_names),
+        skipped_files=dataset.skipped,
+        seconds=round(time.time() - started, 2),
+        device=describe_device(),
     )
     write_json(run_dir / "history.json", history)
     write_json(run_dir / "metrics.json", result.to_dict())

@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help=".tflite or .onnx exported by edgecls")
     parser.add_argument("--threads", type=int, default=None, help="engine threads (default: every core)")
     parser.add_argument("--headless", action="store_true", help="print one line a frame instead of showing a window")
-    parser.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: until the source ends)")
+    parser.add_argument(
+        "--max-frames", type=int, default=0, help="stop after this many frames (0: until the source ends)"
+    )
     parser.add_argument("--collect", metavar="DIR", default=None, help="save frames the model was unsure about here")
     parser.add_argument("--below", type=float, default=0.6, help="with --collect: keep frames scoring under this")
     parser.add_argument("--margin", type=float, default=0.1, help="with --collect: ... or whose top two are closer")
@@ -63,8 +65,13 @@ def main(argv: list[str] | None = None) -> int:
 
     collector = None
     if arguments.collect:
-        collector = Collector(arguments.collect, below=arguments.below, margin=arguments.margin,
-                              max_files=arguments.max_files, every_s=arguments.every)
+        collector = Collector(
+            arguments.collect,
+            below=arguments.below,
+            margin=arguments.margin,
+            max_files=arguments.max_files,
+            every_s=arguments.every,
+        )
     classifier = Classifier(arguments.model, threads=arguments.threads, top_k=1, collect=collector)
     capture = open_source(arguments.source)
     frames, fps, last = 0, 0.0, time.perf_counter()

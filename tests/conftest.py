@@ -44,7 +44,9 @@ def digits_run(tmp_path_factory) -> DigitsRun:
     result = train(TrainConfig(data="digits", model="cnn", epochs=8, patience=0, out=str(run_dir), seed=0))
     exported = export(result.model_path)
     paths = {a.format: Path(a.path) for a in exported.artifacts}
-    return DigitsRun(run_dir, Path(result.model_path), paths["tflite"], paths["onnx"], result.val_accuracy, result, exported)
+    return DigitsRun(
+        run_dir, Path(result.model_path), paths["tflite"], paths["onnx"], result.val_accuracy, result, exported
+    )
 
 
 def write_png(path: Path, image: np.ndarray) -> Path:

@@ -16,9 +16,9 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 SSHD = Path("/usr/sbin/sshd")
 
@@ -53,7 +53,9 @@ def missing_reason() -> str | None:
 def loopback_sshd(folder: Path, *, sftp: bool = True) -> Iterator[LoopbackSSHD]:
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("host_key", "user_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgecls-test", "-f", str(folder / name)], check=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgecls-test", "-f", str(folder / name)], check=True
+        )
     shutil.copyfile(folder / "user_key.pub", folder / "authorized_keys")
     device_tmp = folder / "device tmp"
     device_tmp.mkdir()

@@ -22,8 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 # The keras.applications function of each backbone (the stock network the references are built from).
 APPLICATIONS = {
-    "mobilenetv2": "MobileNetV2", "mobilenetv3small": "MobileNetV3Small", "mobilenetv3large": "MobileNetV3Large",
-    "resnet50": "ResNet50", "efficientnetb0": "EfficientNetB0", "efficientnetv2b0": "EfficientNetV2B0",
+    "mobilenetv2": "MobileNetV2",
+    "mobilenetv3small": "MobileNetV3Small",
+    "mobilenetv3large": "MobileNetV3Large",
+    "resnet50": "ResNet50",
+    "efficientnetb0": "EfficientNetB0",
+    "efficientnetv2b0": "EfficientNetV2B0",
 }
 
 
@@ -50,7 +54,9 @@ def _reference(name: str, pixels: np.ndarray) -> np.ndarray:
         # Keras' ImageNet stem: Rescaling(1/255), Normalization with the file's mean and variance (the
         # standard deviations, tensorflow#49930), Rescaling(1/sqrt(std)): (x/255 - mean)/std, torch mode.
         return np.asarray(imagenet_utils.preprocess_input(pixels.copy(), mode="torch"))
-    stock = getattr(keras.applications, APPLICATIONS[name])(weights=None, include_top=False, input_shape=pixels.shape[1:])
+    stock = getattr(keras.applications, APPLICATIONS[name])(
+        weights=None, include_top=False, input_shape=pixels.shape[1:]
+    )
     return np.asarray(keras.Model(stock.inputs, preprocessing_output(stock))(pixels))
 
 
@@ -145,19 +151,25 @@ def test_imagenet_weights_come_from_the_keras_cache(name, alpha, tmp_path, monke
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
     keras.utils.set_random_seed(123)
     kwargs = {"alpha": alpha} if name.startswith("mobilenet") else {}
-    stock = getattr(keras.applications, APPLICATIONS[name])(weights=None, include_top=False, input_shape=(96, 96, 3), **kwargs)
+    stock = getattr(keras.applications, APPLICATIONS[name])(
+        weights=None, include_top=False, input_shape=(96, 96, 3), **kwargs
+    )
     cached = tmp_path / "keras-home" / "models" / imagenet_file(name, alpha=alpha, image_size=(96, 96)).file_name
     _write_legacy_h5(stock, cached)
 
     keras.utils.set_random_seed(7)  # a different random start than the file's
     options = {"alpha": alpha} if name.startswith("mobilenet") else {}
-    model = build_model(name, num_classes=4, image_size=(96, 96), channels=3, weights="imagenet", bn_momentum=0.9, **options)
+    model = build_model(
+        name, num_classes=4, image_size=(96, 96), channels=3, weights="imagenet", bn_momentum=0.9, **options
+    )
     expected = [layer for layer in stock.layers if layer.weights]
     loaded = [layer for layer in model.layers if layer.weights][: len(expected)]
     assert [type(layer) for layer in loaded] == [type(layer) for layer in expected]
     compared = 0
     for ours, theirs in zip(loaded, expected):
-        if isinstance(ours, keras.layers.Normalization):  # EfficientNet's stem: torch mode, see models._set_torch_normalization
+        if isinstance(
+            ours, keras.layers.Normalization
+        ):  # EfficientNet's stem: torch mode, see models._set_torch_normalization
             np.testing.assert_allclose(ours.get_weights()[0], [0.485, 0.456, 0.406], rtol=1e-6)
             continue
         for a, b in zip(ours.get_weights(), theirs.get_weights()):
@@ -213,6 +225,8 @@ def test_a_backbone_from_scratch_learns_real_photos(tmp_path):
     dataset = load_dataset(str(root), image_size=(64, 64), channel_order="RGB")
     epochs, batch_size = 10, 32
     steps = int(np.ceil(len(dataset.train) / batch_size)) * epochs
-    model = build_model("mobilenetv3small", num_classes=4, image_size=(64, 64), channels=3, bn_momentum=bn_momentum_for(steps))
+    model = build_model(
+        "mobilenetv3small", num_classes=4, image_size=(64, 64), channels=3, bn_momentum=bn_momentum_for(steps)
+    )
     history = fit(model, dataset, epochs=epochs, batch_size=batch_size, seed=0)
     assert max(history["val_accuracy"]) >= 0.5, history

@@ -41,8 +41,14 @@ def test_throttled_flags():
     flags = parse_throttled(RECORDED["vcgencmd get_throttled"])
     assert flags["under_voltage_now"] and flags["throttled_now"]
     assert not flags["arm_frequency_capped_now"] and not flags["soft_temperature_limit_now"]
-    assert flags["under_voltage_since_boot"] and flags["throttled_since_boot"] and not flags["arm_frequency_capped_since_boot"]
-    assert not any(value for key, value in parse_throttled("throttled=0x0").items() if key.endswith(("_now", "_since_boot")))
+    assert (
+        flags["under_voltage_since_boot"]
+        and flags["throttled_since_boot"]
+        and not flags["arm_frequency_capped_since_boot"]
+    )
+    assert not any(
+        value for key, value in parse_throttled("throttled=0x0").items() if key.endswith(("_now", "_since_boot"))
+    )
     assert parse_throttled("VCHI initialization failed")["parsed"] is False
 
 
@@ -51,7 +57,9 @@ def test_nvpmodel():
     assert parse_nvpmodel(RECORDED["nvpmodel -q (Nano)"]) == {"name": "MAXN", "id": 0}
 
 
-def _fake_root(root: Path, *, model: str, temps: dict[str, int], governor: str, freqs: tuple[int, int, int], cpus: int = 4) -> Path:
+def _fake_root(
+    root: Path, *, model: str, temps: dict[str, int], governor: str, freqs: tuple[int, int, int], cpus: int = 4
+) -> Path:
     (root / "proc/device-tree").mkdir(parents=True)
     (root / "proc/device-tree/model").write_bytes(model.encode() + b"\x00")
     for index, (name, millidegrees) in enumerate(temps.items()):
@@ -63,13 +71,24 @@ def _fake_root(root: Path, *, model: str, temps: dict[str, int], governor: str, 
     for cpu in range(cpus):
         folder = root / f"sys/devices/system/cpu/cpu{cpu}/cpufreq"
         folder.mkdir(parents=True)
-        for file_name, value in (("scaling_governor", governor), ("scaling_cur_freq", current), ("scaling_min_freq", low), ("scaling_max_freq", high)):
+        for file_name, value in (
+            ("scaling_governor", governor),
+            ("scaling_cur_freq", current),
+            ("scaling_min_freq", low),
+            ("scaling_max_freq", high),
+        ):
             (folder / file_name).write_text(f"{value}\n")
     return root
 
 
 def test_raspberry_pi_state(tmp_path):
-    root = _fake_root(tmp_path, model="Raspberry Pi 5 Model B Rev 1.0", temps={"cpu-thermal": 81350}, governor="ondemand", freqs=(1500000, 1500000, 2400000))
+    root = _fake_root(
+        tmp_path,
+        model="Raspberry Pi 5 Model B Rev 1.0",
+        temps={"cpu-thermal": 81350},
+        governor="ondemand",
+        freqs=(1500000, 1500000, 2400000),
+    )
     calls = []
 
     def runner(argv):
@@ -85,12 +104,21 @@ def test_raspberry_pi_state(tmp_path):
 
 
 def test_jetson_state_and_locked_clocks(tmp_path):
-    root = _fake_root(tmp_path, model="NVIDIA Jetson Orin Nano Developer Kit", temps={"cpu-thermal": 48000, "gpu-thermal": 47500}, governor="schedutil", freqs=(1510400, 1510400, 1510400), cpus=6)
+    root = _fake_root(
+        tmp_path,
+        model="NVIDIA Jetson Orin Nano Developer Kit",
+        temps={"cpu-thermal": 48000, "gpu-thermal": 47500},
+        governor="schedutil",
+        freqs=(1510400, 1510400, 1510400),
+        cpus=6,
+    )
     gpu = root / "sys/class/devfreq/17000000.ga10b"
     gpu.mkdir(parents=True)
     (gpu / "min_freq").write_text("624750000\n")
     (gpu / "max_freq").write_text("624750000\n")
-    state = read_device_state(root=root, run=lambda argv: RECORDED["nvpmodel -q (Orin Nano)"] if argv[0] == "nvpmodel" else None)
+    state = read_device_state(
+        root=root, run=lambda argv: RECORDED["nvpmodel -q (Orin Nano)"] if argv[0] == "nvpmodel" else None
+    )
     assert state["kind"] == "jetson" and state["power_mode"] == {"name": "15W", "id": 0}
     assert state["clocks_locked"] is True and state["throttled"] is False
     (gpu / "min_freq").write_text("306000000\n")  # jetson_clocks not run: the GPU may idle down
@@ -140,7 +168,9 @@ def test_measure_model_and_top1_equals_evaluate(digits_run, digits_eval):
     measured = measure_model(digits_run.tflite, threads=1, runs=20, warmup=3, data=str(digits_eval))
     assert measured.engine == "litert" and measured.provider == "XNNPACK/CPU" and measured.threads == 1
     assert measured.precision == "fp32" and measured.input_dtype == "float32"
-    assert len(measured.samples_ms) == 20 and measured.latency_ms.min <= measured.latency_ms.p50 <= measured.latency_ms.p99
+    assert (
+        len(measured.samples_ms) == 20 and measured.latency_ms.min <= measured.latency_ms.p50 <= measured.latency_ms.p99
+    )
     assert measured.e2e_ms > 0 and measured.fps > 0 and measured.cold_start_ms > 0 and measured.load_ms > 0
     assert measured.peak_rss_mb >= measured.baseline_rss_mb > 0
     assert measured.size_bytes == digits_run.tflite.stat().st_size
@@ -156,12 +186,43 @@ def test_bench_command_json_and_reports(digits_run, tmp_path):
 
     out = tmp_path / "report"
     models = [str(digits_run.tflite), str(digits_run.onnx)]
-    result = CliRunner().invoke(app, ["bench", *models, "--target", "rpi", "--data", "digits", "--runs", "15", "--warmup", "2", "--out", str(out), "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            *models,
+            "--target",
+            "rpi",
+            "--data",
+            "digits",
+            "--runs",
+            "15",
+            "--warmup",
+            "2",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     document = json.loads(result.output)
     assert [Path(r["model"]).suffix for r in document["results"]] == [".tflite", ".onnx"]
     for entry in document["results"]:
-        assert {"model", "target", "where", "engine", "provider", "threads", "latency_ms", "fps", "cold_start_ms", "e2e_ms", "peak_rss_mb", "size_bytes", "top1"} <= set(entry)
+        assert {
+            "model",
+            "target",
+            "where",
+            "engine",
+            "provider",
+            "threads",
+            "latency_ms",
+            "fps",
+            "cold_start_ms",
+            "e2e_ms",
+            "peak_rss_mb",
+            "size_bytes",
+            "top1",
+        } <= set(entry)
         assert {"p50", "p90", "p99", "mean"} <= set(entry["latency_ms"])
         assert entry["target"] == "rpi5" and entry["threads"] == 4  # the rpi5 profile's threads
         if "Raspberry Pi 5" not in read_board():  # i.e. everywhere but on a Pi 5
@@ -169,7 +230,9 @@ def test_bench_command_json_and_reports(digits_run, tmp_path):
         oversubscribed = [note for note in entry["notes"] if "oversubscribed" in note]
         assert len(oversubscribed) == ((os.cpu_count() or 1) < 4), entry["notes"]
     tflite, onnx = document["results"]
-    assert tflite["engine"] == "litert" and onnx["engine"] == "onnxruntime" and onnx["provider"] == "CPUExecutionProvider"
+    assert (
+        tflite["engine"] == "litert" and onnx["engine"] == "onnxruntime" and onnx["provider"] == "CPUExecutionProvider"
+    )
     assert tflite["top1"] == pytest.approx(onnx["top1"], abs=0.01) and tflite["top1"] > 0.5
     assert document["settings"]["n_eval"] == tflite["n_eval"] > 0
     saved = json.loads((out / "bench.json").read_text())
@@ -192,7 +255,23 @@ def test_bench_table_on_a_pipe_keeps_rows_whole(digits_run, tmp_path):
 
     model = tmp_path / "digits[v2]_fp32.tflite"
     shutil.copy(digits_run.tflite, model)
-    result = CliRunner().invoke(app, ["bench", str(model), "--target", "host", "--threads", "1", "--runs", "5", "--warmup", "1", "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            str(model),
+            "--target",
+            "host",
+            "--threads",
+            "1",
+            "--runs",
+            "5",
+            "--warmup",
+            "1",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = [line for line in result.output.splitlines() if "digits[v2]_fp32.tflite" in line]
     assert len(rows) == 1 and "fp32" in rows[0] and "litert" in rows[0], result.output
@@ -201,7 +280,9 @@ def test_bench_table_on_a_pipe_keeps_rows_whole(digits_run, tmp_path):
 
 def test_throttled_runs_are_flagged(digits_run, tmp_path):
     measured = measure_model(digits_run.tflite, threads=1, runs=5, warmup=1)
-    throttled = dataclasses.replace(measured, throttled=True, target="rpi5", where="target device rpi5 (Raspberry Pi 5)")
+    throttled = dataclasses.replace(
+        measured, throttled=True, target="rpi5", where="target device rpi5 (Raspberry Pi 5)"
+    )
     settings = {"runs": 5, "warmup": 1, "threads": 4}
     run = MeasureRun("rpi5", "target device rpi5 (Raspberry Pi 5)", True, {"hostname": "pi"}, settings, [throttled])
     assert "THROTTLED" in to_markdown(run)
@@ -224,7 +305,9 @@ def test_bad_inputs_are_clear(digits_run, tmp_path):
     with pytest.raises(DataError, match="not labels: cat"):
         evaluate_folder(Classifier(digits_run.tflite), wrong.parent)
     (wrong / "0.png").write_bytes(cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1].tobytes())
-    with pytest.raises(DataError, match=rf"^{wrong.parent}: class folders must be named after .*not labels: cat"):  # the user's folder, before any timing
+    with pytest.raises(
+        DataError, match=rf"^{wrong.parent}: class folders must be named after .*not labels: cat"
+    ):  # the user's folder, before any timing
         bench(BenchConfig(models=(str(digits_run.tflite),), data=str(wrong.parent), runs=100_000))
 
 
@@ -234,9 +317,15 @@ def test_a_folder_scores_what_evaluate_scores_never_training_images(tmp_path, sh
     from edgecls.export import export
     from edgecls.train import TrainConfig, train
 
-    trained = train(TrainConfig(data=str(shapes_folder), model="cnn", img_size=16, epochs=1, patience=0, out=str(tmp_path / "run"), seed=0))
+    trained = train(
+        TrainConfig(
+            data=str(shapes_folder), model="cnn", img_size=16, epochs=1, patience=0, out=str(tmp_path / "run"), seed=0
+        )
+    )
     tflite = next(a.path for a in export(trained.model_path, formats=("tflite",)).artifacts if a.format == "tflite")
-    result = bench(BenchConfig(models=(str(tflite),), data=str(shapes_folder), runs=3, warmup=0, out=str(tmp_path / "b"))).run.results[0]
+    result = bench(
+        BenchConfig(models=(str(tflite),), data=str(shapes_folder), runs=3, warmup=0, out=str(tmp_path / "b"))
+    ).run.results[0]
     evaluated = evaluate(tflite, str(shapes_folder))
     assert result.n_eval == 6  # round(20 % of 16) = 3 held out of each class, not all 32 images
     assert result.top1 == pytest.approx(evaluated.top1)
@@ -273,7 +362,9 @@ def test_the_delegate_actually_used_is_reported(digits_run, tmp_path):
     def product_of_pixels(image):  # REDUCE_PROD: a TFLite built-in that XNNPACK does not take
         return tf.reduce_prod(image, axis=[1, 2])
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([product_of_pixels.get_concrete_function()], product_of_pixels)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [product_of_pixels.get_concrete_function()], product_of_pixels
+    )
     undelegated = tmp_path / "reduce_prod.tflite"
     undelegated.write_bytes(converter.convert())
     classifier = Classifier(undelegated, threads=1)

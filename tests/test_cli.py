@@ -36,7 +36,9 @@ def test_evaluate_and_export_json(digits_run, tmp_path):
     report = json.loads(result.stdout)
     assert report["n_images"] == 359 and report["top1"] >= 0.95 and report["top5"] >= report["top1"]
     assert "litert" in report["engine"]
-    result = invoke("export", digits_run.model_path, "--format", "tflite", "--fp16", "--out", tmp_path / "fp16", "--json")
+    result = invoke(
+        "export", digits_run.model_path, "--format", "tflite", "--fp16", "--out", tmp_path / "fp16", "--json"
+    )
     assert result.exit_code == 0, result.stderr
     (artifact,) = json.loads(result.stdout)["artifacts"]
     assert artifact["precision"] == "fp16" and artifact["parity_top1"] >= 0.99
@@ -44,7 +46,9 @@ def test_evaluate_and_export_json(digits_run, tmp_path):
     assert artifact["size_bytes"] < 0.6 * fp32_size  # half-size weights
     for key in ("path", "format", "size_bytes"):
         assert key in artifact
-    assert invoke("export", digits_run.model_path, "--format", "tflite", "--out", tmp_path / "fp16").exit_code == 0  # FP32 beside it
+    assert (
+        invoke("export", digits_run.model_path, "--format", "tflite", "--out", tmp_path / "fp16").exit_code == 0
+    )  # FP32 beside it
     recorded = json.loads((tmp_path / "fp16" / "export.json").read_text())
     assert sorted(a["precision"] for a in recorded["artifacts"]) == ["fp16", "fp32"]  # the FP16 entry is kept
 
@@ -53,7 +57,9 @@ def test_an_output_folder_that_is_a_file_and_the_registry_as_json(digits_run, tm
     taken = tmp_path / "afile"
     taken.write_text("mine")
     result = invoke("export", digits_run.model_path, "--out", taken)
-    assert result.exit_code == 2 and result.stderr.strip() == f"error: {taken}: File exists (a folder was expected there)", result.stderr
+    assert (
+        result.exit_code == 2 and result.stderr.strip() == f"error: {taken}: File exists (a folder was expected there)"
+    ), result.stderr
     assert taken.read_text() == "mine"
     result = invoke("models", "--json")
     assert result.exit_code == 0, result.stderr
@@ -62,7 +68,9 @@ def test_an_output_folder_that_is_a_file_and_the_registry_as_json(digits_run, tm
     for m in listed:
         entry = get_entry(m["name"])
         assert (m["default_image_size"], m["min_image_size"], m["description"]) == (
-            entry.default_image_size, entry.min_image_size, entry.description
+            entry.default_image_size,
+            entry.min_image_size,
+            entry.description,
         )
 
 
@@ -117,7 +125,13 @@ def test_native_chatter_is_dropped_and_every_other_stderr_line_kept(digits_run):
     import sys
 
     def stderr_lines(mode: str) -> list[str]:
-        completed = subprocess.run([sys.executable, "-c", NATIVE_LINES, str(digits_run.tflite), mode], capture_output=True, text=True, timeout=120, check=True)
+        completed = subprocess.run(
+            [sys.executable, "-c", NATIVE_LINES, str(digits_run.tflite), mode],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
         return completed.stderr.splitlines()
 
     assert "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." in stderr_lines("plain")  # what a user saw before

@@ -130,8 +130,12 @@ def test_a_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
 
 
 def test_bad_settings_are_refused(tmp_path):
-    for settings, message in (({"below": 1.5}, "scores in 0..1"), ({"max_files": 0}, "max_files"),
-                              ({"every_s": -1}, "every_s"), ({"image_format": ".gif"}, "image_format")):
+    for settings, message in (
+        ({"below": 1.5}, "scores in 0..1"),
+        ({"max_files": 0}, "max_files"),
+        ({"every_s": -1}, "every_s"),
+        ({"image_format": ".gif"}, "image_format"),
+    ):
         with pytest.raises(ConfigError, match=message):
             Collector(tmp_path, **settings)
 
@@ -147,7 +151,9 @@ def _mean_color_onnx(path: Path) -> Path:
         helper.make_node("Softmax", ["logits"], ["scores"]),
     ]
     graph = helper.make_graph(
-        nodes, "means", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 8, 8, 3])],
+        nodes,
+        "means",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 8, 8, 3])],
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 3])],
         [helper.make_tensor("k", TensorProto.FLOAT, [], [0.05])],
     )
@@ -190,8 +196,18 @@ def test_camera_example_collects(tmp_path):
         writer.write(np.full((48, 64, 3), (120, 120, 120) if index % 2 == 0 else (0, 0, 250), np.uint8))
     writer.release()
     script = Path(__file__).resolve().parents[1] / "examples" / "camera.py"
-    command = [sys.executable, str(script), str(video), "--model", str(model), "--headless",
-               "--collect", str(tmp_path / "kept"), "--every", "0"]
+    command = [
+        sys.executable,
+        str(script),
+        str(video),
+        "--model",
+        str(model),
+        "--headless",
+        "--collect",
+        str(tmp_path / "kept"),
+        "--every",
+        "0",
+    ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert completed.returncode == 0, completed.stderr
     assert "collected 3 of 6 frames" in completed.stderr

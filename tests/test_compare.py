@@ -58,10 +58,14 @@ def _colour_onnx(path: Path, labels: tuple[str, ...], *, bias=(0.0, 0.0, 0.0), g
         helper.make_node("Softmax", ["logits"], ["scores"]),
     ]
     graph = helper.make_graph(
-        nodes, "colour", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 8, 8, 3])],
+        nodes,
+        "colour",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 8, 8, 3])],
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 3])],
-        [helper.make_tensor("gain", TensorProto.FLOAT, [], [gain]),
-         helper.make_tensor("bias", TensorProto.FLOAT, [3], list(bias))],
+        [
+            helper.make_tensor("gain", TensorProto.FLOAT, [], [gain]),
+            helper.make_tensor("bias", TensorProto.FLOAT, [3], list(bias)),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8

@@ -42,8 +42,15 @@ def strictly_decreasing(values: list[float]) -> bool:
 
 def test_nine_corruptions_are_registered():
     assert set(list_corruptions()) == {
-        "gaussian_noise", "shot_noise", "defocus_blur", "motion_blur", "brightness", "low_light", "contrast",
-        "jpeg_compression", "pixelate",
+        "gaussian_noise",
+        "shot_noise",
+        "defocus_blur",
+        "motion_blur",
+        "brightness",
+        "low_light",
+        "contrast",
+        "jpeg_compression",
+        "pixelate",
     }
 
 
@@ -204,16 +211,30 @@ def test_evaluate_cli_corruptions_and_adversarial_on_digits(digits_run, tmp_path
     from edgecls.cli import app
 
     runner = CliRunner()
-    result = runner.invoke(app, ["evaluate", str(digits_run.tflite), "--corruptions", "--severities", "1,5",
-                                 "--out", str(tmp_path), "--json"])
+    result = runner.invoke(
+        app,
+        ["evaluate", str(digits_run.tflite), "--corruptions", "--severities", "1,5", "--out", str(tmp_path), "--json"],
+    )
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert document["clean_top1"] >= 0.9 and 0.0 < document["mean_corruption_top1"] < document["clean_top1"]
     assert set(document["corruptions"]) == set(list_corruptions())
     assert document["corruptions"]["gaussian_noise"][1] < document["corruptions"]["gaussian_noise"][0]
     assert document["frames"].startswith("model-size pixels")
-    adversarial = runner.invoke(app, ["evaluate", str(digits_run.model_path), "--adversarial", "16", "--pgd-steps",
-                                      "5", "--artifacts", f"{digits_run.tflite},{digits_run.onnx}", "--json"])
+    adversarial = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(digits_run.model_path),
+            "--adversarial",
+            "16",
+            "--pgd-steps",
+            "5",
+            "--artifacts",
+            f"{digits_run.tflite},{digits_run.onnx}",
+            "--json",
+        ],
+    )
     assert adversarial.exit_code == 0, adversarial.output
     attack = json.loads(adversarial.stdout)
     assert attack["clean_top1"] >= 0.9 and attack["pgd_top1"] <= attack["fgsm_top1"] < attack["clean_top1"] - 0.1

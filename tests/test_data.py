@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import write_png
+
 from edgecls.data import load_dataset, load_images, stratified_val_indices, write_class_folders
 from edgecls.errors import DataError
 from edgecls.runtime.preprocess import decode_image, to_model_pixels
@@ -65,7 +65,12 @@ def test_digits_split_and_explicit_val_folder(tmp_path, shapes_folder):
 
 @pytest.mark.parametrize(
     "layout, message",
-    [("missing", "no such data folder"), ("empty", "no class folders"), ("one_class", "only one class"), ("no_images", "no decodable images")],
+    [
+        ("missing", "no such data folder"),
+        ("empty", "no class folders"),
+        ("one_class", "only one class"),
+        ("no_images", "no decodable images"),
+    ],
 )
 def test_bad_folders_raise_clear_errors(tmp_path, layout, message):
     root = tmp_path / "data"
@@ -129,7 +134,9 @@ def test_tiff_is_read_and_other_files_are_counted_not_silently_dropped(tmp_path,
     for label, value in (("dark", 30), ("bright", 220)):
         for index in range(4):
             write_png(root / label / f"{index}.png", np.full((12, 12, 3), value, np.uint8))
-    (root / "bright" / "scan.tiff").write_bytes(cv2.imencode(".tiff", np.full((12, 12), 200 * 257, np.uint16))[1].tobytes())  # 16-bit gray
+    (root / "bright" / "scan.tiff").write_bytes(
+        cv2.imencode(".tiff", np.full((12, 12), 200 * 257, np.uint16))[1].tobytes()
+    )  # 16-bit gray
     (root / "dark" / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
     (root / "dark" / "notes.txt").write_text("shot on a tripod")
     (root / "dark" / ".DS_Store").write_bytes(b"\x00")
@@ -137,13 +144,22 @@ def test_tiff_is_read_and_other_files_are_counted_not_silently_dropped(tmp_path,
         dataset = load_dataset(str(root), image_size=(8, 8), val_split=0.2)
     everything = {*dataset.train.sources, *dataset.val.sources}
     assert len(everything) == 9 and any(source.endswith("scan.tiff") for source in everything)
-    tiff = np.concatenate([dataset.train.images, dataset.val.images])[[source.endswith("scan.tiff") for source in [*dataset.train.sources, *dataset.val.sources]]]
+    tiff = np.concatenate([dataset.train.images, dataset.val.images])[
+        [source.endswith("scan.tiff") for source in [*dataset.train.sources, *dataset.val.sources]]
+    ]
     assert abs(int(tiff.mean()) - 200) <= 1  # 16-bit scaled to 8
     left_out = [record.getMessage() for record in caplog.records if "left out" in record.getMessage()]
-    assert len(left_out) == 1 and "left out 2 files" in left_out[0] and ".heic 1" in left_out[0] and "convert HEIC" in left_out[0]
+    assert (
+        len(left_out) == 1
+        and "left out 2 files" in left_out[0]
+        and ".heic 1" in left_out[0]
+        and "convert HEIC" in left_out[0]
+    )
 
 
-@pytest.mark.parametrize("val_classes, message", [((), "no decodable images"), (("dark", "blue"), "class folders blue are not in")])
+@pytest.mark.parametrize(
+    "val_classes, message", [((), "no decodable images"), (("dark", "blue"), "class folders blue are not in")]
+)
 def test_a_val_folder_must_hold_images_of_train_classes(tmp_path, val_classes, message):
     root = tmp_path / "data"
     for label in ("dark", "bright"):
@@ -160,10 +176,16 @@ def test_class_folders_written_are_read_back_pixel_for_pixel(tmp_path):
     rng = np.random.default_rng(3)
     images = rng.integers(0, 255, (5, 8, 8, 1), dtype=np.uint8)
     labels = np.array([0, 1, 1, 0, 1])
-    paths = write_class_folders(tmp_path / "set", images[..., 0], labels, class_names=("cat", "dog"),
-                                stems=[f"im{i}" for i in range(5)])
-    assert [p.relative_to(tmp_path / "set").as_posix() for p in paths] == ["cat/im0.png", "dog/im1.png", "dog/im2.png",
-                                                                           "cat/im3.png", "dog/im4.png"]
+    paths = write_class_folders(
+        tmp_path / "set", images[..., 0], labels, class_names=("cat", "dog"), stems=[f"im{i}" for i in range(5)]
+    )
+    assert [p.relative_to(tmp_path / "set").as_posix() for p in paths] == [
+        "cat/im0.png",
+        "dog/im1.png",
+        "dog/im2.png",
+        "cat/im3.png",
+        "dog/im4.png",
+    ]
     images_read, class_names, skipped = load_images(tmp_path / "set", image_size=(8, 8), channel_order="GRAY")
     assert tuple(class_names) == ("cat", "dog") and skipped == []
     read = {Path(source).name: pixels for source, pixels in zip(images_read.sources, images_read.images)}

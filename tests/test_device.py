@@ -144,7 +144,10 @@ def test_mismatch_words():
 def test_a_pc_has_target_settings_and_no_warning():
     pc = MachineInfo("vm", "x86_64", "", "Linux", "3.11", 2)
     assert placement(get_target("rpi5"), pc).to_dict() == {
-        "on_device": False, "label": "x86_64 host with rpi5 settings", "warning": ""}
+        "on_device": False,
+        "label": "x86_64 host with rpi5 settings",
+        "warning": "",
+    }
     assert placement(get_target("host"), pc).label == "this x86_64 host (vm)"
 
 
@@ -206,13 +209,16 @@ def test_tensorrt_unknown_precision():
 
 def test_provider_list_keeps_order_and_drops_the_unavailable():
     requested = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-    cuda_only = tensorrt.provider_list(requested, ["CUDAExecutionProvider", "CPUExecutionProvider"], Path("m.onnx"),
-                                       precision="fp16", has_qdq=False)
+    cuda_only = tensorrt.provider_list(
+        requested, ["CUDAExecutionProvider", "CPUExecutionProvider"], Path("m.onnx"), precision="fp16", has_qdq=False
+    )
     assert cuda_only == [("CUDAExecutionProvider", tensorrt.cuda_options()), "CPUExecutionProvider"]
-    assert tensorrt.provider_list(requested, ["AzureExecutionProvider"], Path("m.onnx"), precision="fp32",
-                                  has_qdq=False) == ["CPUExecutionProvider"]
-    assert tensorrt.provider_list((), ["CPUExecutionProvider"], Path("m.onnx"), precision="fp32",
-                                  has_qdq=False) == ["CPUExecutionProvider"]
+    assert tensorrt.provider_list(
+        requested, ["AzureExecutionProvider"], Path("m.onnx"), precision="fp32", has_qdq=False
+    ) == ["CPUExecutionProvider"]
+    assert tensorrt.provider_list((), ["CPUExecutionProvider"], Path("m.onnx"), precision="fp32", has_qdq=False) == [
+        "CPUExecutionProvider"
+    ]
 
 
 # --- wiring into OnnxEngine, with a fake TensorRT-enabled onnxruntime -------------
@@ -228,16 +234,25 @@ def _write_onnx(path: Path, *, qdq: bool, weight: float = 1.0) -> Path:
     if qdq:
         scale = helper.make_tensor("s", TensorProto.FLOAT, [], [1.0])
         zero = helper.make_tensor("z", TensorProto.INT8, [], [0])
-        nodes += [helper.make_node("QuantizeLinear", ["flat", "s", "z"], ["q"]),
-                  helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"])]
+        nodes += [
+            helper.make_node("QuantizeLinear", ["flat", "s", "z"], ["q"]),
+            helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"]),
+        ]
         initializers = [weights, scale, zero]
         source = "dq"
     else:
         initializers = [weights]
-    nodes += [helper.make_node("MatMul", [source, "w"], ["logits"]),
-              helper.make_node("Softmax", ["logits"], ["scores"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [1, 8, 8, 1])],
-                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 10])], initializers)
+    nodes += [
+        helper.make_node("MatMul", [source, "w"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["scores"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [1, 8, 8, 1])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 10])],
+        initializers,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.save(model, path)

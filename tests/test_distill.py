@@ -62,8 +62,9 @@ def test_teacher_is_frozen_and_never_updated_while_the_student_learns():
     student = build_model("cnn", num_classes=3, image_size=(16, 16), channels=1)
     teacher_before = [w.copy() for w in teacher.get_weights()]  # kernels and BatchNorm moving statistics
     student_before = [w.copy() for w in student.get_weights()]
-    history = distill_model(teacher, student, dataset, FitOptions(epochs=2, batch_size=8),
-                            loss=DistillLoss(feature_layers=(("fc", "fc"),)))
+    history = distill_model(
+        teacher, student, dataset, FitOptions(epochs=2, batch_size=8), loss=DistillLoss(feature_layers=(("fc", "fc"),))
+    )
     assert len(teacher_before) == len(teacher.get_weights())
     for before, after in zip(teacher_before, teacher.get_weights()):
         np.testing.assert_array_equal(before, after)
@@ -83,8 +84,23 @@ def test_short_distillation_through_the_cli(digits_run, tmp_path):
     from edgecls.runtime.metadata import read_model_info
 
     out = tmp_path / "distilled"
-    result = invoke("distill", "--teacher", digits_run.model_path, "--student", "cnn", "--epochs", "2", "--batch-size", "128",
-                    "--baseline", "--patience", "0", "--out", out, "--json")
+    result = invoke(
+        "distill",
+        "--teacher",
+        digits_run.model_path,
+        "--student",
+        "cnn",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "128",
+        "--baseline",
+        "--patience",
+        "0",
+        "--out",
+        out,
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)  # stdout holds the JSON object and nothing else
     # the teacher is scored on exactly the split it was validated on when trained
@@ -99,7 +115,11 @@ def test_short_distillation_through_the_cli(digits_run, tmp_path):
     # the distilled student is a full model with the teacher's contract inside, evaluable on its own
     info = read_model_info(report["model_path"])
     teacher_info = read_model_info(digits_run.model_path)
-    assert info.labels == teacher_info.labels and info.input_size == teacher_info.input_size and info.channel_order == "GRAY"
+    assert (
+        info.labels == teacher_info.labels
+        and info.input_size == teacher_info.input_size
+        and info.channel_order == "GRAY"
+    )
     assert info.provenance["distilled"]["teacher"] == str(digits_run.model_path)
     assert evaluate(report["model_path"]).top1 == pytest.approx(report["student_top1"], abs=1e-6)
     assert evaluate(report["baseline_model_path"]).top1 == pytest.approx(report["baseline_top1"], abs=1e-6)
@@ -137,13 +157,25 @@ def test_other_label_names_are_a_mismatch(digits_run, tmp_path):
     from edgecls.runtime.metadata import ModelInfo
 
     path = tmp_path / "letters.keras"
-    save_keras_model(load_keras_model(_save_student(tmp_path / "s.keras")), path, ModelInfo(tuple("abcdefghij"), (32, 32), 1, "GRAY"))
+    save_keras_model(
+        load_keras_model(_save_student(tmp_path / "s.keras")), path, ModelInfo(tuple("abcdefghij"), (32, 32), 1, "GRAY")
+    )
     result = invoke("distill", "--teacher", digits_run.model_path, "--student", path)
     assert result.exit_code == 2 and "classes differ: teacher labels" in result.stderr
 
 
 def test_data_with_other_classes_than_the_teacher_is_an_error(digits_run, shapes_folder, tmp_path):
-    result = invoke("distill", "--teacher", digits_run.model_path, "--student", "cnn", "--data", shapes_folder, "--out", tmp_path / "run")
+    result = invoke(
+        "distill",
+        "--teacher",
+        digits_run.model_path,
+        "--student",
+        "cnn",
+        "--data",
+        shapes_folder,
+        "--out",
+        tmp_path / "run",
+    )
     assert result.exit_code == 2 and "do not match the model's labels" in result.stderr
     assert not (tmp_path / "run").exists()
 
@@ -180,8 +212,15 @@ def test_an_interrupted_distillation_resumes_where_it_stopped(tmp_path):
 
     keras.utils.set_random_seed(0)
     teacher = save_keras_model(
-        build_model("cnn", num_classes=10, image_size=(16, 16), channels=1), tmp_path / "teacher.keras",
-        ModelInfo(tuple(str(d) for d in range(10)), (16, 16), 1, "GRAY", provenance={"dataset": "digits", "split": {"seed": 0, "val_split": 0.2}}),
+        build_model("cnn", num_classes=10, image_size=(16, 16), channels=1),
+        tmp_path / "teacher.keras",
+        ModelInfo(
+            tuple(str(d) for d in range(10)),
+            (16, 16),
+            1,
+            "GRAY",
+            provenance={"dataset": "digits", "split": {"seed": 0, "val_split": 0.2}},
+        ),
     )
 
     class Interrupt(keras.callbacks.Callback):
@@ -189,7 +228,9 @@ def test_an_interrupted_distillation_resumes_where_it_stopped(tmp_path):
             if epoch == 1:
                 raise KeyboardInterrupt  # as if the process were stopped after two epochs
 
-    config = DistillConfig(teacher=str(teacher), student="cnn", epochs=3, batch_size=256, patience=0, out=str(tmp_path / "run"))
+    config = DistillConfig(
+        teacher=str(teacher), student="cnn", epochs=3, batch_size=256, patience=0, out=str(tmp_path / "run")
+    )
     with pytest.raises(KeyboardInterrupt):
         distill(config, callbacks=[Interrupt()])
     assert (tmp_path / "run" / "backup").exists() and not (tmp_path / "run" / "model.keras").exists()

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+from conftest import write_png
 from typer.testing import CliRunner
 
-from conftest import write_png
 from edgecls.cli import app
 
 runner = CliRunner()
@@ -17,7 +17,9 @@ runner = CliRunner()
 def test_info_reads_metadata_ops_and_macs_from_every_format(digits_run):
     from edgecls.info import inspect_artifact
 
-    infos = {path.suffix: inspect_artifact(path) for path in (digits_run.model_path, digits_run.tflite, digits_run.onnx)}
+    infos = {
+        path.suffix: inspect_artifact(path) for path in (digits_run.model_path, digits_run.tflite, digits_run.onnx)
+    }
     for info in infos.values():
         assert info.labels == [str(d) for d in range(10)] and info.provenance["dataset"] == "digits"
     keras_info = infos[".keras"]
@@ -100,7 +102,11 @@ def test_grad_cam_mass_lies_on_the_digit_strokes(digits_run, tmp_path):
 def test_info_on_a_file_that_is_not_what_its_name_says(digits_run, tmp_path):
     import shutil
 
-    for name, source in (("keras.tflite", digits_run.model_path), ("cut.tflite", None), ("keras.onnx", digits_run.model_path)):
+    for name, source in (
+        ("keras.tflite", digits_run.model_path),
+        ("cut.tflite", None),
+        ("keras.onnx", digits_run.model_path),
+    ):
         path = tmp_path / name
         if source is None:
             path.write_bytes(digits_run.tflite.read_bytes()[:4000])  # truncated

@@ -83,4 +83,3 @@ def test_scores_are_probabilities_over_the_classes(built):
     probs = np.asarray(model(pixels, training=False))
     assert probs.shape == (2, NUM_CLASSES) and np.all(np.isfinite(probs)) and np.all(probs >= 0)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-

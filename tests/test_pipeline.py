@@ -67,12 +67,18 @@ def test_rerun_skips_and_a_change_reruns_only_downstream(tmp_path, shapes_folder
 
 
 def test_a_failing_stage_stops_and_keeps_earlier_outputs(tmp_path, shapes_folder):
-    config_path = write_config(tmp_path / "p.toml", shapes_folder, extra='\n[quantize]\nprecisions = ["int8"]\n')  # INT8 without calib: fails when it runs
+    config_path = write_config(
+        tmp_path / "p.toml", shapes_folder, extra='\n[quantize]\nprecisions = ["int8"]\n'
+    )  # INT8 without calib: fails when it runs
     result = runner.invoke(app, ["pipeline", str(config_path), "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 2, result.stderr
     assert "stage quantize" in result.stderr and "calibration" in result.stderr
-    assert (tmp_path / "runs/shapes/train/model.keras").is_file() and (tmp_path / "runs/shapes/train/stage.json").is_file()
-    assert not (tmp_path / "runs/shapes/quantize/stage.json").exists() and not (tmp_path / "runs/shapes/export").exists()
+    assert (tmp_path / "runs/shapes/train/model.keras").is_file() and (
+        tmp_path / "runs/shapes/train/stage.json"
+    ).is_file()
+    assert (
+        not (tmp_path / "runs/shapes/quantize/stage.json").exists() and not (tmp_path / "runs/shapes/export").exists()
+    )
 
 
 @pytest.mark.parametrize(
@@ -84,7 +90,10 @@ def test_a_failing_stage_stops_and_keeps_earlier_outputs(tmp_path, shapes_folder
         ('name = "x"\nseed = "abc"\n[train]\n', "seed must be an integer, got 'abc'"),
         ('name = "x"\n[train]\nepochs = "two"\n', "[train] epochs must be an integer, got 'two'"),
         ('name = "x"\n[train]\n[prune]\nratio = "half"\n', "[prune] ratio must be a number, got 'half'"),
-        ('name = "x"\n[train]\n[quantize]\nprecisions = ["int9"]\n', "[quantize] precisions has 'int9'; choose from int8, fp16"),
+        (
+            'name = "x"\n[train]\n[quantize]\nprecisions = ["int9"]\n',
+            "[quantize] precisions has 'int9'; choose from int8, fp16",
+        ),
         ('name = "x"\n[train]\n[export]\nformats = ["tflit"]\n', "[export] formats has 'tflit'"),
         ('name = "x"\n[train]\n[export]\n[bench]\ntargets = ["nosuch"]\n', "nosuch"),
     ],
@@ -105,8 +114,12 @@ def test_relative_paths_are_found_beside_the_file_then_above_it(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     config = load_pipeline_config("proj/configs/p.toml")
     assert config.resolve("imgs") == str(Path("proj/configs/imgs"))  # beside the file, though ../calib_data exists
-    assert config.resolve("calib_data/digits") == str(Path("proj/calib_data/digits"))  # a repository's calib_data/ above it
-    assert config.resolve("student.keras") == str(Path("proj/configs/student.keras"))  # missing: named where it was looked for
+    assert config.resolve("calib_data/digits") == str(
+        Path("proj/calib_data/digits")
+    )  # a repository's calib_data/ above it
+    assert config.resolve("student.keras") == str(
+        Path("proj/configs/student.keras")
+    )  # missing: named where it was looked for
 
 
 KILL_DURING_DISTILLATION = """
@@ -161,11 +174,18 @@ patience = 0
 baseline = {str(phase == "baseline").lower()}
 """
     )
-    killed = subprocess.run([sys.executable, "-c", KILL_DURING_DISTILLATION, str(config_path), str(tmp_path / "runs"), phase], capture_output=True, text=True, timeout=600)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_DISTILLATION, str(config_path), str(tmp_path / "runs"), phase],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert (tmp_path / "runs/kd/train/stage.json").is_file() and not (tmp_path / "runs/kd/distill/stage.json").exists()
     resumed = run_pipeline(load_pipeline_config(config_path, runs_dir=tmp_path / "runs"))
     assert [(s.stage, s.status) for s in resumed.stages] == [("train", "skipped"), ("distill", "resumed")]
     clean = run_pipeline(load_pipeline_config(config_path, runs_dir=tmp_path / "clean"))
-    top1 = lambda result: [(row["name"], row["top1"]) for row in json.loads(Path(result.report_json).read_text())["rows"]]  # noqa: E731
+    top1 = lambda result: [
+        (row["name"], row["top1"]) for row in json.loads(Path(result.report_json).read_text())["rows"]
+    ]  # noqa: E731
     assert top1(resumed) == top1(clean)

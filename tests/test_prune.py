@@ -20,7 +20,14 @@ def _randomise_batchnorm(model, seed: int = 0) -> None:
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             gamma, beta, mean, variance = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.3, beta.shape), rng.normal(0, 0.3, mean.shape), rng.uniform(0.5, 2.0, variance.shape)])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, gamma.shape),
+                    rng.normal(0, 0.3, beta.shape),
+                    rng.normal(0, 0.3, mean.shape),
+                    rng.uniform(0.5, 2.0, variance.shape),
+                ]
+            )
 
 
 def _prune_in_memory(model, ratio: float, *, criterion: str = "l1", exclude=(), round_to: int = 8):
@@ -48,8 +55,8 @@ def _registry_models() -> list[str]:
 def test_rebuilt_model_equals_masked_original(name):
     import keras
 
-    from edgecls.modelstats import count_params_and_macs
     from edgecls.models import build_model, get_entry
+    from edgecls.modelstats import count_params_and_macs
     from edgecls.prune.rebuild import max_abs_difference, rebuild
 
     keras.utils.set_random_seed(0)
@@ -104,7 +111,9 @@ def test_residual_add_concatenate_and_depthwise_groups():
     from edgecls.prune.rebuild import max_abs_difference
 
     def build(inputs):
-        stem = layers.ReLU()(layers.BatchNormalization(name="stem_bn")(layers.Conv2D(32, 3, padding="same", name="stem")(inputs)))
+        stem = layers.ReLU()(
+            layers.BatchNormalization(name="stem_bn")(layers.Conv2D(32, 3, padding="same", name="stem")(inputs))
+        )
         branch = layers.Conv2D(32, 1, name="branch")(stem)
         added = layers.Add(name="add")([stem, branch])  # stem and branch share one channel set
         depthwise = layers.DepthwiseConv2D(3, padding="same", name="dw")(added)
@@ -193,7 +202,9 @@ def test_every_handled_layer_class_prunes_to_its_masked_original(handled):
 
     sample = _handler_samples().get(handled)
     if sample is None:
-        pytest.fail(f"the handler registry has {handled} and this test no sample call of it: add one to _handler_samples")
+        pytest.fail(
+            f"the handler registry has {handled} and this test no sample call of it: add one to _handler_samples"
+        )
 
     def build(inputs):
         x = layers.Conv2D(16, 3, padding="same", name="conv")(inputs)
@@ -202,7 +213,10 @@ def test_every_handled_layer_class_prunes_to_its_masked_original(handled):
         return layers.Dense(5, name="logits")(out) if len(out.shape) == 2 else _head(out)
 
     model = _functional(build)
-    called = {("ops." if is_ops_class(type(node.operation)) else "") + type(node.operation).__name__ for node in graph_nodes(model)}
+    called = {
+        ("ops." if is_ops_class(type(node.operation)) else "") + type(node.operation).__name__
+        for node in graph_nodes(model)
+    }
     assert handled in called
     graph, keep, _, small, masked = _prune_in_memory(model, 0.5)
     assert graph.unsupported == []
@@ -215,7 +229,11 @@ def test_flatten_then_dense_drops_rows_of_removed_channels():
 
     from edgecls.prune.rebuild import max_abs_difference
 
-    model = _functional(lambda inputs: layers.Dense(5, name="logits")(layers.Flatten()(layers.MaxPooling2D(4)(layers.Conv2D(16, 3, padding="same", name="conv")(inputs)))))
+    model = _functional(
+        lambda inputs: layers.Dense(5, name="logits")(
+            layers.Flatten()(layers.MaxPooling2D(4)(layers.Conv2D(16, 3, padding="same", name="conv")(inputs)))
+        )
+    )
     graph, keep, _, small, masked = _prune_in_memory(model, 0.5)
     assert len(keep["conv"]) == 8
     assert small.get_layer("logits").kernel.shape == (3 * 3 * 8, 5)
@@ -252,7 +270,11 @@ def test_unknown_layer_blocks_its_group_and_is_reported():
 def test_head_and_excluded_layers_are_never_pruned():
     from keras import layers
 
-    model = _functional(lambda inputs: layers.Dense(5, name="logits")(layers.Dense(32, name="fc")(layers.Flatten()(layers.Conv2D(16, 3, strides=4, name="conv")(inputs)))))
+    model = _functional(
+        lambda inputs: layers.Dense(5, name="logits")(
+            layers.Dense(32, name="fc")(layers.Flatten()(layers.Conv2D(16, 3, strides=4, name="conv")(inputs)))
+        )
+    )
     graph, keep, _, small, _ = _prune_in_memory(model, 0.5, exclude=("conv",))
     assert not graph.group("logits").prunable
     assert any("classifier head" in reason for reason in graph.group("logits").blocked)
@@ -269,7 +291,9 @@ def test_importance_criteria_pick_the_strongest_channels():
     from edgecls.prune.importance import channel_importance
     from edgecls.prune.plan import plan_channels
 
-    model = _functional(lambda inputs: _head(layers.BatchNormalization(name="bn")(layers.Conv2D(16, 1, name="conv")(inputs))))
+    model = _functional(
+        lambda inputs: _head(layers.BatchNormalization(name="bn")(layers.Conv2D(16, 1, name="conv")(inputs)))
+    )
     conv, bn = model.get_layer("conv"), model.get_layer("bn")
     kernel = np.ones((1, 1, 3, 16), np.float32) * np.arange(1, 17, dtype=np.float32)  # filter norm grows with index
     conv.set_weights([kernel, np.zeros(16, np.float32)])
@@ -288,7 +312,18 @@ def test_importance_criteria_pick_the_strongest_channels():
     assert used == "l1"
 
 
-@pytest.mark.parametrize("channels,ratio,round_to,expected", [(96, 0.5, 8, 48), (20, 0.0, 8, 20), (20, 0.5, 8, 16), (12, 0.5, 8, 8), (64, 0.9, 8, 8), (10, 0.95, 1, 8), (33, 0.5, 1, 17)])
+@pytest.mark.parametrize(
+    "channels,ratio,round_to,expected",
+    [
+        (96, 0.5, 8, 48),
+        (20, 0.0, 8, 20),
+        (20, 0.5, 8, 16),
+        (12, 0.5, 8, 8),
+        (64, 0.9, 8, 8),
+        (10, 0.95, 1, 8),
+        (33, 0.5, 1, 17),
+    ],
+)
 def test_kept_counts_round_up_and_respect_the_floor(channels, ratio, round_to, expected):
     from edgecls.prune.plan import kept_count
 
@@ -323,10 +358,20 @@ def test_magnitude_masks_survive_training():
     apply_masks(model, masks)
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
     rng = np.random.default_rng(0)
-    model.fit(rng.uniform(0, 255, (32, 12, 12, 3)), rng.normal(size=(32, 5)), epochs=2, batch_size=8, verbose=0, callbacks=[keep_masks_callback(masks)])
+    model.fit(
+        rng.uniform(0, 255, (32, 12, 12, 3)),
+        rng.normal(size=(32, 5)),
+        epochs=2,
+        batch_size=8,
+        verbose=0,
+        callbacks=[keep_masks_callback(masks)],
+    )
     report = sparsity_report(model, masks)
     removed = sum(int((~mask).sum()) for mask in masks.values())
-    assert report["kernel_sparsity"] == pytest.approx(removed / sum(mask.size for mask in masks.values())) and report["kernel_sparsity"] > 0.79
+    assert (
+        report["kernel_sparsity"] == pytest.approx(removed / sum(mask.size for mask in masks.values()))
+        and report["kernel_sparsity"] > 0.79
+    )
     assert np.all(np.asarray(model.get_layer("conv").kernel)[~masks["conv"]] == 0)
 
 
@@ -354,10 +399,37 @@ def test_prune_command_end_to_end(digits_run, tmp_path):
     from edgecls.runtime.metadata import read_model_info
 
     out = tmp_path / "pruned.keras"
-    result = CliRunner().invoke(app, ["prune", str(digits_run.model_path), "--ratio", "0.5", "--steps", "2", "--data", "digits", "--finetune-epochs", "1", "--out", str(out), "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "prune",
+            str(digits_run.model_path),
+            "--ratio",
+            "0.5",
+            "--steps",
+            "2",
+            "--data",
+            "digits",
+            "--finetune-epochs",
+            "1",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    for key in ("params_before", "params_after", "macs_before", "macs_after", "top1_before", "top1_after", "latency_ms_before", "latency_ms_after", "model_path"):
+    for key in (
+        "params_before",
+        "params_after",
+        "macs_before",
+        "macs_after",
+        "top1_before",
+        "top1_after",
+        "latency_ms_before",
+        "latency_ms_after",
+        "model_path",
+    ):
         assert report[key] is not None, key
     assert report["macs_after"] < 0.35 * report["macs_before"]
     assert report["latency"]["threads"] == 1 and "host" in report["latency"]["where"]
@@ -384,7 +456,20 @@ def test_magnitude_command_and_errors(digits_run, tmp_path):
 
     out = tmp_path / "sparse.keras"
     runner = CliRunner()
-    result = runner.invoke(app, ["prune", str(digits_run.model_path), "--method", "magnitude", "--sparsity", "0.8", "--out", str(out), "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "prune",
+            str(digits_run.model_path),
+            "--method",
+            "magnitude",
+            "--sparsity",
+            "0.8",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["sparsity"]["kernel_sparsity"] > 0.79
@@ -392,5 +477,22 @@ def test_magnitude_command_and_errors(digits_run, tmp_path):
     assert report["gzip_size_after"] < 0.5 * report["gzip_size_before"]
     bad = runner.invoke(app, ["prune", str(digits_run.model_path), "--out", str(digits_run.model_path)])
     assert bad.exit_code == 2 and "never overwrites" in bad.output
-    typo = runner.invoke(app, ["prune", str(digits_run.model_path), "--method", "magnitude", "--exclude", "conv9", "--no-measure", "--out", str(tmp_path / "x.keras")])
-    assert typo.exit_code == 2 and "--exclude names no layer of this model: conv9" in typo.stderr and not (tmp_path / "x.keras").exists()
+    typo = runner.invoke(
+        app,
+        [
+            "prune",
+            str(digits_run.model_path),
+            "--method",
+            "magnitude",
+            "--exclude",
+            "conv9",
+            "--no-measure",
+            "--out",
+            str(tmp_path / "x.keras"),
+        ],
+    )
+    assert (
+        typo.exit_code == 2
+        and "--exclude names no layer of this model: conv9" in typo.stderr
+        and not (tmp_path / "x.keras").exists()
+    )

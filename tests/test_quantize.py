@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_png
 from typer.testing import CliRunner
 
-from conftest import write_png
 from edgecls.cli import app
 from edgecls.errors import DataError
 from edgecls.quantize import QuantizeConfig, quantize
@@ -27,7 +27,10 @@ runner = CliRunner()
 
 def digits_info(size: int = SIZE) -> ModelInfo:
     return ModelInfo(
-        labels=tuple(str(d) for d in range(10)), input_size=(size, size), channels=1, channel_order="GRAY",
+        labels=tuple(str(d) for d in range(10)),
+        input_size=(size, size),
+        channels=1,
+        channel_order="GRAY",
         provenance={"dataset": "digits", "split": {"mode": "stratified", "seed": 0, "val_split": 0.2}},
     )
 
@@ -66,10 +69,18 @@ def dense_models(tmp_path_factory):
     plain.fit(dataset.train.images.astype("float32"), dataset.train.labels, epochs=15, batch_size=64, verbose=0)
     outlier = build("outlier", 33)
     weights, bias = plain.get_layer("hidden").get_weights()
-    outlier.get_layer("outlier").set_weights([np.concatenate([weights, np.full((weights.shape[0], 1), 50.0, np.float32)], 1), np.append(bias, 0.0).astype(np.float32)])
+    outlier.get_layer("outlier").set_weights(
+        [
+            np.concatenate([weights, np.full((weights.shape[0], 1), 50.0, np.float32)], 1),
+            np.append(bias, 0.0).astype(np.float32),
+        ]
+    )
     head, head_bias = plain.get_layer("logits").get_weights()
     outlier.get_layer("logits").set_weights([np.concatenate([head, np.zeros((1, 10), np.float32)], 0), head_bias])
-    paths = {name: save_keras_model(model, root / f"{name}.keras", digits_info()) for name, model in (("plain", plain), ("outlier", outlier))}
+    paths = {
+        name: save_keras_model(model, root / f"{name}.keras", digits_info())
+        for name, model in (("plain", plain), ("outlier", outlier))
+    }
     return paths
 
 
@@ -132,7 +143,9 @@ def test_repository_digits_calibration_set_holds_only_training_images():
     sample = files[0]
     import cv2
 
-    assert np.array_equal(cv2.imread(str(sample), cv2.IMREAD_UNCHANGED), by_index[int(sample.stem.split("_")[1])][:, :, 0])
+    assert np.array_equal(
+        cv2.imread(str(sample), cv2.IMREAD_UNCHANGED), by_index[int(sample.stem.split("_")[1])][:, :, 0]
+    )
 
 
 # --- TFLite graph structure and the uint8 contract --------------------------------------
@@ -175,7 +188,10 @@ def test_uint8_io_takes_camera_bytes_without_float_math(digits_run, tmp_path):
     from edgecls.evaluate import validation_set
     from edgecls.runtime import Classifier
 
-    result = quantize(digits_run.model_path, QuantizeConfig(calib=str(CALIB_DIGITS), calib_size=150, io="uint8", eval_data="digits", out=str(tmp_path)))
+    result = quantize(
+        digits_run.model_path,
+        QuantizeConfig(calib=str(CALIB_DIGITS), calib_size=150, io="uint8", eval_data="digits", out=str(tmp_path)),
+    )
     by_format = {a.format: a for a in result.artifacts}
     tflite_artifact, onnx_artifact = by_format["tflite"], by_format["onnx"]
     assert tflite_artifact.float_ops == 0 and tflite_artifact.float_layers == []
@@ -199,7 +215,16 @@ def test_uint8_io_takes_camera_bytes_without_float_math(digits_run, tmp_path):
     manifest = json.loads(Path(result.calibration["manifest"]).read_text())
     assert manifest["n_images"] == 150 and manifest["sha256"] == result.calibration["manifest_sha256"]
     report = json.loads(Path(result.report_json).read_text())
-    assert set(report["artifacts"][0]) >= {"path", "format", "precision", "size_bytes", "size_ratio", "top1", "agreement", "float_layers"}
+    assert set(report["artifacts"][0]) >= {
+        "path",
+        "format",
+        "precision",
+        "size_bytes",
+        "size_ratio",
+        "top1",
+        "agreement",
+        "float_layers",
+    }
     assert "float_top1" in report and Path(result.report_markdown).read_text().startswith("# Quantization")
 
 
@@ -258,10 +283,25 @@ def test_info_and_the_quantize_report_count_the_same_float_ops(dense_models, tmp
 def test_budget_keeps_the_outlier_layer_in_float(dense_models, tmp_path):
     from edgecls import tflite_graph
 
-    result = runner.invoke(app, [
-        "quantize", str(dense_models["outlier"]), "--int8", "--calib", str(CALIB_DIGITS), "--calib-size", "120",
-        "--eval-data", "digits", "--max-drop", "1.0", "--out", str(tmp_path), "--json",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "quantize",
+            str(dense_models["outlier"]),
+            "--int8",
+            "--calib",
+            str(CALIB_DIGITS),
+            "--calib-size",
+            "120",
+            "--eval-data",
+            "digits",
+            "--max-drop",
+            "1.0",
+            "--out",
+            str(tmp_path),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["float_top1"] > 0.85 and {a["format"] for a in report["artifacts"]} == {"tflite", "onnx"}
@@ -280,7 +320,10 @@ def test_budget_keeps_the_outlier_layer_in_float(dense_models, tmp_path):
     assert float_ops == ["DEQUANTIZE", "FULLY_CONNECTED", "FULLY_CONNECTED", "QUANTIZE"]
     assert tflite_graph.io_quantization(model_bytes)["input"]["dtype"] == "int8"
     markdown = Path(report["report_markdown"]).read_text()
-    assert "| outlier, logits |" in markdown and "within the budget of 1.00 points; kept in float: outlier, logits" in markdown
+    assert (
+        "| outlier, logits |" in markdown
+        and "within the budget of 1.00 points; kept in float: outlier, logits" in markdown
+    )
 
 
 # --- the CLI ---------------------------------------------------------------------------------
@@ -296,13 +339,20 @@ def test_cli_defaults_are_the_config_defaults():
     renamed = {"format": "formats"}
     for name, default in defaults.items():
         field_name = renamed.get(name, name)
-        if field_name in {f.name for f in fields(QuantizeConfig)} and field_name not in ("calib", "out", "eval_data", "formats"):
+        if field_name in {f.name for f in fields(QuantizeConfig)} and field_name not in (
+            "calib",
+            "out",
+            "eval_data",
+            "formats",
+        ):
             assert getattr(config, field_name) == default, name
     assert config.formats == () and defaults["format"] == ""  # "" → every format the precision allows
 
 
 def test_cli_calib_data_and_quantize(dense_models, tmp_path):
-    result = runner.invoke(app, ["calib-data", "--from", "digits", "--n", "40", "--out", str(tmp_path / "calib"), "--json"])
+    result = runner.invoke(
+        app, ["calib-data", "--from", "digits", "--n", "40", "--out", str(tmp_path / "calib"), "--json"]
+    )
     assert result.exit_code == 0, result.stderr
     written = json.loads(result.stdout)
     assert written["n_images"] == 40 and written["split"] == "train" and sum(written["per_class"].values()) == 40
@@ -310,10 +360,25 @@ def test_cli_calib_data_and_quantize(dense_models, tmp_path):
     result = runner.invoke(app, ["calib-data", "--out", str(tmp_path / "calib")])
     assert result.exit_code == 2 and "not empty" in result.stderr
 
-    result = runner.invoke(app, [
-        "quantize", str(dense_models["plain"]), "--int8", "--calib", str(tmp_path / "calib"), "--format", "onnx",
-        "--method", "percentile", "--eval-data", "digits", "--out", str(tmp_path / "q"), "--json",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "quantize",
+            str(dense_models["plain"]),
+            "--int8",
+            "--calib",
+            str(tmp_path / "calib"),
+            "--format",
+            "onnx",
+            "--method",
+            "percentile",
+            "--eval-data",
+            "digits",
+            "--out",
+            str(tmp_path / "q"),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     (artifact,) = report["artifacts"]
@@ -322,7 +387,10 @@ def test_cli_calib_data_and_quantize(dense_models, tmp_path):
     assert any("only 40 calibration images" in message for message in report["warnings"])
     result = runner.invoke(app, ["quantize", str(dense_models["plain"]), "--fp16", "--out", str(tmp_path / "q")])
     assert result.exit_code == 0, result.stderr
-    assert sorted(p.name for p in (tmp_path / "q").glob("*_quantize.json")) == ["plain_fp16_quantize.json", "plain_int8_quantize.json"]
+    assert sorted(p.name for p in (tmp_path / "q").glob("*_quantize.json")) == [
+        "plain_fp16_quantize.json",
+        "plain_int8_quantize.json",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -337,7 +405,9 @@ def test_cli_calib_data_and_quantize(dense_models, tmp_path):
 )
 def test_cli_errors_are_one_line(dense_models, tmp_path, arguments, message):
     (tmp_path / "empty").mkdir()
-    arguments = [str(CALIB_DIGITS) if a == "CALIB" else str(tmp_path / "empty") if a == "EMPTY" else a for a in arguments]
+    arguments = [
+        str(CALIB_DIGITS) if a == "CALIB" else str(tmp_path / "empty") if a == "EMPTY" else a for a in arguments
+    ]
     result = runner.invoke(app, ["quantize", str(dense_models["plain"]), *arguments])
     assert result.exit_code == 2, result.stdout + result.stderr
     assert message in result.stderr and result.stderr.count("\n") == 1

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from loopback_sshd import loopback_sshd, missing_reason
 
 import edgecls
 from edgecls.bench import prepare_eval_set
@@ -23,7 +24,6 @@ from edgecls.errors import ConfigError, RemoteError
 from edgecls.runtime.measure import MeasureConfig, measure_models
 from edgecls.runtime.remote import SSH, Destination, RemoteConfig, measure_remote
 from edgecls.runtime.targets import get_target
-from loopback_sshd import loopback_sshd, missing_reason
 
 RUNS, WARMUP = 10, 2
 TREE = Path(edgecls.__file__).resolve().parents[1]
@@ -46,7 +46,10 @@ def test_destinations(text, expected):
     assert str(Destination.parse(text)) == text
 
 
-@pytest.mark.parametrize("text", ["-oProxyCommand=touch x", "pi@-oProxyCommand=x", "pi@host;reboot", "pi@host:99999", "pi@ho st", "$(id)@host", ""])
+@pytest.mark.parametrize(
+    "text",
+    ["-oProxyCommand=touch x", "pi@-oProxyCommand=x", "pi@host;reboot", "pi@host:99999", "pi@ho st", "$(id)@host", ""],
+)
 def test_destinations_that_could_become_options_or_shell_are_refused(text):
     with pytest.raises(ConfigError):
         Destination.parse(text)
@@ -104,7 +107,9 @@ def test_remote_bench_matches_local_and_leaves_nothing(device, device_python, di
     shutil.copyfile(digits_run.tflite, tricky)
     models = [str(tricky), str(digits_run.onnx)]
     target = get_target("rpi5")
-    local = measure_models(MeasureConfig(models=tuple(models), target=target, runs=RUNS, warmup=WARMUP, data=str(eval_set)))
+    local = measure_models(
+        MeasureConfig(models=tuple(models), target=target, runs=RUNS, warmup=WARMUP, data=str(eval_set))
+    )
     config = _config(device, device_python)
     remote = measure_remote(config, models=models, target=target, eval_dir=eval_set, runs=RUNS, warmup=WARMUP)
 
@@ -114,7 +119,9 @@ def test_remote_bench_matches_local_and_leaves_nothing(device, device_python, di
     assert remote.remote == device.destination and remote.where.endswith("over SSH")
     assert not remote.on_target and "with rpi5 settings" in remote.where  # a PC standing in for a Pi says so
     assert [r.engine for r in remote.results] == ["litert", "onnxruntime"] and remote.settings["threads"] == 4
-    assert list(device.device_tmp.iterdir()) == []  # the temporary directory, and what the engines wrote to TMPDIR, are gone
+    assert (
+        list(device.device_tmp.iterdir()) == []
+    )  # the temporary directory, and what the engines wrote to TMPDIR, are gone
     assert not list(Path.home().glob("PWNED")) and not (tmp_path / "PWNED").exists()
 
 
@@ -122,17 +129,35 @@ def test_unknown_host_key_is_refused_unless_accepted(device, device_python, digi
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     with pytest.raises(RemoteError, match="host key is unknown.*--accept-new-host-key"):
-        measure_remote(_config(device, device_python, known_hosts=str(empty)), models=[digits_run.tflite], target=get_target("host"), runs=2, warmup=0)
-    run = measure_remote(_config(device, device_python, known_hosts=str(empty), accept_new_host_key=True), models=[digits_run.tflite], target=get_target("host"), runs=2, warmup=0)
+        measure_remote(
+            _config(device, device_python, known_hosts=str(empty)),
+            models=[digits_run.tflite],
+            target=get_target("host"),
+            runs=2,
+            warmup=0,
+        )
+    run = measure_remote(
+        _config(device, device_python, known_hosts=str(empty), accept_new_host_key=True),
+        models=[digits_run.tflite],
+        target=get_target("host"),
+        runs=2,
+        warmup=0,
+    )
     assert run.results[0].top1 is None and (device.folder / "host_key.pub").read_text().split()[1] in empty.read_text()
 
 
 def test_missing_runtime_and_missing_python(device, device_python, digits_run, tmp_path):
     bare = tmp_path / "bare-python"  # a Python that cannot import edgecls
-    bare.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -I -S \"$@\"\n")
+    bare.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -I -S "$@"\n')
     bare.chmod(0o755)
     with pytest.raises(RemoteError, match=r"lacks the edgecls runtime.*pip install 'edgecls\[runtime\]'"):
-        measure_remote(_config(device, device_python, remote_python=str(bare)), models=[digits_run.tflite], target=get_target("rpi5"), runs=2, warmup=0)
+        measure_remote(
+            _config(device, device_python, remote_python=str(bare)),
+            models=[digits_run.tflite],
+            target=get_target("rpi5"),
+            runs=2,
+            warmup=0,
+        )
     with pytest.raises(RemoteError, match="was not found.*--remote-python"):
         _quick(_config(device, device_python, remote_python="/nonexistent/python3"), digits_run.tflite)
 
@@ -141,14 +166,18 @@ def test_missing_runtime_and_missing_python(device, device_python, digits_run, t
 def test_failing_remote_command_is_reported_and_cleaned_up(device, device_python, tmp_path):
     broken = tmp_path / "broken.tflite"
     broken.write_bytes(b"not a flatbuffer at all")
-    with pytest.raises(RemoteError, match=r"benchmark failed on .*LiteRT cannot load.*model0\.tflite is .*broken\.tflite"):
+    with pytest.raises(
+        RemoteError, match=r"benchmark failed on .*LiteRT cannot load.*model0\.tflite is .*broken\.tflite"
+    ):
         _quick(_config(device, device_python), broken)
     assert list(device.device_tmp.iterdir()) == []
 
 
 def test_unreachable_device(digits_run):
     with pytest.raises(RemoteError, match="SSH connection to pi@127.0.0.1:1 failed"):
-        measure_remote(RemoteConfig("pi@127.0.0.1:1", connect_timeout_s=5), models=[digits_run.tflite], target=get_target("rpi5"))
+        measure_remote(
+            RemoteConfig("pi@127.0.0.1:1", connect_timeout_s=5), models=[digits_run.tflite], target=get_target("rpi5")
+        )
 
 
 @pytest.mark.slow
@@ -160,9 +189,27 @@ def test_bench_command_over_ssh(device, device_python, digits_run, tmp_path):
     from edgecls.cli import app
 
     arguments = [
-        "bench", str(digits_run.tflite), "--target", "jetson", "--data", "digits", "--runs", str(RUNS), "--warmup", str(WARMUP),
-        "--remote", device.destination, "--ssh-key", str(device.user_key), "--known-hosts", str(device.known_hosts),
-        "--remote-python", device_python, "--out", str(tmp_path / "out"), "--json",
+        "bench",
+        str(digits_run.tflite),
+        "--target",
+        "jetson",
+        "--data",
+        "digits",
+        "--runs",
+        str(RUNS),
+        "--warmup",
+        str(WARMUP),
+        "--remote",
+        device.destination,
+        "--ssh-key",
+        str(device.user_key),
+        "--known-hosts",
+        str(device.known_hosts),
+        "--remote-python",
+        device_python,
+        "--out",
+        str(tmp_path / "out"),
+        "--json",
     ]
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 0, result.output
@@ -179,8 +226,14 @@ CLI = (sys.executable, "-c", "from edgecls.cli import main; main()")
 
 def _remote_options(device, remote_python: str) -> list[str]:
     return [
-        "--remote", device.destination, "--ssh-key", str(device.user_key), "--known-hosts", str(device.known_hosts),
-        "--remote-python", remote_python,
+        "--remote",
+        device.destination,
+        "--ssh-key",
+        str(device.user_key),
+        "--known-hosts",
+        str(device.known_hosts),
+        "--remote-python",
+        remote_python,
     ]
 
 
@@ -189,8 +242,16 @@ def _start_bench(device, device_python, model, tmp_path) -> tuple[subprocess.Pop
     local_tmp = tmp_path / "local tmp"
     local_tmp.mkdir()
     command = [
-        *CLI, "bench", str(model), "--runs", "10000000", "--warmup", "0", *_remote_options(device, device_python),
-        "--out", str(tmp_path / "out"),
+        *CLI,
+        "bench",
+        str(model),
+        "--runs",
+        "10000000",
+        "--warmup",
+        "0",
+        *_remote_options(device, device_python),
+        "--out",
+        str(tmp_path / "out"),
     ]
     env = {**os.environ, "PYTHONPATH": str(TREE), "TMPDIR": str(local_tmp)}
     pipe = subprocess.PIPE
@@ -301,10 +362,21 @@ def test_a_home_relative_remote_python_is_expanded_on_the_device(device, device_
 
 def test_ssh_leaves_the_callers_stdin_alone(device, device_python, digits_run, tmp_path):
     # while read host; do edgecls bench … --remote "$host"; done < hosts.txt: every line must still be there.
-    bench = shlex.join([
-        *CLI, "bench", str(digits_run.tflite), "--runs", "2", "--warmup", "0", *_remote_options(device, device_python),
-        "--out", str(tmp_path / "out"), "--json",
-    ])
+    bench = shlex.join(
+        [
+            *CLI,
+            "bench",
+            str(digits_run.tflite),
+            "--runs",
+            "2",
+            "--warmup",
+            "0",
+            *_remote_options(device, device_python),
+            "--out",
+            str(tmp_path / "out"),
+            "--json",
+        ]
+    )
     loop = f'while read host; do {bench} >/dev/null || exit 1; echo "done $host"; done'
     env = {**os.environ, "PYTHONPATH": str(TREE)}
     lines = "pi-1\npi-2\n"
@@ -331,17 +403,37 @@ def test_bytes_that_are_not_utf8_are_shown_replaced(device, device_python, digit
 def _device_document(where: str = "a pi", model: str = "model0.tflite") -> dict:
     stats = {"min": 1.0, "p50": 1.0, "p90": 1.0, "p99": 1.0, "mean": 1.0, "std": 0.0}
     result = {
-        "model": model, "engine": "litert", "engine_version": "2", "provider": "cpu", "threads": 4, "precision": "fp32",
-        "input_dtype": "float32", "runs": 2, "warmup": 0, "load_ms": 1.0, "cold_start_ms": 1.0, "latency_ms": stats,
-        "fps": 1000.0, "e2e_ms": 1.0, "e2e_latency_ms": stats,
-        "peak_rss_mb": 50.0, "baseline_rss_mb": 40.0, "size_bytes": 1000,
-        "samples_ms": [1.0, 1.0], "where": where,
+        "model": model,
+        "engine": "litert",
+        "engine_version": "2",
+        "provider": "cpu",
+        "threads": 4,
+        "precision": "fp32",
+        "input_dtype": "float32",
+        "runs": 2,
+        "warmup": 0,
+        "load_ms": 1.0,
+        "cold_start_ms": 1.0,
+        "latency_ms": stats,
+        "fps": 1000.0,
+        "e2e_ms": 1.0,
+        "e2e_latency_ms": stats,
+        "peak_rss_mb": 50.0,
+        "baseline_rss_mb": 40.0,
+        "size_bytes": 1000,
+        "samples_ms": [1.0, 1.0],
+        "where": where,
     }
     settings = {"runs": 2, "warmup": 0, "threads": 4}
     state = {"kind": "raspberry-pi", "soc_temp_c": "hot", "power_mode": 7}  # odd types from an odd device
     return {
-        "target": "rpi5", "where": where, "on_target": True, "machine": {"hostname": "pi"}, "settings": settings,
-        "results": [result], "device_state": state,
+        "target": "rpi5",
+        "where": where,
+        "on_target": True,
+        "machine": {"hostname": "pi"},
+        "settings": settings,
+        "results": [result],
+        "device_state": state,
     }
 
 
@@ -354,10 +446,16 @@ def _with(document: dict, **fields) -> dict:
     [
         ("[]", "expected a JSON object"),
         (json.dumps({**_device_document(), "results": [1]}), r"results\[0\]: expected an object"),
-        (json.dumps(_with(_device_document(), fps="fast")), r"results\[0\]\.fps: expected a number, got a string 'fast'"),
+        (
+            json.dumps(_with(_device_document(), fps="fast")),
+            r"results\[0\]\.fps: expected a number, got a string 'fast'",
+        ),
         (json.dumps(_with(_device_document(), latency_ms={"p50": 1.0})), r"results\[0\]\.latency_ms\.min is missing"),
         ("Welcome to the pi!", "Expecting value"),
-        (json.dumps(_device_document(model="x.tflite")), r"reported models \['x\.tflite'\], not the \['model0\.tflite'\]"),
+        (
+            json.dumps(_device_document(model="x.tflite")),
+            r"reported models \['x\.tflite'\], not the \['model0\.tflite'\]",
+        ),
     ],
 )
 def test_malformed_results_from_the_device_write_nothing(device, device_python, digits_run, tmp_path, printed, problem):
@@ -369,8 +467,15 @@ def test_malformed_results_from_the_device_write_nothing(device, device_python, 
     document.write_text(printed + "\n")
     fake = _fake_device_python(tmp_path, device_python, f"cat {shlex.quote(str(document))}; exit 0")
     arguments = [
-        "bench", str(digits_run.tflite), "--runs", "2", "--warmup", "0", *_remote_options(device, fake),
-        "--out", str(tmp_path / "out"),
+        "bench",
+        str(digits_run.tflite),
+        "--runs",
+        "2",
+        "--warmup",
+        "0",
+        *_remote_options(device, fake),
+        "--out",
+        str(tmp_path / "out"),
     ]
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output

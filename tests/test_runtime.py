@@ -29,18 +29,28 @@ def test_no_runtime_module_imports_tensorflow_even_lazily(path):
             imported |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("import_module", "__import__"):
-            imported |= {arg.value.split(".")[0] for arg in node.args if isinstance(arg, ast.Constant) and isinstance(arg.value, str)}
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
+            "import_module",
+            "__import__",
+        ):
+            imported |= {
+                arg.value.split(".")[0]
+                for arg in node.args
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str)
+            }
     assert not imported & set(FORBIDDEN), f"{path.name} imports {sorted(imported & set(FORBIDDEN))}"
     assert "edgecls" not in imported or all(
         module.startswith(("edgecls.runtime", "edgecls.errors", "edgecls.fileio"))
-        for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("edgecls")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("edgecls")
         for module in [node.module]
     ), f"{path.name} reaches outside the runtime"
 
 
 def _python(code: str, *, timeout: int = 300) -> dict:
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, check=False)
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, check=False
+    )
     assert completed.returncode == 0, completed.stderr[-2000:]
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
@@ -88,7 +98,9 @@ def test_threads_get_the_same_answers_as_one_thread(digits_run, shared):
     assert not errors
     for worker in range(4):
         assert [[label for label, _ in p] for p in results[worker]] == [[label for label, _ in p] for p in expected * 5]
-        np.testing.assert_allclose([[s for _, s in p] for p in results[worker]], [[s for _, s in p] for p in expected * 5], atol=1e-6)
+        np.testing.assert_allclose(
+            [[s for _, s in p] for p in results[worker]], [[s for _, s in p] for p in expected * 5], atol=1e-6
+        )
 
 
 def test_memory_stays_flat_over_many_predictions(digits_run):
@@ -120,7 +132,16 @@ def test_camera_example_on_a_video_file(digits_run, tmp_path):
         cv2.putText(frame, str(index % 10), (250, 380), cv2.FONT_HERSHEY_SIMPLEX, 12, (255, 255, 255), 30)
         writer.write(frame)
     writer.release()
-    command = [sys.executable, str(ROOT / "examples" / "camera.py"), str(video), "--model", str(digits_run.tflite), "--headless", "--threads", "1"]
+    command = [
+        sys.executable,
+        str(ROOT / "examples" / "camera.py"),
+        str(video),
+        "--model",
+        str(digits_run.tflite),
+        "--headless",
+        "--threads",
+        "1",
+    ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert completed.returncode == 0, completed.stderr
     lines = completed.stdout.strip().splitlines()
@@ -128,7 +149,12 @@ def test_camera_example_on_a_video_file(digits_run, tmp_path):
     for number, line in enumerate(lines, start=1):
         prefix, rest = line.split(": ", 1)
         label, score, fps = rest.split(" ", 2)
-        assert prefix == f"frame {number}" and label in [str(d) for d in range(10)] and 0.0 <= float(score) <= 1.0 and fps.endswith("fps)")
+        assert (
+            prefix == f"frame {number}"
+            and label in [str(d) for d in range(10)]
+            and 0.0 <= float(score) <= 1.0
+            and fps.endswith("fps)")
+        )
     assert "12 frames" in completed.stderr and "Classifier(" in completed.stderr
     limited = subprocess.run([*command, "--max-frames", "5"], capture_output=True, text=True, timeout=120, check=True)
     assert len(limited.stdout.strip().splitlines()) == 5
@@ -159,7 +185,6 @@ def test_best_indices_match_a_stable_sort_for_short_and_long_rows(classes, dtype
     assert best_indices(row, classes + 3)[0] == sorted(range(classes), key=lambda i: (-float(row[i]), i))
 
 
-
 def test_resize_of_a_camera_frame_anti_aliases_close_to_the_area_filter():
     """640x480 -> 96x96 (the supersampling path, reading alternate rows): near INTER_AREA, far from plain bilinear."""
     import cv2
@@ -188,7 +213,8 @@ def _onnx_model(path: Path, input_shape: list, *, channels_axis: int = 3) -> Pat
     node = helper.make_node("ReduceMean", ["image"], ["scores"], axes=axes, keepdims=0)
     classes = input_shape[channels_axis]
     graph = helper.make_graph(
-        [node], "means",
+        [node],
+        "means",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, input_shape)],
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [input_shape[0], classes])],
     )
@@ -202,7 +228,9 @@ def test_frames_other_than_uint8(digits_run):
     frame = np.random.default_rng(3).integers(0, 256, (120, 160, 3), dtype=np.uint8)
     for path in (digits_run.tflite, digits_run.onnx):
         classifier = Classifier(path)
-        assert classifier.predict(frame.astype(np.uint16) * 257) == classifier.predict(frame)  # 16-bit: scaled, not wrapped
+        assert classifier.predict(frame.astype(np.uint16) * 257) == classifier.predict(
+            frame
+        )  # 16-bit: scaled, not wrapped
         with pytest.raises(ValueError, match="uint8 pixels 0..255"):
             classifier.predict(frame.astype(np.float32) / 255)
 

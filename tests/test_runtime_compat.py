@@ -56,11 +56,16 @@ def test_old_litert_loads_and_agrees(tflite_models, tmp_path):
 
     frames = _frames()
     np.save(tmp_path / "frames.npy", frames)
-    here = {str(path): [Classifier(path, threads=1, top_k=1).predict(frame)[0][0] for frame in frames]
-            for path in tflite_models}
+    here = {
+        str(path): [Classifier(path, threads=1, top_k=1).predict(frame)[0][0] for frame in frames]
+        for path in tflite_models
+    }
     completed = subprocess.run(
         [OLD_PYTHON, str(ROOT / "tests" / "litert_probe.py"), str(tmp_path / "frames.npy"), *here],
-        capture_output=True, text=True, timeout=600, check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert completed.returncode == 0, completed.stderr[-2000:]

@@ -50,7 +50,7 @@ def test_export_parity_and_metadata(digits_run):
 
 
 def test_runtime_agrees_with_keras_on_the_validation_split(digits_run):
-    from edgecls.evaluate import evaluate, predict_scores, validation_set, model_info
+    from edgecls.evaluate import evaluate, model_info, predict_scores, validation_set
 
     images, _ = validation_set(model_info(digits_run.model_path))
     keras_top1 = predict_scores(digits_run.model_path, images).argmax(1)
@@ -58,7 +58,9 @@ def test_runtime_agrees_with_keras_on_the_validation_split(digits_run):
         agreement = np.mean(predict_scores(artifact, images).argmax(1) == keras_top1)
         assert agreement >= 0.995, (artifact, agreement)
         result = evaluate(artifact)
-        assert result.n_images == 359 and result.top1 == pytest.approx(float(np.mean(keras_top1 == images.labels)), abs=0.005)
+        assert result.n_images == 359 and result.top1 == pytest.approx(
+            float(np.mean(keras_top1 == images.labels)), abs=0.005
+        )
         assert Path(result.confusion_png).is_file() and len(result.per_class) == 10
 
 
@@ -71,12 +73,18 @@ def test_classifier_predicts_camera_frames(digits_run):
     images, _ = validation_set(model_info(digits_run.model_path))
     for path in (digits_run.tflite, digits_run.onnx):
         classifier = Classifier(path, top_k=3)
-        frames = [cv2.resize(cv2.cvtColor(images.images[i], cv2.COLOR_GRAY2BGR), (640, 480), interpolation=cv2.INTER_NEAREST) for i in range(40)]
+        frames = [
+            cv2.resize(cv2.cvtColor(images.images[i], cv2.COLOR_GRAY2BGR), (640, 480), interpolation=cv2.INTER_NEAREST)
+            for i in range(40)
+        ]
         predictions = classifier.predict_batch(frames)
         assert all(len(p) == 3 and p[0][1] >= p[1][1] >= p[2][1] for p in predictions)
         correct = np.mean([int(p[0][0]) == label for p, label in zip(predictions, images.labels[:40])])
         assert correct >= 0.85, correct
-        assert classifier.predict(frames[0]) == predictions[0][:3] or classifier.predict(frames[0])[0][0] == predictions[0][0][0]
+        assert (
+            classifier.predict(frames[0]) == predictions[0][:3]
+            or classifier.predict(frames[0])[0][0] == predictions[0][0][0]
+        )
 
 
 def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
@@ -130,10 +138,17 @@ def test_resume_after_kill_9_continues_from_the_last_completed_epoch(tmp_path, s
     from edgecls.train import TrainConfig, train
 
     run_dir = tmp_path / "run"
-    killed = subprocess.run([sys.executable, "-c", KILLED_RUN, str(shapes_folder), str(run_dir)], capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, str(shapes_folder), str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert not (run_dir / "model.keras").exists() and (run_dir / "backup").is_dir()
-    options = dict(data=str(shapes_folder), model="cnn", img_size=16, epochs=4, batch_size=4, patience=0, augment="none")
+    options = dict(
+        data=str(shapes_folder), model="cnn", img_size=16, epochs=4, batch_size=4, patience=0, augment="none"
+    )
     with pytest.raises(Exception, match="--resume"):
         train(TrainConfig(**options, out=str(run_dir)))
     result = train(TrainConfig(out=str(run_dir), resume=True))
@@ -147,7 +162,9 @@ def test_resume_after_kill_9_continues_from_the_last_completed_epoch(tmp_path, s
     from edgecls.keras_io import load_keras_model
 
     uninterrupted = train(TrainConfig(**options, out=str(tmp_path / "clean")))
-    for resumed_weights, clean_weights in zip(load_keras_model(result.model_path).get_weights(), load_keras_model(uninterrupted.model_path).get_weights()):
+    for resumed_weights, clean_weights in zip(
+        load_keras_model(result.model_path).get_weights(), load_keras_model(uninterrupted.model_path).get_weights()
+    ):
         np.testing.assert_array_equal(resumed_weights, clean_weights)
 
 

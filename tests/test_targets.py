@@ -11,7 +11,16 @@ from pathlib import Path
 import pytest
 
 from edgecls.errors import ConfigError
-from edgecls.runtime.targets import ENGINE_NAMES, PRECISIONS, Target, get_target, list_targets, load_target_file, target_from_dict, targets_dir
+from edgecls.runtime.targets import (
+    ENGINE_NAMES,
+    PRECISIONS,
+    Target,
+    get_target,
+    list_targets,
+    load_target_file,
+    target_from_dict,
+    targets_dir,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +82,7 @@ def _valid_text() -> str:
 
 
 def test_unknown_key_names_file_key_and_valid_keys(tmp_path):
-    path = _write(tmp_path, _valid_text() + 'thread = 2\n')
+    path = _write(tmp_path, _valid_text() + "thread = 2\n")
     with pytest.raises(ConfigError) as error:
         load_target_file(path)
     message = str(error.value)
@@ -154,7 +163,9 @@ def test_targets_table_keeps_install_hints_whole():
 def test_an_installed_wheel_finds_the_targets(tmp_path):
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "wheel"), str(ROOT)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert built.returncode == 0, built.stderr
     wheel = next((tmp_path / "wheel").glob("edgecls-*.whl"))
@@ -164,7 +175,12 @@ def test_an_installed_wheel_finds_the_targets(tmp_path):
     assert {f"{name}.toml" for name in list_targets()} == shipped
     # Import from the unpacked wheel, not from the checkout.
     probe = "import edgecls.runtime.targets as t; print(t.targets_dir()); print(','.join(t.list_targets()))"
-    command = [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(tmp_path / 'site')!r}); {probe}"]  # -I: no checkout on the path
+    command = [
+        sys.executable,
+        "-I",
+        "-c",
+        f"import sys; sys.path.insert(0, {str(tmp_path / 'site')!r}); {probe}",
+    ]  # -I: no checkout on the path
     completed = subprocess.run(command, capture_output=True, text=True, check=True, cwd=tmp_path)
     where, names = completed.stdout.strip().splitlines()
     assert where.startswith(str(tmp_path / "site")) and names.split(",") == list_targets()

@@ -54,7 +54,9 @@ def copy_held_out_files(
     from edgecls.evaluate import evaluation_images
 
     classes = folder / "val" if (folder / "val").is_dir() else folder
-    _check_labels(classes, {p.name for p in classes.iterdir() if p.is_dir() and not p.name.startswith(".")}, models)  # before decoding anything
+    _check_labels(
+        classes, {p.name for p in classes.iterdir() if p.is_dir() and not p.name.startswith(".")}, models
+    )  # before decoding anything
     evaluation = evaluation_images(info, str(folder))
     images = evaluation.images
     if len(images) == 0:
@@ -88,7 +90,9 @@ def write_digits_eval_set(info: ModelInfo, out: Path) -> Path:
 
     native = dataclasses.replace(info, input_size=(8, 8), channel_order="GRAY", channels=1)
     images, dataset = validation_set(native, "digits")
-    write_class_folders(out, [pixels[:, :, 0] for pixels in images.images], images.labels, class_names=dataset.class_names)
+    write_class_folders(
+        out, [pixels[:, :, 0] for pixels in images.images], images.labels, class_names=dataset.class_names
+    )
     log.info("evaluation set: %d digits validation images (seed %s)", len(images), dataset.split.get("seed"))
     return out
 
@@ -104,7 +108,9 @@ def select_eval_files(folder: Path, out: Path, *, models: tuple[str, ...] = (), 
     from edgecls.evaluate import evaluation_folder
 
     folder = evaluation_folder(folder)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and p.parent != folder)
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and p.parent != folder
+    )
     if not files:
         raise DataError(f"{folder}: no images in <label>/ subfolders")
     _check_labels(folder, {path.relative_to(folder).parts[0] for path in files}, models)
@@ -127,7 +133,9 @@ def _check_labels(folder: Path, found: set[str], models: tuple[str, ...]) -> Non
         unknown = sorted(found - set(info.labels))
         if unknown:
             shown = ", ".join(info.labels[:12]) + (", …" if len(info.labels) > 12 else "")
-            raise DataError(f"{folder}: class folders must be named after {model}'s labels ({shown}); not labels: {', '.join(unknown[:5])}")
+            raise DataError(
+                f"{folder}: class folders must be named after {model}'s labels ({shown}); not labels: {', '.join(unknown[:5])}"
+            )
 
 
 def _model_info(model: str) -> ModelInfo:

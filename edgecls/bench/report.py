@@ -13,7 +13,20 @@ from typing import Any
 from edgecls.fileio import atomic_path, write_json, write_text
 from edgecls.runtime.measure import MeasureResult, MeasureRun
 
-COLUMNS = ("model", "precision", "engine", "size", "top-1", "p50 ms", "p99 ms", "fps", "e2e ms", "cold ms", "peak RSS MB", "flags")
+COLUMNS = (
+    "model",
+    "precision",
+    "engine",
+    "size",
+    "top-1",
+    "p50 ms",
+    "p99 ms",
+    "fps",
+    "e2e ms",
+    "cold ms",
+    "peak RSS MB",
+    "flags",
+)
 
 
 def conditions(run: MeasureRun) -> str:
@@ -64,21 +77,33 @@ def render_table(run: MeasureRun, console: Any) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=Text(f"edgecls bench --target {run.target}"), caption=Text(conditions(run)), caption_justify="left")
+    table = Table(
+        title=Text(f"edgecls bench --target {run.target}"), caption=Text(conditions(run)), caption_justify="left"
+    )
     for column in COLUMNS:
-        table.add_column(column, justify="left" if column in ("model", "precision", "engine", "flags") else "right", overflow="fold")
+        table.add_column(
+            column, justify="left" if column in ("model", "precision", "engine", "flags") else "right", overflow="fold"
+        )
     for row in table_rows(run):
-        table.add_row(*(Text(cell) for cell in row), style="bold red" if "THROTTLED" in row[-1] else None)  # Text: a file name is not markup
+        table.add_row(
+            *(Text(cell) for cell in row), style="bold red" if "THROTTLED" in row[-1] else None
+        )  # Text: a file name is not markup
     console.print(table)
 
 
 def to_markdown(run: MeasureRun) -> str:
     lines = [f"# edgecls bench --target {run.target}", "", conditions(run) + ".", ""]
     lines.append("| " + " | ".join(COLUMNS) + " |")
-    lines.append("|" + "|".join("---" if c in ("model", "precision", "engine", "flags") else "---:" for c in COLUMNS) + "|")
+    lines.append(
+        "|" + "|".join("---" if c in ("model", "precision", "engine", "flags") else "---:" for c in COLUMNS) + "|"
+    )
     for row in table_rows(run):
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
-    lines += ["", "Latency: the engine call on a ready input tensor. e2e: `Classifier.predict` on a 640x480 BGR frame (resize, channel order, inference, top-k).", ""]
+    lines += [
+        "",
+        "Latency: the engine call on a ready input tensor. e2e: `Classifier.predict` on a 640x480 BGR frame (resize, channel order, inference, top-k).",
+        "",
+    ]
     state = run.device_state
     if state.get("kind") not in (None, "other"):
         lines.append(f"Device state before the run: {_state_text(state)}.")

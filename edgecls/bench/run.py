@@ -49,7 +49,10 @@ class BenchReport:
     plot_path: str | None
 
     def to_dict(self) -> dict:
-        return {**self.run.to_dict(), "reports": {"json": self.json_path, "markdown": self.markdown_path, "plot": self.plot_path}}
+        return {
+            **self.run.to_dict(),
+            "reports": {"json": self.json_path, "markdown": self.markdown_path, "plot": self.plot_path},
+        }
 
 
 def _eval_scope(config: BenchConfig) -> str:
@@ -75,18 +78,29 @@ def bench(config: BenchConfig) -> BenchReport:
         if not Path(model).is_file():
             raise ConfigError(f"{model}: no such model file")
         if Path(model).suffix.lower() not in (".tflite", ".onnx"):
-            raise ConfigError(f"{model}: bench runs .tflite and .onnx artifacts; export a .keras model first (edgecls export)")
+            raise ConfigError(
+                f"{model}: bench runs .tflite and .onnx artifacts; export a .keras model first (edgecls export)"
+            )
     target = get_target(config.target)
     with tempfile.TemporaryDirectory(prefix="edgecls-eval-") as scratch:
         eval_dir = prepare_eval_set(config.data, config.models, Path(scratch)) if config.data else None
         if config.remote is not None:
             run = measure_remote(
-                config.remote, models=config.models, target=target, eval_dir=eval_dir,
-                runs=config.runs, warmup=config.warmup, threads=config.threads,
+                config.remote,
+                models=config.models,
+                target=target,
+                eval_dir=eval_dir,
+                runs=config.runs,
+                warmup=config.warmup,
+                threads=config.threads,
             )
         else:
             measure_config = MeasureConfig(
-                models=tuple(config.models), target=target, threads=config.threads, runs=config.runs, warmup=config.warmup,
+                models=tuple(config.models),
+                target=target,
+                threads=config.threads,
+                runs=config.runs,
+                warmup=config.warmup,
                 data=str(eval_dir) if eval_dir else None,
             )
             run = measure_models(measure_config)
@@ -97,4 +111,6 @@ def bench(config: BenchConfig) -> BenchReport:
     run = dataclasses.replace(run, settings={**run.settings, **scored})
     out = Path(config.out) if config.out else Path("runs") / f"bench-{target.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     paths = write_reports(run, out)
-    return BenchReport(run, str(out), str(paths["json"]), str(paths["markdown"]), str(paths["plot"]) if paths.get("plot") else None)
+    return BenchReport(
+        run, str(out), str(paths["json"]), str(paths["markdown"]), str(paths["plot"]) if paths.get("plot") else None
+    )

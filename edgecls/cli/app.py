@@ -12,7 +12,8 @@ import signal
 import sys
 import threading
 import traceback
-from typing import Annotated, Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
 
 import typer
 
@@ -63,8 +64,15 @@ def quiet_frameworks() -> None:
 
 # What ``edgecls[train]`` brings beyond ``edgecls[runtime]``, by import name: the workstation commands need it.
 WORKSTATION_MODULES = {
-    "tensorflow": "tensorflow", "keras": "keras", "tf2onnx": "tf2onnx", "onnx": "onnx", "sklearn": "scikit-learn",
-    "matplotlib": "matplotlib", "tensorboard": "tensorboard", "sympy": "sympy", "PIL": "pillow",
+    "tensorflow": "tensorflow",
+    "keras": "keras",
+    "tf2onnx": "tf2onnx",
+    "onnx": "onnx",
+    "sklearn": "scikit-learn",
+    "matplotlib": "matplotlib",
+    "tensorboard": "tensorboard",
+    "sympy": "sympy",
+    "PIL": "pillow",
 }
 TRAIN_INSTALL = 'pip install "edgecls[train]"'
 
@@ -143,7 +151,14 @@ def native_chatter_dropped() -> Iterator[None]:
     python_stderr = sys.stderr
     own = _on_descriptor_2(python_stderr)
     if own:
-        sys.stderr = open(saved, "w", buffering=1, encoding=python_stderr.encoding or "utf-8", errors="backslashreplace", closefd=False)
+        sys.stderr = open(
+            saved,
+            "w",
+            buffering=1,
+            encoding=python_stderr.encoding or "utf-8",
+            errors="backslashreplace",
+            closefd=False,
+        )
     forward = threading.Thread(target=_forward_lines, args=(read_end, saved), name="edgecls-native-stderr", daemon=True)
     forward.start()
     try:
@@ -173,7 +188,7 @@ def _forward_lines(read_end: int, out: int) -> None:
             if NATIVE_CHATTER.match(line):
                 continue
             while line:  # a terminal or a pipe may take part of it
-                line = line[os.write(out, line):]
+                line = line[os.write(out, line) :]
 
 
 class Terminated(BaseException):
@@ -186,6 +201,7 @@ def sigterm_raises() -> Iterator[None]:
 
     Temporary folders are removed and a remote benchmark is stopped, as for Ctrl-C.
     """
+
     def raise_terminated(signum: int, frame: Any) -> None:
         raise Terminated()
 

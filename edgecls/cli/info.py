@@ -13,7 +13,9 @@ from edgecls.cli.app import app, console, require_workstation, run, styled
 @app.command()
 def info(
     artifact: Annotated[Path, typer.Argument(help="A .keras, .tflite or .onnx file.")],
-    unsafe_load: Annotated[bool, typer.Option("--unsafe-load", help="Load a .keras file with safe mode off (only for files you trust).")] = False,
+    unsafe_load: Annotated[
+        bool, typer.Option("--unsafe-load", help="Load a .keras file with safe mode off (only for files you trust).")
+    ] = False,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Inputs/outputs, labels and provenance carried in the file, params, MACs, ops, integer vs float."""
@@ -32,7 +34,10 @@ def _render_info(result) -> None:
     out.print(styled(str(result.path)), f"({result.format}, {result.size_bytes / 1024:.0f} KiB)")
     for kind, tensors in (("input", result.inputs), ("output", result.outputs)):
         for tensor in tensors:
-            out.print(f"  {kind}: {tensor.name} {tensor.shape} {tensor.dtype}" + (f" [{tensor.quantization}]" if tensor.quantization else ""))
+            out.print(
+                f"  {kind}: {tensor.name} {tensor.shape} {tensor.dtype}"
+                + (f" [{tensor.quantization}]" if tensor.quantization else "")
+            )
     macs = f"{result.macs / 1e6:.2f} M" if result.macs else "n/a"
     params = f"{result.params:,}" if result.params is not None else "n/a"
     out.print(f"  params {params}   MACs/image {macs}")

@@ -14,7 +14,17 @@ def models(json: JsonOption = False) -> None:
 
     def registry() -> dict:
         entries = [get_entry(name) for name in list_models()]
-        return {"models": [{"name": e.name, "default_image_size": e.default_image_size, "min_image_size": e.min_image_size, "description": e.description} for e in entries]}
+        return {
+            "models": [
+                {
+                    "name": e.name,
+                    "default_image_size": e.default_image_size,
+                    "min_image_size": e.min_image_size,
+                    "description": e.description,
+                }
+                for e in entries
+            ]
+        }
 
     def render(result: dict) -> None:
         for entry in result["models"]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,9 +13,14 @@ from edgecls.cli.app import app, console, progress_console, require_workstation,
 @app.command()
 def pipeline(
     config: Annotated[Path, typer.Argument(help="Pipeline TOML (see examples/digits.toml).")],
-    from_stage: Annotated[Optional[str], typer.Option("--from", help="Re-run from this stage even if nothing changed.")] = None,
-    until_stage: Annotated[Optional[str], typer.Option("--until", help="Stop after this stage.")] = None,
-    runs_dir: Annotated[Optional[Path], typer.Option("--runs-dir", help="Where runs/<name>/ goes (default: runs, or the file's runs_dir).")] = None,
+    from_stage: Annotated[
+        str | None, typer.Option("--from", help="Re-run from this stage even if nothing changed.")
+    ] = None,
+    until_stage: Annotated[str | None, typer.Option("--until", help="Stop after this stage.")] = None,
+    runs_dir: Annotated[
+        Path | None,
+        typer.Option("--runs-dir", help="Where runs/<name>/ goes (default: runs, or the file's runs_dir)."),
+    ] = None,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """train → prune → distill → quantize → export → bench; writes runs/NAME/report.md."""
@@ -28,13 +33,18 @@ def pipeline(
 
     def go():
         result = run_pipeline(
-            load_pipeline_config(config, runs_dir=runs_dir), from_stage=from_stage, until_stage=until_stage, on_stage=announce,
+            load_pipeline_config(config, runs_dir=runs_dir),
+            from_stage=from_stage,
+            until_stage=until_stage,
+            on_stage=announce,
             callbacks=[epoch_progress(0)],  # every fit of train, prune and distill draws its epochs
         )
         if result.failed:
             from edgecls.errors import EdgeclsError
 
-            raise EdgeclsError(f"stage {result.failed} (earlier outputs kept in {result.run_dir}; fix it and run again to resume)")
+            raise EdgeclsError(
+                f"stage {result.failed} (earlier outputs kept in {result.run_dir}; fix it and run again to resume)"
+            )
         return result
 
     run(go, as_json=json, render=_render)

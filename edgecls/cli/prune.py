@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,31 +13,80 @@ from edgecls.cli.app import app, console, require_workstation, run, styled
 @app.command()
 def prune(
     model: Annotated[Path, typer.Argument(help="The .keras model to prune (it is never modified).")],
-    method: Annotated[str, typer.Option(help="'channels' removes whole filters (faster model); 'magnitude' zeroes single weights (smaller gzip, same speed).")] = "channels",
+    method: Annotated[
+        str,
+        typer.Option(
+            help="'channels' removes whole filters (faster model); 'magnitude' zeroes single weights (smaller gzip, same speed)."
+        ),
+    ] = "channels",
     ratio: Annotated[float, typer.Option(help="channels: fraction of each channel group to remove.")] = 0.5,
-    criterion: Annotated[str, typer.Option(help="Channel importance: l1, l2 (filter norms) or bn-gamma (|BatchNorm gamma|).")] = "l1",
-    steps: Annotated[int, typer.Option(help="channels: prune in N rounds, fine-tuning between them (needs --finetune-epochs).")] = 1,
-    min_channels: Annotated[int, typer.Option("--min-channels", help="Never keep fewer channels than this in a group.")] = 8,
-    round_to: Annotated[int, typer.Option("--round-to", help="Round kept channel counts up to a multiple of N (SIMD-friendly).")] = 8,
-    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="A layer whose channels stay (repeat for several).")] = None,
+    criterion: Annotated[
+        str, typer.Option(help="Channel importance: l1, l2 (filter norms) or bn-gamma (|BatchNorm gamma|).")
+    ] = "l1",
+    steps: Annotated[
+        int, typer.Option(help="channels: prune in N rounds, fine-tuning between them (needs --finetune-epochs).")
+    ] = 1,
+    min_channels: Annotated[
+        int, typer.Option("--min-channels", help="Never keep fewer channels than this in a group.")
+    ] = 8,
+    round_to: Annotated[
+        int, typer.Option("--round-to", help="Round kept channel counts up to a multiple of N (SIMD-friendly).")
+    ] = 8,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", help="A layer whose channels stay (repeat for several).")
+    ] = None,
     sparsity: Annotated[float, typer.Option(help="magnitude: fraction of each kernel's weights set to zero.")] = 0.8,
-    finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", help="Fine-tune after pruning (each round), through the training code of `edgecls train`.")] = 0,
-    data: Annotated[Optional[str], typer.Option("--data", "-d", help="'digits' or an image folder: top-1 before/after on the model's own val split, and fine-tuning data.")] = None,
-    learning_rate: Annotated[float, typer.Option("--lr", help="Fine-tuning learning rate (Adam, cosine decay).")] = 1e-3,
+    finetune_epochs: Annotated[
+        int,
+        typer.Option(
+            "--finetune-epochs",
+            help="Fine-tune after pruning (each round), through the training code of `edgecls train`.",
+        ),
+    ] = 0,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            "-d",
+            help="'digits' or an image folder: top-1 before/after on the model's own val split, and fine-tuning data.",
+        ),
+    ] = None,
+    learning_rate: Annotated[
+        float, typer.Option("--lr", help="Fine-tuning learning rate (Adam, cosine decay).")
+    ] = 1e-3,
     seed: Annotated[int, typer.Option(help="Seed for fine-tuning.")] = 0,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Pruned .keras path (default: <model>_pruned.keras beside the input).")] = None,
-    no_measure: Annotated[bool, typer.Option("--no-measure", help="Skip the TFLite conversion (file sizes and latency).")] = False,
-    json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (progress stays on stderr).")] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Pruned .keras path (default: <model>_pruned.keras beside the input)."),
+    ] = None,
+    no_measure: Annotated[
+        bool, typer.Option("--no-measure", help="Skip the TFLite conversion (file sizes and latency).")
+    ] = False,
+    json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout (progress stays on stderr).")
+    ] = False,
 ) -> None:
     """Prune a model; writes <out>.keras and <out>_report.json (params, MACs, size, top-1, latency, groups)."""
     require_workstation()
     from edgecls.cli.train import epoch_progress
-    from edgecls.prune import PruneConfig, prune as prune_model
+    from edgecls.prune import PruneConfig
+    from edgecls.prune import prune as prune_model
 
     config = PruneConfig(
-        method=method, ratio=ratio, criterion=criterion, steps=steps, min_channels=min_channels, round_to=round_to,
-        exclude=tuple(exclude or ()), sparsity=sparsity, data=data, finetune_epochs=finetune_epochs, learning_rate=learning_rate,
-        seed=seed, out=str(out) if out else None, measure_tflite=not no_measure,
+        method=method,
+        ratio=ratio,
+        criterion=criterion,
+        steps=steps,
+        min_channels=min_channels,
+        round_to=round_to,
+        exclude=tuple(exclude or ()),
+        sparsity=sparsity,
+        data=data,
+        finetune_epochs=finetune_epochs,
+        learning_rate=learning_rate,
+        seed=seed,
+        out=str(out) if out else None,
+        measure_tflite=not no_measure,
     )
     run(lambda: prune_model(model, config, callbacks=[epoch_progress(finetune_epochs)]), as_json=json, render=_render)
 
@@ -53,29 +102,64 @@ def _render(result) -> None:
     summary = Table(title=f"{result.method} pruning of {result.source_model}", show_header=True)
     for column in ("", "before", "after", "after/before"):
         summary.add_column(column, justify="right" if column else "left")
-    summary.add_row("parameters", f"{result.params_before:,}", f"{result.params_after:,}", _ratio(result.params_after, result.params_before))
-    summary.add_row("MACs", f"{result.macs_before:,}", f"{result.macs_after:,}", _ratio(result.macs_after, result.macs_before))
+    summary.add_row(
+        "parameters",
+        f"{result.params_before:,}",
+        f"{result.params_after:,}",
+        _ratio(result.params_after, result.params_before),
+    )
+    summary.add_row(
+        "MACs", f"{result.macs_before:,}", f"{result.macs_after:,}", _ratio(result.macs_after, result.macs_before)
+    )
     if result.file_size_before is not None:
-        summary.add_row("FP32 .tflite bytes", f"{result.file_size_before:,}", f"{result.file_size_after:,}", _ratio(result.file_size_after, result.file_size_before))
-        summary.add_row("  gzip -9", f"{result.gzip_size_before:,}", f"{result.gzip_size_after:,}", _ratio(result.gzip_size_after, result.gzip_size_before))
+        summary.add_row(
+            "FP32 .tflite bytes",
+            f"{result.file_size_before:,}",
+            f"{result.file_size_after:,}",
+            _ratio(result.file_size_after, result.file_size_before),
+        )
+        summary.add_row(
+            "  gzip -9",
+            f"{result.gzip_size_before:,}",
+            f"{result.gzip_size_after:,}",
+            _ratio(result.gzip_size_after, result.gzip_size_before),
+        )
     if result.latency_ms_before is not None:
-        summary.add_row("latency ms", f"{result.latency_ms_before:.3f}", f"{result.latency_ms_after:.3f}", _ratio(result.latency_ms_after, result.latency_ms_before))
+        summary.add_row(
+            "latency ms",
+            f"{result.latency_ms_before:.3f}",
+            f"{result.latency_ms_after:.3f}",
+            _ratio(result.latency_ms_after, result.latency_ms_before),
+        )
     if result.top1_before is not None:
-        summary.add_row("top-1", f"{result.top1_before:.2%}", f"{result.top1_after:.2%}", f"{(result.top1_after - result.top1_before) * 100:+.2f} pt")
+        summary.add_row(
+            "top-1",
+            f"{result.top1_before:.2%}",
+            f"{result.top1_after:.2%}",
+            f"{(result.top1_after - result.top1_before) * 100:+.2f} pt",
+        )
     out.print(summary)
     if result.latency:
         latency = result.latency
-        out.print(f"latency: median of {latency['runs']} runs after {latency['warmup']} warm-up (fastest: {latency['min_ms'][0]:.3f} → {latency['min_ms'][1]:.3f} ms), "
-                  f"{latency['engine']} ({latency['provider']}), {latency['threads']} thread, {latency['where']}")
+        out.print(
+            f"latency: median of {latency['runs']} runs after {latency['warmup']} warm-up (fastest: {latency['min_ms'][0]:.3f} → {latency['min_ms'][1]:.3f} ms), "
+            f"{latency['engine']} ({latency['provider']}), {latency['threads']} thread, {latency['where']}"
+        )
     if result.groups:
         groups = Table(title="channel groups pruned")
         for column in ("group", "channels", "layers"):
             groups.add_column(column)
         for group in result.groups:
-            groups.add_row(group["group"], f"{group['channels_before']} → {group['channels_after']}", ", ".join(group["layers"][:4]) + (" …" if len(group["layers"]) > 4 else ""))
+            groups.add_row(
+                group["group"],
+                f"{group['channels_before']} → {group['channels_after']}",
+                ", ".join(group["layers"][:4]) + (" …" if len(group["layers"]) > 4 else ""),
+            )
         out.print(groups)
     for group in result.left_alone:
         out.print(f"left alone: {group['group']} ({group['channels']} channels): {group['reason']}")
     if result.sparsity:
-        out.print(f"sparsity: {result.sparsity['kernel_sparsity']:.1%} of {result.sparsity['layers_pruned']} kernels, {result.sparsity['model_sparsity']:.1%} of all weights")
+        out.print(
+            f"sparsity: {result.sparsity['kernel_sparsity']:.1%} of {result.sparsity['layers_pruned']} kernels, {result.sparsity['model_sparsity']:.1%} of all weights"
+        )
     out.print(styled(str(result.model_path)), f" (report {result.report_path})")

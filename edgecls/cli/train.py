@@ -3,46 +3,97 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from edgecls.cli.app import JsonOption, app, console, progress_console, require_workstation, run, styled
 
-DataOption = Annotated[str, typer.Option("--data", "-d", help="'digits' (built-in 8x8 handwritten digits) or a folder of <class>/ image subfolders (optionally train/ and val/).")]
+DataOption = Annotated[
+    str,
+    typer.Option(
+        "--data",
+        "-d",
+        help="'digits' (built-in 8x8 handwritten digits) or a folder of <class>/ image subfolders (optionally train/ and val/).",
+    ),
+]
 
 
 @app.command()
 def train(
     data: DataOption = "digits",
-    model: Annotated[str, typer.Option("--model", "-m", help="Registry name: cnn, mobilenetv2, mobilenetv3small, resnet50 (see `edgecls models`).")] = "cnn",
-    img_size: Annotated[Optional[int], typer.Option("--img-size", help="Square input size in pixels (default: the model's: cnn 32, MobileNets 96, ResNet50 224).")] = None,
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", "-m", help="Registry name: cnn, mobilenetv2, mobilenetv3small, resnet50 (see `edgecls models`)."
+        ),
+    ] = "cnn",
+    img_size: Annotated[
+        int | None,
+        typer.Option(
+            "--img-size",
+            help="Square input size in pixels (default: the model's: cnn 32, MobileNets 96, ResNet50 224).",
+        ),
+    ] = None,
     epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = 20,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = 64,
-    val_split: Annotated[float, typer.Option("--val-split", help="Fraction held out per class when the data has no val/ folder.")] = 0.2,
+    val_split: Annotated[
+        float, typer.Option("--val-split", help="Fraction held out per class when the data has no val/ folder.")
+    ] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed for the split, initialisation and shuffling.")] = 0,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: runs/<model>-<data>).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out from its last completed epoch.")] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/<model>-<data>).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run in --out from its last completed epoch.")
+    ] = False,
     alpha: Annotated[float, typer.Option(help="Width multiplier for MobileNets.")] = 1.0,
-    weights: Annotated[Optional[Path], typer.Option(help="Local weights file for the base network (e.g. a Keras *_notop.h5).")] = None,
-    freeze_base: Annotated[bool, typer.Option("--freeze-base", help="Train only the head (transfer learning).")] = False,
+    weights: Annotated[
+        Path | None, typer.Option(help="Local weights file for the base network (e.g. a Keras *_notop.h5).")
+    ] = None,
+    freeze_base: Annotated[
+        bool, typer.Option("--freeze-base", help="Train only the head (transfer learning).")
+    ] = False,
     learning_rate: Annotated[float, typer.Option("--lr", help="Initial learning rate (cosine decay to 1 %).")] = 1e-3,
     patience: Annotated[int, typer.Option(help="Early stopping: epochs without a better val accuracy (0 = off).")] = 8,
-    class_weights: Annotated[str, typer.Option("--class-weights", help="'auto' weights classes inversely to their frequency; 'none'.")] = "none",
-    augment: Annotated[str, typer.Option(help="'auto' (none for digits; flip,rotate,zoom for photos), 'none', or a list like flip,zoom.")] = "auto",
+    class_weights: Annotated[
+        str, typer.Option("--class-weights", help="'auto' weights classes inversely to their frequency; 'none'.")
+    ] = "none",
+    augment: Annotated[
+        str,
+        typer.Option(help="'auto' (none for digits; flip,rotate,zoom for photos), 'none', or a list like flip,zoom."),
+    ] = "auto",
     mixed_precision: Annotated[bool, typer.Option("--mixed-precision", help="float16 compute on GPUs.")] = False,
-    channels: Annotated[Optional[str], typer.Option(help="gray or rgb (default: gray for digits, rgb for folders).")] = None,
+    channels: Annotated[
+        str | None, typer.Option(help="gray or rgb (default: gray for digits, rgb for folders).")
+    ] = None,
     json: JsonOption = False,
 ) -> None:
     """Train a classifier; writes model.keras, history, metrics, config and curves to runs/NAME/."""
     require_workstation()
-    from edgecls.train import TrainConfig, train as train_model
+    from edgecls.train import TrainConfig
+    from edgecls.train import train as train_model
 
     def call():
         config = TrainConfig(  # inside run(): a bad value is a one-line error
-            data=data, model=model, img_size=img_size, epochs=epochs, batch_size=batch_size, val_split=val_split, seed=seed,
-            out=str(out) if out else None, resume=resume, alpha=alpha, weights=str(weights) if weights else None, freeze_base=freeze_base,
-            learning_rate=learning_rate, patience=patience, class_weights=class_weights, augment=augment, mixed_precision=mixed_precision, channels=channels,
+            data=data,
+            model=model,
+            img_size=img_size,
+            epochs=epochs,
+            batch_size=batch_size,
+            val_split=val_split,
+            seed=seed,
+            out=str(out) if out else None,
+            resume=resume,
+            alpha=alpha,
+            weights=str(weights) if weights else None,
+            freeze_base=freeze_base,
+            learning_rate=learning_rate,
+            patience=patience,
+            class_weights=class_weights,
+            augment=augment,
+            mixed_precision=mixed_precision,
+            channels=channels,
         )
         return train_model(config, callbacks=[epoch_progress(epochs)])
 
@@ -56,20 +107,34 @@ def epoch_progress(epochs: int):
 
     class RichProgress(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[metrics]}"), console=progress_console(), transient=False)
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[metrics]}"),
+                console=progress_console(),
+                transient=False,
+            )
             self.progress.start()
             self.task = None
 
         def on_epoch_begin(self, epoch, logs=None):
             steps = self.params.get("steps") or None
-            self.task = self.progress.add_task(f"epoch {epoch + 1}/{self.params.get('epochs', epochs)}", total=steps, metrics="")
+            self.task = self.progress.add_task(
+                f"epoch {epoch + 1}/{self.params.get('epochs', epochs)}", total=steps, metrics=""
+            )
 
         def on_train_batch_end(self, batch, logs=None):
-            self.progress.update(self.task, completed=batch + 1, metrics=f"loss {logs.get('loss', 0):.3f}" if logs else "")
+            self.progress.update(
+                self.task, completed=batch + 1, metrics=f"loss {logs.get('loss', 0):.3f}" if logs else ""
+            )
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            summary = " ".join(f"{k} {v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
+            summary = " ".join(
+                f"{k} {v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")
+            )
             self.progress.update(self.task, metrics=summary)
 
         def on_train_end(self, logs=None):
@@ -80,7 +145,10 @@ def epoch_progress(epochs: int):
 
 def _render_train(result) -> None:
     out = console()
-    out.print(styled(f"val top-1 {result.val_accuracy:.2%}"), f"on {result.n_val} held-out images (best epoch {result.best_epoch}/{result.epochs_run}, trained on {result.device}, {result.seconds:.0f} s)")
+    out.print(
+        styled(f"val top-1 {result.val_accuracy:.2%}"),
+        f"on {result.n_val} held-out images (best epoch {result.best_epoch}/{result.epochs_run}, trained on {result.device}, {result.seconds:.0f} s)",
+    )
     if result.skipped_files:
         out.print(f"skipped {len(result.skipped_files)} undecodable file(s): " + ", ".join(result.skipped_files))
     out.print(f"model: {result.model_path}")

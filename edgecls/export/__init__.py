@@ -10,9 +10,9 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -64,7 +64,9 @@ def export(
 
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
-        raise ConfigError(f"--format takes {', '.join(FORMATS)} (comma-separated), got {', '.join(formats) or 'nothing'}")
+        raise ConfigError(
+            f"--format takes {', '.join(FORMATS)} (comma-separated), got {', '.join(formats) or 'nothing'}"
+        )
     started = time.time()
     model_path = Path(model_path)
     model = load_keras_model(model_path, unsafe=unsafe)
@@ -76,7 +78,9 @@ def export(
     for fmt in formats:
         precision = "fp16" if fp16 and fmt == "tflite" else "fp32"
         if fp16 and fmt == "onnx":
-            log.warning("--fp16 applies to TFLite only; the ONNX artifact is FP32 (TensorRT builds FP16 engines from it)")
+            log.warning(
+                "--fp16 applies to TFLite only; the ONNX artifact is FP32 (TensorRT builds FP16 engines from it)"
+            )
         artifact_info = info.with_provenance(precision=precision, format=fmt, exported_from=str(model_path))
         path = out / f"{model_path.stem}_{precision}.{fmt}"
         log.info("writing %s", path)
@@ -85,11 +89,17 @@ def export(
         else:
             write_onnx(model, path, artifact_info)
         scores = predict_scores(path, sample)
-        result.artifacts.append(Artifact(
-            path=str(path), format=fmt, precision=precision, size_bytes=path.stat().st_size,
-            parity_top1=float(np.mean(scores.argmax(1) == reference.argmax(1))),
-            parity_max_abs=float(np.abs(scores - reference).max()), parity_sample=sample_name,
-        ))
+        result.artifacts.append(
+            Artifact(
+                path=str(path),
+                format=fmt,
+                precision=precision,
+                size_bytes=path.stat().st_size,
+                parity_top1=float(np.mean(scores.argmax(1) == reference.argmax(1))),
+                parity_max_abs=float(np.abs(scores - reference).max()),
+                parity_sample=sample_name,
+            )
+        )
     result.seconds = round(time.time() - started, 2)
     write_json(out / "export.json", _with_earlier_artifacts(out / "export.json", result))
     return result
@@ -104,7 +114,11 @@ def _with_earlier_artifacts(record: Path, result: ExportResult) -> dict:
         earlier = {}
     if earlier.get("model") == result.model:
         written = {artifact.path for artifact in result.artifacts}
-        kept = [a for a in earlier.get("artifacts", []) if a.get("path") not in written and Path(a.get("path", "")).is_file()]
+        kept = [
+            a
+            for a in earlier.get("artifacts", [])
+            if a.get("path") not in written and Path(a.get("path", "")).is_file()
+        ]
         document["artifacts"] = kept + document["artifacts"]
     return document
 

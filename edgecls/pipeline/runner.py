@@ -18,14 +18,15 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from edgecls.errors import ConfigError, EdgeclsError
 from edgecls.fileio import write_json
-from edgecls.pipeline.config import STAGES, PipelineConfig
 from edgecls.pipeline import stages as stage_functions
+from edgecls.pipeline.config import STAGES, PipelineConfig
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,10 @@ def run_pipeline(
             if not resuming and stage_dir.exists():
                 shutil.rmtree(stage_dir)
             stage_dir.mkdir(parents=True, exist_ok=True)
-            write_json(stage_dir / "started.json", {"key": key, "options": options, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            write_json(
+                stage_dir / "started.json",
+                {"key": key, "options": options, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")},
+            )
             _notify(on_stage, name, "resuming" if resuming else "running")
             try:
                 extra = {"callbacks": callbacks} if name in stage_functions.KERAS_STAGES else {}
@@ -108,8 +112,12 @@ def run_pipeline(
                 outcomes.append(StageOutcome(name, "failed", round(time.time() - begun, 2), key, {"error": str(exc)}))
                 _notify(on_stage, name, f"failed: {exc}")
                 break
-            write_json(stage_dir / "stage.json", {"key": key, "summary": summary, "seconds": round(time.time() - begun, 2)})
-            outcomes.append(StageOutcome(name, "resumed" if resuming else "ran", round(time.time() - begun, 2), key, summary))
+            write_json(
+                stage_dir / "stage.json", {"key": key, "summary": summary, "seconds": round(time.time() - begun, 2)}
+            )
+            outcomes.append(
+                StageOutcome(name, "resumed" if resuming else "ran", round(time.time() - begun, 2), key, summary)
+            )
             summaries[name] = summary
         previous_key = key
         if name == until_stage:
@@ -118,8 +126,13 @@ def run_pipeline(
 
     report = write_report(config, summaries) if summaries else None
     return PipelineResult(
-        config.name, str(config.run_dir), outcomes, report and str(report["markdown"]), report and str(report["json"]),
-        round(time.time() - started, 2), failed,
+        config.name,
+        str(config.run_dir),
+        outcomes,
+        report and str(report["markdown"]),
+        report and str(report["json"]),
+        round(time.time() - started, 2),
+        failed,
     )
 
 
@@ -130,7 +143,15 @@ def stage_key(config: PipelineConfig, name: str, options: dict[str, Any], previo
     for stage, option in (("quantize", "calib"), ("train", "weights"), ("distill", "student")):
         if name == stage and isinstance(options.get(option), str):  # a folder or file: a changed one re-runs the stage
             inputs[option] = folder_digest(config.resolve(options[option]))
-    document = {"stage": name, "options": options, "previous": previous_key, "inputs": inputs, "data": config.data, "seed": config.seed, "edgecls": __version__}
+    document = {
+        "stage": name,
+        "options": options,
+        "previous": previous_key,
+        "inputs": inputs,
+        "data": config.data,
+        "seed": config.seed,
+        "edgecls": __version__,
+    }
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -8,8 +8,9 @@ implementation of its own: they call what the commands call.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from edgecls.errors import ConfigError
 from edgecls.pipeline.config import PipelineConfig, stage_options
@@ -50,7 +51,9 @@ def check_options(config: PipelineConfig) -> None:
             defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
         unknown = sorted(set(options) - valid)
         if unknown:
-            raise ConfigError(f"{config.source}: [{stage}] has unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+            raise ConfigError(
+                f"{config.source}: [{stage}] has unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}"
+            )
         for name, value in options.items():
             expected = _expected_type(defaults[name]) if name in defaults else OWN_OPTION_TYPES.get(name)
             if expected is not None and not _is_a(value, expected):
@@ -63,7 +66,13 @@ OWN_OPTION_TYPES = {"precisions": "a list", "formats": "a list", "targets": "a l
 
 
 def _expected_type(default: Any) -> str | None:
-    for kind, name in ((bool, "true or false"), (int, "an integer"), (float, "a number"), (str, "a string"), (tuple, "a list")):
+    for kind, name in (
+        (bool, "true or false"),
+        (int, "an integer"),
+        (float, "a number"),
+        (str, "a string"),
+        (tuple, "a list"),
+    ):
         if isinstance(default, kind):
             return name
     return None  # None defaults (paths, optional numbers) take what the stage checks itself
@@ -86,23 +95,41 @@ def _check_choices(config: PipelineConfig) -> None:
     from edgecls.runtime.targets import get_target
 
     stages = config.stages
-    for stage, name, allowed in (("quantize", "precisions", PRECISIONS), ("export", "formats", FORMATS), ("quantize", "formats", FORMATS)):
+    for stage, name, allowed in (
+        ("quantize", "precisions", PRECISIONS),
+        ("export", "formats", FORMATS),
+        ("quantize", "formats", FORMATS),
+    ):
         chosen = stages.get(stage, {}).get(name, ())
         wrong = [value for value in chosen if value not in allowed]
         if wrong:
-            raise ConfigError(f"{config.source}: [{stage}] {name} has {', '.join(map(repr, wrong))}; choose from {', '.join(allowed)}")
+            raise ConfigError(
+                f"{config.source}: [{stage}] {name} has {', '.join(map(repr, wrong))}; choose from {', '.join(allowed)}"
+            )
     for target in map(str, stages.get("bench", {}).get("targets", ())):
         get_target(config.resolve(target) if target.endswith((".toml", ".json")) else target)
 
 
-def keras_row(name: str, stage: str, path: str | Path, top1: float | None, *, params: int | None = None, macs: int | None = None) -> dict[str, Any]:
+def keras_row(
+    name: str, stage: str, path: str | Path, top1: float | None, *, params: int | None = None, macs: int | None = None
+) -> dict[str, Any]:
     """A report row for a ``.keras`` model: its size, parameters and MACs (counted here when the stage did not)."""
     if params is None or macs is None:
         from edgecls.keras_io import load_keras_model
         from edgecls.modelstats import count_params_and_macs
 
         params, macs = count_params_and_macs(load_keras_model(path))
-    return {"name": name, "stage": stage, "path": str(path), "format": "keras", "precision": "fp32", "params": params, "macs": macs, "size_bytes": Path(path).stat().st_size, "top1": top1}
+    return {
+        "name": name,
+        "stage": stage,
+        "path": str(path),
+        "format": "keras",
+        "precision": "fp32",
+        "params": params,
+        "macs": macs,
+        "size_bytes": Path(path).stat().st_size,
+        "top1": top1,
+    }
 
 
 def latest_keras_model(summaries: dict[str, dict[str, Any]]) -> str:
@@ -113,80 +140,184 @@ def latest_keras_model(summaries: dict[str, dict[str, Any]]) -> str:
     raise ConfigError("no Keras model yet: the pipeline needs [train] first")
 
 
-def train(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
-    from edgecls.train import TrainConfig, train as train_model
+def train(
+    config: PipelineConfig,
+    options: dict[str, Any],
+    stage_dir: Path,
+    summaries: dict,
+    resuming: bool,
+    callbacks: Sequence[Any] = (),
+) -> dict[str, Any]:
+    from edgecls.train import TrainConfig
+    from edgecls.train import train as train_model
 
     resume = resuming and (stage_dir / "backup").is_dir()
     if isinstance(options.get("weights"), str):  # a weights file beside the pipeline file
         options = {**options, "weights": config.resolve(options["weights"])}
-    train_config = stage_options(TrainConfig, options, stage="train", source=config.source, data=config.resolve(config.data), seed=config.seed, out=str(stage_dir), resume=resume)
+    train_config = stage_options(
+        TrainConfig,
+        options,
+        stage="train",
+        source=config.source,
+        data=config.resolve(config.data),
+        seed=config.seed,
+        out=str(stage_dir),
+        resume=resume,
+    )
     result = train_model(train_config, callbacks=callbacks)
     return {
-        "model": str(result.model_path), "val_accuracy": result.val_accuracy, "curves": str(stage_dir / "curves.png"),
+        "model": str(result.model_path),
+        "val_accuracy": result.val_accuracy,
+        "curves": str(stage_dir / "curves.png"),
         "artifacts": [keras_row("FP32 Keras", "train", result.model_path, result.val_accuracy)],
     }
 
 
-def prune(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
-    from edgecls.prune import PruneConfig, prune as prune_model
+def prune(
+    config: PipelineConfig,
+    options: dict[str, Any],
+    stage_dir: Path,
+    summaries: dict,
+    resuming: bool,
+    callbacks: Sequence[Any] = (),
+) -> dict[str, Any]:
+    from edgecls.prune import PruneConfig
+    from edgecls.prune import prune as prune_model
 
-    prune_config = stage_options(PruneConfig, options, stage="prune", source=config.source, data=config.resolve(config.data), seed=config.seed, out=str(stage_dir / "model.keras"))
+    prune_config = stage_options(
+        PruneConfig,
+        options,
+        stage="prune",
+        source=config.source,
+        data=config.resolve(config.data),
+        seed=config.seed,
+        out=str(stage_dir / "model.keras"),
+    )
     result = prune_model(summaries["train"]["model"], prune_config, callbacks=callbacks)
     return {
-        "model": result.model_path, "macs_before": result.macs_before, "macs_after": result.macs_after,
-        "latency_ms_before": result.latency_ms_before, "latency_ms_after": result.latency_ms_after,
-        "artifacts": [keras_row("pruned Keras", "prune", result.model_path, result.top1_after, params=result.params_after, macs=result.macs_after)],
+        "model": result.model_path,
+        "macs_before": result.macs_before,
+        "macs_after": result.macs_after,
+        "latency_ms_before": result.latency_ms_before,
+        "latency_ms_after": result.latency_ms_after,
+        "artifacts": [
+            keras_row(
+                "pruned Keras",
+                "prune",
+                result.model_path,
+                result.top1_after,
+                params=result.params_after,
+                macs=result.macs_after,
+            )
+        ],
     }
 
 
-def distill(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
-    from edgecls.distill import DistillConfig, distill as distill_model, interrupted
+def distill(
+    config: PipelineConfig,
+    options: dict[str, Any],
+    stage_dir: Path,
+    summaries: dict,
+    resuming: bool,
+    callbacks: Sequence[Any] = (),
+) -> dict[str, Any]:
+    from edgecls.distill import DistillConfig, interrupted
+    from edgecls.distill import distill as distill_model
 
     options = dict(options)
-    student = options.pop("student", None)  # a registry name or a .keras file; default: the pruned model when there is one
+    student = options.pop(
+        "student", None
+    )  # a registry name or a .keras file; default: the pruned model when there is one
     if student is None:
         student = summaries["prune"]["model"] if "prune" in summaries else "cnn"
     elif student.endswith(".keras"):
         student = config.resolve(student)
     resume = resuming and interrupted(stage_dir)  # the distillation's own fit, or its --baseline one
     distill_config = stage_options(
-        DistillConfig, options, stage="distill", source=config.source, teacher=summaries["train"]["model"], student=student,
-        data=config.resolve(config.data), seed=config.seed, out=str(stage_dir), resume=resume,
+        DistillConfig,
+        options,
+        stage="distill",
+        source=config.source,
+        teacher=summaries["train"]["model"],
+        student=student,
+        data=config.resolve(config.data),
+        seed=config.seed,
+        out=str(stage_dir),
+        resume=resume,
     )
     result = distill_model(distill_config, callbacks=callbacks)
     return {
-        "model": str(result.model_path), "teacher_top1": result.teacher_top1, "student_top1": result.student_top1,
-        "artifacts": [keras_row("distilled Keras", "distill", result.model_path, result.student_top1, params=result.student_params, macs=result.student_macs)],
+        "model": str(result.model_path),
+        "teacher_top1": result.teacher_top1,
+        "student_top1": result.student_top1,
+        "artifacts": [
+            keras_row(
+                "distilled Keras",
+                "distill",
+                result.model_path,
+                result.student_top1,
+                params=result.student_params,
+                macs=result.student_macs,
+            )
+        ],
     }
 
 
-def quantize(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool) -> dict[str, Any]:
-    from edgecls.quantize import QuantizeConfig, quantize as quantize_model
+def quantize(
+    config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool
+) -> dict[str, Any]:
+    from edgecls.quantize import QuantizeConfig
+    from edgecls.quantize import quantize as quantize_model
 
     options = dict(options)
     precisions = options.pop("precisions", ["int8"])
     source = latest_keras_model(summaries)
-    source_row = next(summary["artifacts"][0] for stage, summary in reversed(list(summaries.items())) if stage in KERAS_STAGES)
+    source_row = next(
+        summary["artifacts"][0] for stage, summary in reversed(list(summaries.items())) if stage in KERAS_STAGES
+    )
     prefix = source_row["name"].replace(" Keras", "").replace("FP32", "").strip()
     if "calib" in options:
         options["calib"] = config.resolve(str(options["calib"]))
     rows, reports = [], []
     for precision in precisions:
-        fixed = {"precision": precision, "seed": config.seed, "out": str(stage_dir / precision), "eval_data": config.resolve(config.data)}
-        chosen = {k: v for k, v in options.items() if not (precision == "fp16" and k in ("calib", "io", "method", "per_channel", "calib_size", "formats"))}
-        result = quantize_model(source, stage_options(QuantizeConfig, chosen, stage="quantize", source=config.source, **fixed))
+        fixed = {
+            "precision": precision,
+            "seed": config.seed,
+            "out": str(stage_dir / precision),
+            "eval_data": config.resolve(config.data),
+        }
+        chosen = {
+            k: v
+            for k, v in options.items()
+            if not (precision == "fp16" and k in ("calib", "io", "method", "per_channel", "calib_size", "formats"))
+        }
+        result = quantize_model(
+            source, stage_options(QuantizeConfig, chosen, stage="quantize", source=config.source, **fixed)
+        )
         reports.append(result.report_json)
         for artifact in result.artifacts:
-            rows.append({
-                "name": f"{prefix} {artifact.precision.upper()} {artifact.format}".strip(), "stage": "quantize", "path": artifact.path, "format": artifact.format,
-                "precision": artifact.precision, "params": source_row["params"], "macs": source_row["macs"], "size_bytes": artifact.size_bytes,
-                "top1": artifact.top1, "float_layers": artifact.float_layers,
-            })
+            rows.append(
+                {
+                    "name": f"{prefix} {artifact.precision.upper()} {artifact.format}".strip(),
+                    "stage": "quantize",
+                    "path": artifact.path,
+                    "format": artifact.format,
+                    "precision": artifact.precision,
+                    "params": source_row["params"],
+                    "macs": source_row["macs"],
+                    "size_bytes": artifact.size_bytes,
+                    "top1": artifact.top1,
+                    "float_layers": artifact.float_layers,
+                }
+            )
     return {"source": source, "reports": reports, "artifacts": rows}
 
 
-def export(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool) -> dict[str, Any]:
-    from edgecls.export import FORMATS, export as export_model
+def export(
+    config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool
+) -> dict[str, Any]:
+    from edgecls.export import FORMATS
+    from edgecls.export import export as export_model
 
     formats = tuple(options.get("formats", FORMATS))
     rows = []
@@ -196,34 +327,73 @@ def export(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, sum
         result = export_model(summaries[stage]["model"], formats=formats, out_dir=stage_dir / stage)
         keras = summaries[stage]["artifacts"][0]
         for artifact in result.artifacts:
-            rows.append({
-                "name": f"{keras['name'].replace(' Keras', '')} FP32 {artifact.format}".replace("FP32 FP32", "FP32"), "stage": stage, "path": artifact.path,
-                "format": artifact.format, "precision": "fp32", "params": keras["params"], "macs": keras["macs"],
-                "size_bytes": artifact.size_bytes, "top1": keras["top1"], "parity_top1": artifact.parity_top1,
-            })
+            rows.append(
+                {
+                    "name": f"{keras['name'].replace(' Keras', '')} FP32 {artifact.format}".replace(
+                        "FP32 FP32", "FP32"
+                    ),
+                    "stage": stage,
+                    "path": artifact.path,
+                    "format": artifact.format,
+                    "precision": "fp32",
+                    "params": keras["params"],
+                    "macs": keras["macs"],
+                    "size_bytes": artifact.size_bytes,
+                    "top1": keras["top1"],
+                    "parity_top1": artifact.parity_top1,
+                }
+            )
     return {"artifacts": rows}
 
 
-def bench(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool) -> dict[str, Any]:
-    from edgecls.bench import BenchConfig, bench as bench_models
+def bench(
+    config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool
+) -> dict[str, Any]:
+    from edgecls.bench import BenchConfig
+    from edgecls.bench import bench as bench_models
 
     options = dict(options)
     targets = options.pop("targets", ["host"])
-    models = tuple(row["path"] for summary in summaries.values() for row in summary.get("artifacts", []) if row["format"] in ("tflite", "onnx"))
+    models = tuple(
+        row["path"]
+        for summary in summaries.values()
+        for row in summary.get("artifacts", [])
+        if row["format"] in ("tflite", "onnx")
+    )
     if not models:
         raise ConfigError(f"{config.source}: [bench] has nothing to measure; add [export] or [quantize] before it")
     results: dict[str, dict[str, Any]] = {}
     for target in targets:
-        target = config.resolve(target) if target.endswith((".toml", ".json")) else target  # a target file beside the pipeline file
-        bench_config = stage_options(BenchConfig, options, stage="bench", source=config.source, models=models, target=target, data=config.resolve(config.data), out=str(stage_dir / target))
+        target = (
+            config.resolve(target) if target.endswith((".toml", ".json")) else target
+        )  # a target file beside the pipeline file
+        bench_config = stage_options(
+            BenchConfig,
+            options,
+            stage="bench",
+            source=config.source,
+            models=models,
+            target=target,
+            data=config.resolve(config.data),
+            out=str(stage_dir / target),
+        )
         report = bench_models(bench_config)
         results[target] = {
-            "where": report.run.where, "plot": report.plot_path, "markdown": report.markdown_path,
+            "where": report.run.where,
+            "plot": report.plot_path,
+            "markdown": report.markdown_path,
             "models": {
                 result.model: {
-                    "p50": result.latency_ms.p50, "p99": result.latency_ms.p99, "fps": result.fps, "top1": result.top1,
-                    "engine": f"{result.engine} {result.engine_version}", "provider": result.provider, "threads": result.threads,
-                    "where": result.where, "throttled": result.throttled, "samples_ms": result.samples_ms,
+                    "p50": result.latency_ms.p50,
+                    "p99": result.latency_ms.p99,
+                    "fps": result.fps,
+                    "top1": result.top1,
+                    "engine": f"{result.engine} {result.engine_version}",
+                    "provider": result.provider,
+                    "threads": result.threads,
+                    "where": result.where,
+                    "throttled": result.throttled,
+                    "samples_ms": result.samples_ms,
                 }
                 for result in report.run.results
             },

@@ -23,8 +23,9 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from edgecls.errors import ConfigError
 from edgecls.evaluate import top1_accuracy
@@ -33,8 +34,16 @@ from edgecls.prune.config import METHODS, PruneConfig, PruneResult
 from edgecls.prune.importance import CRITERIA
 from edgecls.prune.structured import EQUIVALENCE_TOLERANCE, prune_channels, prune_magnitude
 
-__all__ = ["CRITERIA", "EQUIVALENCE_TOLERANCE", "METHODS", "PruneConfig", "PruneResult", "prune", "prune_channels",
-           "prune_magnitude"]
+__all__ = [
+    "CRITERIA",
+    "EQUIVALENCE_TOLERANCE",
+    "METHODS",
+    "PruneConfig",
+    "PruneResult",
+    "prune",
+    "prune_channels",
+    "prune_magnitude",
+]
 
 
 def prune(model_path: str | Path, config: PruneConfig = PruneConfig(), *, callbacks: Sequence[Any] = ()) -> PruneResult:
@@ -57,8 +66,15 @@ def prune(model_path: str | Path, config: PruneConfig = PruneConfig(), *, callba
     data = _resolve_data(config, info)
     images, dataset = _validation_data(info, data)
     result = PruneResult(
-        model_path="", report_path="", source_model=str(model_path), method=config.method,
-        params_before=0, params_after=0, macs_before=0, macs_after=0, config=dataclasses.asdict(config),
+        model_path="",
+        report_path="",
+        source_model=str(model_path),
+        method=config.method,
+        params_before=0,
+        params_after=0,
+        macs_before=0,
+        macs_after=0,
+        config=dataclasses.asdict(config),
     )
     result.params_before, result.macs_before = count_params_and_macs(original)
     if images is not None:
@@ -73,9 +89,15 @@ def prune(model_path: str | Path, config: PruneConfig = PruneConfig(), *, callba
         result.top1_after = top1_accuracy(pruned, images)
     _measure_files(original, pruned, info, config, result)
     provenance = {
-        "pruned": {"method": config.method, "ratio": config.ratio if config.method == "channels" else None,
-                   "sparsity": config.sparsity if config.method == "magnitude" else None, "criterion": config.criterion,
-                   "from": str(model_path), "params": result.params_after, "macs": result.macs_after},
+        "pruned": {
+            "method": config.method,
+            "ratio": config.ratio if config.method == "channels" else None,
+            "sparsity": config.sparsity if config.method == "magnitude" else None,
+            "criterion": config.criterion,
+            "from": str(model_path),
+            "params": result.params_after,
+            "macs": result.macs_after,
+        },
     }
     if result.top1_after is not None:
         provenance["val_accuracy"] = round(result.top1_after, 6)
@@ -102,7 +124,9 @@ def _resolve_data(config: PruneConfig, info: Any) -> str | None:
     if config.finetune_epochs:
         recorded = info.provenance.get("dataset")
         if not recorded:
-            raise ConfigError("--finetune-epochs needs training data and the model records none: pass --data digits|PATH")
+            raise ConfigError(
+                "--finetune-epochs needs training data and the model records none: pass --data digits|PATH"
+            )
         return recorded
     return None
 
@@ -124,7 +148,10 @@ def _measure_files(original: Any, pruned: Any, info: Any, config: PruneConfig, r
     from edgecls.prune.measure import compare_latency, tflite_fp32
 
     with tempfile.TemporaryDirectory(prefix="edgecls-prune-") as scratch:
-        paths = [tflite_fp32(model, Path(scratch) / f"{name}.tflite", info) for name, model in (("before", original), ("after", pruned))]
+        paths = [
+            tflite_fp32(model, Path(scratch) / f"{name}.tflite", info)
+            for name, model in (("before", original), ("after", pruned))
+        ]
         result.file_size_before, result.file_size_after = (path.stat().st_size for path in paths)
         result.gzip_size_before, result.gzip_size_after = (gzip_size(path) for path in paths)
         result.latency = compare_latency(paths, threads=1)

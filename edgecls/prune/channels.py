@@ -16,8 +16,9 @@ pruner: ``graph`` → ``handlers`` → ``channels``.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -168,7 +169,10 @@ class Tracer:
         structure = [size for _, size in first]
         if any([size for _, size in layout] != structure for layout in summands[1:]):
             for layout in summands:
-                self.block(layout, f"{layer.name}: {type(layer).__name__} of tensors whose channels come from different concatenations")
+                self.block(
+                    layout,
+                    f"{layer.name}: {type(layer).__name__} of tensors whose channels come from different concatenations",
+                )
             return first
         for layout in summands[1:]:
             for (a, _), (b, _) in zip(first, layout):
@@ -178,18 +182,24 @@ class Tracer:
     # -- the result -------------------------------------------------------------
 
     def finish(self, order: dict[str, int], unsupported: list[dict[str, str]]) -> ChannelGraph:
-        roots = sorted({self.find(space) for space in range(len(self._parent)) if self._producers.get(self.find(space))},
-                       key=lambda root: min(order.get(name, 1 << 30) for name in self._producers[root]))
+        roots = sorted(
+            {self.find(space) for space in range(len(self._parent)) if self._producers.get(self.find(space))},
+            key=lambda root: min(order.get(name, 1 << 30) for name in self._producers[root]),
+        )
         groups, space_group = [], {}
         for root in roots:
             producers = sorted(set(self._producers[root]), key=lambda name: order.get(name, 1 << 30))
             name = producers[0]
-            groups.append(ChannelGroup(
-                name=name, channels=self._size[root], producers=tuple(producers),
-                members=tuple(sorted(set(self._members.get(root, ())), key=lambda n: order.get(n, 1 << 30))),
-                consumers=tuple(sorted(set(self._consumers.get(root, ())), key=lambda n: order.get(n, 1 << 30))),
-                blocked=tuple(dict.fromkeys(self._blocked.get(root, ()))),
-            ))
+            groups.append(
+                ChannelGroup(
+                    name=name,
+                    channels=self._size[root],
+                    producers=tuple(producers),
+                    members=tuple(sorted(set(self._members.get(root, ())), key=lambda n: order.get(n, 1 << 30))),
+                    consumers=tuple(sorted(set(self._consumers.get(root, ())), key=lambda n: order.get(n, 1 << 30))),
+                    blocked=tuple(dict.fromkeys(self._blocked.get(root, ()))),
+                )
+            )
             space_group[root] = name
         for space in range(len(self._parent)):
             root = self.find(space)
@@ -197,5 +207,7 @@ class Tracer:
                 space_group[space] = space_group[root]
         layers = {}
         for layer_name, (role, layout, space) in self.records.items():
-            layers[layer_name] = LayerChannels(layer_name, role, layout, space_group.get(space) if space is not None else None)
+            layers[layer_name] = LayerChannels(
+                layer_name, role, layout, space_group.get(space) if space is not None else None
+            )
         return ChannelGraph(groups, layers, unsupported, space_group)

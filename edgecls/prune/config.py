@@ -50,7 +50,9 @@ class PruneConfig:
         if self.steps < 1 or self.min_channels < 1 or self.round_to < 1 or self.finetune_epochs < 0:
             raise ConfigError("--steps, --min-channels and --round-to must be at least 1, --finetune-epochs at least 0")
         if self.steps > 1 and self.finetune_epochs == 0:
-            raise ConfigError(f"--steps {self.steps} prunes in rounds with fine-tuning between them; add --finetune-epochs N (and --data)")
+            raise ConfigError(
+                f"--steps {self.steps} prunes in rounds with fine-tuning between them; add --finetune-epochs N (and --data)"
+            )
 
 
 @dataclass

@@ -21,7 +21,8 @@ handler, a layer the user excluded. Each block keeps its reason for the report.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from edgecls.errors import ConfigError, ModelError
 from edgecls.keras_graph import graph_nodes as keras_graph_nodes
@@ -34,9 +35,13 @@ __all__ = ["ChannelGraph", "ChannelGroup", "analyze", "graph_nodes"]
 
 def graph_nodes(model: Any) -> list[Any]:
     """The call nodes of a functional model, inputs first."""
-    return keras_graph_nodes(model, not_a_graph=ModelError(
-        "structured pruning needs a functional (or Sequential) Keras model built on a keras.Input; "
-        "subclassed models have no graph to analyse"))
+    return keras_graph_nodes(
+        model,
+        not_a_graph=ModelError(
+            "structured pruning needs a functional (or Sequential) Keras model built on a keras.Input; "
+            "subclassed models have no graph to analyse"
+        ),
+    )
 
 
 def analyze(model: Any, *, exclude: Sequence[str] = ()) -> ChannelGraph:
@@ -48,7 +53,9 @@ def analyze(model: Any, *, exclude: Sequence[str] = ()) -> ChannelGraph:
     names = {layer.name for layer in model.layers}
     missing = [name for name in exclude if name not in names]
     if missing:
-        raise ConfigError(f"--exclude names no layer of this model: {', '.join(missing)}; its layers include {', '.join(sorted(names)[:8])}, …")
+        raise ConfigError(
+            f"--exclude names no layer of this model: {', '.join(missing)}; its layers include {', '.join(sorted(names)[:8])}, …"
+        )
     nodes = graph_nodes(model)
     calls = Counter(id(node.operation) for node in nodes)
     tracer = Tracer()
@@ -59,7 +66,9 @@ def analyze(model: Any, *, exclude: Sequence[str] = ()) -> ChannelGraph:
         inputs = []
         for tensor in node.arguments.keras_tensors:
             if id(tensor) not in layouts:
-                raise ModelError(f"{operation.name}: an input tensor was not produced by the model's graph; is it a nested or partial model?")
+                raise ModelError(
+                    f"{operation.name}: an input tensor was not produced by the model's graph; is it a nested or partial model?"
+                )
             inputs.append(layouts[id(tensor)])
         handler = handler_for(operation)
         reason = _unsupported_reason(operation, node, handler, calls[id(operation)])
@@ -67,7 +76,10 @@ def analyze(model: Any, *, exclude: Sequence[str] = ()) -> ChannelGraph:
             unsupported.append({"layer": operation.name, "class": type(operation).__name__, "reason": reason})
             for layout in inputs:
                 tracer.block(layout, f"{operation.name}: {reason}")
-            outputs = [tracer.fixed(_channels(tensor), f"{operation.name}: output of a layer the pruner leaves alone") for tensor in node.outputs]
+            outputs = [
+                tracer.fixed(_channels(tensor), f"{operation.name}: output of a layer the pruner leaves alone")
+                for tensor in node.outputs
+            ]
         else:
             outputs = handler.trace(operation, node, inputs, tracer)
         if operation.name == LOGITS_LAYER:
@@ -85,7 +97,11 @@ def analyze(model: Any, *, exclude: Sequence[str] = ()) -> ChannelGraph:
 
 def _unsupported_reason(operation: Any, node: Any, handler: Any, calls: int) -> str | None:
     if handler is None:
-        kind = "a nested model (build it flat, e.g. keras.applications with input_tensor=)" if hasattr(operation, "layers") else "not a layer type the pruner understands"
+        kind = (
+            "a nested model (build it flat, e.g. keras.applications with input_tensor=)"
+            if hasattr(operation, "layers")
+            else "not a layer type the pruner understands"
+        )
         return f"{type(operation).__name__} is {kind}"
     if calls > 1:
         return f"is called {calls} times (a shared layer)"

@@ -31,11 +31,36 @@ from edgecls.keras_graph import is_ops_class, ops_classes
 from edgecls.prune.channels import Layout, Tracer
 
 # Activations that act on each value alone (a channel never sees another).
-ELEMENTWISE_ACTIVATIONS = frozenset({
-    "linear", "relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "sigmoid", "hard_sigmoid", "silu", "swish",
-    "hard_silu", "hard_swish", "tanh", "hard_tanh", "softplus", "softsign", "exponential", "mish", "log_sigmoid",
-    "celu", "sparse_plus", "squareplus", "tanh_shrink", "soft_shrink", "hard_shrink",
-})
+ELEMENTWISE_ACTIVATIONS = frozenset(
+    {
+        "linear",
+        "relu",
+        "relu6",
+        "leaky_relu",
+        "elu",
+        "selu",
+        "gelu",
+        "sigmoid",
+        "hard_sigmoid",
+        "silu",
+        "swish",
+        "hard_silu",
+        "hard_swish",
+        "tanh",
+        "hard_tanh",
+        "softplus",
+        "softsign",
+        "exponential",
+        "mish",
+        "log_sigmoid",
+        "celu",
+        "sparse_plus",
+        "squareplus",
+        "tanh_shrink",
+        "soft_shrink",
+        "hard_shrink",
+    }
+)
 
 
 class LayerHandler:
@@ -51,7 +76,9 @@ class LayerHandler:
         """The layer config with ``out_channels`` output channels (producers only)."""
         return config
 
-    def slice_weights(self, layer: Any, weights: list[np.ndarray], kept_in: np.ndarray | None, kept_out: np.ndarray | None) -> list[np.ndarray]:
+    def slice_weights(
+        self, layer: Any, weights: list[np.ndarray], kept_in: np.ndarray | None, kept_out: np.ndarray | None
+    ) -> list[np.ndarray]:
         return weights
 
     def zero_inputs(self, layer: Any, weights: list[np.ndarray], removed_in: np.ndarray) -> list[np.ndarray]:
@@ -67,7 +94,9 @@ class LayerHandler:
         names = {_variable_name(variable) for variable in layer.weights}
         unknown = names - self.variables
         if unknown:
-            return f"has variables the pruner does not know ({', '.join(sorted(unknown))}; e.g. a quantized or LoRA layer)"
+            return (
+                f"has variables the pruner does not know ({', '.join(sorted(unknown))}; e.g. a quantized or LoRA layer)"
+            )
         if getattr(layer, "data_format", "channels_last") != "channels_last":
             return "uses channels_first"
         return None
@@ -176,7 +205,9 @@ class DepthwiseConv2DHandler(LayerHandler):
 class BatchNormalizationHandler(LayerHandler):
     """``BatchNormalization`` over the channel axis: every variable is one value per channel."""
 
-    variables = frozenset({"gamma", "beta", "moving_mean", "moving_variance", "moving_stddev", "renorm_mean", "renorm_stddev"})
+    variables = frozenset(
+        {"gamma", "beta", "moving_mean", "moving_variance", "moving_stddev", "renorm_mean", "renorm_stddev"}
+    )
 
     def unsupported(self, layer, node):
         rank = len(node.arguments.keras_tensors[0].shape)
@@ -281,14 +312,31 @@ def _non_tensor_arguments(node: Any) -> list[Any]:
     flat = []
     for value in values:
         flat.extend(value if isinstance(value, (list, tuple)) else [value])
-    return [value for value in flat if not isinstance(value, KerasTensor) and value is not None and not isinstance(value, bool)]
+    return [
+        value
+        for value in flat
+        if not isinstance(value, KerasTensor) and value is not None and not isinstance(value, bool)
+    ]
 
 
 # --- the registry -------------------------------------------------------------
 
 _PASS_THROUGH = (
-    "ReLU", "ELU", "LeakyReLU", "MaxPooling2D", "AveragePooling2D", "ZeroPadding2D", "Cropping2D", "UpSampling2D",
-    "Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout", "Identity", "ActivityRegularization",
+    "ReLU",
+    "ELU",
+    "LeakyReLU",
+    "MaxPooling2D",
+    "AveragePooling2D",
+    "ZeroPadding2D",
+    "Cropping2D",
+    "UpSampling2D",
+    "Dropout",
+    "SpatialDropout2D",
+    "GaussianNoise",
+    "GaussianDropout",
+    "AlphaDropout",
+    "Identity",
+    "ActivityRegularization",
 )
 _MERGES = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
 _OPS_MERGES = ("Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum")
@@ -334,4 +382,3 @@ def handler_for(layer: Any) -> LayerHandler | None:
 def list_handlers() -> list[str]:
     """Names of the layer classes the pruner understands (``ops.`` for keras.ops operations)."""
     return sorted({("ops." if is_ops_class(cls) else "") + cls.__name__ for cls in _registry()})
-

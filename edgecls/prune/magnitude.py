@@ -16,8 +16,9 @@ anyway), so latency stays where it was and the report shows it measured.
 from __future__ import annotations
 
 import gzip
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,9 @@ def magnitude_masks(model: Any, sparsity: float, *, exclude: Sequence[str] = ())
     names = {layer.name for layer in model.layers}
     missing = [name for name in exclude if name not in names]
     if missing:  # a typo would otherwise prune the layer the user meant to keep
-        raise ConfigError(f"--exclude names no layer of this model: {', '.join(missing)}; its layers include {', '.join(sorted(names)[:8])}, …")
+        raise ConfigError(
+            f"--exclude names no layer of this model: {', '.join(missing)}; its layers include {', '.join(sorted(names)[:8])}, …"
+        )
     masks = {}
     for layer in model.layers:
         if type(layer).__name__ not in KERNEL_LAYERS or layer.name in exclude:
@@ -65,7 +68,10 @@ def keep_masks_callback(masks: dict[str, np.ndarray]) -> Any:
             self.pairs: list[tuple[Any, Any]] = []
 
         def on_train_begin(self, logs=None):
-            self.pairs = [(self.model.get_layer(name).kernel, keras.ops.convert_to_tensor(mask, dtype="float32")) for name, mask in masks.items()]
+            self.pairs = [
+                (self.model.get_layer(name).kernel, keras.ops.convert_to_tensor(mask, dtype="float32"))
+                for name, mask in masks.items()
+            ]
 
         def on_train_batch_end(self, batch, logs=None):
             for kernel, mask in self.pairs:

@@ -14,13 +14,16 @@ itself is the runtime's loop (``edgecls.runtime.measure.time_calls``), the one
 from __future__ import annotations
 
 import platform
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 
-def compare_latency(paths: Sequence[str | Path], *, threads: int = 1, runs: int = 300, warmup: int = 20, rounds: int = 30) -> dict[str, Any]:
+def compare_latency(
+    paths: Sequence[str | Path], *, threads: int = 1, runs: int = 300, warmup: int = 20, rounds: int = 30
+) -> dict[str, Any]:
     """Median latency (ms, batch 1, one ``Engine.invoke_raw`` on a ready input) of each model.
 
     The ``runs`` timed calls per model are split into ``rounds`` blocks that

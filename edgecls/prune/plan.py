@@ -65,12 +65,16 @@ def plan_channels(
     for group in graph.groups:
         layers = group.producers + group.members
         if group.blocked:
-            plans.append(GroupPlan(group.name, group.channels, group.channels, layers, left_alone="; ".join(group.blocked[:3])))
+            plans.append(
+                GroupPlan(group.name, group.channels, group.channels, layers, left_alone="; ".join(group.blocked[:3]))
+            )
             continue
         original = (original_channels or {}).get(group.name, group.channels)
         target = min(group.channels, kept_count(original, ratio, min_channels=min_channels, round_to=round_to))
         if target >= group.channels:
-            reason = None if ratio <= 0 else f"{group.channels} channels is already at the --min-channels/--round-to floor"
+            reason = (
+                None if ratio <= 0 else f"{group.channels} channels is already at the --min-channels/--round-to floor"
+            )
             plans.append(GroupPlan(group.name, group.channels, group.channels, layers, left_alone=reason))
             continue
         scores, used = channel_importance(model, graph, group, criterion)

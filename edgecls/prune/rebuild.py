@@ -37,7 +37,9 @@ def as_functional(model: Any) -> Any:
     if isinstance(model, keras.Sequential):
         return keras.Model(_single(model.inputs), _single(model.outputs), name=model.name)
     if not has_graph(model):
-        raise ModelError("structured pruning needs a functional or Sequential Keras model; a subclassed model has no graph to analyse")
+        raise ModelError(
+            "structured pruning needs a functional or Sequential Keras model; a subclassed model has no graph to analyse"
+        )
     return model
 
 
@@ -74,7 +76,9 @@ def rebuild(model: Any, graph: ChannelGraph, keep: dict[str, np.ndarray]) -> Any
     return smaller
 
 
-def _sliced_weights(layer: Any, weights: list[np.ndarray], graph: ChannelGraph, keep: dict[str, np.ndarray]) -> list[np.ndarray]:
+def _sliced_weights(
+    layer: Any, weights: list[np.ndarray], graph: ChannelGraph, keep: dict[str, np.ndarray]
+) -> list[np.ndarray]:
     record = graph.layers.get(layer.name)
     handler = handler_for(layer)
     if record is None or handler is None or record.role == "other":

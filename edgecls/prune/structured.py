@@ -11,7 +11,8 @@ through fine-tuning. ``edgecls.prune.prune`` loads, measures and writes around t
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,14 @@ log = logging.getLogger(__name__)
 EQUIVALENCE_TOLERANCE = 1e-3
 
 
-def prune_channels(model: Any, config: PruneConfig, *, result: PruneResult | None = None, dataset: Any = None, callbacks: Sequence[Any] = ()) -> Any:
+def prune_channels(
+    model: Any,
+    config: PruneConfig,
+    *,
+    result: PruneResult | None = None,
+    dataset: Any = None,
+    callbacks: Sequence[Any] = (),
+) -> Any:
     """Structured pruning of a Keras model in memory (``config.steps`` rounds); returns the smaller model.
 
     ``result``, when given, receives the per-group counts, what was left
@@ -44,18 +52,31 @@ def prune_channels(model: Any, config: PruneConfig, *, result: PruneResult | Non
             original_channels = {group.name: group.channels for group in graph.groups}
             result.unsupported_layers = graph.unsupported
         keep, plans = plan_channels(
-            model, graph, ratio=config.ratio * step / config.steps, criterion=config.criterion,
-            min_channels=config.min_channels, round_to=config.round_to, original_channels=original_channels,
+            model,
+            graph,
+            ratio=config.ratio * step / config.steps,
+            criterion=config.criterion,
+            min_channels=config.min_channels,
+            round_to=config.round_to,
+            original_channels=original_channels,
         )
         first_plans = first_plans or plans
         smaller = rebuild(model, graph, keep)
-        difference = max_abs_difference(mask_removed_channels(model, graph, keep), smaller) if keep else max_abs_difference(model, smaller)
+        difference = (
+            max_abs_difference(mask_removed_channels(model, graph, keep), smaller)
+            if keep
+            else max_abs_difference(model, smaller)
+        )
         scale = max(1.0, _logit_scale(model))
         if difference > EQUIVALENCE_TOLERANCE * scale:
-            raise ModelError(f"the rebuilt model differs from the masked original by {difference:.3g} (logits of scale {scale:.3g}); "
-                             "this is a pruner bug: please report it with the model's layer types; --exclude the affected layers to go on")
+            raise ModelError(
+                f"the rebuilt model differs from the masked original by {difference:.3g} (logits of scale {scale:.3g}); "
+                "this is a pruner bug: please report it with the model's layer types; --exclude the affected layers to go on"
+            )
         result.equivalence_max_abs.append(difference)
-        log.info("step %d/%d: %d groups pruned, max |Δ| vs masked original %.2e", step, config.steps, len(keep), difference)
+        log.info(
+            "step %d/%d: %d groups pruned, max |Δ| vs masked original %.2e", step, config.steps, len(keep), difference
+        )
         model = smaller
         if config.finetune_epochs:
             _finetune(model, dataset, config, result, callbacks, label=f"step {step}")
@@ -63,7 +84,9 @@ def prune_channels(model: Any, config: PruneConfig, *, result: PruneResult | Non
     return model
 
 
-def prune_magnitude(model: Any, config: PruneConfig, *, result: PruneResult, dataset: Any, callbacks: Sequence[Any]) -> Any:
+def prune_magnitude(
+    model: Any, config: PruneConfig, *, result: PruneResult, dataset: Any, callbacks: Sequence[Any]
+) -> Any:
     from edgecls.prune.magnitude import apply_masks, keep_masks_callback, magnitude_masks, sparsity_report
     from edgecls.prune.rebuild import clone_with_config
 
@@ -78,18 +101,34 @@ def prune_magnitude(model: Any, config: PruneConfig, *, result: PruneResult, dat
     return pruned
 
 
-def _finetune(model: Any, dataset: Any, config: PruneConfig, result: PruneResult, callbacks: Sequence[Any], *, label: str) -> None:
+def _finetune(
+    model: Any, dataset: Any, config: PruneConfig, result: PruneResult, callbacks: Sequence[Any], *, label: str
+) -> None:
     from edgecls.train import FitOptions, fit
 
     if dataset is None:
         raise ConfigError("--finetune-epochs needs training data: pass --data digits|PATH")
-    options = FitOptions(epochs=config.finetune_epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
-                         seed=config.seed)
+    options = FitOptions(
+        epochs=config.finetune_epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        seed=config.seed,
+    )
     history = fit(model, dataset, options=options, callbacks=callbacks)
     accuracies = history.get("val_accuracy", [])
-    result.finetune.setdefault("rounds", []).append({"round": label, "epochs": len(accuracies), "val_accuracy": accuracies})
-    result.finetune.update({"data": dataset.name, "n_train": len(dataset.train), "n_val": len(dataset.val),
-                            "learning_rate": config.learning_rate, "batch_size": config.batch_size, "seed": config.seed})
+    result.finetune.setdefault("rounds", []).append(
+        {"round": label, "epochs": len(accuracies), "val_accuracy": accuracies}
+    )
+    result.finetune.update(
+        {
+            "data": dataset.name,
+            "n_train": len(dataset.train),
+            "n_val": len(dataset.val),
+            "learning_rate": config.learning_rate,
+            "batch_size": config.batch_size,
+            "seed": config.seed,
+        }
+    )
 
 
 def _group_report(first: list[Any], last: list[Any], result: PruneResult) -> None:
@@ -97,11 +136,24 @@ def _group_report(first: list[Any], last: list[Any], result: PruneResult) -> Non
     for plan in last:
         channels_before = before.get(plan.name, plan.channels_before)
         if plan.left_alone or channels_before == plan.channels_after:
-            result.left_alone.append({"group": plan.name, "channels": channels_before, "layers": list(plan.layers),
-                                      "reason": plan.left_alone or "ratio 0: nothing to remove"})
+            result.left_alone.append(
+                {
+                    "group": plan.name,
+                    "channels": channels_before,
+                    "layers": list(plan.layers),
+                    "reason": plan.left_alone or "ratio 0: nothing to remove",
+                }
+            )
         else:
-            result.groups.append({"group": plan.name, "channels_before": channels_before, "channels_after": plan.channels_after,
-                                  "layers": list(plan.layers), "criterion": plan.criterion})
+            result.groups.append(
+                {
+                    "group": plan.name,
+                    "channels_before": channels_before,
+                    "channels_after": plan.channels_after,
+                    "layers": list(plan.layers),
+                    "criterion": plan.criterion,
+                }
+            )
 
 
 def _logit_scale(model: Any) -> float:

@@ -27,7 +27,13 @@ from typing import Any
 from edgecls.errors import ConfigError, ModelError
 from edgecls.quantize.calibration import CalibrationSet, load_calibration, write_manifest
 from edgecls.quantize.config import (
-    FORMATS, IO_TYPES, METHODS, PRECISIONS, QuantizeConfig, QuantizedArtifact, QuantizeResult,
+    FORMATS,
+    IO_TYPES,
+    METHODS,
+    PRECISIONS,
+    QuantizeConfig,
+    QuantizedArtifact,
+    QuantizeResult,
 )
 from edgecls.quantize.job import Evaluation, QuantizeJob
 from edgecls.quantize.onnx import quantize_onnx
@@ -71,22 +77,41 @@ def quantize(model_path: str | Path, config: QuantizeConfig = QuantizeConfig()) 
             work = Path(scratch) / name
             work.mkdir()
             artifact_info = info.with_provenance(
-                precision=config.precision, quantized_from=source.name, calibration=calibration_record or None,
-                float_top1=float_top1, eval_data=config.eval_data,
+                precision=config.precision,
+                quantized_from=source.name,
+                calibration=calibration_record or None,
+                float_top1=float_top1,
+                eval_data=config.eval_data,
             )
             job = QuantizeJob(
-                source=source, keras_model=keras_model, calibration=calibration, info=artifact_info,
-                evaluation=evaluation, float_top1=float_top1, config=config, work=work,
+                source=source,
+                keras_model=keras_model,
+                calibration=calibration,
+                info=artifact_info,
+                evaluation=evaluation,
+                float_top1=float_top1,
+                config=config,
+                work=work,
                 final=out_dir / f"{stem}_{config.precision}.{name}",
             )
             artifacts.append(_QUANTIZERS[name](job))
             if artifacts[-1].within_budget is False:
-                warnings_seen.append(f"{artifacts[-1].path}: top-1 drop {artifacts[-1].drop:.2f} points exceeds --max-drop {config.max_drop} with {len(artifacts[-1].float_layers)} layer(s) in float")
+                warnings_seen.append(
+                    f"{artifacts[-1].path}: top-1 drop {artifacts[-1].drop:.2f} points exceeds --max-drop {config.max_drop} with {len(artifacts[-1].float_layers)} layer(s) in float"
+                )
     result = QuantizeResult(
-        model=str(source), float_top1=float_top1, eval_data=config.eval_data, n_eval_images=evaluation.size if evaluation else 0,
-        eval_scope=evaluation.scope if evaluation else "", n_eval_skipped=evaluation.skipped if evaluation else 0,
-        max_drop=config.max_drop, calibration=calibration_record, artifacts=artifacts, warnings=warnings_seen,
-        config={**dataclasses.asdict(config), "formats": list(formats)}, host=f"{platform.machine()} host ({platform.processor() or platform.system()})",
+        model=str(source),
+        float_top1=float_top1,
+        eval_data=config.eval_data,
+        n_eval_images=evaluation.size if evaluation else 0,
+        eval_scope=evaluation.scope if evaluation else "",
+        n_eval_skipped=evaluation.skipped if evaluation else 0,
+        max_drop=config.max_drop,
+        calibration=calibration_record,
+        artifacts=artifacts,
+        warnings=warnings_seen,
+        config={**dataclasses.asdict(config), "formats": list(formats)},
+        host=f"{platform.machine()} host ({platform.processor() or platform.system()})",
         seconds=round(time.time() - started, 2),
     )
     from edgecls.quantize.report import write_reports
@@ -95,25 +120,37 @@ def quantize(model_path: str | Path, config: QuantizeConfig = QuantizeConfig()) 
     return result
 
 
-def _calibration(config: QuantizeConfig, info: ModelInfo, manifest: Path) -> tuple[CalibrationSet | None, dict[str, Any]]:
+def _calibration(
+    config: QuantizeConfig, info: ModelInfo, manifest: Path
+) -> tuple[CalibrationSet | None, dict[str, Any]]:
     """The calibration images (INT8 only) and what the reports and metadata say about them."""
     if config.precision != "int8":
         return None, {}
     calibration = load_calibration(config.calib, info, size=config.calib_size, seed=config.seed)
     manifest_path, digest = write_manifest(calibration, manifest)
     return calibration, {
-        "folder": calibration.folder, "n_images": len(calibration), "available": calibration.available, "seed": config.seed,
-        "per_class": calibration.per_class_counts(), "manifest": str(manifest_path), "manifest_sha256": digest,
-        "method": config.method, "per_channel": config.per_channel,
+        "folder": calibration.folder,
+        "n_images": len(calibration),
+        "available": calibration.available,
+        "seed": config.seed,
+        "per_class": calibration.per_class_counts(),
+        "manifest": str(manifest_path),
+        "manifest_sha256": digest,
+        "method": config.method,
+        "per_channel": config.per_channel,
     }
 
 
 def _formats(config: QuantizeConfig, source: Path) -> tuple[str, ...]:
     if source.suffix not in (".keras", ".onnx"):
-        raise ModelError(f"{source}: quantize takes a .keras model (TFLite and ONNX) or a float .onnx (ONNX only), not {source.suffix or 'this'}")
+        raise ModelError(
+            f"{source}: quantize takes a .keras model (TFLite and ONNX) or a float .onnx (ONNX only), not {source.suffix or 'this'}"
+        )
     if source.suffix == ".onnx":
         if config.precision != "int8" or "tflite" in config.formats:
-            raise ConfigError(f"{source}: from an .onnx model only ONNX INT8 can be made; pass the .keras model for TFLite")
+            raise ConfigError(
+                f"{source}: from an .onnx model only ONNX INT8 can be made; pass the .keras model for TFLite"
+            )
         return ("onnx",)
     if config.formats:
         return tuple(dict.fromkeys(config.formats))
@@ -130,5 +167,12 @@ def _load_keras(path: Path):
 
 
 __all__ = [
-    "FORMATS", "IO_TYPES", "METHODS", "PRECISIONS", "QuantizeConfig", "QuantizeResult", "QuantizedArtifact", "quantize",
+    "FORMATS",
+    "IO_TYPES",
+    "METHODS",
+    "PRECISIONS",
+    "QuantizeConfig",
+    "QuantizeResult",
+    "QuantizedArtifact",
+    "quantize",
 ]

@@ -19,8 +19,9 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -69,11 +70,9 @@ class Requantizer(Protocol):
     def quantize(self, float_nodes: frozenset[str]):  # returns a path to a candidate artifact
         ...
 
-    def graph(self) -> list[GraphOp]:
-        ...
+    def graph(self) -> list[GraphOp]: ...
 
-    def layer_errors(self) -> list[LayerError]:
-        ...
+    def layer_errors(self) -> list[LayerError]: ...
 
 
 @dataclass
@@ -101,7 +100,9 @@ class BudgetOutcome:
     attempts: list[Attempt] = field(default_factory=list)
 
 
-def channel_error(values: np.ndarray, scale: float, zero_point: int, *, qmin: int = -128, qmax: int = 127, channel_axis: int = -1) -> float:
+def channel_error(
+    values: np.ndarray, scale: float, zero_point: int, *, qmin: int = -128, qmax: int = 127, channel_axis: int = -1
+) -> float:
     """Mean over channels of ``sum|fakequant(x) - x| / sum|x|`` (see ``LayerError``).
 
     Channels that are all zero (dead ReLUs) carry no signal and are left out.
@@ -125,7 +126,9 @@ def relative_error(reference: np.ndarray, approximation: np.ndarray) -> float:
     magnitude = np.abs(reference).sum()
     if magnitude == 0:
         return 0.0
-    return float(np.abs(np.asarray(approximation, dtype=np.float64).reshape(reference.shape) - reference).sum() / magnitude)
+    return float(
+        np.abs(np.asarray(approximation, dtype=np.float64).reshape(reference.shape) - reference).sum() / magnitude
+    )
 
 
 def layers_in_name(name: str, layer_names: Iterable[str]) -> tuple[str, ...]:
@@ -214,7 +217,14 @@ def run_budget(
         started = time.time()
         candidate = requantizer.quantize(frozenset(nodes))
         top1, agreement = evaluate(candidate)
-        attempt = Attempt(layers_of(kept, nodes, graph), sorted(nodes), top1, agreement, _drop(float_top1, top1), round(time.time() - started, 2))
+        attempt = Attempt(
+            layers_of(kept, nodes, graph),
+            sorted(nodes),
+            top1,
+            agreement,
+            _drop(float_top1, top1),
+            round(time.time() - started, 2),
+        )
         attempts.append(attempt)
         log.info("kept %s in float: top-1 %.4f (drop %.2f points)", ", ".join(attempt.float_layers), top1, attempt.drop)
         if top1 > best[1].top1:
@@ -224,9 +234,22 @@ def run_budget(
     if not within:
         log.warning(
             "INT8 top-1 drop %.2f points exceeds --max-drop %.2f after keeping %d tensor(s) in float (limit %d); keeping the most accurate candidate",
-            chosen.drop, max_drop, len(kept), max_float_layers,
+            chosen.drop,
+            max_drop,
+            len(kept),
+            max_float_layers,
         )
-    return BudgetOutcome(chosen_path, chosen.float_layers, chosen.float_nodes, chosen.top1, chosen.agreement, chosen.drop, within, errors[:worst], attempts)
+    return BudgetOutcome(
+        chosen_path,
+        chosen.float_layers,
+        chosen.float_nodes,
+        chosen.top1,
+        chosen.agreement,
+        chosen.drop,
+        within,
+        errors[:worst],
+        attempts,
+    )
 
 
 def _drop(float_top1: float, top1: float) -> float:

@@ -17,9 +17,10 @@ import hashlib
 import json
 import logging
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -77,11 +78,13 @@ class CalibrationSet:
         files = []
         for source, label in zip(self.sources, self.labels.tolist()):
             path = Path(source)
-            files.append({
-                "file": _relative(path, root),
-                "class": self.class_names[label] if label >= 0 else None,
-                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            })
+            files.append(
+                {
+                    "file": _relative(path, root),
+                    "class": self.class_names[label] if label >= 0 else None,
+                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                }
+            )
         return {
             "schema": MANIFEST_SCHEMA,
             "folder": str(self.folder),
@@ -123,7 +126,9 @@ def write_manifest(calibration: CalibrationSet, path: str | Path) -> tuple[Path,
     return Path(path), digest
 
 
-def load_calibration(folder: str | Path, info: ModelInfo, *, size: int = 300, seed: int = 0, batch_size: int = 1) -> CalibrationSet:
+def load_calibration(
+    folder: str | Path, info: ModelInfo, *, size: int = 300, seed: int = 0, batch_size: int = 1
+) -> CalibrationSet:
     """Load up to ``size`` images of ``folder`` as the model ``info`` describes them.
 
     ``folder`` is ``<class>/*.png`` (sampled stratified by class with ``seed``)
@@ -136,24 +141,45 @@ def load_calibration(folder: str | Path, info: ModelInfo, *, size: int = 300, se
     if size < 1:
         raise ConfigError(f"--calib-size must be at least 1, got {size}")
     if not root.exists():
-        raise DataError(f"{root}: no such calibration folder; make one with `edgecls calib-data --from DATA --out {root}`")
+        raise DataError(
+            f"{root}: no such calibration folder; make one with `edgecls calib-data --from DATA --out {root}`"
+        )
     if not root.is_dir():
         raise DataError(f"{root}: --calib must be a folder of images (or of <class>/ subfolders of images)")
     _check_channels(info)
     try:
         images, class_names, skipped = load_images(root, image_size=info.input_size, channel_order=info.channel_order)
     except (KeyError, ValueError) as exc:  # an image layout to_model_pixels cannot convert (e.g. 2-channel PNG)
-        raise DataError(f"{root}: a calibration image cannot be converted to the model's {info.channel_order} input ({exc!r}); use 8-bit gray, RGB or RGBA images") from exc
+        raise DataError(
+            f"{root}: a calibration image cannot be converted to the model's {info.channel_order} input ({exc!r}); use 8-bit gray, RGB or RGBA images"
+        ) from exc
     if len(images) == 0:
-        where = f"its class folders ({', '.join(class_names[:5])}{'…' if len(class_names) > 5 else ''})" if class_names else "it"
-        raise DataError(f"{root}: no decodable images ({', '.join(IMAGE_SUFFIXES)}) in {where}; INT8 calibration needs representative images, ideally 100 to 500")
+        where = (
+            f"its class folders ({', '.join(class_names[:5])}{'…' if len(class_names) > 5 else ''})"
+            if class_names
+            else "it"
+        )
+        raise DataError(
+            f"{root}: no decodable images ({', '.join(IMAGE_SUFFIXES)}) in {where}; INT8 calibration needs representative images, ideally 100 to 500"
+        )
     if images.images.shape[-1] != info.channels:
-        raise DataError(f"{root}: calibration images give {images.images.shape[-1]} channels but the model takes {info.channels}")
+        raise DataError(
+            f"{root}: calibration images give {images.images.shape[-1]} channels but the model takes {info.channels}"
+        )
     chosen = stratified_sample(images.labels, size, seed)
     picked = images.subset(chosen)
     calibration = CalibrationSet(
-        folder=str(root), images=picked.images, labels=picked.labels, sources=picked.sources, class_names=class_names,
-        channel_order=info.channel_order, seed=seed, requested_size=size, available=len(images), skipped=skipped, batch_size=batch_size,
+        folder=str(root),
+        images=picked.images,
+        labels=picked.labels,
+        sources=picked.sources,
+        class_names=class_names,
+        channel_order=info.channel_order,
+        seed=seed,
+        requested_size=size,
+        available=len(images),
+        skipped=skipped,
+        batch_size=batch_size,
     )
     calibration.warnings.extend(_coverage_warnings(calibration, info))
     for message in calibration.warnings:
@@ -184,9 +210,13 @@ def _coverage_warnings(calibration: CalibrationSet, info: ModelInfo) -> list[str
         unknown = sorted(present - set(info.labels))
         if missing:
             shown = ", ".join(missing[:10]) + ("…" if len(missing) > 10 else "")
-            messages.append(f"{root}: {len(missing)} of the model's {len(info.labels)} classes have no calibration images: {shown}")
+            messages.append(
+                f"{root}: {len(missing)} of the model's {len(info.labels)} classes have no calibration images: {shown}"
+            )
         if unknown:
-            messages.append(f"{root}: class folders the model does not know: {', '.join(unknown[:10])}; is this the right calibration set?")
+            messages.append(
+                f"{root}: class folders the model does not know: {', '.join(unknown[:10])}; is this the right calibration set?"
+            )
     return messages
 
 
@@ -278,18 +308,29 @@ def make_calibration_folder(config: CalibDataConfig) -> CalibDataResult:
                 target = class_dir / f"{len(records):05d}_{Path(source).name}"
             shutil.copyfile(source, target)
         records.append({"file": target.relative_to(staging).as_posix(), "source": source})
-    write_json(staging / "source.json", {
-        "from": config.source, "split": "train", "val_split": config.val_split, "seed": config.seed, "n": len(records),
-        "command": f"edgecls calib-data --from {config.source} --n {config.n} --seed {config.seed} --val-split {config.val_split} --out {config.out}",
-        "files": records,
-    })
+    write_json(
+        staging / "source.json",
+        {
+            "from": config.source,
+            "split": "train",
+            "val_split": config.val_split,
+            "seed": config.seed,
+            "n": len(records),
+            "command": f"edgecls calib-data --from {config.source} --n {config.n} --seed {config.seed} --val-split {config.val_split} --out {config.out}",
+            "files": records,
+        },
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():
         out.rmdir()  # empty (checked above)
     staging.rename(out)
     counts = np.bincount(chosen.labels, minlength=dataset.num_classes)
     return CalibDataResult(
-        out=str(out), source=config.source, n_images=len(records), per_class={n: int(c) for n, c in zip(dataset.class_names, counts)},
-        split="train", val_split=config.val_split, seed=config.seed,
+        out=str(out),
+        source=config.source,
+        n_images=len(records),
+        per_class={n: int(c) for n, c in zip(dataset.class_names, counts)},
+        split="train",
+        val_split=config.val_split,
+        seed=config.seed,
     )
-

@@ -30,7 +30,7 @@ class Evaluation:
         self.float_predictions: np.ndarray | None = None
 
     @classmethod
-    def load(cls, info: ModelInfo, data: str | None) -> "Evaluation | None":
+    def load(cls, info: ModelInfo, data: str | None) -> Evaluation | None:
         """``--eval-data``'s images as ``edgecls evaluate`` scores them: a named folder whole, training data split."""
         if not data:
             return None
@@ -80,8 +80,11 @@ class QuantizeJob:
     def run_budget(self, requantizer) -> BudgetOutcome:
         """The accuracy budget loop over ``requantizer`` with this run's evaluation and limits."""
         return run_budget(
-            requantizer, self.evaluation.score if self.evaluation else None, float_top1=self.float_top1,
-            max_drop=self.config.max_drop, max_float_layers=self.config.max_float_layers,
+            requantizer,
+            self.evaluation.score if self.evaluation else None,
+            float_top1=self.float_top1,
+            max_drop=self.config.max_drop,
+            max_float_layers=self.config.max_float_layers,
         )
 
     def judge_once(self, candidate: Path) -> BudgetOutcome:
@@ -90,28 +93,51 @@ class QuantizeJob:
             return BudgetOutcome(candidate, [], [], None, None, None, None, [])
         top1, agreement = self.evaluation.score(candidate)
         drop = round((self.float_top1 - top1) * 100.0, 4)
-        return BudgetOutcome(candidate, [], [], top1, agreement, drop, None, [], [Attempt([], [], top1, agreement, drop, 0.0)])
+        return BudgetOutcome(
+            candidate, [], [], top1, agreement, drop, None, [], [Attempt([], [], top1, agreement, drop, 0.0)]
+        )
 
     def final_info(self, outcome: BudgetOutcome | None) -> ModelInfo:
         """The metadata of the chosen candidate: this run's provenance plus what was measured."""
         provenance: dict[str, Any] = {"float_layers": outcome.float_layers if outcome else []}
         if outcome is not None and outcome.top1 is not None and self.evaluation is not None:
-            provenance.update(top1=round(outcome.top1, 6), top1_data=self.evaluation.name, top1_n_images=self.evaluation.size)
+            provenance.update(
+                top1=round(outcome.top1, 6), top1_data=self.evaluation.name, top1_n_images=self.evaluation.size
+            )
         return self.info.with_provenance(**provenance)
 
 
 def artifact_record(
-    written: Path, *, fmt: str, precision: str, io: str, scheme: str, fp32_size: int,
-    outcome: BudgetOutcome | None, started: float, **extra: Any,
+    written: Path,
+    *,
+    fmt: str,
+    precision: str,
+    io: str,
+    scheme: str,
+    fp32_size: int,
+    outcome: BudgetOutcome | None,
+    started: float,
+    **extra: Any,
 ) -> QuantizedArtifact:
     """The report's entry for an artifact written to ``written``."""
     size = written.stat().st_size
     return QuantizedArtifact(
-        path=str(written), format=fmt, precision=precision, io=io, scheme=scheme, size_bytes=size, fp32_size_bytes=fp32_size,
+        path=str(written),
+        format=fmt,
+        precision=precision,
+        io=io,
+        scheme=scheme,
+        size_bytes=size,
+        fp32_size_bytes=fp32_size,
         size_ratio=round(size / fp32_size, 4) if fp32_size else 0.0,
-        top1=outcome.top1 if outcome else None, agreement=outcome.agreement if outcome else None,
-        drop=outcome.drop if outcome else None, within_budget=outcome.within_budget if outcome else None,
-        float_layers=outcome.float_layers if outcome else [], float_nodes=outcome.float_nodes if outcome else [],
-        worst_layers=outcome.worst_layers if outcome else [], attempts=outcome.attempts if outcome else [],
-        seconds=round(time.time() - started, 2), **extra,
+        top1=outcome.top1 if outcome else None,
+        agreement=outcome.agreement if outcome else None,
+        drop=outcome.drop if outcome else None,
+        within_budget=outcome.within_budget if outcome else None,
+        float_layers=outcome.float_layers if outcome else [],
+        float_nodes=outcome.float_nodes if outcome else [],
+        worst_layers=outcome.worst_layers if outcome else [],
+        attempts=outcome.attempts if outcome else [],
+        seconds=round(time.time() - started, 2),
+        **extra,
     )

@@ -45,7 +45,10 @@ def markdown(result: Any) -> str:
             "",
         ]
     else:
-        lines += ["Evaluation: none (pass `--eval-data` to measure accuracy and hold INT8 to the `--max-drop` budget).", ""]
+        lines += [
+            "Evaluation: none (pass `--eval-data` to measure accuracy and hold INT8 to the `--max-drop` budget).",
+            "",
+        ]
     lines += [
         "| artifact | format | precision | I/O | size | × FP32 | top-1 | drop (points) | agreement | layers kept float | time |",
         "|---|---|---|---|---:|---:|---:|---:|---:|---|---:|",
@@ -70,13 +73,26 @@ def markdown(result: Any) -> str:
             ]
             for item in artifact.worst_layers:
                 accumulated = "n/a" if item.accumulated is None else f"{item.accumulated:.4f}"
-                lines.append(f"| {', '.join(item.layers) or '?'} | {item.op_type} | {item.error:.4f} | {accumulated} | `{item.tensor[:80]}` |")
+                lines.append(
+                    f"| {', '.join(item.layers) or '?'} | {item.op_type} | {item.error:.4f} | {accumulated} | `{item.tensor[:80]}` |"
+                )
         if len(artifact.attempts) > 1:
-            lines += ["", "Accuracy budget, attempt by attempt:", "", "| kept in float | top-1 | drop (points) |", "|---|---:|---:|"]
+            lines += [
+                "",
+                "Accuracy budget, attempt by attempt:",
+                "",
+                "| kept in float | top-1 | drop (points) |",
+                "|---|---:|---:|",
+            ]
             for attempt in artifact.attempts:
-                lines.append(f"| {', '.join(attempt.float_layers) or 'nothing (plain INT8)'} | {_percent(attempt.top1)} | {_points(attempt.drop)} |")
+                lines.append(
+                    f"| {', '.join(attempt.float_layers) or 'nothing (plain INT8)'} | {_percent(attempt.top1)} | {_points(attempt.drop)} |"
+                )
             verdict = "within" if artifact.within_budget else "NOT within"
-            lines += ["", f"Result: {verdict} the budget of {result.max_drop:.2f} points; kept in float: {', '.join(artifact.float_layers) or 'nothing'}."]
+            lines += [
+                "",
+                f"Result: {verdict} the budget of {result.max_drop:.2f} points; kept in float: {', '.join(artifact.float_layers) or 'nothing'}.",
+            ]
     if result.warnings:
         lines += ["", "## Warnings", ""] + [f"- {message}" for message in result.warnings]
     lines += ["", f"Total time {result.seconds:.1f} s on {result.host}.", ""]

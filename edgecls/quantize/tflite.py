@@ -26,8 +26,9 @@ import logging
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,9 @@ def representative_dataset(calibration: CalibrationSet) -> Callable[[], Any]:
     return generate
 
 
-def int8_converter_options(calibration: CalibrationSet, *, io: str = "int8", per_channel: bool = True) -> dict[str, Any]:
+def int8_converter_options(
+    calibration: CalibrationSet, *, io: str = "int8", per_channel: bool = True
+) -> dict[str, Any]:
     """LiteRT converter attributes for a full-integer model (for ``model.export(format="litert", **options)``)."""
     import tensorflow as tf
 
@@ -78,7 +81,9 @@ def convert_int8(model, calibration: CalibrationSet, *, io: str = "int8", per_ch
     try:
         return convert_tflite(model, **int8_converter_options(calibration, io=io, per_channel=per_channel))
     except Exception as exc:  # the converter raises ConverterError/RuntimeError for ops without an INT8 kernel
-        raise ModelError(f"the LiteRT converter could not make a full-integer model ({exc}); an op without an INT8 kernel needs --io float or a budget with --eval-data") from exc
+        raise ModelError(
+            f"the LiteRT converter could not make a full-integer model ({exc}); an op without an INT8 kernel needs --io float or a budget with --eval-data"
+        ) from exc
 
 
 def convert_fp16(model) -> bytes:
@@ -100,17 +105,28 @@ def calibrate(model, calibration: CalibrationSet) -> bytes:
         return litert_converter.calibrate_saved_model(saved, representative_dataset(calibration))
 
 
-def requantize(calibrated: bytes, *, io: str = "int8", per_channel: bool = True, float_nodes: Sequence[str] = (), debug: bool = False) -> bytes:
+def requantize(
+    calibrated: bytes,
+    *,
+    io: str = "int8",
+    per_channel: bool = True,
+    float_nodes: Sequence[str] = (),
+    debug: bool = False,
+) -> bytes:
     """Step two: quantize a calibrated model, keeping ``float_nodes`` (op output tensor names) in float.
 
     ``debug=True`` adds NumericVerify ops in whole-model mode (float I/O) for the debugger.
     """
     if debug:
         return litert_converter.numeric_verify_model(calibrated, per_channel=per_channel)
-    return litert_converter.quantize_calibrated(calibrated, io=io, per_channel=per_channel, denylisted_nodes=float_nodes)
+    return litert_converter.quantize_calibrated(
+        calibrated, io=io, per_channel=per_channel, denylisted_nodes=float_nodes
+    )
 
 
-def layer_errors(calibrated: bytes, calibration: CalibrationSet, *, per_channel: bool, layer_names: Sequence[str]) -> list[LayerError]:
+def layer_errors(
+    calibrated: bytes, calibration: CalibrationSet, *, per_channel: bool, layer_names: Sequence[str]
+) -> list[LayerError]:
     """Per-tensor quantization error from the LiteRT ``QuantizationDebugger``.
 
     Runs on the first ``DEBUG_IMAGES`` calibration images (never the
@@ -122,8 +138,12 @@ def layer_errors(calibrated: bytes, calibration: CalibrationSet, *, per_channel:
     options = tf.lite.experimental.QuantizationDebugOptions(
         layer_direct_compare_metrics={
             # The quantized values arrive as int8; see QuantizationDebugOptions.
-            "isolated_error": lambda float_values, _q, scale, zero_point: channel_error(float_values, scale, zero_point),
-            "accumulated_error": lambda float_values, q, scale, zero_point: relative_error(float_values, (q.astype(np.float64) - zero_point) * scale),
+            "isolated_error": lambda float_values, _q, scale, zero_point: channel_error(
+                float_values, scale, zero_point
+            ),
+            "accumulated_error": lambda float_values, q, scale, zero_point: relative_error(
+                float_values, (q.astype(np.float64) - zero_point) * scale
+            ),
         }
     )
     debug_model = requantize(calibrated, per_channel=per_channel, debug=True)
@@ -140,12 +160,20 @@ def layer_errors(calibrated: bytes, calibration: CalibrationSet, *, per_channel:
     errors = []
     for row in csv.DictReader(table):
         name = row["tensor_name"]
-        if name in outputs:  # the probabilities: a fixed 1/256 grid that top-1 does not feel, and nothing to keep float after it
+        if (
+            name in outputs
+        ):  # the probabilities: a fixed 1/256 grid that top-1 does not feel, and nothing to keep float after it
             continue
-        errors.append(LayerError(
-            tensor=name, layers=list(layers_in_name(name, layer_names)) or [name], op_type=row["op_name"],
-            error=round(float(row["isolated_error"]), 6), accumulated=round(float(row["accumulated_error"]), 6), scale=float(row["scale"]),
-        ))
+        errors.append(
+            LayerError(
+                tensor=name,
+                layers=list(layers_in_name(name, layer_names)) or [name],
+                op_type=row["op_name"],
+                error=round(float(row["isolated_error"]), 6),
+                accumulated=round(float(row["accumulated_error"]), 6),
+                scale=float(row["scale"]),
+            )
+        )
     return errors
 
 
@@ -156,8 +184,10 @@ def graph_ops(model_bytes: bytes, layer_names: Sequence[str] = ()) -> list[Graph
     """The ops of subgraph 0; ``node`` is the first output tensor's name (what ``denylisted_nodes`` takes)."""
     return [
         GraphOp(
-            node=op.node, op_type=op.op_type,
-            inputs=tuple(t.name for t in op.inputs), outputs=tuple(t.name for t in op.outputs),
+            node=op.node,
+            op_type=op.op_type,
+            inputs=tuple(t.name for t in op.inputs),
+            outputs=tuple(t.name for t in op.outputs),
             layers=layers_in_name(op.node, layer_names) if op.outputs else (),
         )
         for op in TFLiteGraph.from_bytes(model_bytes).ops
@@ -189,7 +219,8 @@ def pin_uint8_input(model_bytes: bytes) -> bytes:
         raise ModelError("the uint8 input does not feed a QUANTIZE op; cannot give it scale 1 / zero point 0")
     log.info(
         "uint8 input: calibrated scale %s zero point %s → 1.0 / 0 (pixels 0..255 as bytes)",
-        list(tensor.scale), list(tensor.zero_point),
+        list(tensor.scale),
+        list(tensor.zero_point),
     )
     graph.set_quantization(tensor, 1.0, 0)
     return graph.to_bytes()
@@ -198,7 +229,9 @@ def pin_uint8_input(model_bytes: bytes) -> bytes:
 class TFLiteRequantizer:
     """The budget loop's handle on one Keras model's TFLite INT8 conversion."""
 
-    def __init__(self, model, calibration: CalibrationSet, info: ModelInfo, *, io: str, per_channel: bool, scratch: Path) -> None:
+    def __init__(
+        self, model, calibration: CalibrationSet, info: ModelInfo, *, io: str, per_channel: bool, scratch: Path
+    ) -> None:
         self.model, self.calibration, self.info = model, calibration, info
         self.io, self.per_channel, self.scratch = io, per_channel, scratch
         self.layer_names = [layer.name for layer in model.layers]
@@ -213,7 +246,9 @@ class TFLiteRequantizer:
 
     def quantize(self, float_nodes: frozenset[str]) -> Path:
         if float_nodes:
-            model_bytes = requantize(self.calibrated, io=self.io, per_channel=self.per_channel, float_nodes=sorted(float_nodes))
+            model_bytes = requantize(
+                self.calibrated, io=self.io, per_channel=self.per_channel, float_nodes=sorted(float_nodes)
+            )
         else:
             model_bytes = convert_int8(self.model, self.calibration, io=self.io, per_channel=self.per_channel)
         from edgecls.export.metadata import embed_tflite
@@ -229,7 +264,9 @@ class TFLiteRequantizer:
         return graph_ops(self.calibrated, self.layer_names)
 
     def layer_errors(self) -> list[LayerError]:
-        return layer_errors(self.calibrated, self.calibration, per_channel=self.per_channel, layer_names=self.layer_names)
+        return layer_errors(
+            self.calibrated, self.calibration, per_channel=self.per_channel, layer_names=self.layer_names
+        )
 
 
 # --- this format's whole quantize path ---------------------------------------------------
@@ -262,7 +299,15 @@ def quantize_tflite(job: QuantizeJob) -> QuantizedArtifact:
     written = write_tflite_bytes(candidate.read_bytes(), job.final, job.final_info(outcome))
     graph = TFLiteGraph.read(written)
     return artifact_record(
-        written, fmt="tflite", precision=config.precision, io=io, scheme=scheme, fp32_size=fp32_size, outcome=outcome,
-        started=started, float_ops=len(graph.float_ops()), integer_ops=len(graph.integer_ops()),
+        written,
+        fmt="tflite",
+        precision=config.precision,
+        io=io,
+        scheme=scheme,
+        fp32_size=fp32_size,
+        outcome=outcome,
+        started=started,
+        float_ops=len(graph.float_ops()),
+        integer_ops=len(graph.integer_ops()),
         input=graph.io_quantization()["input"],
     )

@@ -92,8 +92,15 @@ class Collector:
             return Decision(True, "small margin")
         return Decision(False, "")
 
-    def consider(self, frame: np.ndarray, labels: Sequence[str], scores: np.ndarray | Sequence[float], *,
-                 model: str = "", model_sha256: str = "") -> Path | None:
+    def consider(
+        self,
+        frame: np.ndarray,
+        labels: Sequence[str],
+        scores: np.ndarray | Sequence[float],
+        *,
+        model: str = "",
+        model_sha256: str = "",
+    ) -> Path | None:
         """Save ``frame`` when its ``scores`` (one per label) say the model was unsure; the saved path or None."""
         values = np.asarray(scores, dtype=np.float64).reshape(-1)
         order = np.argsort(-values, kind="stable")
@@ -110,10 +117,16 @@ class Collector:
             self._last_kept = now
             stem = f"{time.time_ns():020d}-{os.getpid()}-{next(self._sequence):06d}"
         sidecar = {
-            "prediction": labels[order[0]], "score": round(top, 6), "margin": round(top - second, 6),
-            "reason": decision.reason, "scores": {labels[i]: round(float(values[i]), 6) for i in order},
-            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "model": model,
-            "model_sha256": model_sha256, "frame_shape": list(frame.shape), "image": stem + self.image_format,
+            "prediction": labels[order[0]],
+            "score": round(top, 6),
+            "margin": round(top - second, 6),
+            "reason": decision.reason,
+            "scores": {labels[i]: round(float(values[i]), 6) for i in order},
+            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "model": model,
+            "model_sha256": model_sha256,
+            "frame_shape": list(frame.shape),
+            "image": stem + self.image_format,
             "thresholds": {"below": self.below, "margin": self.margin},
         }
         image_path = self.folder / (stem + self.image_format)
@@ -145,8 +158,10 @@ class Collector:
         return sorted(path.stem for path in self.folder.glob("*" + SIDECAR_SUFFIX) if not path.name.startswith("."))
 
     def __repr__(self) -> str:
-        return (f"Collector({str(self.folder)!r}, below={self.below}, margin={self.margin}, "
-                f"max_files={self.max_files}, every_s={self.every_s})")
+        return (
+            f"Collector({str(self.folder)!r}, below={self.below}, margin={self.margin}, "
+            f"max_files={self.max_files}, every_s={self.every_s})"
+        )
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

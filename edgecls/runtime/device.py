@@ -21,9 +21,10 @@ import re
 import shutil
 import socket
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edgecls.runtime.targets import Target
 
@@ -101,10 +102,14 @@ def placement(target: Target, machine: MachineInfo) -> Placement:
         return Placement(True, f"measured on {machine.board}", warning)
     host = f"{machine.arch} host with {target.name} settings"
     if machine.board:
-        return Placement(False, host, (
-            f"target {target.name} is a {target.board}, but this board is a {machine.board}: "
-            f"the figures are this board's, not a {target.board}'s"
-        ))
+        return Placement(
+            False,
+            host,
+            (
+                f"target {target.name} is a {target.board}, but this board is a {machine.board}: "
+                f"the figures are this board's, not a {target.board}'s"
+            ),
+        )
     return Placement(False, host)
 
 
@@ -131,7 +136,13 @@ def run_command(argv: list[str]) -> str | None:
 def read_device_state(*, root: Path = Path("/"), run: CommandRunner = run_command) -> dict[str, Any]:
     """What the device exposes about temperature, throttling, governor, clocks, power mode."""
     board = read_board(root=root)
-    kind = "raspberry-pi" if "Raspberry Pi" in board else "jetson" if "Jetson" in board or (root / "etc/nv_tegra_release").exists() else "other"
+    kind = (
+        "raspberry-pi"
+        if "Raspberry Pi" in board
+        else "jetson"
+        if "Jetson" in board or (root / "etc/nv_tegra_release").exists()
+        else "other"
+    )
     state: dict[str, Any] = {"kind": kind, "board": board, **read_cpufreq(root=root)}
     temperatures = read_thermal_zones(root=root)
     if temperatures:
@@ -226,7 +237,11 @@ def read_cpufreq(*, root: Path = Path("/")) -> dict[str, Any]:
     governor = _read(cpufreq / "scaling_governor")
     if governor:
         found["governor"] = governor
-    for key, file_name in (("cpu_mhz", "scaling_cur_freq"), ("cpu_min_mhz", "scaling_min_freq"), ("cpu_max_mhz", "scaling_max_freq")):
+    for key, file_name in (
+        ("cpu_mhz", "scaling_cur_freq"),
+        ("cpu_min_mhz", "scaling_min_freq"),
+        ("cpu_max_mhz", "scaling_max_freq"),
+    ):
         value = _read(cpufreq / file_name)
         if value and value.isdigit():
             found[key] = int(value) / 1000.0

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -108,9 +108,9 @@ class LiteRTEngine(Engine):
 
 def _load_tflite_interpreter() -> tuple[Callable, str, str]:
     try:
-        from ai_edge_litert import interpreter as litert
-
         import importlib.metadata as metadata
+
+        from ai_edge_litert import interpreter as litert
 
         return litert.Interpreter, "litert", metadata.version("ai-edge-litert")
     except ImportError:
@@ -127,7 +127,9 @@ def _load_tflite_interpreter() -> tuple[Callable, str, str]:
 
 def _tflite_spec(detail: dict) -> TensorSpec:
     scale, zero_point = detail.get("quantization", (0.0, 0))
-    return TensorSpec(detail["name"], tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"]), float(scale), int(zero_point))
+    return TensorSpec(
+        detail["name"], tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"]), float(scale), int(zero_point)
+    )
 
 
 class OnnxEngine(Engine):
@@ -150,7 +152,9 @@ class OnnxEngine(Engine):
         try:
             import onnxruntime
         except ImportError as exc:
-            raise RuntimeUnavailableError("no ONNX engine installed: pip install onnxruntime (onnxruntime-gpu on Jetson)") from exc
+            raise RuntimeUnavailableError(
+                "no ONNX engine installed: pip install onnxruntime (onnxruntime-gpu on Jetson)"
+            ) from exc
         self.name, self.version = "onnxruntime", onnxruntime.__version__
         self.threads = threads or _default_threads()
         options = onnxruntime.SessionOptions()
@@ -166,8 +170,14 @@ class OnnxEngine(Engine):
         self.load_seconds = time.perf_counter() - started
         self.provider = self._session.get_providers()[0]  # what is actually used, not just requested
         model_input, model_output = self._session.get_inputs()[0], self._session.get_outputs()[0]
-        self.input = TensorSpec(model_input.name, _onnx_input_shape(model_input.shape, path), _onnx_dtype(model_input.type))
-        self.output = TensorSpec(model_output.name, tuple(dim if isinstance(dim, int) else 1 for dim in model_output.shape), _onnx_dtype(model_output.type))
+        self.input = TensorSpec(
+            model_input.name, _onnx_input_shape(model_input.shape, path), _onnx_dtype(model_input.type)
+        )
+        self.output = TensorSpec(
+            model_output.name,
+            tuple(dim if isinstance(dim, int) else 1 for dim in model_output.shape),
+            _onnx_dtype(model_output.type),
+        )
         self.custom_metadata = self._session.get_modelmeta().custom_metadata_map
         self._one_at_a_time = model_input.shape[0] == 1  # a graph exported for batch 1 only
 
@@ -190,7 +200,12 @@ class OnnxEngine(Engine):
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         if self._one_at_a_time and batch.shape[0] != 1:
-            return np.concatenate([self._session.run([self.output.name], {self.input.name: batch[i : i + 1]})[0] for i in range(batch.shape[0])])
+            return np.concatenate(
+                [
+                    self._session.run([self.output.name], {self.input.name: batch[i : i + 1]})[0]
+                    for i in range(batch.shape[0])
+                ]
+            )
         return self._session.run([self.output.name], {self.input.name: batch})[0]
 
 
@@ -205,7 +220,12 @@ def _onnx_input_shape(shape: list, path: Path) -> tuple[int, ...]:
 
 
 def _onnx_dtype(type_name: str) -> np.dtype:
-    names = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
+    names = {
+        "tensor(float)": np.float32,
+        "tensor(float16)": np.float16,
+        "tensor(uint8)": np.uint8,
+        "tensor(int8)": np.int8,
+    }
     if type_name not in names:
         raise ModelError(f"unsupported ONNX tensor type {type_name}")
     return np.dtype(names[type_name])

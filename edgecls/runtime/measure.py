@@ -30,9 +30,10 @@ import sys
 import time
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +72,7 @@ class LatencyStats:
     std: float
 
     @classmethod
-    def of(cls, samples_ms: list[float]) -> "LatencyStats":
+    def of(cls, samples_ms: list[float]) -> LatencyStats:
         values = np.asarray(samples_ms, dtype=np.float64)
         p50, p90, p99 = np.percentile(values, [50, 90, 99])
         return cls(float(values.min()), float(p50), float(p90), float(p99), float(values.mean()), float(values.std()))
@@ -116,7 +117,7 @@ class MeasureResult:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, document: Any) -> "MeasureResult":
+    def from_dict(cls, document: Any) -> MeasureResult:
         """Read a result written by ``to_dict``; ``ValueError`` names the first missing or mistyped field."""
         return _from_document(cls, document, "result")
 
@@ -138,7 +139,7 @@ class MeasureRun:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, document: Any) -> "MeasureRun":
+    def from_dict(cls, document: Any) -> MeasureRun:
         """Read a run written by ``to_dict`` (a device's JSON): every field is checked before anything uses it."""
         return _from_document(cls, document, "run")
 
@@ -209,12 +210,33 @@ def measure_models(config: MeasureConfig) -> MeasureRun:
     state_before = read_device_state()
     results = []
     for model in config.models:
-        log.info("benchmarking %s (%s, %d threads, %d runs after %d warm-up)", model, where, threads, config.runs, config.warmup)
+        log.info(
+            "benchmarking %s (%s, %d threads, %d runs after %d warm-up)",
+            model,
+            where,
+            threads,
+            config.runs,
+            config.warmup,
+        )
         state = read_device_state()
         if config.isolate:
-            measured = _measure_in_subprocess(model, threads=threads, providers=target.providers, runs=config.runs, warmup=config.warmup, data=config.data)
+            measured = _measure_in_subprocess(
+                model,
+                threads=threads,
+                providers=target.providers,
+                runs=config.runs,
+                warmup=config.warmup,
+                data=config.data,
+            )
         else:
-            measured = measure_model(model, threads=threads, providers=target.providers, runs=config.runs, warmup=config.warmup, data=config.data)
+            measured = measure_model(
+                model,
+                threads=threads,
+                providers=target.providers,
+                runs=config.runs,
+                warmup=config.warmup,
+                data=config.data,
+            )
         state_after = read_device_state()
         results.append(
             dataclasses.replace(
@@ -226,15 +248,32 @@ def measure_models(config: MeasureConfig) -> MeasureRun:
                 arch=machine.arch,
                 throttled=bool(state["throttled"] or state_after["throttled"]),
                 device_state=state_after,
-                notes=[*measured.notes, *_fit_notes(measured, target), *_oversubscription_note(threads, machine.cpu_count)],
+                notes=[
+                    *measured.notes,
+                    *_fit_notes(measured, target),
+                    *_oversubscription_note(threads, machine.cpu_count),
+                ],
             )
         )
-    settings = {"runs": config.runs, "warmup": config.warmup, "threads": threads, "providers": list(target.providers), "data": config.data, "isolated": config.isolate}
+    settings = {
+        "runs": config.runs,
+        "warmup": config.warmup,
+        "threads": threads,
+        "providers": list(target.providers),
+        "data": config.data,
+        "isolated": config.isolate,
+    }
     return MeasureRun(target.name, where, on_target, machine.to_dict(), settings, results, state_before)
 
 
 def measure_model(
-    path: str | Path, *, threads: int, providers: tuple[str, ...] = (), runs: int = 200, warmup: int = 20, data: str | None = None
+    path: str | Path,
+    *,
+    threads: int,
+    providers: tuple[str, ...] = (),
+    runs: int = 200,
+    warmup: int = 20,
+    data: str | None = None,
 ) -> MeasureResult:
     """Time and score one model in this process."""
     path = Path(path)
@@ -386,7 +425,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m edgecls.runtime.measure", description="Measure .tflite/.onnx models with the edgecls runtime."
     )
     parser.add_argument("models", nargs="+", help="model files")
-    parser.add_argument("--target", default="host", help="target name or target file (.toml/.json) whose settings to use")
+    parser.add_argument(
+        "--target", default="host", help="target name or target file (.toml/.json) whose settings to use"
+    )
     parser.add_argument("--threads", type=int, default=None, help="threads (default: the target's)")
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
@@ -404,7 +445,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if arguments.worker:
             providers = tuple(p for p in arguments.providers.split(",") if p)
-            measured = measure_model(arguments.models[0], threads=arguments.threads, providers=providers, runs=arguments.runs, warmup=arguments.warmup, data=arguments.data)
+            measured = measure_model(
+                arguments.models[0],
+                threads=arguments.threads,
+                providers=providers,
+                runs=arguments.runs,
+                warmup=arguments.warmup,
+                data=arguments.data,
+            )
             print(json.dumps(measured.to_dict()))
             return 0
         config = MeasureConfig(
@@ -430,7 +478,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run.to_dict()))
     else:
         host = "" if run.machine["hostname"] in run.where else f" ({run.machine['hostname']})"
-        print(f"measured on {run.where}{host}, {run.settings['threads']} threads, {run.settings['runs']} runs after {run.settings['warmup']} warm-up")
+        print(
+            f"measured on {run.where}{host}, {run.settings['threads']} threads, {run.settings['runs']} runs after {run.settings['warmup']} warm-up"
+        )
         for result in run.results:
             scored = f"({result.n_eval} images, {result.eval_skipped} skipped)"
             top1 = "-" if result.top1 is None else f"{result.top1:.2%} {scored}"

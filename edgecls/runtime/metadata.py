@@ -48,7 +48,7 @@ class ModelInfo:
         return json.dumps(document, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, document: dict[str, Any], *, source: str = "") -> "ModelInfo":
+    def from_dict(cls, document: dict[str, Any], *, source: str = "") -> ModelInfo:
         try:
             return cls(
                 labels=tuple(str(label) for label in document["labels"]),
@@ -59,9 +59,11 @@ class ModelInfo:
                 provenance=dict(document.get("provenance", {})),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ModelError(f"{source}: edgecls metadata is malformed ({exc!r}); re-export the model with edgecls") from exc
+            raise ModelError(
+                f"{source}: edgecls metadata is malformed ({exc!r}); re-export the model with edgecls"
+            ) from exc
 
-    def with_provenance(self, **updates: Any) -> "ModelInfo":
+    def with_provenance(self, **updates: Any) -> ModelInfo:
         merged = {**self.provenance, **updates}
         return ModelInfo(self.labels, self.input_size, self.channels, self.channel_order, self.pixel_range, merged)
 

@@ -9,8 +9,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -57,7 +58,9 @@ class Classifier:
         self.labels = self.info.labels
         # Decided once here, not per frame: on a camera loop every call counts.
         self._encode = _input_encoder(self.engine.input)
-        self._scale, self._zero_point = (self.engine.output.scale, self.engine.output.zero_point) if self.engine.output.quantized else (1.0, 0)
+        self._scale, self._zero_point = (
+            (self.engine.output.scale, self.engine.output.zero_point) if self.engine.output.quantized else (1.0, 0)
+        )
         height, width = self.info.input_size
         if self.engine.input.shape[1:3] != (height, width):
             raise ModelError(
@@ -92,7 +95,9 @@ class Classifier:
             )
         _, height, width, channels = shape
         classes = self.engine.output.shape[-1]
-        return ModelInfo(tuple(str(i) for i in range(classes)), (height, width), channels, "GRAY" if channels == 1 else "RGB")
+        return ModelInfo(
+            tuple(str(i) for i in range(classes)), (height, width), channels, "GRAY" if channels == 1 else "RGB"
+        )
 
     # -- the three steps, public so benchmarks can time each ------------------
 

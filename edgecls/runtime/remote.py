@@ -48,9 +48,10 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from edgecls.errors import ConfigError, RemoteError
 from edgecls.runtime.measure import MeasureRun
@@ -85,7 +86,9 @@ _LAUNCHER = (
     "runpy.run_module('edgecls.runtime.measure', run_name='__main__', alter_sys=True)\n"
 )
 _REMOTE_TMP = re.compile(r"^/[^\x00-\x1f\x7f]*/edgecls-bench\.[A-Za-z0-9]+$")  # mktemp's answer; used quoted
-_DESTINATION = re.compile(r"^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_][A-Za-z0-9._-]*)(?::(?P<port>[0-9]{1,5}))?$")
+_DESTINATION = re.compile(
+    r"^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_][A-Za-z0-9._-]*)(?::(?P<port>[0-9]{1,5}))?$"
+)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
@@ -96,11 +99,13 @@ class Destination:
     port: int | None
 
     @classmethod
-    def parse(cls, text: str) -> "Destination":
+    def parse(cls, text: str) -> Destination:
         """``user@host[:port]``; IPv6 as ``user@[::1]:2222``. No leading ``-``: nothing here can become an option."""
         match = _DESTINATION.match(text.strip())
         if match is None:
-            raise ConfigError(f"--remote must look like user@host or user@host:port (IPv6: user@[::1]:22), got {text!r}")
+            raise ConfigError(
+                f"--remote must look like user@host or user@host:port (IPv6: user@[::1]:22), got {text!r}"
+            )
         port = int(match["port"]) if match["port"] else None
         if port is not None and not 0 < port < 65536:
             raise ConfigError(f"--remote port must be 1..65535, got {port}")
@@ -139,19 +144,26 @@ class SSH:
         self.config = config
         self.destination = Destination.parse(config.destination)
         options = [
-            "-o", "BatchMode=yes",  # never prompt for a password or a host key
-            "-o", f"StrictHostKeyChecking={'accept-new' if config.accept_new_host_key else 'yes'}",
-            "-o", f"ConnectTimeout={config.connect_timeout_s}",
-            "-o", "ServerAliveInterval=5",
-            "-o", "ServerAliveCountMax=3",  # a dropped link fails in ~15 s instead of hanging
-            "-o", "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",  # never prompt for a password or a host key
+            "-o",
+            f"StrictHostKeyChecking={'accept-new' if config.accept_new_host_key else 'yes'}",
+            "-o",
+            f"ConnectTimeout={config.connect_timeout_s}",
+            "-o",
+            "ServerAliveInterval=5",
+            "-o",
+            "ServerAliveCountMax=3",  # a dropped link fails in ~15 s instead of hanging
+            "-o",
+            "LogLevel=ERROR",
         ]
         if config.known_hosts:
             options += ["-o", f"UserKnownHostsFile={_ssh_config_path(config.known_hosts, '--known-hosts')}"]
             if config.accept_new_host_key and os.path.realpath(config.known_hosts) == os.devnull:
                 log.warning(
                     "--known-hosts %s with --accept-new-host-key accepts any host key and keeps none: "
-                    "the device's identity is not checked", config.known_hosts,
+                    "the device's identity is not checked",
+                    config.known_hosts,
                 )
         if config.ssh_key:
             if not Path(config.ssh_key).is_file():
@@ -174,7 +186,9 @@ class SSH:
         try:
             completed = subprocess.run(command, stdin=stdin, capture_output=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired as exc:
-            raise RemoteError(f"{step} on {self.destination} took longer than {timeout:.0f} s; the device may be overloaded or the link gone") from exc
+            raise RemoteError(
+                f"{step} on {self.destination} took longer than {timeout:.0f} s; the device may be overloaded or the link gone"
+            ) from exc
         return self._checked(command, completed.returncode, completed.stdout, completed.stderr, step)
 
     def run_tethered(self, script: str, *, step: str) -> subprocess.CompletedProcess:
@@ -253,7 +267,9 @@ def measure_remote(
     local_names = dict(zip(names, (str(m) for m in models)))
     if completed.returncode != 0:
         copies = ", ".join(f"{name} is {local}" for name, local in local_names.items())
-        raise RemoteError(f"the benchmark failed on {ssh.destination} (exit status {completed.returncode}): {_tail(completed.stderr)} ({copies})")
+        raise RemoteError(
+            f"the benchmark failed on {ssh.destination} (exit status {completed.returncode}): {_tail(completed.stderr)} ({copies})"
+        )
     run = _parse_run(completed, ssh.destination, names)
     results = [replace(result, model=local_names[result.model]) for result in run.results]
     return replace(run, results=results, remote=str(ssh.destination), where=f"{run.where}, over SSH")
@@ -311,7 +327,7 @@ def _send(ssh: SSH, bundle: Path, remote_dir: str) -> None:
 
 
 def _make_remote_dir(ssh: SSH, python: list[str], shown: str, target: Target) -> str:
-    script = f"{_sh_words(python)} -c {shlex.quote(_PROBE)} && mktemp -d \"${{TMPDIR:-/tmp}}/edgecls-bench.XXXXXXXX\""
+    script = f'{_sh_words(python)} -c {shlex.quote(_PROBE)} && mktemp -d "${{TMPDIR:-/tmp}}/edgecls-bench.XXXXXXXX"'
     completed = ssh.run(script, step="checking the runtime", timeout=120)
     if completed.returncode == 127:
         raise RemoteError(

@@ -26,7 +26,8 @@ def evaluate_folder(classifier: Classifier, folder: str | Path) -> tuple[float, 
         hint = (
             ": digits is made on the workstation (scikit-learn); there, edgecls bench --data digits --remote USER@HOST "
             "writes its evaluation set and copies it over"
-            if str(folder) == "digits" else ""
+            if str(folder) == "digits"
+            else ""
         )
         raise DataError(f"{folder}: no such evaluation folder{hint}")
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))

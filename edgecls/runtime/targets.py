@@ -101,14 +101,18 @@ def load_target_file(path: str | Path) -> Target:
 def target_from_dict(document: dict[str, Any], *, source: str) -> Target:
     """Check every key and type; an unknown key is an error that lists the valid ones."""
     if not isinstance(document, dict):
-        raise ConfigError(f"{source}: a target file holds one table of keys ({', '.join(_KEYS[:3])}, …), not a {type(document).__name__}")
+        raise ConfigError(
+            f"{source}: a target file holds one table of keys ({', '.join(_KEYS[:3])}, …), not a {type(document).__name__}"
+        )
     document = {key: value for key, value in document.items() if key != "source"}
     unknown = sorted(set(document) - set(_KEYS))
     if unknown:
         raise ConfigError(f"{source}: unknown key {unknown[0]!r}; valid keys are: {', '.join(_KEYS)}")
     missing = [key for key in _KEYS if key not in document and key not in _OPTIONAL]
     if missing:
-        raise ConfigError(f"{source}: missing key {missing[0]!r}; a target file needs: {', '.join(k for k in _KEYS if k not in _OPTIONAL)}")
+        raise ConfigError(
+            f"{source}: missing key {missing[0]!r}; a target file needs: {', '.join(k for k in _KEYS if k not in _OPTIONAL)}"
+        )
     values = {**_OPTIONAL, **document}
     for field in fields(Target):
         if field.name == "source":
@@ -119,7 +123,9 @@ def target_from_dict(document: dict[str, Any], *, source: str) -> Target:
 
 
 def _checked(value: Any, key: str, source: str) -> Any:
-    expected = {"threads": int, "memory_mb": int}.get(key, tuple if key in ("engines", "providers", "precisions", "aliases") else str)
+    expected = {"threads": int, "memory_mb": int}.get(
+        key, tuple if key in ("engines", "providers", "precisions", "aliases") else str
+    )
     if expected is tuple:
         if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
             raise ConfigError(f"{source}: key {key!r} must be a list of strings, got {value!r}")
@@ -162,7 +168,9 @@ def _packaged() -> dict[str, Target]:
     for path in sorted(folder.glob("*.toml")):
         target = load_target_file(path)
         if target.name != path.stem:
-            raise ConfigError(f"{path}: key 'name' is {target.name!r} but the file is {path.name}; name the file {target.name}.toml")
+            raise ConfigError(
+                f"{path}: key 'name' is {target.name!r} but the file is {path.name}; name the file {target.name}.toml"
+            )
         for claimed in (target.name, *target.aliases):
             if claimed in names:
                 raise ConfigError(f"{path}: {claimed!r} is already the name or an alias of {names[claimed]}")

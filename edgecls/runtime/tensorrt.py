@@ -146,8 +146,12 @@ def prepare_cache(model_path: Path) -> CacheState | None:
         if recorded != fingerprint:
             write_text(cache / FINGERPRINT_FILE, fingerprint + "\n")
     except OSError as exc:
-        log.warning("%s: no TensorRT engine cache (%s cannot be written: %s); every start builds the engine",
-                    model_path, cache, exc)
+        log.warning(
+            "%s: no TensorRT engine cache (%s cannot be written: %s); every start builds the engine",
+            model_path,
+            cache,
+            exc,
+        )
         return None
     return CacheState(cache, hit=bool(engines))
 
