@@ -40,7 +40,11 @@ def base_layers(model) -> list:
     """The base network's layers in graph order: every layer between the input and the head."""
     import keras
 
-    return [layer for layer in model.layers if layer.name not in HEAD_LAYERS and not isinstance(layer, keras.layers.InputLayer)]
+    return [
+        layer
+        for layer in model.layers
+        if layer.name not in HEAD_LAYERS and not isinstance(layer, keras.layers.InputLayer)
+    ]
 
 
 def freeze_base(model) -> None:
@@ -50,7 +54,7 @@ def freeze_base(model) -> None:
 
 
 def unfreeze_top(model, *, count: int | None = None, from_layer: str | None = None) -> list[str]:
-    """Phase 2: make the top of the base trainable, BatchNormalization excepted; returns the layers with weights unfrozen.
+    """Phase 2: the top of the base trainable, BatchNormalization excepted; returns the unfrozen layers with weights.
 
     ``count``: the last ``count`` base layers (all layers, with weights or not,
     as the Keras guide counts them); ``from_layer``: that layer and every base
@@ -63,9 +67,11 @@ def unfreeze_top(model, *, count: int | None = None, from_layer: str | None = No
         names = [layer.name for layer in layers]
         if from_layer not in names:
             weighted = [layer.name for layer in layers if layer.weights]
-            raise ConfigError(f"--unfreeze-from {from_layer!r}: no such layer in the {model.name} base; "
-                              f"its last layers with weights are {', '.join(weighted[-6:])} (`edgecls info MODEL` lists all)")
-        chosen = layers[names.index(from_layer):]
+            raise ConfigError(
+                f"--unfreeze-from {from_layer!r}: no such layer in the {model.name} base; "
+                f"its last layers with weights are {', '.join(weighted[-6:])} (`edgecls info MODEL` lists all)"
+            )
+        chosen = layers[names.index(from_layer) :]
     elif count is not None:
         chosen = layers[-count:] if count < len(layers) else layers
     else:
@@ -84,7 +90,9 @@ def merge_histories(first: dict[str, list[float]], second: dict[str, list[float]
     """One history over both phases: every column concatenated, ``epoch`` renumbered 0..n-1, and ``phase`` (1 or 2)."""
     n_first = len(next(iter(first.values()), []))
     n_second = len(next(iter(second.values()), []))
-    keys = [key for key in first if key not in ("epoch", "phase")] + [key for key in second if key not in first and key != "epoch"]
+    keys = [key for key in first if key not in ("epoch", "phase")] + [
+        key for key in second if key not in first and key != "epoch"
+    ]
     merged: dict[str, list[float]] = {"epoch": [float(i) for i in range(n_first + n_second)]}
     for key in keys:
         merged[key] = list(first.get(key, [math.nan] * n_first)) + list(second.get(key, [math.nan] * n_second))
@@ -154,8 +162,9 @@ def chance_watch(val_labels: np.ndarray, *, epochs_in_a_row: int = 3):
             if self.message is None:
                 val, train = self.last
                 self.message = (
-                    f"validation accuracy {val:.1%} is at chance (the largest class is {self.chance:.1%} of validation) "
-                    f"while training accuracy is {train:.1%}: the model learns nothing that carries over to new images. "
+                    f"validation accuracy {val:.1%} is at chance (the largest class is {self.chance:.1%} of "
+                    f"validation) while training accuracy is {train:.1%}: the model learns nothing that carries over "
+                    "to new images. "
                     "Likely causes: BatchNorm statistics that have not settled (a keras.applications base trained from "
                     "scratch for few steps: more epochs, or --weights imagenet), labels that do not match the images "
                     "(shuffled or mixed-up class folders), or too few images per class"

@@ -425,8 +425,9 @@ def _two_phases(model, dataset: Dataset, config: TrainConfig, run_dir: Path, fin
     options = replace(config.fit_options(), epochs=finetune_epochs, learning_rate=learning_rate,
                       resume=config.resume and (phase2_dir / "history.csv").exists())
     second = fit(model, dataset, options=options, run_dir=phase2_dir, callbacks=callbacks, class_weights=class_weights)
-    ranks = [max((_rank({"val_accuracy": a, "val_loss": l}) for a, l in zip(h["val_accuracy"], h["val_loss"])), default=None)
-             for h in (first, second)]
+    ranks = [max((_rank({"val_accuracy": accuracy, "val_loss": loss})
+                  for accuracy, loss in zip(phase["val_accuracy"], phase["val_loss"])), default=None)
+             for phase in (first, second)]
     if ranks[0] is not None and (ranks[1] is None or ranks[0] >= ranks[1]):
         log.info("fine-tuning did not beat phase 1 (val accuracy %.4f vs %.4f): keeping phase 1's best weights",
                  ranks[0][0], ranks[1][0] if ranks[1] else float("nan"))

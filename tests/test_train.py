@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_png
 from typer.testing import CliRunner
 
-from conftest import write_png
 from edgecls.cli import app
 from edgecls.errors import ConfigError, DataError
 
@@ -50,7 +50,9 @@ def _write_legacy_h5(model, path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_default_weights_for_a_photo_folder_are_imagenet_from_the_keras_cache(tmp_path, monkeypatch, shapes_folder, no_network):
+def test_default_weights_for_a_photo_folder_are_imagenet_from_the_keras_cache(
+    tmp_path, monkeypatch, shapes_folder, no_network
+):
     """No --weights on a photo folder with mobilenetv2 α 0.35: the cached ImageNet file, unchanged by phase 1."""
     import keras
 
@@ -61,10 +63,24 @@ def test_default_weights_for_a_photo_folder_are_imagenet_from_the_keras_cache(tm
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
     keras.utils.set_random_seed(123)
     stock = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(32, 32, 3), alpha=0.35)
-    _write_legacy_h5(stock, tmp_path / "keras-home" / "models" / imagenet_file("mobilenetv2", alpha=0.35, image_size=(32, 32)).file_name)
+    _write_legacy_h5(
+        stock,
+        tmp_path / "keras-home" / "models" / imagenet_file("mobilenetv2", alpha=0.35, image_size=(32, 32)).file_name,
+    )
 
-    result = train(TrainConfig(data=str(shapes_folder), model="mobilenetv2", alpha=0.35, img_size=32, epochs=1, finetune_epochs=0,
-                               batch_size=8, augment="none", out=str(tmp_path / "run")))
+    result = train(
+        TrainConfig(
+            data=str(shapes_folder),
+            model="mobilenetv2",
+            alpha=0.35,
+            img_size=32,
+            epochs=1,
+            finetune_epochs=0,
+            batch_size=8,
+            augment="none",
+            out=str(tmp_path / "run"),
+        )
+    )
     assert result.weights == "imagenet" and result.phase_epochs == [1]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["options"]["weights"] == "imagenet"
     trained = load_keras_model(result.model_path)
@@ -79,16 +95,37 @@ def test_default_weights_for_a_photo_folder_are_imagenet_from_the_keras_cache(tm
     assert no_network == []
 
 
-def test_imagenet_offline_with_an_empty_cache_is_one_line_before_training(tmp_path, monkeypatch, shapes_folder, no_network):
+def test_imagenet_offline_with_an_empty_cache_is_one_line_before_training(
+    tmp_path, monkeypatch, shapes_folder, no_network
+):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty"))
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: (_ for _ in ()).throw(socket.gaierror("test: offline")))
-    result = CliRunner().invoke(app, ["train", "--data", str(shapes_folder), "--model", "mobilenetv2", "--alpha", "0.35",
-                                      "--img-size", "32", "--out", str(tmp_path / "run")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(shapes_folder),
+            "--model",
+            "mobilenetv2",
+            "--alpha",
+            "0.35",
+            "--img-size",
+            "32",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
     assert result.exit_code == 2, result.output
     # Keras' get_file says "Downloading data from URL" before it fails; edgecls' own error is one line after it
-    lines = [line for line in result.output.strip().splitlines() if not line.startswith("Downloading data from https://")]
+    lines = [
+        line for line in result.output.strip().splitlines() if not line.startswith("Downloading data from https://")
+    ]
     assert len(lines) == 1 and lines[0].startswith("error:"), result.output
-    assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5" in lines[0] and "--weights none" in lines[0]
+    assert (
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5" in lines[0]
+        and "--weights none" in lines[0]
+    )
     assert not (tmp_path / "run").exists()  # nothing was loaded, built or trained
 
 
@@ -97,9 +134,14 @@ def test_weights_defaults_and_refusals():
 
     assert choose_weights(TrainConfig(data="digits", model="mobilenetv2"), 96, "RGB") == "none"
     assert choose_weights(TrainConfig(data="photos", model="cnn"), 32, "RGB") == "none"
-    assert choose_weights(TrainConfig(data="photos", model="mobilenetv3small", alpha=0.35), 96, "RGB") == "none"  # Keras has none
+    assert (
+        choose_weights(TrainConfig(data="photos", model="mobilenetv3small", alpha=0.35), 96, "RGB") == "none"
+    )  # Keras has none
     assert choose_weights(TrainConfig(data="photos", model="mobilenetv2", weights="none"), 96, "RGB") == "none"
-    assert TrainConfig().phase2_epochs(pretrained=True) == 10 and TrainConfig(freeze_base=True).phase2_epochs(pretrained=True) == 0
+    assert (
+        TrainConfig().phase2_epochs(pretrained=True) == 10
+        and TrainConfig(freeze_base=True).phase2_epochs(pretrained=True) == 0
+    )
     assert TrainConfig(finetune_epochs=0).phase2_epochs(pretrained=False) == 0
     with pytest.raises(ConfigError, match="trains from scratch"):
         TrainConfig(finetune_epochs=3).phase2_epochs(pretrained=False)
@@ -122,7 +164,11 @@ def test_unfreeze_leaves_batchnorm_frozen_and_names_a_wrong_layer():
     assert unfrozen[0] == "block_16_expand" and "Conv_1" in unfrozen
     assert not model.get_layer("block_16_expand_BN").trainable and not model.get_layer("block_15_project").trainable
     everything = unfreeze_top(model)
-    assert all(layer.trainable != isinstance(layer, keras.layers.BatchNormalization) for layer in base_layers(model) if layer.weights)
+    assert all(
+        layer.trainable != isinstance(layer, keras.layers.BatchNormalization)
+        for layer in base_layers(model)
+        if layer.weights
+    )
     assert len(everything) > len(unfrozen)
     with pytest.raises(ConfigError, match="no such layer") as caught:
         unfreeze_top(model, from_layer="block_99")
@@ -157,10 +203,24 @@ def test_two_phases_are_marked_and_resume_after_an_interruption_in_phase_2(tmp_p
 
     keras.utils.set_random_seed(5)
     start = tmp_path / "start.weights.h5"  # a "pretrained" base: phase 1 and 2 as with ImageNet weights
-    keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(32, 32, 3), alpha=0.35).save_weights(start)
+    keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(32, 32, 3), alpha=0.35).save_weights(
+        start
+    )
     run_dir = tmp_path / "run"
-    options = dict(data=str(shapes_folder), model="mobilenetv2", alpha=0.35, img_size=32, weights=str(start), epochs=2,
-                   finetune_epochs=3, unfreeze=30, batch_size=8, patience=0, augment="none", out=str(run_dir))
+    options = dict(
+        data=str(shapes_folder),
+        model="mobilenetv2",
+        alpha=0.35,
+        img_size=32,
+        weights=str(start),
+        epochs=2,
+        finetune_epochs=3,
+        unfreeze=30,
+        batch_size=8,
+        patience=0,
+        augment="none",
+        out=str(run_dir),
+    )
     with pytest.raises(Interrupted):
         train(TrainConfig(**options), callbacks=[_interrupt_in_phase_2()])
     assert (run_dir / "phase1" / "done.json").exists() and (run_dir / "phase2" / "backup").is_dir()
@@ -173,7 +233,13 @@ def test_two_phases_are_marked_and_resume_after_an_interruption_in_phase_2(tmp_p
     assert history["phase"] == [1, 1, 2, 2, 2] and history["epoch"] == [0, 1, 2, 3, 4]
     assert result.phase_epochs == [2, 3] and result.epochs_run == 5
     csv_rows = (run_dir / "history.csv").read_text().splitlines()
-    assert csv_rows[0].split(",")[-1] == "phase" and [row.split(",")[-1] for row in csv_rows[1:]] == ["1", "1", "2", "2", "2"]
+    assert csv_rows[0].split(",")[-1] == "phase" and [row.split(",")[-1] for row in csv_rows[1:]] == [
+        "1",
+        "1",
+        "2",
+        "2",
+        "2",
+    ]
     phase1_epochs = [row.split(",")[0] for row in (run_dir / "phase1" / "history.csv").read_text().splitlines()[1:]]
     phase2_epochs = [row.split(",")[0] for row in (run_dir / "phase2" / "history.csv").read_text().splitlines()[1:]]
     assert phase1_epochs == ["0", "1"] and phase2_epochs == ["0", "1", "2"]  # phase 1 not run again, phase 2 continued
@@ -203,8 +269,18 @@ def test_chance_level_validation_is_warned_and_kept_in_the_result(tmp_path, capl
 
     root = _squares(tmp_path / "squares", mixed_val=mixed_val)
     with caplog.at_level(logging.WARNING, logger="edgecls"):
-        result = train(TrainConfig(data=str(root), model="cnn", img_size=16, epochs=6, batch_size=2, patience=0, augment="none",
-                                   out=str(tmp_path / "run")))
+        result = train(
+            TrainConfig(
+                data=str(root),
+                model="cnn",
+                img_size=16,
+                epochs=6,
+                batch_size=2,
+                patience=0,
+                augment="none",
+                out=str(tmp_path / "run"),
+            )
+        )
     warned = [record for record in caplog.records if "at chance" in record.getMessage()]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     if mixed_val:  # training reaches 100 %, validation stays at 50 %: warned once, in the result
