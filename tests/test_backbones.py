@@ -200,16 +200,19 @@ def test_start_from_an_earlier_keras_model(tmp_path):
 
 @pytest.mark.slow
 def test_a_backbone_from_scratch_learns_real_photos(tmp_path):
-    """mobilenetv3small, 6 epochs on textures cut from shipped photos: well above chance (25 %)."""
+    """mobilenetv3small, 10 epochs (130 steps) on textures cut from shipped photos: well above chance (25 %).
+
+    (With 48 steps it still sat at chance even at momentum 0.9: the statistics need the weights to settle too.)
+    """
     from photoset import TEXTURES4, make_photoset
 
     from edgecls.data import load_dataset
     from edgecls.train import fit
 
-    root = make_photoset(tmp_path / "textures", TEXTURES4, train_per_class=64, val_per_class=25, patch_size=48, seed=1)
-    dataset = load_dataset(str(root), image_size=(48, 48), channel_order="RGB")
-    epochs, batch_size = 6, 32
+    root = make_photoset(tmp_path / "textures", TEXTURES4, train_per_class=100, val_per_class=30, patch_size=64, seed=1)
+    dataset = load_dataset(str(root), image_size=(64, 64), channel_order="RGB")
+    epochs, batch_size = 10, 32
     steps = int(np.ceil(len(dataset.train) / batch_size)) * epochs
-    model = build_model("mobilenetv3small", num_classes=4, image_size=(48, 48), channels=3, bn_momentum=bn_momentum_for(steps))
+    model = build_model("mobilenetv3small", num_classes=4, image_size=(64, 64), channels=3, bn_momentum=bn_momentum_for(steps))
     history = fit(model, dataset, epochs=epochs, batch_size=batch_size, seed=0)
     assert max(history["val_accuracy"]) >= 0.5, history
