@@ -48,10 +48,17 @@ def write_report(config: PipelineConfig, summaries: dict[str, dict[str, Any]]) -
     deployed = deployed_artifact(rows)
     if deployed is not None:
         plots["confusion matrix of the deployed model"] = confusion_of(deployed, run_dir)
-    document = {"name": config.name, "data": config.data, "seed": config.seed, "config": config.source, "rows": rows, "plots": plots, "deployed": deployed and deployed["path"]}
+    warnings = stage_warnings(summaries)
+    document = {"name": config.name, "data": config.data, "seed": config.seed, "config": config.source, "rows": rows, "plots": plots,
+                "deployed": deployed and deployed["path"], "warnings": warnings}
     json_path = write_json(run_dir / "report.json", document)
-    markdown_path = write_text(run_dir / "report.md", to_markdown(config, rows, list(bench), bench, plots, deployed))
+    markdown_path = write_text(run_dir / "report.md", to_markdown(config, rows, list(bench), bench, plots, deployed, warnings=warnings))
     return {"json": json_path, "markdown": markdown_path}
+
+
+def stage_warnings(summaries: dict[str, dict[str, Any]]) -> list[str]:
+    """Every stage's warnings (training: validation at chance), each prefixed with its stage."""
+    return [f"{stage}: {warning}" for stage, summary in summaries.items() for warning in summary.get("warnings", [])]
 
 
 def deployed_artifact(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -69,7 +76,8 @@ def confusion_of(row: dict[str, Any], run_dir: Path) -> str | None:
     return result.confusion_png
 
 
-def to_markdown(config: PipelineConfig, rows: list[dict[str, Any]], targets: list[str], bench: dict[str, Any], plots: dict[str, Any], deployed: dict[str, Any] | None) -> str:
+def to_markdown(config: PipelineConfig, rows: list[dict[str, Any]], targets: list[str], bench: dict[str, Any], plots: dict[str, Any],
+                deployed: dict[str, Any] | None, *, warnings: list[str] = ()) -> str:
     header = ["artifact", "format", "precision", "params", "MACs", "size", "top-1", "Δ top-1"]
     for target in targets:
         header += [f"{target} p50 ms", f"{target} p99 ms", f"{target} fps"]
@@ -79,6 +87,10 @@ def to_markdown(config: PipelineConfig, rows: list[dict[str, Any]], targets: lis
         f"Data: `{config.data}` (validation split, seed {config.seed}); config: `{config.source}`. "
         "Top-1 of `.tflite`/`.onnx` rows is measured through `edgecls.runtime`; Δ top-1 is in points against the FP32 Keras model.",
         "",
+    ]
+    if warnings:
+        lines += ["**Warnings**", "", *(f"- ⚠ {warning}" for warning in warnings), ""]
+    lines += [
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]

@@ -117,12 +117,13 @@ def train(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summ
     from edgecls.train import TrainConfig, train as train_model
 
     resume = resuming and (stage_dir / "backup").is_dir()
-    if isinstance(options.get("weights"), str):  # a weights file beside the pipeline file
+    if isinstance(options.get("weights"), str) and options["weights"].lower() not in ("imagenet", "none"):  # a file beside the pipeline file
         options = {**options, "weights": config.resolve(options["weights"])}
     train_config = stage_options(TrainConfig, options, stage="train", source=config.source, data=config.resolve(config.data), seed=config.seed, out=str(stage_dir), resume=resume)
     result = train_model(train_config, callbacks=callbacks)
     return {
         "model": str(result.model_path), "val_accuracy": result.val_accuracy, "curves": str(stage_dir / "curves.png"),
+        "weights": result.weights, "phase_epochs": result.phase_epochs, "warnings": result.warnings,
         "artifacts": [keras_row("FP32 Keras", "train", result.model_path, result.val_accuracy)],
     }
 
