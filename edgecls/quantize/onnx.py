@@ -7,16 +7,24 @@ calibration method, and a ``CalibrationDataReader`` over the shared
 per-tensor error compares the float model's intermediate outputs with the
 QDQ model's (``onnxruntime.quantization.qdq_loss_debug``).
 
-Activations and weights are signed INT8 (S8S8), what ONNX Runtime recommends
-for ARM CPUs and TensorRT (the Pi and the Jetson). Weights use 7 bits
-(``reduce_range``): ONNX Runtime's x86 kernels without VNNI (AVX2) add pairs of
-8-bit products in saturating 16-bit lanes, and full-range weights overflow
-them — measured on this project's AMD EPYC host, the digits CNN lost 5.3 top-1
-points that way (0.0 with 7-bit weights; with graph optimisations off, i.e.
-no fused integer kernels, 0.0 too). An artifact must be right on every CPU it
-may meet, so 7 bits always; ARM and TensorRT do not need it and lose nothing
-measurable. The input stays float32: the runtime's ``Classifier`` casts
-camera bytes to it.
+Two schemes (``QuantizeConfig.onnx_scheme``), both signed INT8 (S8S8) with
+per-channel weights:
+
+- ``cpu`` (the default): activations asymmetric, weights in 7 bits
+  (``reduce_range``). ONNX Runtime's x86 kernels without VNNI (AVX2) add pairs
+  of 8-bit products in saturating 16-bit lanes, and full-range weights overflow
+  them — measured on this project's AMD EPYC host, the digits CNN lost 5.3
+  top-1 points that way (0.0 with 7-bit weights; with graph optimisations off,
+  i.e. no fused integer kernels, 0.0 too). An artifact for CPUs must be right
+  on every CPU it may meet, so 7 bits; ARM loses nothing measurable.
+- ``tensorrt`` (``edgecls quantize --target jetson``, and the pipeline when it
+  benches a Jetson): what TensorRT's explicit quantization builds as INT8 —
+  symmetric activations and weights (zero point 0), full 8-bit weights. Its
+  accuracy is measured with ONNX Runtime's graph optimisations off: the Q/DQ
+  arithmetic as written, which is what TensorRT computes (int8 products in
+  int32), not the x86 AVX2 kernels' 16-bit saturation.
+
+The input stays float32: the runtime's ``Classifier`` casts camera bytes to it.
 
 ``quantize_onnx(job)`` is this format's whole path for ``edgecls quantize``.
 """
@@ -35,7 +43,7 @@ import numpy as np
 from edgecls.errors import ConfigError, ModelError
 from edgecls.quantize.budget import GraphOp, LayerError, channel_error, layers_in_name, relative_error
 from edgecls.quantize.calibration import CalibrationSet
-from edgecls.quantize.config import METHODS, QuantizedArtifact
+from edgecls.quantize.config import METHODS, ONNX_SCHEMES, QuantizedArtifact
 from edgecls.quantize.job import QuantizeJob, artifact_record
 from edgecls.runtime.metadata import ModelInfo
 
@@ -86,9 +94,9 @@ def preprocess(float_model_path: Path, output_path: Path) -> Path:
 
 def quantize_qdq(
     pre_path: Path, output_path: Path, calibration: CalibrationSet, *, method: str = "minmax", per_channel: bool = True,
-    nodes_to_exclude: Sequence[str] = (), cache_path: Path | None = None,
+    nodes_to_exclude: Sequence[str] = (), cache_path: Path | None = None, scheme: str = "cpu",
 ) -> Path:
-    """Static QDQ INT8 of a pre-processed float model."""
+    """Static QDQ INT8 of a pre-processed float model in ``scheme`` (cpu | tensorrt, see the module's doc)."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
@@ -98,11 +106,20 @@ def quantize_qdq(
     with contextlib.redirect_stdout(sys.stderr):  # the histogram calibrators print progress
         quantize_static(
             str(pre_path), str(output_path), calibration_reader(calibration, input_name, batch_size=batch_size),
-            quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=_method(method), nodes_to_exclude=sorted(nodes_to_exclude) or None,
-            calibration_cache_path=str(cache_path) if cache_path else None,
+            calibration_cache_path=str(cache_path) if cache_path else None, **scheme_options(scheme),
         )
     return output_path
+
+
+def scheme_options(scheme: str) -> dict:
+    """``quantize_static``'s range options of a scheme: 7-bit weights for CPUs, symmetric 8-bit for TensorRT."""
+    if scheme == "cpu":
+        return {"reduce_range": True}
+    if scheme == "tensorrt":  # WeightSymmetric is ORT's default; said here so the scheme does not rest on it
+        return {"reduce_range": False, "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True}}
+    raise ConfigError(f"onnx_scheme must be one of {', '.join(ONNX_SCHEMES)}, got {scheme!r}")
 
 
 def graph_ops(model, layer_names: Sequence[str] = ()) -> list[GraphOp]:
@@ -199,11 +216,12 @@ class OnnxRequantizer:
 
     def __init__(
         self, float_path: Path, calibration: CalibrationSet, info: ModelInfo, *, method: str, per_channel: bool,
-        layer_names: Sequence[str], scratch: Path,
+        layer_names: Sequence[str], scratch: Path, scheme: str = "cpu",
     ) -> None:
         import onnx
 
         self.calibration, self.info, self.method, self.per_channel = calibration, info, method, per_channel
+        self.scheme = scheme
         self.layer_names, self.scratch = list(layer_names), scratch
         self.pre_path = preprocess(float_path, scratch / "float_preprocessed.onnx")
         self._pre = onnx.load(str(self.pre_path))
@@ -218,7 +236,10 @@ class OnnxRequantizer:
 
         self._count += 1
         path = self.scratch / f"candidate{self._count}.onnx"
-        quantize_qdq(self.pre_path, path, self.calibration, method=self.method, per_channel=self.per_channel, nodes_to_exclude=float_nodes, cache_path=self._cache)
+        quantize_qdq(
+            self.pre_path, path, self.calibration, method=self.method, per_channel=self.per_channel,
+            nodes_to_exclude=float_nodes, cache_path=self._cache, scheme=self.scheme,
+        )
         onnx.save(embed_onnx(onnx.load(str(path)), self.info), str(path))  # scratch: the final file is written atomically later
         if not float_nodes:
             self._plain = path
@@ -256,14 +277,19 @@ def quantize_onnx(job: QuantizeJob) -> QuantizedArtifact:
     fp32_size = embed_onnx(onnx.load(str(float_path)), job.info).ByteSize()
     requantizer = OnnxRequantizer(
         float_path, job.calibration, job.info, method=config.method, per_channel=config.per_channel,
-        layer_names=layer_names, scratch=job.work,
+        layer_names=layer_names, scratch=job.work, scheme=config.onnx_scheme,
     )
     outcome = job.run_budget(requantizer)
-    written = write_onnx_proto(onnx.load(str(outcome.path)), job.final, job.final_info(outcome))
+    info = job.final_info(outcome).with_provenance(onnx_scheme=config.onnx_scheme)  # the device reads how it was made
+    written = write_onnx_proto(onnx.load(str(outcome.path)), job.final, info)
     weights = "per-channel" if config.per_channel else "per-tensor"
+    if config.onnx_scheme == "tensorrt":
+        ranges = f"symmetric {weights} int8 weights (full 8 bits), symmetric int8 activations"
+    else:
+        ranges = f"{weights} int8 weights in a 7-bit range (reduce_range), int8 activations"
     scheme = (
-        f"QDQ INT8 (onnxruntime.quantization): {weights} int8 weights in a 7-bit range (reduce_range), "
-        f"int8 activations ({config.method} calibration), float32 input"
+        f"QDQ INT8 (onnxruntime.quantization), {config.onnx_scheme} scheme: {ranges} ({config.method} calibration), "
+        "float32 input"
     )
     return artifact_record(
         written, fmt="onnx", precision="int8", io="float", scheme=scheme, fp32_size=fp32_size, outcome=outcome,
