@@ -169,3 +169,28 @@ baseline = {str(phase == "baseline").lower()}
     clean = run_pipeline(load_pipeline_config(config_path, runs_dir=tmp_path / "clean"))
     top1 = lambda result: [(row["name"], row["top1"]) for row in json.loads(Path(result.report_json).read_text())["rows"]]  # noqa: E731
     assert top1(resumed) == top1(clean)
+
+
+# --- a Jetson in [bench] quantizes the ONNX as TensorRT builds it ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bench, quantize_extra, scheme",
+    [
+        ('["host", "jetson"]', "", "tensorrt"),
+        ('["jetson-nano"]', "", "tensorrt"),
+        ('["host", "rpi5"]', "", None),  # not set: QuantizeConfig's default, cpu
+        ('["jetson"]', 'onnx_scheme = "cpu"', "cpu"),  # the file's own choice is kept
+    ],
+)
+def test_a_jetson_bench_target_picks_the_tensorrt_onnx_scheme(tmp_path, bench, quantize_extra, scheme):
+    from edgecls.pipeline.runner import stage_key
+    from edgecls.pipeline.stages import check_options
+
+    extra = f'\n[quantize]\nprecisions = ["int8"]\ncalib = "calib"\n{quantize_extra}\n\n[bench]\ntargets = {bench}\n'
+    config = load_pipeline_config(write_config(tmp_path / "p.toml", tmp_path, extra=extra))
+    check_options(config)
+    assert config.stages["quantize"].get("onnx_scheme") == scheme
+    plain = load_pipeline_config(write_config(tmp_path / "q.toml", tmp_path, extra=extra.replace(bench, '["host"]')))
+    changed = stage_key(config, "quantize", config.stages["quantize"], "k") != stage_key(plain, "quantize", plain.stages["quantize"], "k")
+    assert changed == (scheme == "tensorrt")  # adding a Jetson re-runs [quantize]

@@ -20,9 +20,10 @@ per-channel weights:
 - ``tensorrt`` (``edgecls quantize --target jetson``, and the pipeline when it
   benches a Jetson): what TensorRT's explicit quantization builds as INT8 —
   symmetric activations and weights (zero point 0), full 8-bit weights. Its
-  accuracy is measured with ONNX Runtime's graph optimisations off: the Q/DQ
-  arithmetic as written, which is what TensorRT computes (int8 products in
-  int32), not the x86 AVX2 kernels' 16-bit saturation.
+  top-1 is measured like every artifact's, through ONNX Runtime on this host;
+  TensorRT accumulates int8 products in int32, so on an x86 host without VNNI
+  the figure may read lower than the Jetson's (the saturation above), which
+  errs on the safe side of the budget.
 
 The input stays float32: the runtime's ``Classifier`` casts camera bytes to it.
 
@@ -117,8 +118,12 @@ def scheme_options(scheme: str) -> dict:
     """``quantize_static``'s range options of a scheme: 7-bit weights for CPUs, symmetric 8-bit for TensorRT."""
     if scheme == "cpu":
         return {"reduce_range": True}
-    if scheme == "tensorrt":  # WeightSymmetric is ORT's default; said here so the scheme does not rest on it
-        return {"reduce_range": False, "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True}}
+    if scheme == "tensorrt":
+        # WeightSymmetric is ORT's default, said so the scheme does not rest on it. TensorRT's parser takes Q/DQ of
+        # 8-bit types only, not ORT's int32 bias DequantizeLinear: biases stay float (TensorRT fuses them itself).
+        # ORT's quantizer notes that TensorRT wants a Q/DQ pair per consumer (DedicatedQDQPair).
+        options = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False, "DedicatedQDQPair": True}
+        return {"reduce_range": False, "extra_options": options}
     raise ConfigError(f"onnx_scheme must be one of {', '.join(ONNX_SCHEMES)}, got {scheme!r}")
 
 
