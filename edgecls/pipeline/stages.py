@@ -206,10 +206,14 @@ def export(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, sum
 
 def bench(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool) -> dict[str, Any]:
     from edgecls.bench import BenchConfig, bench as bench_models
+    from edgecls.bench.report import plot_latency
+    from edgecls.pipeline.report import artifact_labels
 
     options = dict(options)
     targets = options.pop("targets", ["host"])
-    models = tuple(row["path"] for summary in summaries.values() for row in summary.get("artifacts", []) if row["format"] in ("tflite", "onnx"))
+    rows = [row for summary in summaries.values() for row in summary.get("artifacts", []) if row["format"] in ("tflite", "onnx")]
+    models = tuple(row["path"] for row in rows)
+    labels = artifact_labels(rows)
     if not models:
         raise ConfigError(f"{config.source}: [bench] has nothing to measure; add [export] or [quantize] before it")
     results: dict[str, dict[str, Any]] = {}
@@ -217,6 +221,8 @@ def bench(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summ
         target = config.resolve(target) if target.endswith((".toml", ".json")) else target  # a target file beside the pipeline file
         bench_config = stage_options(BenchConfig, options, stage="bench", source=config.source, models=models, target=target, data=config.resolve(config.data), out=str(stage_dir / target))
         report = bench_models(bench_config)
+        if report.plot_path:  # three stages each export a model_fp32.tflite: name them as the report table does
+            plot_latency(report.run, Path(report.plot_path), labels=labels)
         results[target] = {
             "where": report.run.where, "plot": report.plot_path, "markdown": report.markdown_path,
             "models": {
