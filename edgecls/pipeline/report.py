@@ -234,8 +234,8 @@ def accuracy_latency_figure(rows: list[dict[str, Any]], targets: list[str]):
         if latencies and min(latencies) > 0 and max(latencies) > 20 * min(latencies):
             axis.set_xscale("log")  # one slow artifact would squash the rest into a corner
         axis.margins(x=0.25, y=0.15)
-        if axis.get_xscale() == "linear":
-            axis.set_xlim(left=0)  # the margin would reach negative latencies
+        if axis.get_xscale() == "linear" and latencies:
+            axis.set_xlim(0, 1.3 * max(latencies))  # from 0 ms, with room for the labels right of the slowest point
         where = next((row["latency"][target]["where"] for row in shown if target in row["latency"]), target)
         axis.set_title(f"{target}: {where}", fontsize=9)
         axis.set_xlabel("p50 latency (ms)")
