@@ -355,7 +355,7 @@ def test_fp16_is_measured_not_budgeted(dense_models, tmp_path):
 
 
 def qdq_nodes(path: Path) -> list[dict]:
-    """Every QuantizeLinear/DequantizeLinear of an ONNX file: its scale, zero point, axis and (for a weight) the int8 data."""
+    """Every QuantizeLinear/DequantizeLinear of an ONNX file: scale, zero point, axis, and a weight's int8 data."""
     import onnx
     from onnx import numpy_helper
 
@@ -366,11 +366,16 @@ def qdq_nodes(path: Path) -> list[dict]:
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue
         axis = next((attribute.i for attribute in node.attribute if attribute.name == "axis"), None)
-        nodes.append({
-            "name": node.name, "op": node.op_type, "scale": constants[node.input[1]],
-            "zero_point": constants[node.input[2]] if len(node.input) > 2 else None, "axis": axis,
-            "weight": constants.get(node.input[0]) if node.op_type == "DequantizeLinear" else None,
-        })
+        nodes.append(
+            {
+                "name": node.name,
+                "op": node.op_type,
+                "scale": constants[node.input[1]],
+                "zero_point": constants[node.input[2]] if len(node.input) > 2 else None,
+                "axis": axis,
+                "weight": constants.get(node.input[0]) if node.op_type == "DequantizeLinear" else None,
+            }
+        )
     return nodes
 
 
@@ -382,14 +387,20 @@ def check_tensorrt_qdq(path: Path) -> list[dict]:
         assert node["zero_point"] is not None and node["zero_point"].dtype == np.int8, node["name"]
         assert not node["zero_point"].any(), f"{node['name']}: zero point {node['zero_point']}"
     constants = [node for node in nodes if node["weight"] is not None]
-    assert all(node["weight"].dtype == np.int8 for node in constants)  # no int32 bias DequantizeLinear: TensorRT rejects it
+    assert all(
+        node["weight"].dtype == np.int8 for node in constants
+    )  # no int32 bias DequantizeLinear: TensorRT rejects it
     weights = [node for node in constants if node["weight"].ndim >= 2]
     assert len(weights) >= 2  # the convolutions' and the dense layers' kernels
     for node in weights:
         weight, scale = node["weight"], node["scale"]
         assert node["axis"] is not None and scale.size == weight.shape[node["axis"]] > 1, node["name"]  # per channel
-        per_channel_max = np.abs(np.moveaxis(weight.astype(np.int16), node["axis"], 0).reshape(scale.size, -1)).max(axis=1)
-        assert per_channel_max.max() == 127 and weight.min() >= -127, node["name"]  # 8 bits (reduce_range: <= 64), symmetric
+        per_channel_max = np.abs(np.moveaxis(weight.astype(np.int16), node["axis"], 0).reshape(scale.size, -1)).max(
+            axis=1
+        )
+        assert per_channel_max.max() == 127 and weight.min() >= -127, node[
+            "name"
+        ]  # 8 bits (reduce_range: <= 64), symmetric
     return nodes
 
 
@@ -406,7 +417,14 @@ def ort_top1(path: Path) -> float:
 
 @pytest.mark.slow
 def test_tensorrt_onnx_is_symmetric_8bit_and_within_budget(digits_run, tmp_path):
-    config = QuantizeConfig(calib=str(CALIB_DIGITS), calib_size=150, formats=("onnx",), eval_data="digits", onnx_scheme="tensorrt", out=str(tmp_path))
+    config = QuantizeConfig(
+        calib=str(CALIB_DIGITS),
+        calib_size=150,
+        formats=("onnx",),
+        eval_data="digits",
+        onnx_scheme="tensorrt",
+        out=str(tmp_path),
+    )
     result = quantize(digits_run.model_path, config)
     (artifact,) = result.artifacts
     nodes = check_tensorrt_qdq(Path(artifact.path))
@@ -424,8 +442,15 @@ def test_target_chooses_the_onnx_scheme():
     from edgecls.errors import ConfigError
     from edgecls.quantize.config import onnx_scheme_for
 
-    assert {name: onnx_scheme_for(name) for name in ("jetson", "jetson-nano", "jetson-orin-nano", "rpi5", "rpi4", "host")} == {
-        "jetson": "tensorrt", "jetson-nano": "tensorrt", "jetson-orin-nano": "tensorrt", "rpi5": "cpu", "rpi4": "cpu", "host": "cpu",
+    assert {
+        name: onnx_scheme_for(name) for name in ("jetson", "jetson-nano", "jetson-orin-nano", "rpi5", "rpi4", "host")
+    } == {
+        "jetson": "tensorrt",
+        "jetson-nano": "tensorrt",
+        "jetson-orin-nano": "tensorrt",
+        "rpi5": "cpu",
+        "rpi4": "cpu",
+        "host": "cpu",
     }
     assert QuantizeConfig().onnx_scheme == "cpu"
     with pytest.raises(ConfigError, match="onnx_scheme must be one of cpu, tensorrt"):
@@ -435,13 +460,32 @@ def test_target_chooses_the_onnx_scheme():
 def test_cli_target_jetson_writes_the_tensorrt_scheme(dense_models, tmp_path):
     reports = {}
     for target in ("jetson", "rpi5", "jetson-nano"):
-        result = runner.invoke(app, [
-            "quantize", str(dense_models["plain"]), "--int8", "--calib", str(CALIB_DIGITS), "--calib-size", "100", "--format", "onnx",
-            "--target", target, "--out", str(tmp_path / target), "--json",
-        ])
+        result = runner.invoke(
+            app,
+            [
+                "quantize",
+                str(dense_models["plain"]),
+                "--int8",
+                "--calib",
+                str(CALIB_DIGITS),
+                "--calib-size",
+                "100",
+                "--format",
+                "onnx",
+                "--target",
+                target,
+                "--out",
+                str(tmp_path / target),
+                "--json",
+            ],
+        )
         assert result.exit_code == 0, result.stderr
         reports[target] = json.loads(result.stdout)
-    assert [reports[t]["config"]["onnx_scheme"] for t in ("jetson", "rpi5", "jetson-nano")] == ["tensorrt", "cpu", "tensorrt"]
+    assert [reports[t]["config"]["onnx_scheme"] for t in ("jetson", "rpi5", "jetson-nano")] == [
+        "tensorrt",
+        "cpu",
+        "tensorrt",
+    ]
     check_tensorrt_qdq(Path(reports["jetson"]["artifacts"][0]["path"]))
     # the CPU scheme is what the check tells apart: 7-bit weights, asymmetric activations
     cpu_nodes = qdq_nodes(Path(reports["rpi5"]["artifacts"][0]["path"]))

@@ -87,7 +87,12 @@ def load_pipeline_config(path: str | Path, *, runs_dir: str | Path | None = None
     for stage in STAGES:
         if stage in document and not isinstance(document[stage], dict):
             raise ConfigError(f"{path}: '{stage}' must be a table ([{stage}])")
-    for key, kind, wanted in (("name", str, "a string"), ("data", str, "a string"), ("seed", int, "an integer"), ("runs_dir", str, "a string")):
+    for key, kind, wanted in (
+        ("name", str, "a string"),
+        ("data", str, "a string"),
+        ("seed", int, "an integer"),
+        ("runs_dir", str, "a string"),
+    ):
         if key in document and (not isinstance(document[key], kind) or isinstance(document[key], bool)):
             raise ConfigError(f"{path}: {key} must be {wanted}, got {document[key]!r}")
     config = PipelineConfig(
@@ -129,7 +134,9 @@ def stage_options(config_class: type, options: dict[str, Any], *, stage: str, so
     valid = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(options) - valid)
     if unknown:
-        raise ConfigError(f"{source}: [{stage}] has unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid - set(fixed)))}")
+        raise ConfigError(
+            f"{source}: [{stage}] has unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid - set(fixed)))}"
+        )
     values = {**options, **fixed}
     for name, value in values.items():  # TOML arrays → the tuples frozen configs use
         if isinstance(value, list):

@@ -126,7 +126,10 @@ def _relative(path: str, base: Path) -> str:
 
 
 def artifact_labels(rows: list[dict[str, Any]]) -> dict[str, str]:
-    """Artifact path → the name the report table gives it, made unique (a repeated name gets its stage, then a number)."""
+    """Artifact path → the name the report table gives it, made unique.
+
+    A repeated name gets its stage, then a number.
+    """
     labels: dict[str, str] = {}
     for row in rows:
         name = row["name"]
@@ -143,7 +146,12 @@ Box = tuple[float, float, float, float]  # left, bottom, right, top (display pix
 
 
 def place_labels(
-    anchors: list[tuple[float, float]], sizes: list[tuple[float, float]], bounds: Box, *, gap: float = 6.0, pad: float = 2.0,
+    anchors: list[tuple[float, float]],
+    sizes: list[tuple[float, float]],
+    bounds: Box,
+    *,
+    gap: float = 6.0,
+    pad: float = 2.0,
     obstacles: list[Box] = (),
 ) -> list[tuple[float, float]]:
     """Lower-left corners for text boxes of ``sizes`` beside their ``anchors`` (points), no two overlapping.
@@ -160,7 +168,12 @@ def place_labels(
     for i in sorted(range(len(anchors)), key=lambda i: (-anchors[i][1], anchors[i][0])):
         (x, y), (width, height) = anchors[i], sizes[i]
         others = [anchor for j, anchor in enumerate(anchors) if j != i and anchor != anchors[i]]
-        starts = ((x + gap, y - height / 2, 0.0), (x - gap - width, y - height / 2, 3.0), (x - width / 2, y + gap, 6.0), (x - width / 2, y - gap - height, 6.0))
+        starts = (
+            (x + gap, y - height / 2, 0.0),
+            (x - gap - width, y - height / 2, 3.0),
+            (x - width / 2, y + gap, 6.0),
+            (x - width / 2, y - gap - height, 6.0),
+        )
         best: tuple[float, float, float] | None = None
         for left, bottom, penalty in starts:
             for direction in (-1, 1):
@@ -187,10 +200,19 @@ def label_distance(point: tuple[float, float], box: Box) -> float:
     return float((dx * dx + dy * dy) ** 0.5)
 
 
-def _slide(left: float, bottom: float, width: float, height: float, placed: list[Box], direction: int, pad: float) -> float:
+def _slide(
+    left: float, bottom: float, width: float, height: float, placed: list[Box], direction: int, pad: float
+) -> float:
     """``bottom`` moved down (-1) or up (+1) until the box clears every placed box by ``pad``."""
     while True:
-        hits = [box for box in placed if box[0] < left + width + pad and box[2] > left - pad and box[1] < bottom + height + pad and box[3] > bottom - pad]
+        hits = [
+            box
+            for box in placed
+            if box[0] < left + width + pad
+            and box[2] > left - pad
+            and box[1] < bottom + height + pad
+            and box[3] > bottom - pad
+        ]
         if not hits:
             return bottom
         bottom = min(box[1] for box in hits) - height - pad if direction < 0 else max(box[3] for box in hits) + pad
@@ -215,7 +237,9 @@ def accuracy_latency_figure(rows: list[dict[str, Any]], targets: list[str]):
     A ``.keras`` row is left out: its latency is its FP32 TFLite export's, already a point.
     Colour: the stage's model; marker: the format.
     """
-    shown = [row for row in rows if row.get("top1") is not None and not any(f.get("via") for f in row["latency"].values())]
+    shown = [
+        row for row in rows if row.get("top1") is not None and not any(f.get("via") for f in row["latency"].values())
+    ]
     if not any(target in row["latency"] for row in shown for target in targets):
         return None
     from edgecls.plots import pyplot
@@ -265,7 +289,13 @@ def _label_points(figure, axis, points: list[tuple[str, float, float]], renderer
     for (text, x, y), (ax, ay), (left, bottom), (width, height) in zip(points, anchors, corners, sizes):
         moved = label_distance((ax, ay), (left, bottom, left + width, bottom + height)) > radius + 6
         axis.annotate(
-            text, (x, y), xytext=((left - ax) * to_points, (bottom - ay) * to_points), textcoords="offset points",
-            ha="left", va="bottom", fontsize=7, annotation_clip=False,
+            text,
+            (x, y),
+            xytext=((left - ax) * to_points, (bottom - ay) * to_points),
+            textcoords="offset points",
+            ha="left",
+            va="bottom",
+            fontsize=7,
+            annotation_clip=False,
             arrowprops={"arrowstyle": "-", "color": "0.3", "lw": 0.7, "shrinkA": 1, "shrinkB": 3} if moved else None,
         )

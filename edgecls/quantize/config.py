@@ -43,7 +43,9 @@ class QuantizeConfig:
 
     def check(self) -> None:
         for name, value, allowed in (
-            ("precision", self.precision, PRECISIONS), ("--io", self.io, IO_TYPES), ("--method", self.method, METHODS),
+            ("precision", self.precision, PRECISIONS),
+            ("--io", self.io, IO_TYPES),
+            ("--method", self.method, METHODS),
             ("onnx_scheme", self.onnx_scheme, ONNX_SCHEMES),
         ):
             if value not in allowed:
@@ -52,11 +54,15 @@ class QuantizeConfig:
         if unknown:
             raise ConfigError(f"--format must be a comma list of {', '.join(FORMATS)}, got {', '.join(unknown)}")
         if self.precision == "fp16" and "onnx" in self.formats:
-            raise ConfigError("--fp16 makes TFLite models for GPU delegates; for ONNX on a Jetson, TensorRT builds FP16 engines from the FP32 ONNX: use --format tflite")
+            raise ConfigError(
+                "--fp16 makes TFLite models for GPU delegates; for ONNX on a Jetson, TensorRT builds FP16 engines from the FP32 ONNX: use --format tflite"
+            )
         if self.precision == "fp16" and (self.calib or self.io != "int8"):
             raise ConfigError("--calib and --io are INT8 options; an FP16 model keeps float32 input and output")
         if self.precision == "int8" and not self.calib:
-            raise ConfigError("INT8 needs calibration images: pass --calib DIR (e.g. calib_data/digits, made by `edgecls calib-data`)")
+            raise ConfigError(
+                "INT8 needs calibration images: pass --calib DIR (e.g. calib_data/digits, made by `edgecls calib-data`)"
+            )
         if self.calib_size < 1:
             raise ConfigError(f"--calib-size must be at least 1, got {self.calib_size}")
         if self.max_drop < 0 or self.max_float_layers < 0:
