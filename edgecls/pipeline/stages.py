@@ -207,24 +207,55 @@ def export(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, sum
 
 def bench(config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool) -> dict[str, Any]:
     from edgecls.bench import BenchConfig, bench as bench_models
+    from edgecls.bench.report import plot_latency
+    from edgecls.pipeline.report import artifact_labels
 
     options = dict(options)
     targets = options.pop("targets", ["host"])
-    models = tuple(row["path"] for summary in summaries.values() for row in summary.get("artifacts", []) if row["format"] in ("tflite", "onnx"))
+    rows = [
+        row
+        for summary in summaries.values()
+        for row in summary.get("artifacts", [])
+        if row["format"] in ("tflite", "onnx")
+    ]
+    models = tuple(row["path"] for row in rows)
+    labels = artifact_labels(rows)
     if not models:
         raise ConfigError(f"{config.source}: [bench] has nothing to measure; add [export] or [quantize] before it")
     results: dict[str, dict[str, Any]] = {}
     for target in targets:
-        target = config.resolve(target) if target.endswith((".toml", ".json")) else target  # a target file beside the pipeline file
-        bench_config = stage_options(BenchConfig, options, stage="bench", source=config.source, models=models, target=target, data=config.resolve(config.data), out=str(stage_dir / target))
+        target = (
+            config.resolve(target) if target.endswith((".toml", ".json")) else target
+        )  # a target file beside the pipeline file
+        bench_config = stage_options(
+            BenchConfig,
+            options,
+            stage="bench",
+            source=config.source,
+            models=models,
+            target=target,
+            data=config.resolve(config.data),
+            out=str(stage_dir / target),
+        )
         report = bench_models(bench_config)
+        if report.plot_path:  # three stages each export a model_fp32.tflite: name them as the report table does
+            plot_latency(report.run, Path(report.plot_path), labels=labels)
         results[target] = {
-            "where": report.run.where, "plot": report.plot_path, "markdown": report.markdown_path,
+            "where": report.run.where,
+            "plot": report.plot_path,
+            "markdown": report.markdown_path,
             "models": {
                 result.model: {
-                    "p50": result.latency_ms.p50, "p99": result.latency_ms.p99, "fps": result.fps, "top1": result.top1,
-                    "engine": f"{result.engine} {result.engine_version}", "provider": result.provider, "threads": result.threads,
-                    "where": result.where, "throttled": result.throttled, "samples_ms": result.samples_ms,
+                    "p50": result.latency_ms.p50,
+                    "p99": result.latency_ms.p99,
+                    "fps": result.fps,
+                    "top1": result.top1,
+                    "engine": f"{result.engine} {result.engine_version}",
+                    "provider": result.provider,
+                    "threads": result.threads,
+                    "where": result.where,
+                    "throttled": result.throttled,
+                    "samples_ms": result.samples_ms,
                 }
                 for result in report.run.results
             },
