@@ -247,6 +247,7 @@ def _split(
     val_split: float,
     seed: int,
 ) -> Dataset:
+    _require_splittable(name, everything.labels, class_names)
     val_indices = stratified_val_indices(everything.labels, val_split, seed)
     train_mask = np.ones(len(everything), dtype=bool)
     train_mask[val_indices] = False
@@ -259,6 +260,25 @@ def _split(
         "val_sources_sha256": _digest(val.sources),
     }
     return Dataset(name, class_names, everything.subset(np.flatnonzero(train_mask)), val, channel_order, skipped, split)
+
+
+MIN_IMAGES_PER_CLASS = 2  # a split class gives at least one image to training and one to validation
+
+
+def _require_splittable(name: str, labels: np.ndarray, class_names: Sequence[str]) -> None:
+    """Refuse, before any training, a folder whose classes cannot give both the training and the
+    validation split an image (one image: the class would be missing from one of them; none in
+    validation at all: every validation metric is undefined)."""
+    counts = np.bincount(labels, minlength=len(class_names)) if len(labels) else np.zeros(len(class_names), np.int64)
+    short = [(class_names[i], int(n)) for i, n in enumerate(counts) if 0 < n < MIN_IMAGES_PER_CLASS]
+    if short:
+        listed = ", ".join(f"{label!r} has {n}" for label, n in short[:5])
+        listed += f" and {len(short) - 5} more" if len(short) > 5 else ""
+        raise DataError(
+            f"{name}: too few images to split into training and validation ({listed}); "
+            f"every class needs at least {MIN_IMAGES_PER_CLASS} images (1 to train, 1 to validate): "
+            "add images, or give train/ and val/ folders"
+        )
 
 
 def stratified_val_indices(labels: np.ndarray, val_split: float, seed: int) -> np.ndarray:

@@ -5,6 +5,13 @@ distillation): Adam with cosine-decay learning rate, early stopping on
 validation accuracy with the best weights kept, ``BackupAndRestore`` for
 resuming after a crash, CSV history that survives a resume, TensorBoard logs,
 and ``tf.distribute.MirroredStrategy`` over all visible GPUs.
+
+``train`` chooses the starting weights (``--weights``: ImageNet by default for a
+photo folder on a network Keras has them for), trains a pretrained base in two
+phases (``edgecls.finetune``: the head on the frozen base, then the top of the
+base at a tenth of the learning rate) and a from-scratch base with a BatchNorm
+momentum that suits the run's steps (``models.bn_momentum_for``), and warns
+when validation accuracy stays at chance while training accuracy climbs.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import csv
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +29,15 @@ import numpy as np
 from edgecls.data import Dataset, load_dataset, parse_augment, to_tf_dataset
 from edgecls.errors import ConfigError
 from edgecls.fileio import atomic_path, write_json
+from edgecls.finetune import (
+    PHASE1_DONE,
+    PHASE_DIRS,
+    chance_watch,
+    kept_warnings,
+    merge_histories,
+    unfreeze_top,
+    write_history_csv,
+)
 from edgecls.runs import describe_device, environment, resolve_resume, version, write_run_files
 from edgecls.runtime.metadata import ModelInfo
 
@@ -55,9 +71,15 @@ class TrainConfig:
     out: str | None = None  # None: runs/<model>-<data name>
     resume: bool = False
     alpha: float = 1.0
-    weights: str | None = None
-    freeze_base: bool = False
+    weights: str | None = (
+        None  # imagenet | none | a file; None: imagenet for a photo folder where Keras has them, else none
+    )
+    freeze_base: bool = False  # phase 1 only (no fine-tuning unless finetune_epochs says so)
     learning_rate: float = 1e-3
+    finetune_epochs: int | None = None  # phase 2; None: DEFAULT_FINETUNE_EPOCHS with a pretrained base, else 0
+    finetune_lr: float | None = None  # None: learning_rate / 10
+    unfreeze: int | None = None  # phase 2 trains the top N base layers; None (and no unfreeze_from): the whole base
+    unfreeze_from: str | None = None  # phase 2 trains this base layer and every one after it
     patience: int = 8
     class_weights: str = "none"  # none | auto
     augment: str = "auto"  # auto | none | comma list of flip,rotate,zoom
@@ -72,9 +94,33 @@ class TrainConfig:
             ("--alpha", self.alpha, self.alpha > 0, "above 0 (MobileNets: 0.35 to 1.4)"),
             ("--lr", self.learning_rate, self.learning_rate > 0, "above 0"),
             ("--patience", self.patience, self.patience >= 0, "0 (off) or more"),
+            (
+                "--finetune-epochs",
+                self.finetune_epochs,
+                self.finetune_epochs is None or self.finetune_epochs >= 0,
+                "0 (off) or more",
+            ),
+            ("--finetune-lr", self.finetune_lr, self.finetune_lr is None or self.finetune_lr > 0, "above 0"),
+            ("--unfreeze", self.unfreeze, self.unfreeze is None or self.unfreeze >= 1, "1 or more layers"),
         ):
             if not ok:
                 raise ConfigError(f"{name} must be {wanted}, got {value}")
+        if self.unfreeze is not None and self.unfreeze_from is not None:
+            raise ConfigError(f"--unfreeze {self.unfreeze} and --unfreeze-from {self.unfreeze_from}: choose one")
+
+    def phase2_epochs(self, pretrained: bool) -> int:
+        """Epochs of fine-tuning: none without a pretrained base (an error when asked for), none with
+        --freeze-base unless asked for, else ``finetune_epochs`` or the default."""
+        if not pretrained:
+            if self.finetune_epochs:
+                raise ConfigError(
+                    f"--finetune-epochs {self.finetune_epochs} fine-tunes a pretrained base, and this run "
+                    "trains from scratch (--weights none): raise --epochs instead, or pass --weights imagenet|FILE"
+                )
+            return 0
+        if self.finetune_epochs is not None:
+            return self.finetune_epochs
+        return 0 if self.freeze_base else DEFAULT_FINETUNE_EPOCHS
 
     def run_dir(self) -> Path:
         if self.out:
@@ -92,6 +138,10 @@ class TrainConfig:
             patience=self.patience,
             resume=self.resume,
         )
+
+
+DEFAULT_FINETUNE_EPOCHS = 10
+FINETUNE_LR_FACTOR = 0.1  # phase 2 starts at a tenth of --lr (the Keras guide uses 1e-5 after 1e-3 with plain Adam)
 
 
 @dataclass(frozen=True)
@@ -121,6 +171,9 @@ class TrainResult:
     skipped_files: list[str]
     seconds: float
     device: str
+    weights: str = "none"  # what the base started from: imagenet, none, or the file
+    phase_epochs: list[int] = field(default_factory=list)  # epochs run in phase 1 (and phase 2)
+    warnings: list[str] = field(default_factory=list)  # e.g. validation accuracy at chance
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -321,14 +374,17 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
 
     started = time.time()
     run_dir = config.run_dir()
-    config = resolve_resume(config, run_dir, backups=[run_dir / "backup"], what="run")
-    from edgecls.models import build_model, get_entry
+    config = resolve_resume(config, run_dir, backups=resume_markers(run_dir), what="run")
+    from edgecls.models import bn_momentum_for, build_model, get_entry
 
     entry = get_entry(config.model)
     size = config.img_size or entry.default_image_size
     channel_order = (config.channels or ("GRAY" if config.data == "digits" else "RGB")).upper()
     if channel_order not in ("GRAY", "RGB"):
         raise ConfigError(f"--channels must be gray or rgb, got {config.channels!r}")
+    config = replace(config, weights=choose_weights(config, size, channel_order))  # offline, nothing cached: fails here
+    pretrained = config.weights != "none"
+    finetune_epochs = config.phase2_epochs(pretrained)
     dataset = load_dataset(
         config.data, image_size=(size, size), channel_order=channel_order, val_split=config.val_split, seed=config.seed
     )
@@ -342,7 +398,15 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     )
     if config.mixed_precision:
         _enable_mixed_precision()
+    # From scratch, a keras.applications base gets the momentum that settles its BatchNorm statistics
+    # within this run's steps (cnn keeps its own 0.9); a pretrained base keeps its settled statistics.
+    steps = steps_per_epoch(dataset, config.batch_size) * config.epochs
+    bn_momentum = None if pretrained or entry.keras_module is None else bn_momentum_for(steps)
+    if bn_momentum is not None:
+        log.info("%s from scratch: BatchNorm momentum %.4f for %d steps", config.model, bn_momentum, steps)
     keras.utils.set_random_seed(config.seed)
+    watch = chance_watch(dataset.val.labels)
+    class_weights = _class_weights(config.class_weights, dataset)
     with distribution_strategy().scope():
         model = build_model(
             config.model,
@@ -350,19 +414,161 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
             image_size=(size, size),
             channels=1 if channel_order == "GRAY" else 3,
             alpha=config.alpha,
-            weights=Path(config.weights) if config.weights else None,
-            freeze_base=config.freeze_base,
+            weights=None if not pretrained else config.weights,
+            freeze_base=config.freeze_base or pretrained,
+            bn_momentum=bn_momentum,
         )
-        write_run_files(run_dir, config, dataset, image_size=[size, size], channel_order=channel_order)
-        history = fit(
-            model,
+        write_run_files(
+            run_dir,
+            config,
             dataset,
-            options=config.fit_options(),
-            run_dir=run_dir,
-            callbacks=callbacks,
-            class_weights=_class_weights(config.class_weights, dataset),
+            image_size=[size, size],
+            channel_order=channel_order,
+            bn_momentum=bn_momentum,
+            phases={
+                "phase1_epochs": config.epochs,
+                "phase2_epochs": finetune_epochs,
+                "finetune_lr": config.finetune_lr or config.learning_rate * FINETUNE_LR_FACTOR,
+            },
         )
-    return _finish(model, dataset, config, run_dir, history, channel_order, started)
+        if finetune_epochs == 0:
+            history = fit(
+                model,
+                dataset,
+                options=config.fit_options(),
+                run_dir=run_dir,
+                callbacks=[*callbacks, watch],
+                class_weights=class_weights,
+            )
+            history["phase"] = [1.0] * len(history.get("val_accuracy", []))
+        else:
+            history = _two_phases(model, dataset, config, run_dir, finetune_epochs, [*callbacks, watch], class_weights)
+    result = _finish(model, dataset, config, run_dir, history, channel_order, started, watch)
+    (run_dir / PHASE_DIRS[0] / PHASE1_DONE).unlink(missing_ok=True)  # the run is complete: nothing left to resume
+    return result
+
+
+def resume_markers(run_dir: Path) -> list[Path]:
+    """What an interrupted run leaves: a ``BackupAndRestore`` folder, or a finished phase 1 of two."""
+    return [
+        run_dir / "backup",
+        *(run_dir / phase / "backup" for phase in PHASE_DIRS),
+        run_dir / PHASE_DIRS[0] / PHASE1_DONE,
+    ]
+
+
+def choose_weights(config: TrainConfig, size: int, channel_order: str) -> str:
+    """``imagenet``, ``none`` or a file, from ``config.weights`` (None: the default), logged; an ImageNet
+    file is found in (or downloaded into) Keras' cache here, so offline with nothing cached fails before training."""
+    from edgecls import pretrained
+    from edgecls.models import get_entry
+
+    entry = get_entry(config.model)
+    chosen = config.weights
+    if chosen is None:
+        has_imagenet = entry.keras_module is not None and pretrained.imagenet_weights_available(
+            config.model, alpha=config.alpha, image_size=(size, size)
+        )
+        if config.data != "digits" and channel_order == "RGB" and has_imagenet:
+            chosen = "imagenet"
+            log.info(
+                "weights: imagenet (the default for a photo folder on %s at alpha %g, %dx%d; --weights none trains "
+                "from scratch)",
+                config.model,
+                config.alpha,
+                size,
+                size,
+            )
+        else:
+            chosen = "none"
+            why = (
+                "edgecls' own cnn"
+                if entry.keras_module is None
+                else "the built-in digits"
+                if config.data == "digits"
+                else f"{channel_order} input"
+                if channel_order != "RGB"
+                else f"Keras has none at alpha {config.alpha:g}"
+            )
+            log.info("weights: none (from scratch: %s)", why)
+    source = pretrained.resolve_weights(chosen)
+    if source is None:
+        return "none"
+    if source == pretrained.IMAGENET:
+        pretrained.imagenet_weights_file(
+            config.model, alpha=config.alpha, image_size=(size, size), channels=1 if channel_order == "GRAY" else 3
+        )
+        return pretrained.IMAGENET
+    log.info("weights: %s", source)
+    return str(source)
+
+
+def _two_phases(
+    model,
+    dataset: Dataset,
+    config: TrainConfig,
+    run_dir: Path,
+    finetune_epochs: int,
+    callbacks: Sequence[Any],
+    class_weights: dict[int, float] | None,
+) -> dict[str, list[float]]:
+    """Phase 1 (head on the frozen base) then phase 2 (the top of the base, BatchNorm frozen, lower rate);
+    each resumable in its own folder. The model keeps the better phase's best weights."""
+    phase1_dir, phase2_dir = (run_dir / phase for phase in PHASE_DIRS)
+    done = phase1_dir / PHASE1_DONE
+    if config.resume and done.exists():
+        log.info("phase 1 finished before the interruption: its best weights, then phase 2")
+        model.load_weights(str(phase1_dir / "best.weights.h5"))
+        first = read_history(phase1_dir)
+    else:
+        log.info(
+            "phase 1: the head on the frozen %s base, %d epochs at lr %g",
+            config.model,
+            config.epochs,
+            config.learning_rate,
+        )
+        options = replace(config.fit_options(), resume=config.resume and (phase1_dir / "backup").exists())
+        first = fit(
+            model, dataset, options=options, run_dir=phase1_dir, callbacks=callbacks, class_weights=class_weights
+        )
+        write_json(done, {"best_epoch": best_epoch(first)})
+    phase1_weights = model.get_weights()  # its best epoch's; creation order, whatever is trainable
+    unfrozen = unfreeze_top(model, count=config.unfreeze, from_layer=config.unfreeze_from)
+    learning_rate = config.finetune_lr or config.learning_rate * FINETUNE_LR_FACTOR
+    log.info(
+        "phase 2: fine-tuning %d layers of the base (from %s; BatchNorm frozen), %d epochs at lr %g",
+        len(unfrozen),
+        unfrozen[0] if unfrozen else "-",
+        finetune_epochs,
+        learning_rate,
+    )
+    options = replace(
+        config.fit_options(),
+        epochs=finetune_epochs,
+        learning_rate=learning_rate,
+        resume=config.resume and (phase2_dir / "history.csv").exists(),
+    )
+    second = fit(model, dataset, options=options, run_dir=phase2_dir, callbacks=callbacks, class_weights=class_weights)
+    ranks = [
+        max(
+            (
+                _rank({"val_accuracy": accuracy, "val_loss": loss})
+                for accuracy, loss in zip(phase["val_accuracy"], phase["val_loss"])
+            ),
+            default=None,
+        )
+        for phase in (first, second)
+    ]
+    if ranks[0] is not None and (ranks[1] is None or ranks[0] >= ranks[1]):
+        log.info(
+            "fine-tuning did not beat phase 1 (val accuracy %.4f vs %.4f): keeping phase 1's best weights",
+            ranks[0][0],
+            ranks[1][0] if ranks[1] else float("nan"),
+        )
+        model.set_weights(phase1_weights)
+    history = merge_histories(first, second)
+    write_history_csv(run_dir / "history.csv", history)
+    return history
 
 
 def _finish(
@@ -373,6 +579,7 @@ def _finish(
     history: dict[str, list[float]],
     channel_order: str,
     started: float,
+    watch: Any,
 ) -> TrainResult:
     val_loss, val_accuracy = (
         float(v)
@@ -393,6 +600,7 @@ def _finish(
             "n_val": len(dataset.val),
             "run": str(run_dir),
             "precision": "fp32",
+            "weights": str(config.weights),
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "edgecls": version(),
         },
@@ -413,6 +621,11 @@ def _finish(
         skipped_files=dataset.skipped,
         seconds=round(time.time() - started, 2),
         device=describe_device(),
+        weights=str(config.weights),
+        phase_epochs=[
+            history.get("phase", []).count(phase) for phase in (1.0, 2.0) if phase in history.get("phase", [])
+        ],
+        warnings=kept_warnings(watch, val_accuracy),
     )
     write_json(run_dir / "history.json", history)
     write_json(run_dir / "metrics.json", result.to_dict())

@@ -189,3 +189,189 @@ baseline = {str(phase == "baseline").lower()}
         (row["name"], row["top1"]) for row in json.loads(Path(result.report_json).read_text())["rows"]
     ]  # noqa: E731
     assert top1(resumed) == top1(clean)
+
+
+# --- a Jetson in [bench] quantizes the ONNX as TensorRT builds it ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bench, quantize_extra, scheme",
+    [
+        ('["host", "jetson"]', "", "tensorrt"),
+        ('["jetson-nano"]', "", "tensorrt"),
+        ('["host", "rpi5"]', "", None),  # not set: QuantizeConfig's default, cpu
+        ('["jetson"]', 'onnx_scheme = "cpu"', "cpu"),  # the file's own choice is kept
+    ],
+)
+def test_a_jetson_bench_target_picks_the_tensorrt_onnx_scheme(tmp_path, bench, quantize_extra, scheme):
+    from edgecls.pipeline.runner import stage_key
+    from edgecls.pipeline.stages import check_options
+
+    extra = f'\n[quantize]\nprecisions = ["int8"]\ncalib = "calib"\n{quantize_extra}\n\n[bench]\ntargets = {bench}\n'
+    config = load_pipeline_config(write_config(tmp_path / "p.toml", tmp_path, extra=extra))
+    check_options(config)
+    assert config.stages["quantize"].get("onnx_scheme") == scheme
+    plain = load_pipeline_config(write_config(tmp_path / "q.toml", tmp_path, extra=extra.replace(bench, '["host"]')))
+    changed = stage_key(config, "quantize", config.stages["quantize"], "k") != stage_key(
+        plain, "quantize", plain.stages["quantize"], "k"
+    )
+    assert changed == (scheme == "tensorrt")  # adding a Jetson re-runs [quantize]
+
+
+# --- plots a person can read ----------------------------------------------------------------------
+
+
+def crowded_rows() -> list[dict]:
+    """What a digits pipeline reports: three FP32 exports, three quantized artifacts,
+    at nearly one latency and top-1."""
+    rows = []
+    for stage, prefix, top1 in (
+        ("train", "", 0.97),
+        ("prune", "pruned ", 0.95),
+        ("distill", "distilled ", 0.965),
+        ("quantize", "distilled ", 0.965),
+    ):
+        kinds = (
+            [("int8", "tflite"), ("fp16", "tflite"), ("int8", "onnx")]
+            if stage == "quantize"
+            else [("fp32", "keras"), ("fp32", "tflite"), ("fp32", "onnx")]
+        )
+        for index, (precision, fmt) in enumerate(kinds):
+            latency = {
+                target: {"p50": 0.030 + 0.001 * index + (0.002 if target == "rpi5" else 0.0), "where": f"{target} here"}
+                for target in ("host", "rpi5")
+            }
+            if fmt == "keras":
+                latency = {target: {**figures, "via": "FP32 TFLite export"} for target, figures in latency.items()}
+            rows.append(
+                {
+                    "name": f"{prefix}{precision.upper()} {'Keras' if fmt == 'keras' else fmt}".strip(),
+                    "stage": stage,
+                    "format": fmt,
+                    "precision": precision,
+                    "path": f"runs/x/{stage}/model_{precision}.{fmt}",
+                    "top1": top1 - 0.0005 * index,
+                    "latency": latency,
+                }
+            )
+    return rows
+
+
+def test_accuracy_latency_labels_are_unique_and_do_not_overlap():
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
+
+    from edgecls.pipeline.report import accuracy_latency_figure
+    from edgecls.plots import pyplot
+
+    rows = crowded_rows()
+    figure = accuracy_latency_figure(rows, ["host", "rpi5"])
+    try:
+        figure.canvas.draw()
+        renderer = figure.canvas.get_renderer()
+        page = figure.bbox
+        expected = sorted(
+            row["name"] for row in rows if row["format"] != "keras"
+        )  # a .keras row's latency is its export's
+        for axis in figure.axes:
+            labels = [text for text in axis.texts if text.get_text()]
+            assert sorted(text.get_text() for text in labels) == expected
+            assert len(set(expected)) == len(expected) == 9
+            boxes = [
+                Text.get_window_extent(text, renderer) for text in labels
+            ]  # the words; Annotation's adds its leader line
+            for i, box in enumerate(boxes):
+                assert page.contains(box.x0, box.y0) and page.contains(box.x1, box.y1), labels[i].get_text()
+                for j in range(i):
+                    assert not box.overlaps(boxes[j]), (labels[i].get_text(), labels[j].get_text())
+            # the data is crowded: labels at a fixed offset from their points (the old plot) would overlap
+            naive = [
+                Bbox.from_bounds(*axis.transData.transform(text.xy) + 3, box.width, box.height)
+                for text, box in zip(labels, boxes)
+            ]
+            assert any(naive[i].overlaps(naive[j]) for i in range(len(naive)) for j in range(i))
+    finally:
+        pyplot().close(figure)
+
+
+def test_place_labels_never_overlaps_even_on_one_point():
+    from edgecls.pipeline.report import place_labels
+
+    anchors = [(100.0, 100.0)] * 12 + [(100.0 + 3 * i, 100.0 + i) for i in range(12)]
+    sizes = [(60.0 + 5 * (i % 4), 9.0) for i in range(len(anchors))]
+    corners = place_labels(anchors, sizes, (0.0, 0.0, 400.0, 300.0), obstacles=[(96.0, 96.0, 104.0, 104.0)])
+    boxes = [(x, y, x + w, y + h) for (x, y), (w, h) in zip(corners, sizes)]
+    for i, a in enumerate(boxes):
+        assert not (a[0] < 104 and a[2] > 96 and a[1] < 104 and a[3] > 96)  # off the marker
+        for b in boxes[:i]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
+
+
+def test_artifact_labels_follow_the_report_table_and_are_unique():
+    from edgecls.pipeline.report import artifact_labels
+
+    rows = [row for row in crowded_rows() if row["format"] != "keras"]
+    labels = artifact_labels(rows)
+    assert (
+        labels["runs/x/train/model_fp32.tflite"] == "FP32 tflite"
+        and labels["runs/x/prune/model_fp32.onnx"] == "pruned FP32 onnx"
+    )
+    assert len(set(labels.values())) == len(rows)
+    twice = artifact_labels(
+        [
+            {"name": "FP32 tflite", "stage": "train", "path": "a"},
+            {"name": "FP32 tflite", "stage": "export", "path": "b"},
+            {"name": "FP32 tflite", "stage": "export", "path": "c"},
+        ]
+    )
+    assert twice == {"a": "FP32 tflite", "b": "FP32 tflite (export)", "c": "FP32 tflite (export) #2"}
+
+
+def test_latency_plot_names_models_by_the_labels_given(tmp_path, monkeypatch):
+    from edgecls.bench.report import plot_latency
+    from edgecls.plots import pyplot
+    from edgecls.runtime.measure import LatencyStats, MeasureResult, MeasureRun
+
+    plt = pyplot()
+    samples = [0.03, 0.031, 0.032]
+    stats = LatencyStats.of(samples)
+    models = [f"runs/x/{stage}/model_fp32.tflite" for stage in ("train", "prune", "distill")]
+    results = [
+        MeasureResult(
+            model,
+            "litert",
+            "2",
+            "XNNPACK",
+            1,
+            "fp32",
+            "float32",
+            3,
+            1,
+            1.0,
+            1.0,
+            stats,
+            30.0,
+            1.0,
+            stats,
+            1.0,
+            1.0,
+            100,
+            samples_ms=samples,
+        )
+        for model in models
+    ]
+    run = MeasureRun("host", "this host", False, {"hostname": "h"}, {"runs": 3, "warmup": 1, "threads": 1}, results)
+    figures = []
+    monkeypatch.setattr(plt, "close", lambda figure=None: figures.append(figure))
+    plot_latency(run, tmp_path / "plain.png")
+    plot_latency(
+        run,
+        tmp_path / "named.png",
+        labels=dict(zip(models, ("FP32 tflite", "pruned FP32 tflite", "distilled FP32 tflite"))),
+    )
+    plain, named = ([label.get_text() for label in figure.axes[0].get_yticklabels()] for figure in figures)
+    assert plain == ["model_fp32.tflite"] * 3  # what the plot said before
+    assert named == ["FP32 tflite", "pruned FP32 tflite", "distilled FP32 tflite"]
+    for figure in figures:
+        monkeypatch.undo()
+        plt.close(figure)

@@ -419,3 +419,150 @@ def test_fp16_is_measured_not_budgeted(dense_models, tmp_path):
     assert artifact.format == "tflite" and artifact.precision == "fp16" and artifact.path.endswith("plain_fp16.tflite")
     assert 0.4 < artifact.size_ratio < 0.6 and artifact.agreement >= 0.99 and abs(artifact.drop) <= 0.5
     assert read_model_info(artifact.path).provenance["precision"] == "fp16" and not result.calibration
+
+
+# --- the ONNX INT8 TensorRT builds as INT8 ------------------------------------------------------
+
+
+def qdq_nodes(path: Path) -> list[dict]:
+    """Every QuantizeLinear/DequantizeLinear of an ONNX file: scale, zero point, axis, and a weight's int8 data."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        axis = next((attribute.i for attribute in node.attribute if attribute.name == "axis"), None)
+        nodes.append(
+            {
+                "name": node.name,
+                "op": node.op_type,
+                "scale": constants[node.input[1]],
+                "zero_point": constants[node.input[2]] if len(node.input) > 2 else None,
+                "axis": axis,
+                "weight": constants.get(node.input[0]) if node.op_type == "DequantizeLinear" else None,
+            }
+        )
+    return nodes
+
+
+def check_tensorrt_qdq(path: Path) -> list[dict]:
+    """What TensorRT builds as INT8: every zero point an int8 0; weights int8, per output channel, the full 8 bits."""
+    nodes = qdq_nodes(path)
+    assert nodes, f"{path}: no Q/DQ nodes"
+    for node in nodes:
+        assert node["zero_point"] is not None and node["zero_point"].dtype == np.int8, node["name"]
+        assert not node["zero_point"].any(), f"{node['name']}: zero point {node['zero_point']}"
+    constants = [node for node in nodes if node["weight"] is not None]
+    assert all(
+        node["weight"].dtype == np.int8 for node in constants
+    )  # no int32 bias DequantizeLinear: TensorRT rejects it
+    weights = [node for node in constants if node["weight"].ndim >= 2]
+    assert len(weights) >= 2  # the convolutions' and the dense layers' kernels
+    for node in weights:
+        weight, scale = node["weight"], node["scale"]
+        assert node["axis"] is not None and scale.size == weight.shape[node["axis"]] > 1, node["name"]  # per channel
+        per_channel_max = np.abs(np.moveaxis(weight.astype(np.int16), node["axis"], 0).reshape(scale.size, -1)).max(
+            axis=1
+        )
+        assert per_channel_max.max() == 127 and weight.min() >= -127, node[
+            "name"
+        ]  # 8 bits (reduce_range: <= 64), symmetric
+    return nodes
+
+
+def ort_top1(path: Path) -> float:
+    import onnxruntime as ort
+
+    from edgecls.evaluate import validation_set
+
+    images, _ = validation_set(read_model_info(path), "digits")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    scores = session.run(None, {session.get_inputs()[0].name: images.images.astype(np.float32)})[0]
+    return float(np.mean(scores.argmax(axis=1) == images.labels))
+
+
+@pytest.mark.slow
+def test_tensorrt_onnx_is_symmetric_8bit_and_within_budget(digits_run, tmp_path):
+    config = QuantizeConfig(
+        calib=str(CALIB_DIGITS),
+        calib_size=150,
+        formats=("onnx",),
+        eval_data="digits",
+        onnx_scheme="tensorrt",
+        out=str(tmp_path),
+    )
+    result = quantize(digits_run.model_path, config)
+    (artifact,) = result.artifacts
+    nodes = check_tensorrt_qdq(Path(artifact.path))
+    assert {node["op"] for node in nodes} == {"QuantizeLinear", "DequantizeLinear"}
+    assert "tensorrt scheme" in artifact.scheme and "symmetric" in artifact.scheme
+    assert read_model_info(artifact.path).provenance["onnx_scheme"] == "tensorrt"
+    assert json.loads(Path(result.report_json).read_text())["config"]["onnx_scheme"] == "tensorrt"
+    # top-1 through ONNX Runtime itself, against the float Keras model, within the default budget
+    top1 = ort_top1(Path(artifact.path))
+    assert top1 == pytest.approx(artifact.top1)
+    assert 100 * (result.float_top1 - top1) <= QuantizeConfig().max_drop and artifact.within_budget
+
+
+def test_target_chooses_the_onnx_scheme():
+    from edgecls.errors import ConfigError
+    from edgecls.quantize.config import onnx_scheme_for
+
+    assert {
+        name: onnx_scheme_for(name) for name in ("jetson", "jetson-nano", "jetson-orin-nano", "rpi5", "rpi4", "host")
+    } == {
+        "jetson": "tensorrt",
+        "jetson-nano": "tensorrt",
+        "jetson-orin-nano": "tensorrt",
+        "rpi5": "cpu",
+        "rpi4": "cpu",
+        "host": "cpu",
+    }
+    assert QuantizeConfig().onnx_scheme == "cpu"
+    with pytest.raises(ConfigError, match="onnx_scheme must be one of cpu, tensorrt"):
+        QuantizeConfig(calib="c", onnx_scheme="trt").check()
+
+
+def test_cli_target_jetson_writes_the_tensorrt_scheme(dense_models, tmp_path):
+    reports = {}
+    for target in ("jetson", "rpi5", "jetson-nano"):
+        result = runner.invoke(
+            app,
+            [
+                "quantize",
+                str(dense_models["plain"]),
+                "--int8",
+                "--calib",
+                str(CALIB_DIGITS),
+                "--calib-size",
+                "100",
+                "--format",
+                "onnx",
+                "--target",
+                target,
+                "--out",
+                str(tmp_path / target),
+                "--json",
+            ],
+        )
+        assert result.exit_code == 0, result.stderr
+        reports[target] = json.loads(result.stdout)
+    assert [reports[t]["config"]["onnx_scheme"] for t in ("jetson", "rpi5", "jetson-nano")] == [
+        "tensorrt",
+        "cpu",
+        "tensorrt",
+    ]
+    check_tensorrt_qdq(Path(reports["jetson"]["artifacts"][0]["path"]))
+    # the CPU scheme is what the check tells apart: 7-bit weights, asymmetric activations
+    cpu_nodes = qdq_nodes(Path(reports["rpi5"]["artifacts"][0]["path"]))
+    cpu_kernels = [node["weight"] for node in cpu_nodes if node["weight"] is not None and node["weight"].ndim >= 2]
+    assert cpu_kernels and max(int(np.abs(kernel.astype(np.int16)).max()) for kernel in cpu_kernels) <= 64
+    assert any(node["zero_point"].any() for node in cpu_nodes if node["weight"] is None)
+    with pytest.raises(AssertionError):
+        check_tensorrt_qdq(Path(reports["rpi5"]["artifacts"][0]["path"]))
+    assert not any("lists no INT8" in message for message in reports["jetson"]["warnings"])
+    assert any("jetson-nano lists no INT8" in message for message in reports["jetson-nano"]["warnings"])

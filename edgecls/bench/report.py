@@ -127,8 +127,11 @@ def _state_text(state: dict[str, Any]) -> str:
     return ", ".join(str(part) for part in parts if part)
 
 
-def plot_latency(run: MeasureRun, path: Path) -> Path | None:
-    """Box plot of every model's latency samples; ``None`` when there are none."""
+def plot_latency(run: MeasureRun, path: Path, labels: dict[str, str] | None = None) -> Path | None:
+    """Box plot of every model's latency samples; ``None`` when there are none.
+
+    ``labels``: model path → its name on the plot (the pipeline's artifact names); default the file name.
+    """
     results = [result for result in run.results if result.samples_ms]
     if not results:
         return None
@@ -149,7 +152,9 @@ def plot_latency(run: MeasureRun, path: Path) -> Path | None:
         axes.boxplot(samples, vert=False, showfliers=True, whis=(1, 99))
     if max(max(values) for values in samples) > 20 * min(min(values) for values in samples):
         axes.set_xscale("log")  # a few slow outliers would squash the boxes
-    axes.set_yticks(range(1, len(results) + 1), [Path(result.model).name for result in results])
+    axes.set_yticks(
+        range(1, len(results) + 1), [(labels or {}).get(result.model, Path(result.model).name) for result in results]
+    )
     axes.set_xlabel("latency per inference, ms (whiskers: p1-p99)")
     axes.set_title(f"--target {run.target}: {run.where}", fontsize=10)
     figure.text(0.01, 0.01, conditions(run), fontsize=6, wrap=True)

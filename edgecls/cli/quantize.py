@@ -54,13 +54,30 @@ def quantize(
             help="TFLite input/output type: int8 (fast XNNPACK kernels), uint8 (camera bytes in, no float math) or float.",
         ),
     ] = "int8",
-    eval_data: Annotated[str | None, typer.Option("--eval-data", help=EVAL_DATA_HELP)] = None,
+    eval_data: Annotated[
+        str | None,
+        typer.Option(
+            "--eval-data",
+            help=EVAL_DATA_HELP,
+        ),
+    ] = None,
     max_drop: Annotated[
         float, typer.Option("--max-drop", help="Top-1 points INT8 may lose; beyond it the worst layers stay float.")
     ] = 1.0,
     max_float_layers: Annotated[
         int, typer.Option("--max-float-layers", help="At most this many tensors kept in float by the budget.")
     ] = 5,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target",
+            "-t",
+            help=(
+                "Device the ONNX INT8 is for (see `edgecls targets`, or a target .toml): a Jetson gets "
+                "the symmetric 8-bit Q/DQ TensorRT builds as INT8; others the CPU scheme (7-bit weights)."
+            ),
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output folder (default: beside the model).")
     ] = None,
@@ -71,11 +88,13 @@ def quantize(
     from edgecls.errors import ConfigError
     from edgecls.quantize import QuantizeConfig
     from edgecls.quantize import quantize as quantize_model
+    from edgecls.quantize.config import onnx_scheme_for
 
     def call():
         if int8 and fp16:
             raise ConfigError("choose one of --int8 and --fp16")
         config = QuantizeConfig(
+            onnx_scheme=onnx_scheme_for(target) if target else "cpu",
             precision="fp16" if fp16 else "int8",
             calib=str(calib) if calib else None,
             formats=tuple(part.strip() for part in format.split(",") if part.strip()),
@@ -89,9 +108,24 @@ def quantize(
             max_float_layers=max_float_layers,
             out=str(out) if out else None,
         )
-        return quantize_model(model, config)
+        result = quantize_model(model, config)
+        if target and not fp16:
+            result.warnings += _target_warnings(target)
+        return result
 
     run(call, as_json=json, render=_render_quantize)
+
+
+def _target_warnings(target: str) -> list[str]:
+    from edgecls.runtime.targets import get_target
+
+    profile = get_target(target)
+    if "int8" in profile.precisions:
+        return []
+    return [
+        f"{profile.name} lists no INT8 ({', '.join(profile.precisions)}): its GPU runs the FP32 ONNX as FP16 "
+        "(TensorRT builds it); the INT8 artifacts are for its CPU"
+    ]
 
 
 def _render_quantize(result) -> None:

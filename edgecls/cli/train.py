@@ -49,12 +49,41 @@ def train(
     ] = False,
     alpha: Annotated[float, typer.Option(help="Width multiplier for MobileNets.")] = 1.0,
     weights: Annotated[
-        Path | None, typer.Option(help="Local weights file for the base network (e.g. a Keras *_notop.h5).")
+        str | None,
+        typer.Option(
+            help="Where the base starts: imagenet (Keras' cache, downloaded once), none (from scratch), or a file "
+            "(a Keras *_notop.h5 / .weights.h5, or a model.keras from an earlier edgecls train). "
+            "Default: imagenet for a photo folder where Keras has ImageNet weights for this --model/--alpha/--img-size, else none."
+        ),
     ] = None,
     freeze_base: Annotated[
-        bool, typer.Option("--freeze-base", help="Train only the head (transfer learning).")
+        bool,
+        typer.Option(
+            "--freeze-base", help="Train only the head on the frozen base (phase 1 only, unless --finetune-epochs)."
+        ),
     ] = False,
     learning_rate: Annotated[float, typer.Option("--lr", help="Initial learning rate (cosine decay to 1 %).")] = 1e-3,
+    finetune_epochs: Annotated[
+        int | None,
+        typer.Option(
+            "--finetune-epochs",
+            help="Phase 2 of a pretrained base: epochs fine-tuning its top after --epochs of the head (default 10; 0 = off).",
+        ),
+    ] = None,
+    finetune_lr: Annotated[
+        float | None,
+        typer.Option("--finetune-lr", help="Phase 2's initial learning rate (default: a tenth of --lr)."),
+    ] = None,
+    unfreeze: Annotated[
+        int | None,
+        typer.Option(
+            "--unfreeze",
+            help="Phase 2 trains the top N layers of the base (default: all of it; BatchNorm stays frozen).",
+        ),
+    ] = None,
+    unfreeze_from: Annotated[
+        str | None, typer.Option("--unfreeze-from", help="Phase 2 trains this base layer and every one after it.")
+    ] = None,
     patience: Annotated[int, typer.Option(help="Early stopping: epochs without a better val accuracy (0 = off).")] = 8,
     class_weights: Annotated[
         str, typer.Option("--class-weights", help="'auto' weights classes inversely to their frequency; 'none'.")
@@ -86,9 +115,13 @@ def train(
             out=str(out) if out else None,
             resume=resume,
             alpha=alpha,
-            weights=str(weights) if weights else None,
+            weights=weights,
             freeze_base=freeze_base,
             learning_rate=learning_rate,
+            finetune_epochs=finetune_epochs,
+            finetune_lr=finetune_lr,
+            unfreeze=unfreeze,
+            unfreeze_from=unfreeze_from,
             patience=patience,
             class_weights=class_weights,
             augment=augment,
@@ -100,7 +133,7 @@ def train(
     run(call, as_json=json, render=_render_train)
 
 
-def epoch_progress(epochs: int):
+def epoch_progress(epochs: int = 0):
     """A Keras callback drawing a progress bar on stderr (batches within epochs)."""
     import keras
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -122,7 +155,7 @@ def epoch_progress(epochs: int):
         def on_epoch_begin(self, epoch, logs=None):
             steps = self.params.get("steps") or None
             self.task = self.progress.add_task(
-                f"epoch {epoch + 1}/{self.params.get('epochs', epochs)}", total=steps, metrics=""
+                f"epoch {epoch + 1}/{self.params.get('epochs') or epochs}", total=steps, metrics=""
             )
 
         def on_train_batch_end(self, batch, logs=None):
@@ -149,6 +182,14 @@ def _render_train(result) -> None:
         styled(f"val top-1 {result.val_accuracy:.2%}"),
         f"on {result.n_val} held-out images (best epoch {result.best_epoch}/{result.epochs_run}, trained on {result.device}, {result.seconds:.0f} s)",
     )
+    phases = (
+        " + ".join(f"{n} epochs phase {i}" for i, n in enumerate(result.phase_epochs, start=1))
+        if len(result.phase_epochs) > 1
+        else ""
+    )
+    out.print(f"weights: {result.weights}" + (f" (two phases: {phases})" if phases else ""))
+    for warning in result.warnings:
+        out.print(styled("warning:", "bold yellow"), warning)
     if result.skipped_files:
         out.print(f"skipped {len(result.skipped_files)} undecodable file(s): " + ", ".join(result.skipped_files))
     out.print(f"model: {result.model_path}")

@@ -30,6 +30,8 @@ runs = 100
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,8 @@ from typing import Any
 import tomllib
 
 from edgecls.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 STAGES = ("train", "prune", "distill", "quantize", "export", "bench")
 TOP_LEVEL = ("name", "data", "seed", "runs_dir", *STAGES)
@@ -92,7 +96,7 @@ def load_pipeline_config(path: str | Path, *, runs_dir: str | Path | None = None
     ):
         if key in document and (not isinstance(document[key], kind) or isinstance(document[key], bool)):
             raise ConfigError(f"{path}: {key} must be {wanted}, got {document[key]!r}")
-    return PipelineConfig(
+    config = PipelineConfig(
         name=str(document.get("name", path.stem)),
         data=str(document.get("data", "digits")),
         seed=int(document.get("seed", 0)),
@@ -101,6 +105,27 @@ def load_pipeline_config(path: str | Path, *, runs_dir: str | Path | None = None
         base_dir=path.parent,
         runs_dir=Path(runs_dir) if runs_dir else Path(document.get("runs_dir", "runs")),
     )
+    return with_target_scheme(config)
+
+
+def with_target_scheme(config: PipelineConfig) -> PipelineConfig:
+    """A pipeline that benches a Jetson quantizes its ONNX INT8 as TensorRT builds it (``onnx_scheme = "tensorrt"``).
+
+    Chosen here, in the [quantize] options, so that the stage's key changes with it (adding a Jetson to
+    [bench] re-runs [quantize]); an ``onnx_scheme`` the file sets itself is kept.
+    """
+    quantize = config.stages.get("quantize")
+    targets = config.stages.get("bench", {}).get("targets", ())
+    if quantize is None or "onnx_scheme" in quantize or not isinstance(targets, (list, tuple)):
+        return config
+    from edgecls.quantize.config import onnx_scheme_for
+
+    resolved = [config.resolve(t) if t.endswith((".toml", ".json")) else t for t in targets if isinstance(t, str)]
+    jetsons = [target for target in resolved if onnx_scheme_for(target) == "tensorrt"]
+    if not jetsons:
+        return config
+    log.info("[quantize] onnx_scheme = tensorrt: [bench] targets %s", ", ".join(jetsons))
+    return dataclasses.replace(config, stages={**config.stages, "quantize": {**quantize, "onnx_scheme": "tensorrt"}})
 
 
 def stage_options(config_class: type, options: dict[str, Any], *, stage: str, source: str, **fixed: Any):

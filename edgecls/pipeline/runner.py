@@ -141,7 +141,12 @@ def stage_key(config: PipelineConfig, name: str, options: dict[str, Any], previo
 
     inputs = {"data": folder_digest(config.resolve(config.data))} if name in ("train",) else {}
     for stage, option in (("quantize", "calib"), ("train", "weights"), ("distill", "student")):
-        if name == stage and isinstance(options.get(option), str):  # a folder or file: a changed one re-runs the stage
+        if (
+            name == stage
+            and isinstance(options.get(option), str)
+            and options[option].lower() not in ("imagenet", "none")
+        ):
+            # a folder or file: a changed one re-runs the stage
             inputs[option] = folder_digest(config.resolve(options[option]))
     document = {
         "stage": name,

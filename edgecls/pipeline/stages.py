@@ -152,7 +152,10 @@ def train(
     from edgecls.train import train as train_model
 
     resume = resuming and (stage_dir / "backup").is_dir()
-    if isinstance(options.get("weights"), str):  # a weights file beside the pipeline file
+    if isinstance(options.get("weights"), str) and options["weights"].lower() not in (
+        "imagenet",
+        "none",
+    ):  # a file beside the pipeline file
         options = {**options, "weights": config.resolve(options["weights"])}
     train_config = stage_options(
         TrainConfig,
@@ -169,6 +172,9 @@ def train(
         "model": str(result.model_path),
         "val_accuracy": result.val_accuracy,
         "curves": str(stage_dir / "curves.png"),
+        "weights": result.weights,
+        "phase_epochs": result.phase_epochs,
+        "warnings": result.warnings,
         "artifacts": [keras_row("FP32 Keras", "train", result.model_path, result.val_accuracy)],
     }
 
@@ -351,15 +357,19 @@ def bench(
 ) -> dict[str, Any]:
     from edgecls.bench import BenchConfig
     from edgecls.bench import bench as bench_models
+    from edgecls.bench.report import plot_latency
+    from edgecls.pipeline.report import artifact_labels
 
     options = dict(options)
     targets = options.pop("targets", ["host"])
-    models = tuple(
-        row["path"]
+    rows = [
+        row
         for summary in summaries.values()
         for row in summary.get("artifacts", [])
         if row["format"] in ("tflite", "onnx")
-    )
+    ]
+    models = tuple(row["path"] for row in rows)
+    labels = artifact_labels(rows)
     if not models:
         raise ConfigError(f"{config.source}: [bench] has nothing to measure; add [export] or [quantize] before it")
     results: dict[str, dict[str, Any]] = {}
@@ -378,6 +388,8 @@ def bench(
             out=str(stage_dir / target),
         )
         report = bench_models(bench_config)
+        if report.plot_path:  # three stages each export a model_fp32.tflite: name them as the report table does
+            plot_latency(report.run, Path(report.plot_path), labels=labels)
         results[target] = {
             "where": report.run.where,
             "plot": report.plot_path,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from edgecls.errors import ConfigError
 from edgecls.quantize.budget import Attempt, LayerError
@@ -13,6 +13,10 @@ PRECISIONS = ("int8", "fp16")
 IO_TYPES = ("int8", "uint8", "float")  # TFLite input/output tensor type
 METHODS = ("minmax", "percentile", "entropy")  # ONNX Runtime calibration methods
 FORMATS = ("tflite", "onnx")
+# How the ONNX INT8 is quantized (``edgecls.quantize.onnx``): "cpu" runs right on every CPU (7-bit weights);
+# "tensorrt" is what TensorRT builds as INT8 (symmetric int8 everywhere, zero point 0, full 8-bit weights).
+ONNX_SCHEMES = ("cpu", "tensorrt")
+OnnxScheme = Literal["cpu", "tensorrt"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class QuantizeConfig:
     method: str = "minmax"  # ONNX calibration: minmax | percentile | entropy (LiteRT calibrates min/max)
     per_channel: bool = True
     io: str = "int8"  # TFLite input/output type: int8 | uint8 | float
+    onnx_scheme: OnnxScheme = "cpu"  # ONNX INT8: cpu | tensorrt (see ONNX_SCHEMES; `--target` a Jetson picks tensorrt)
     eval_data: str | None = None  # digits | PATH: enables the accuracy budget
     max_drop: float = 1.0  # top-1 points INT8 may lose against float
     max_float_layers: int = 5  # the budget loop keeps at most this many tensors in float
@@ -41,6 +46,7 @@ class QuantizeConfig:
             ("precision", self.precision, PRECISIONS),
             ("--io", self.io, IO_TYPES),
             ("--method", self.method, METHODS),
+            ("onnx_scheme", self.onnx_scheme, ONNX_SCHEMES),
         ):
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
@@ -61,6 +67,13 @@ class QuantizeConfig:
             raise ConfigError(f"--calib-size must be at least 1, got {self.calib_size}")
         if self.max_drop < 0 or self.max_float_layers < 0:
             raise ConfigError("--max-drop and --max-float-layers must not be negative")
+
+
+def onnx_scheme_for(target: str) -> str:
+    """The ONNX INT8 scheme for a device target (a name, alias or target file): tensorrt on a Jetson, else cpu."""
+    from edgecls.runtime.targets import get_target
+
+    return "tensorrt" if get_target(target).kind == "jetson" else "cpu"
 
 
 @dataclass

@@ -7,16 +7,25 @@ calibration method, and a ``CalibrationDataReader`` over the shared
 per-tensor error compares the float model's intermediate outputs with the
 QDQ model's (``onnxruntime.quantization.qdq_loss_debug``).
 
-Activations and weights are signed INT8 (S8S8), what ONNX Runtime recommends
-for ARM CPUs and TensorRT (the Pi and the Jetson). Weights use 7 bits
-(``reduce_range``): ONNX Runtime's x86 kernels without VNNI (AVX2) add pairs of
-8-bit products in saturating 16-bit lanes, and full-range weights overflow
-them — measured on this project's AMD EPYC host, the digits CNN lost 5.3 top-1
-points that way (0.0 with 7-bit weights; with graph optimisations off, i.e.
-no fused integer kernels, 0.0 too). An artifact must be right on every CPU it
-may meet, so 7 bits always; ARM and TensorRT do not need it and lose nothing
-measurable. The input stays float32: the runtime's ``Classifier`` casts
-camera bytes to it.
+Two schemes (``QuantizeConfig.onnx_scheme``), both signed INT8 (S8S8) with
+per-channel weights:
+
+- ``cpu`` (the default): activations asymmetric, weights in 7 bits
+  (``reduce_range``). ONNX Runtime's x86 kernels without VNNI (AVX2) add pairs
+  of 8-bit products in saturating 16-bit lanes, and full-range weights overflow
+  them — measured on this project's AMD EPYC host, the digits CNN lost 5.3
+  top-1 points that way (0.0 with 7-bit weights; with graph optimisations off,
+  i.e. no fused integer kernels, 0.0 too). An artifact for CPUs must be right
+  on every CPU it may meet, so 7 bits; ARM loses nothing measurable.
+- ``tensorrt`` (``edgecls quantize --target jetson``, and the pipeline when it
+  benches a Jetson): what TensorRT's explicit quantization builds as INT8 —
+  symmetric activations and weights (zero point 0), full 8-bit weights. Its
+  top-1 is measured like every artifact's, through ONNX Runtime on this host;
+  TensorRT accumulates int8 products in int32, so on an x86 host without VNNI
+  the figure may read lower than the Jetson's (the saturation above), which
+  errs on the safe side of the budget.
+
+The input stays float32: the runtime's ``Classifier`` casts camera bytes to it.
 
 ``quantize_onnx(job)`` is this format's whole path for ``edgecls quantize``.
 """
@@ -35,7 +44,7 @@ import numpy as np
 from edgecls.errors import ConfigError, ModelError
 from edgecls.quantize.budget import GraphOp, LayerError, channel_error, layers_in_name, relative_error
 from edgecls.quantize.calibration import CalibrationSet
-from edgecls.quantize.config import METHODS, QuantizedArtifact
+from edgecls.quantize.config import METHODS, ONNX_SCHEMES, QuantizedArtifact
 from edgecls.quantize.job import QuantizeJob, artifact_record
 from edgecls.runtime.metadata import ModelInfo
 
@@ -99,8 +108,9 @@ def quantize_qdq(
     per_channel: bool = True,
     nodes_to_exclude: Sequence[str] = (),
     cache_path: Path | None = None,
+    scheme: str = "cpu",
 ) -> Path:
-    """Static QDQ INT8 of a pre-processed float model."""
+    """Static QDQ INT8 of a pre-processed float model in ``scheme`` (cpu | tensorrt, see the module's doc)."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
@@ -114,14 +124,32 @@ def quantize_qdq(
             calibration_reader(calibration, input_name, batch_size=batch_size),
             quant_format=QuantFormat.QDQ,
             per_channel=per_channel,
-            reduce_range=True,
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=_method(method),
             nodes_to_exclude=sorted(nodes_to_exclude) or None,
             calibration_cache_path=str(cache_path) if cache_path else None,
+            **scheme_options(scheme),
         )
     return output_path
+
+
+def scheme_options(scheme: str) -> dict:
+    """``quantize_static``'s range options of a scheme: 7-bit weights for CPUs, symmetric 8-bit for TensorRT."""
+    if scheme == "cpu":
+        return {"reduce_range": True}
+    if scheme == "tensorrt":
+        # WeightSymmetric is ORT's default, said so the scheme does not rest on it. TensorRT's parser takes Q/DQ of
+        # 8-bit types only, not ORT's int32 bias DequantizeLinear: biases stay float (TensorRT fuses them itself).
+        # ORT's quantizer notes that TensorRT wants a Q/DQ pair per consumer (DedicatedQDQPair).
+        options = {
+            "ActivationSymmetric": True,
+            "WeightSymmetric": True,
+            "QuantizeBias": False,
+            "DedicatedQDQPair": True,
+        }
+        return {"reduce_range": False, "extra_options": options}
+    raise ConfigError(f"onnx_scheme must be one of {', '.join(ONNX_SCHEMES)}, got {scheme!r}")
 
 
 def graph_ops(model, layer_names: Sequence[str] = ()) -> list[GraphOp]:
@@ -253,10 +281,12 @@ class OnnxRequantizer:
         per_channel: bool,
         layer_names: Sequence[str],
         scratch: Path,
+        scheme: str = "cpu",
     ) -> None:
         import onnx
 
         self.calibration, self.info, self.method, self.per_channel = calibration, info, method, per_channel
+        self.scheme = scheme
         self.layer_names, self.scratch = list(layer_names), scratch
         self.pre_path = preprocess(float_path, scratch / "float_preprocessed.onnx")
         self._pre = onnx.load(str(self.pre_path))
@@ -279,6 +309,7 @@ class OnnxRequantizer:
             per_channel=self.per_channel,
             nodes_to_exclude=float_nodes,
             cache_path=self._cache,
+            scheme=self.scheme,
         )
         onnx.save(
             embed_onnx(onnx.load(str(path)), self.info), str(path)
@@ -325,13 +356,19 @@ def quantize_onnx(job: QuantizeJob) -> QuantizedArtifact:
         per_channel=config.per_channel,
         layer_names=layer_names,
         scratch=job.work,
+        scheme=config.onnx_scheme,
     )
     outcome = job.run_budget(requantizer)
-    written = write_onnx_proto(onnx.load(str(outcome.path)), job.final, job.final_info(outcome))
+    info = job.final_info(outcome).with_provenance(onnx_scheme=config.onnx_scheme)  # the device reads how it was made
+    written = write_onnx_proto(onnx.load(str(outcome.path)), job.final, info)
     weights = "per-channel" if config.per_channel else "per-tensor"
+    if config.onnx_scheme == "tensorrt":
+        ranges = f"symmetric {weights} int8 weights (full 8 bits), symmetric int8 activations"
+    else:
+        ranges = f"{weights} int8 weights in a 7-bit range (reduce_range), int8 activations"
     scheme = (
-        f"QDQ INT8 (onnxruntime.quantization): {weights} int8 weights in a 7-bit range (reduce_range), "
-        f"int8 activations ({config.method} calibration), float32 input"
+        f"QDQ INT8 (onnxruntime.quantization), {config.onnx_scheme} scheme: {ranges} ({config.method} calibration), "
+        "float32 input"
     )
     return artifact_record(
         written,
