@@ -53,7 +53,7 @@ def train_one(spec: str, dataset, *, epochs: int, momentum: str, seed: int = 0) 
     import keras
 
     from edgecls.models import bn_momentum_for, build_model
-    from edgecls.train import fit
+    from edgecls.train import FitOptions, fit
 
     name, _, alpha = spec.partition("@")
     steps = int(np.ceil(len(dataset.train) / BATCH_SIZE)) * epochs
@@ -72,7 +72,7 @@ def train_one(spec: str, dataset, *, epochs: int, momentum: str, seed: int = 0) 
         {round(layer.momentum, 4) for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)}
     )
     started = time.perf_counter()
-    history = fit(model, dataset, epochs=epochs, batch_size=BATCH_SIZE, seed=seed)
+    history = fit(model, dataset, FitOptions(epochs=epochs, batch_size=BATCH_SIZE, seed=seed))
     seconds = time.perf_counter() - started
     best = int(np.argmax(history["val_accuracy"]))
     return {

@@ -219,7 +219,7 @@ def test_a_backbone_from_scratch_learns_real_photos(tmp_path):
     from photoset import TEXTURES4, make_photoset
 
     from edgecls.data import load_dataset
-    from edgecls.train import fit
+    from edgecls.train import FitOptions, fit
 
     root = make_photoset(tmp_path / "textures", TEXTURES4, train_per_class=100, val_per_class=30, patch_size=64, seed=1)
     dataset = load_dataset(str(root), image_size=(64, 64), channel_order="RGB")
@@ -228,5 +228,5 @@ def test_a_backbone_from_scratch_learns_real_photos(tmp_path):
     model = build_model(
         "mobilenetv3small", num_classes=4, image_size=(64, 64), channels=3, bn_momentum=bn_momentum_for(steps)
     )
-    history = fit(model, dataset, epochs=epochs, batch_size=batch_size, seed=0)
+    history = fit(model, dataset, FitOptions(epochs=epochs, batch_size=batch_size, seed=0))
     assert max(history["val_accuracy"]) >= 0.5, history
