@@ -312,16 +312,7 @@ def _mobilenet_v2(options: ModelOptions):
     keras_module="mobilenet_v3",
 )
 def _mobilenet_v3_small(options: ModelOptions):
-    # Keras' include_preprocessing is this same Rescaling to [-1, 1]; ours is named like every other model's.
-    return _application(
-        "mobilenetv3small",
-        "MobileNetV3Small",
-        options,
-        preprocessing="tf",
-        alpha=options.alpha,
-        include_preprocessing=False,
-        minimalistic=False,
-    )
+    return _mobilenet_v3("mobilenetv3small", "MobileNetV3Small", options)
 
 
 @register(
@@ -333,9 +324,14 @@ def _mobilenet_v3_small(options: ModelOptions):
     keras_module="mobilenet_v3",
 )
 def _mobilenet_v3_large(options: ModelOptions):
+    return _mobilenet_v3("mobilenetv3large", "MobileNetV3Large", options)
+
+
+def _mobilenet_v3(name: str, builder_name: str, options: ModelOptions):
+    # Keras' include_preprocessing is this same Rescaling to [-1, 1]; ours is named like every other model's.
     return _application(
-        "mobilenetv3large",
-        "MobileNetV3Large",
+        name,
+        builder_name,
         options,
         preprocessing="tf",
         alpha=options.alpha,
