@@ -12,7 +12,7 @@ from typing import Any
 from edgecls.fileio import atomic_path, write_json, write_text
 from edgecls.runtime.measure import MeasureResult, MeasureRun
 
-COLUMNS = ("model", "precision", "engine", "size", "top-1", "p50 ms", "p99 ms", "fps", "e2e ms", "cold ms", "peak RSS MB", "flags")
+COLUMNS = ("model", "precision", "engine", "size", "top-1", "p50 ms", "p99 ms", "fps", "e2e ms", "cold ms", "start s", "peak RSS MB", "flags")
 
 
 def conditions(run: MeasureRun) -> str:
@@ -45,6 +45,7 @@ def _row(result: MeasureResult) -> list[str]:
         f"{result.fps:.1f}",
         f"{result.e2e_ms:.3f}",
         f"{result.cold_start_ms:.2f}",
+        result.start_s.text() if result.start_s else "-",
         f"{result.peak_rss_mb:.0f}",
         "; ".join(flags),
     ]
@@ -73,7 +74,9 @@ def to_markdown(run: MeasureRun) -> str:
     lines.append("|" + "|".join("---" if c in ("model", "precision", "engine", "flags") else "---:" for c in COLUMNS) + "|")
     for row in table_rows(run):
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
-    lines += ["", "Latency: the engine call on a ready input tensor. e2e: `Classifier.predict` on a 640x480 BGR frame (resize, channel order, inference, top-k).", ""]
+    lines += ["", "Latency: the engine call on a ready input tensor. e2e: `Classifier.predict` on a 640x480 BGR frame (resize, channel order, inference, top-k).",
+              "cold: the first inference. start: seconds to open the model; with a TensorRT engine cache, the first start "
+              "(an engine build unless the cache held one) and a second, cached start.", ""]
     state = run.device_state
     if state.get("kind") not in (None, "other"):
         lines.append(f"Device state before the run: {_state_text(state)}.")
