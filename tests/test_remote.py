@@ -462,7 +462,8 @@ def test_remotes_carry_their_targets(tmp_path):
 
     defaults = RemoteConfig("", ssh_key="/k", remote_python="py")
     devices = parse_remotes(["pi@a=rpi5", "pi@b:2222"], defaults=defaults)
-    assert [(d.remote.destination, d.target, d.remote.ssh_key) for d in devices] == [("pi@a", "rpi5", "/k"), ("pi@b:2222", None, "/k")]
+    found = [(d.remote.destination, d.target, d.remote.ssh_key) for d in devices]
+    assert found == [("pi@a", "rpi5", "/k"), ("pi@b:2222", None, "/k")]
     with pytest.raises(ConfigError, match="nothing after '='"):
         parse_remotes(["pi@a="], defaults=defaults)
     with pytest.raises(ConfigError, match="--remote must look like"):
@@ -538,7 +539,8 @@ def _fleet_file(tmp_path, devices: list[tuple]) -> Path:
 def _local_processes_in(folder: Path) -> list[str]:
     """Processes here whose arguments or environment name ``folder`` (the loopback "devices" run on this machine)."""
     listing = subprocess.run(["ps", "-eww", "-o", "pid=", "-o", "args=", "e"], capture_output=True, text=True, check=True)
-    return [line.strip()[:160] for line in listing.stdout.splitlines() if f"{folder}/edgecls-bench." in line and "ps -eww" not in line]
+    marker = f"{folder}/edgecls-bench."
+    return [line.strip()[:160] for line in listing.stdout.splitlines() if marker in line and "ps -eww" not in line]
 
 
 def _assert_device_clean(server) -> None:
@@ -618,7 +620,8 @@ def test_sigterm_stops_every_device_of_a_fleet(device, second_device, device_pyt
     command = [*CLI, "bench", str(digits_run.tflite), "--runs", "100000000", "--warmup", "0", "--out", str(tmp_path / "out"),
                "--fleet", str(_fleet_file(tmp_path, [(device, device_python, "rpi5"), (second_device, device_python, "rpi4")]))]
     env = {**os.environ, "PYTHONPATH": str(TREE)}
-    bench = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    pipe = subprocess.PIPE
+    bench = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe, text=True, env=env)
     try:
         deadline = time.monotonic() + 90
         while not all(any("--worker" in line for line in _local_processes_in(s.device_tmp)) for s in (device, second_device)):

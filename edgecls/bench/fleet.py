@@ -89,9 +89,12 @@ def parse_remotes(texts: Sequence[str], *, defaults: RemoteConfig) -> list[Fleet
     for text in texts:
         destination, equals, target = text.partition("=")
         if equals and not target.strip():
-            raise ConfigError(f"--remote {text!r}: nothing after '='; give a target (see edgecls targets), e.g. {destination}=rpi5")
+            raise ConfigError(
+                f"--remote {text!r}: nothing after '='; give a target (see edgecls targets), e.g. {destination}=rpi5"
+            )
         Destination.parse(destination)  # a bad one is refused before any device is contacted
-        devices.append(FleetDevice(dataclasses.replace(defaults, destination=destination.strip()), target.strip() or None))
+        remote = dataclasses.replace(defaults, destination=destination.strip())
+        devices.append(FleetDevice(remote, target.strip() or None))
     return devices
 
 
@@ -106,7 +109,9 @@ def load_fleet(path: str | Path, *, defaults: RemoteConfig) -> list[FleetDevice]
         raise ConfigError(f"--fleet {path}: cannot be read ({exc})") from exc
     fleet = document.get("fleet")
     if set(document) != {"fleet"} or not isinstance(fleet, dict):
-        raise ConfigError(f"--fleet {path}: expected one [fleet] table with [[fleet.device]] entries, got {sorted(document)}")
+        raise ConfigError(
+            f"--fleet {path}: expected one [fleet] table with [[fleet.device]] entries, got {sorted(document)}"
+        )
     common = {key: value for key, value in fleet.items() if key != "device"}
     _check_keys(common, DEVICE_KEYS[1:], f"{path} [fleet]")
     entries = fleet.get("device", [])
