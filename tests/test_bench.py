@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edgecls.bench import BenchConfig, bench, prepare_eval_set
-from edgecls.bench.report import to_markdown, write_reports
+from edgecls.bench.report import COLUMNS, table_rows, to_markdown, write_reports
 from edgecls.errors import ConfigError, DataError
 from edgecls.runtime.device import (
     MachineInfo,
@@ -372,3 +372,111 @@ def test_the_delegate_actually_used_is_reported(digits_run, tmp_path):
     assert measure_model(undelegated, threads=1, runs=2, warmup=0).provider == "CPU (built-in kernels)"
     frame = np.full((2, 2, 3), 2, np.uint8)
     assert classifier.predict(frame, top_k=1) == [("0", 16.0)]  # 2**4 per channel: it ran, on the built-in kernels
+
+
+# --- start times: first start and TensorRT's cached start, with a fake TensorRT onnxruntime ----------
+
+BUILD_S = 0.3  # what the fake TensorRT takes to build an engine; loading one from the cache takes nothing
+
+
+def _tiny_onnx(path: Path) -> Path:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    weights = helper.make_tensor("w", TensorProto.FLOAT, [64, 10], np.linspace(-1, 1, 640, dtype=np.float32).tolist())
+    nodes = [
+        helper.make_node("Flatten", ["pixels"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["scores"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [1, 8, 8, 1])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 10])],
+        [weights],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture
+def fake_tensorrt(monkeypatch):
+    """``onnxruntime-gpu`` as a Jetson shows it: a session with a TensorRT cache path builds (slowly) an engine
+    file there unless one is there already, as ONNX Runtime does; inference really runs on the CPU."""
+    import time
+
+    onnxruntime = pytest.importorskip("onnxruntime")
+    real_session = onnxruntime.InferenceSession
+    received: list[list] = []
+
+    def session(path, sess_options=None, providers=None, **kwargs):
+        received.append(providers)
+        options = dict(providers[0][1]) if providers and isinstance(providers[0], tuple) else {}
+        if options.get("trt_engine_cache_enable") == "True":
+            cache = Path(options["trt_engine_cache_path"])
+            if not list(cache.glob("*.engine")):
+                time.sleep(BUILD_S)
+                (cache / "TensorrtExecutionProvider_TRTKernel_graph_g_1_0_0_sm87.engine").write_bytes(b"engine")
+        return real_session(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    available = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(available))
+    monkeypatch.setattr(onnxruntime, "InferenceSession", session)
+    return received
+
+
+def test_tensorrt_first_and_cached_start_are_reported_apart(tmp_path, fake_tensorrt):
+    model = _tiny_onnx(tmp_path / "model.onnx")
+    jetson = get_target("jetson-nano")  # precisions fp16 first
+    first = measure_model(model, threads=1, providers=jetson.providers, runs=2, warmup=0, precision="fp16")
+    assert first.start_s.cache_hit_before is False and first.start_s.first >= BUILD_S
+    assert (
+        first.start_s.cached is not None and first.start_s.cached < BUILD_S / 2
+    )  # the second session loaded the engine
+    assert [providers[0][1]["trt_fp16_enable"] for providers in fake_tensorrt] == ["True", "True"]
+    assert not any("cache" in note for note in first.notes)  # the fake runs on the CPU: only that is noted
+    again = measure_model(model, threads=1, providers=jetson.providers, runs=2, warmup=0, precision="fp16")
+    assert again.start_s.cache_hit_before is True and again.start_s.first < BUILD_S / 2
+    document = json.loads(json.dumps(first.to_dict()))
+    assert document["start_s"] == dataclasses.asdict(first.start_s)
+    assert type(first).from_dict(document).start_s == first.start_s
+    row = dict(zip(COLUMNS, table_rows(_one_run(first))[0]))
+    assert row["start s"].startswith(f"{first.start_s.first:.2f} (engine built), cached ")
+
+
+def test_the_targets_first_precision_reaches_tensorrt(tmp_path, fake_tensorrt):
+    from edgecls.runtime.measure import MeasureConfig, measure_models
+
+    model = _tiny_onnx(tmp_path / "model.onnx")
+    run = measure_models(
+        MeasureConfig(models=(str(model),), target=get_target("jetson-nano"), runs=2, warmup=0, isolate=False)
+    )
+    assert run.settings["precision"] == "fp16" and fake_tensorrt[0][0][1]["trt_fp16_enable"] == "True"
+    fake_tensorrt.clear()
+    (tmp_path / "model.onnx.trt-cache").rename(tmp_path / "old-cache")
+    run = measure_models(
+        MeasureConfig(models=(str(model),), target=get_target("jetson"), runs=2, warmup=0, isolate=False)
+    )
+    options = fake_tensorrt[0][0][1]  # int8 first for an Orin; a float graph: FP16 kernels, no INT8
+    assert run.settings["precision"] == "int8" and (options["trt_fp16_enable"], options["trt_int8_enable"]) == (
+        "True",
+        "False",
+    )
+
+
+def test_an_engine_without_a_cache_reports_its_load_time_alone(tmp_path, fake_tensorrt):
+    model = _tiny_onnx(tmp_path / "model.onnx")
+    measured = measure_model(model, threads=1, providers=("CPUExecutionProvider",), runs=2, warmup=0, precision="fp32")
+    assert len(fake_tensorrt) == 1 and fake_tensorrt[0] == ["CPUExecutionProvider"]  # one session, no second start
+    assert measured.start_s.cached is None and measured.start_s.cache_hit_before is None
+    assert 0 < measured.start_s.first <= measured.load_ms / 1e3
+    document = measured.to_dict()
+    del document["start_s"]  # a device with an older edgecls
+    assert type(measured).from_dict(document).start_s is None
+
+
+def _one_run(result) -> MeasureRun:
+    return MeasureRun("jetson-nano", "here", False, {"hostname": "h"}, {"runs": 2, "warmup": 0, "threads": 1}, [result])

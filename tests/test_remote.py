@@ -557,3 +557,232 @@ def test_an_ssh_key_path_with_percent_and_space(device, tmp_path):
     ssh = SSH(RemoteConfig(device.destination, ssh_key=str(key), known_hosts=str(device.known_hosts)))
     completed = ssh.run("echo ok", step="testing", timeout=30)
     assert (completed.returncode, completed.stdout) == (0, "ok\n"), completed.stderr
+
+
+# --- a fleet: several devices in one bench ------------------------------------------------
+
+
+def test_remotes_carry_their_targets(tmp_path):
+    from edgecls.bench import load_fleet, parse_remotes
+
+    defaults = RemoteConfig("", ssh_key="/k", remote_python="py")
+    devices = parse_remotes(["pi@a=rpi5", "pi@b:2222"], defaults=defaults)
+    found = [(d.remote.destination, d.target, d.remote.ssh_key) for d in devices]
+    assert found == [("pi@a", "rpi5", "/k"), ("pi@b:2222", None, "/k")]
+    with pytest.raises(ConfigError, match="nothing after '='"):
+        parse_remotes(["pi@a="], defaults=defaults)
+    with pytest.raises(ConfigError, match="--remote must look like"):
+        parse_remotes(["pi@a;reboot=rpi5"], defaults=defaults)
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(
+        '[fleet]\ntarget = "rpi5"\nremote_python = "~/edgecls/bin/python"\n\n'
+        '[[fleet.device]]\nremote = "pi@pi4"\ntarget = "rpi4"\nssh_key = "keys/pi"\n\n'
+        '[[fleet.device]]\nremote = "jetson@orin:2222"\nremote_python = "python3"\n'
+    )
+    devices = load_fleet(fleet, defaults=defaults)
+    assert [(d.remote.destination, d.target, d.remote.remote_python, d.remote.ssh_key) for d in devices] == [
+        ("pi@pi4", "rpi4", "~/edgecls/bin/python", str(tmp_path / "keys" / "pi")),
+        ("jetson@orin:2222", "rpi5", "python3", "/k"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[fleet]\n[[fleet.device]]\nremote = "pi@a"\nhost = "x"\n', "unknown key 'host'; valid keys: remote, target"),
+        ('[fleet]\ntarget = "rpi5"\n', "no devices"),
+        ('[[device]]\nremote = "pi@a"\n', r"expected one \[fleet\] table"),
+        ('[fleet]\n[[fleet.device]]\ntarget = "rpi5"\n', "no remote ="),
+        ("[fleet]\n[[fleet.device]]\nremote = 7\n", "remote must be a string"),
+        ("[fleet\n", "cannot be read"),
+    ],
+)
+def test_bad_fleet_files_are_one_line(tmp_path, text, message):
+    from edgecls.bench import load_fleet
+
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_fleet(fleet, defaults=RemoteConfig(""))
+
+
+def test_a_fleet_with_a_device_twice_or_an_unknown_target_contacts_nothing(digits_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgecls.cli import app
+
+    base = ["bench", str(digits_run.tflite), "--out", str(tmp_path / "out")]
+    twice = CliRunner().invoke(app, [*base, "--remote", "pi@127.0.0.1:1", "--remote", "pi@127.0.0.1:1=rpi4"])
+    assert twice.exit_code == 2 and "listed twice" in twice.output, twice.output
+    unknown = CliRunner().invoke(app, [*base, "--remote", "pi@127.0.0.1:1", "--remote", "pi@127.0.0.2:1=rpi9"])
+    assert unknown.exit_code == 2 and "rpi9" in unknown.output, unknown.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def second_device(tmp_path_factory):
+    reason = missing_reason()
+    if reason:
+        pytest.skip(f"no OpenSSH server for the loopback test: {reason}")
+    with loopback_sshd(tmp_path_factory.mktemp("sshd-b")) as server:
+        yield server
+
+
+def _fleet_file(tmp_path, devices: list[tuple]) -> Path:
+    """A fleet file: (server, remote_python, target) per device."""
+    text = "[fleet]\n"
+    for server, python, target in devices:
+        text += (
+            f'\n[[fleet.device]]\nremote = "{server.destination}"\ntarget = "{target}"\n'
+            f'remote_python = "{python}"\nssh_key = "{server.user_key}"\nknown_hosts = "{server.known_hosts}"\n'
+        )
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(text)
+    return fleet
+
+
+def _local_processes_in(folder: Path) -> list[str]:
+    """Processes here whose arguments or environment name ``folder`` (the loopback "devices" run on this machine)."""
+    listing = subprocess.run(
+        ["ps", "-eww", "-o", "pid=", "-o", "args=", "e"], capture_output=True, text=True, check=True
+    )
+    marker = f"{folder}/edgecls-bench."
+    return [line.strip()[:160] for line in listing.stdout.splitlines() if marker in line and "ps -eww" not in line]
+
+
+def _assert_device_clean(server) -> None:
+    deadline = time.monotonic() + 10
+    while (_local_processes_in(server.device_tmp) or list(server.device_tmp.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert _local_processes_in(server.device_tmp) == []
+    assert list(server.device_tmp.rglob("*")) == []
+
+
+@pytest.mark.slow
+def test_a_fleet_of_two_devices_gives_one_table_and_equal_top1(
+    device, second_device, device_python, digits_run, tmp_path
+):
+    from typer.testing import CliRunner
+
+    from edgecls.cli import app
+
+    fleet = _fleet_file(tmp_path, [(device, device_python, "rpi5"), (second_device, device_python, "rpi4")])
+    arguments = [
+        "bench",
+        str(digits_run.tflite),
+        "--fleet",
+        str(fleet),
+        "--data",
+        "digits",
+        "--runs",
+        str(RUNS),
+        "--warmup",
+        str(WARMUP),
+        "--out",
+        str(tmp_path / "out"),
+        "--json",
+    ]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert [d["remote"] for d in document["devices"]] == [device.destination, second_device.destination]
+    assert [d["status"] for d in document["devices"]] == ["ok", "ok"] and document["failed"] == []
+    runs = [d["run"] for d in document["devices"]]
+    assert [run["target"] for run in runs] == ["rpi5", "rpi4"]
+    assert [run["remote"] for run in runs] == [device.destination, second_device.destination]
+    top1 = [run["results"][0]["top1"] for run in runs]
+    assert top1[0] == top1[1] > 0.5 and all(run["results"][0]["n_eval"] > 0 for run in runs)
+    saved = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert [d["remote"] for d in saved["devices"]] == [device.destination, second_device.destination]
+    markdown = (tmp_path / "out" / "bench.md").read_text()
+    assert (
+        markdown.count(f"| {device.destination} | rpi5 | ") == 1
+        and f"| {second_device.destination} | rpi4 | " in markdown
+    )
+    for server in (device, second_device):
+        _assert_device_clean(server)
+
+
+@pytest.mark.slow
+def test_a_device_dropped_mid_run_is_one_failure_line_and_the_other_completes(device_python, digits_run, tmp_path):
+    # A device of its own, to stop its sshd mid-run; its Python measures (really) far longer than the other's.
+    endless = _fake_device_python(tmp_path, device_python, ":")
+    Path(endless).write_text(Path(endless).read_text().replace('"$@"\n', '"$@" --runs 100000000\n'))
+    with loopback_sshd(tmp_path / "sshd-a") as healthy, loopback_sshd(tmp_path / "sshd-b") as doomed:
+        fleet = _fleet_file(tmp_path, [(healthy, device_python, "rpi5"), (doomed, endless, "rpi5")])
+        command = [
+            *CLI,
+            "bench",
+            str(digits_run.tflite),
+            "--fleet",
+            str(fleet),
+            "--runs",
+            str(RUNS),
+            "--warmup",
+            "0",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+        env = {**os.environ, "PYTHONPATH": str(TREE), "COLUMNS": "250"}
+        pipe = subprocess.PIPE
+        bench = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe, text=True, env=env)
+        try:
+            deadline = time.monotonic() + 90
+            while not any("--worker" in line for line in _local_processes_in(doomed.device_tmp)):
+                assert bench.poll() is None and time.monotonic() < deadline, bench.communicate()
+                time.sleep(0.3)
+            sessions = _session_sshds(doomed.server.pid)
+            doomed.server.kill()  # the "device" goes away: its listener and its open connections
+            for pid in sessions:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            stdout, stderr = bench.communicate(timeout=90)
+        finally:
+            bench.kill()
+        assert bench.returncode == 1, stderr
+        failures = [line for line in stderr.splitlines() if line.startswith("failed: ")]
+        assert len(failures) == 1 and failures[0].startswith(f"failed: {doomed.destination} (rpi5): SSH connection"), (
+            stderr
+        )
+        assert "failed or dropped while running the benchmark" in failures[0]
+        saved = json.loads((tmp_path / "out" / "bench.json").read_text())
+        assert [d["status"] for d in saved["devices"]] == ["ok", "failed"] and saved["failed"] == [doomed.destination]
+        assert saved["devices"][0]["run"]["results"][0]["runs"] == RUNS
+        assert f"{healthy.destination} " in stdout and "FAILED" in stdout
+        for server in (healthy, doomed):
+            _assert_device_clean(server)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_device_of_a_fleet(device, second_device, device_python, digits_run, tmp_path):
+    command = [
+        *CLI,
+        "bench",
+        str(digits_run.tflite),
+        "--runs",
+        "100000000",
+        "--warmup",
+        "0",
+        "--out",
+        str(tmp_path / "out"),
+        "--fleet",
+        str(_fleet_file(tmp_path, [(device, device_python, "rpi5"), (second_device, device_python, "rpi4")])),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(TREE)}
+    pipe = subprocess.PIPE
+    bench = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 90
+        while not all(
+            any("--worker" in line for line in _local_processes_in(s.device_tmp)) for s in (device, second_device)
+        ):
+            assert bench.poll() is None and time.monotonic() < deadline, bench.communicate()
+            time.sleep(0.3)
+        bench.send_signal(signal.SIGTERM)
+        stdout, stderr = bench.communicate(timeout=60)
+    finally:
+        bench.kill()
+    assert (bench.returncode, stderr.strip(), stdout) == (143, "terminated", "")
+    assert not (tmp_path / "out").exists()
+    for server in (device, second_device):
+        _assert_device_clean(server)

@@ -2,7 +2,8 @@
 
 Named parts: ``run`` (``BenchConfig`` and ``bench``: the target, here or over
 SSH, the reports), ``evalset`` (the held-out images that ``--data`` scores)
-and ``report`` (table, Markdown, JSON, latency plot). The measuring loop itself
+``report`` (table, Markdown, JSON, latency plot) and ``fleet`` (several devices
+at once, one table). The measuring loop itself
 is the runtime's, ``edgecls.runtime.measure``, the same code here and on the device.
 
 >>> from edgecls.bench import BenchConfig, bench  # doctest: +SKIP
@@ -12,6 +13,18 @@ is the runtime's, ``edgecls.runtime.measure``, the same code here and on the dev
 """
 
 from edgecls.bench.evalset import prepare_eval_set
+from edgecls.bench.fleet import DeviceOutcome, FleetDevice, FleetReport, bench_fleet, load_fleet, parse_remotes
 from edgecls.bench.run import BenchConfig, BenchReport, bench
 
-__all__ = ["BenchConfig", "BenchReport", "bench", "prepare_eval_set"]
+__all__ = [
+    "BenchConfig",
+    "BenchReport",
+    "DeviceOutcome",
+    "FleetDevice",
+    "FleetReport",
+    "bench",
+    "bench_fleet",
+    "load_fleet",
+    "parse_remotes",
+    "prepare_eval_set",
+]

@@ -8,10 +8,13 @@ Every report states where the numbers were measured and under which settings.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgecls.fileio import atomic_path, write_json, write_text
+from edgecls.fileio import write_json, write_text
 from edgecls.runtime.measure import MeasureResult, MeasureRun
+
+if TYPE_CHECKING:
+    from edgecls.bench.fleet import DeviceOutcome
 
 COLUMNS = (
     "model",
@@ -24,6 +27,7 @@ COLUMNS = (
     "fps",
     "e2e ms",
     "cold ms",
+    "start s",
     "peak RSS MB",
     "flags",
 )
@@ -63,6 +67,7 @@ def _row(result: MeasureResult) -> list[str]:
         f"{result.fps:.1f}",
         f"{result.e2e_ms:.3f}",
         f"{result.cold_start_ms:.2f}",
+        result.start_s.text() if result.start_s else "-",
         f"{result.peak_rss_mb:.0f}",
         "; ".join(flags),
     ]
@@ -102,6 +107,8 @@ def to_markdown(run: MeasureRun) -> str:
     lines += [
         "",
         "Latency: the engine call on a ready input tensor. e2e: `Classifier.predict` on a 640x480 BGR frame (resize, channel order, inference, top-k).",
+        "cold: the first inference. start: seconds to open the model; with a TensorRT engine cache, the first start "
+        "(an engine build unless the cache held one) and a second, cached start.",
         "",
     ]
     state = run.device_state
@@ -135,7 +142,14 @@ def plot_latency(run: MeasureRun, path: Path, labels: dict[str, str] | None = No
     results = [result for result in run.results if result.samples_ms]
     if not results:
         return None
-    from edgecls.plots import matplotlib_missing
+    names = [(labels or {}).get(result.model, Path(result.model).name) for result in results]
+    return _box_plot(
+        names, [result.samples_ms for result in results], f"--target {run.target}: {run.where}", conditions(run), path
+    )
+
+
+def _box_plot(labels: list[str], samples: list[list[float]], title: str, caption: str, path: Path) -> Path | None:
+    from edgecls.plots import matplotlib_missing, save_figure
 
     if matplotlib_missing("latency plot"):
         return None
@@ -144,25 +158,19 @@ def plot_latency(run: MeasureRun, path: Path, labels: dict[str, str] | None = No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(8, 1.2 + 0.6 * len(results)))
-    samples = [result.samples_ms for result in results]
+    figure, axes = plt.subplots(figsize=(8, 1.2 + 0.6 * len(labels)))
     try:
         axes.boxplot(samples, orientation="horizontal", showfliers=True, whis=(1, 99))
     except TypeError:  # matplotlib < 3.10
         axes.boxplot(samples, vert=False, showfliers=True, whis=(1, 99))
     if max(max(values) for values in samples) > 20 * min(min(values) for values in samples):
         axes.set_xscale("log")  # a few slow outliers would squash the boxes
-    axes.set_yticks(
-        range(1, len(results) + 1), [(labels or {}).get(result.model, Path(result.model).name) for result in results]
-    )
+    axes.set_yticks(range(1, len(labels) + 1), labels)
     axes.set_xlabel("latency per inference, ms (whiskers: p1-p99)")
-    axes.set_title(f"--target {run.target}: {run.where}", fontsize=10)
-    figure.text(0.01, 0.01, conditions(run), fontsize=6, wrap=True)
+    axes.set_title(title, fontsize=10)
+    figure.text(0.01, 0.01, caption, fontsize=6, wrap=True)
     figure.tight_layout(rect=(0, 0.06, 1, 1))
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=120, format="png")
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=120)
 
 
 def write_reports(run: MeasureRun, out: Path) -> dict[str, Path | None]:
@@ -174,3 +182,86 @@ def write_reports(run: MeasureRun, out: Path) -> dict[str, Path | None]:
         "markdown": write_text(out / "bench.md", markdown),
         "plot": plot_latency(run, out / "latency.png"),
     }
+
+
+# --- a fleet: one table, a row per device x model ----------------------------------------
+
+FLEET_COLUMNS = ("device", "target", *COLUMNS)
+
+
+def fleet_rows(outcomes: list[DeviceOutcome]) -> list[list[str]]:
+    """A row per device x model; a device that failed is one row, its error in ``flags``."""
+    rows = []
+    for outcome in outcomes:
+        if outcome.run is None:
+            rows.append([outcome.remote, outcome.target, *["-"] * (len(COLUMNS) - 1), f"FAILED: {outcome.error}"])
+            continue
+        rows += [[outcome.remote, outcome.run.target, *row] for row in table_rows(outcome.run)]
+    return rows
+
+
+def fleet_conditions(outcomes: list[DeviceOutcome]) -> list[str]:
+    return [f"{o.remote}: {conditions(o.run)}" if o.run else f"{o.remote}: FAILED, {o.error}" for o in outcomes]
+
+
+def render_fleet_table(outcomes: list[DeviceOutcome], console: Any) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    failed = sum(not outcome.ok for outcome in outcomes)
+    title = f"edgecls bench on {len(outcomes)} devices" + (f", {failed} failed" if failed else "")
+    caption = Text("\n".join(fleet_conditions(outcomes)))
+    table = Table(title=Text(title), caption=caption, caption_justify="left")
+    for column in FLEET_COLUMNS:
+        left = column in ("device", "target", "model", "precision", "engine", "flags")
+        table.add_column(column, justify="left" if left else "right", overflow="fold")
+    for row in fleet_rows(outcomes):
+        bad = "THROTTLED" in row[-1] or row[-1].startswith("FAILED")
+        table.add_row(*(Text(cell) for cell in row), style="bold red" if bad else None)
+    console.print(table)
+
+
+def fleet_to_markdown(outcomes: list[DeviceOutcome]) -> str:
+    failed = [outcome for outcome in outcomes if not outcome.ok]
+    lines = [f"# edgecls bench on {len(outcomes)} devices", ""]
+    lines += [f"- {line}" for line in fleet_conditions(outcomes)]
+    lines += ["", "| " + " | ".join(FLEET_COLUMNS) + " |"]
+    lines.append(
+        "|"
+        + "|".join(
+            "---" if c in ("device", "target", "model", "precision", "engine", "flags") else "---:"
+            for c in FLEET_COLUMNS
+        )
+        + "|"
+    )
+    for row in fleet_rows(outcomes):
+        lines.append("| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in row) + " |")
+    lines += ["", f"{len(outcomes) - len(failed)} of {len(outcomes)} devices measured."]
+    for outcome in outcomes:
+        if outcome.run is not None and outcome.run.device_state.get("kind") not in (None, "other"):
+            lines.append(f"Device state of {outcome.remote} before the run: {_state_text(outcome.run.device_state)}.")
+    return "\n".join(lines) + "\n"
+
+
+def write_fleet_reports(outcomes: list[DeviceOutcome], out: Path) -> dict[str, Path | None]:
+    """``bench.json`` (every device: its run or its error), ``bench.md`` and ``latency.png`` in ``out``."""
+    out = Path(out)
+    markdown = fleet_to_markdown(outcomes)
+    document = {
+        "devices": [outcome.to_dict() for outcome in outcomes],
+        "failed": [outcome.remote for outcome in outcomes if not outcome.ok],
+    }
+    paths: dict[str, Path | None] = {
+        "json": write_json(out / "bench.json", document),
+        "markdown": write_text(out / "bench.md", markdown),
+    }
+    labels, samples = [], []
+    for outcome in outcomes:
+        for result in outcome.run.results if outcome.run else []:
+            if result.samples_ms:
+                labels.append(f"{outcome.remote}: {Path(result.model).name}")
+                samples.append(result.samples_ms)
+    caption = "; ".join(fleet_conditions(outcomes))
+    title = f"edgecls bench on {len(outcomes)} devices"
+    paths["plot"] = _box_plot(labels, samples, title, caption, out / "latency.png") if samples else None
+    return paths

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgecls.bench.evalset import prepare_eval_set
+from edgecls.bench.fleet import FleetDevice
 from edgecls.errors import ConfigError
 from edgecls.runtime.measure import MeasureConfig, MeasureRun, measure_models
 from edgecls.runtime.remote import RemoteConfig, measure_remote
@@ -38,6 +39,7 @@ class BenchConfig:
     threads: int | None = None  # None: the target's
     out: str | None = None  # None: runs/bench-<target>-<time>
     remote: RemoteConfig | None = None
+    fleet: tuple[FleetDevice, ...] = ()  # several devices at once: edgecls.bench.fleet.bench_fleet
 
 
 @dataclass
@@ -72,15 +74,9 @@ def bench(config: BenchConfig) -> BenchReport:
     """Benchmark every model of ``config`` on the target (here, or over SSH) and write the reports."""
     from edgecls.bench.report import write_reports
 
-    if not config.models:
-        raise ConfigError("give at least one .tflite or .onnx model to benchmark")
-    for model in config.models:
-        if not Path(model).is_file():
-            raise ConfigError(f"{model}: no such model file")
-        if Path(model).suffix.lower() not in (".tflite", ".onnx"):
-            raise ConfigError(
-                f"{model}: bench runs .tflite and .onnx artifacts; export a .keras model first (edgecls export)"
-            )
+    if config.fleet:
+        raise ConfigError("a fleet of devices is measured by edgecls.bench.bench_fleet, not bench")
+    check_models(config.models)
     target = get_target(config.target)
     with tempfile.TemporaryDirectory(prefix="edgecls-eval-") as scratch:
         eval_dir = prepare_eval_set(config.data, config.models, Path(scratch)) if config.data else None
@@ -114,3 +110,16 @@ def bench(config: BenchConfig) -> BenchReport:
     return BenchReport(
         run, str(out), str(paths["json"]), str(paths["markdown"]), str(paths["plot"]) if paths.get("plot") else None
     )
+
+
+def check_models(models: tuple[str, ...]) -> None:
+    """At least one model, each an existing ``.tflite`` or ``.onnx`` file."""
+    if not models:
+        raise ConfigError("give at least one .tflite or .onnx model to benchmark")
+    for model in models:
+        if not Path(model).is_file():
+            raise ConfigError(f"{model}: no such model file")
+        if Path(model).suffix.lower() not in (".tflite", ".onnx"):
+            raise ConfigError(
+                f"{model}: bench runs .tflite and .onnx artifacts; export a .keras model first (edgecls export)"
+            )

@@ -28,7 +28,24 @@ def bench(
     warmup: Annotated[int, typer.Option(help="Untimed inferences before timing.")] = 20,
     threads: Annotated[int | None, typer.Option(help="Engine threads (default: the target's).")] = None,
     remote: Annotated[
-        str | None, typer.Option("--remote", help="Run on the device over SSH: user@host[:port].")
+        list[str] | None,
+        typer.Option(
+            "--remote",
+            help=(
+                "Run on the device over SSH: user@host[:port], or user@host[:port]=TARGET for a target of its own. "
+                "Repeat it for a fleet: every device measured at once, one table."
+            ),
+        ),
+    ] = None,
+    fleet: Annotated[
+        Path | None,
+        typer.Option(
+            "--fleet",
+            help=(
+                "A fleet file: \\[fleet] defaults (target, remote_python, ssh_key, known_hosts) and \\[\\[fleet.device]] entries "
+                'with remote = "user@host" and any of those keys (see the README).'
+            ),
+        ),
     ] = None,
     ssh_key: Annotated[Path | None, typer.Option("--ssh-key", help="Private key for --remote.")] = None,
     remote_python: Annotated[
@@ -49,20 +66,25 @@ def bench(
     ] = None,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
-    """Latency, memory and top-1 of artifacts on a target: here with its settings, or on the device over SSH."""
+    """Latency, memory and top-1 of artifacts on a target: here with its settings, or on devices over SSH.
+
+    Several devices (--remote repeated, or --fleet) are measured in parallel, one table with a row per device x model.
+
+    A device that fails is one FAILED row and one "failed:" line on stderr; the others complete.
+
+    Exit code: 0 every device measured, 1 some failed, 2 bad input. Ctrl-C stops the run on every device.
+    """
     from edgecls.bench import BenchConfig
     from edgecls.bench import bench as run_bench
     from edgecls.runtime.remote import RemoteConfig
 
-    remote_config = None
-    if remote:
-        remote_config = RemoteConfig(
-            destination=remote,
-            ssh_key=str(ssh_key) if ssh_key else None,
-            remote_python=remote_python,
-            accept_new_host_key=accept_new_host_key,
-            known_hosts=str(known_hosts) if known_hosts else None,
-        )
+    defaults = RemoteConfig(
+        destination="",
+        ssh_key=str(ssh_key) if ssh_key else None,
+        remote_python=remote_python,
+        accept_new_host_key=accept_new_host_key,
+        known_hosts=str(known_hosts) if known_hosts else None,
+    )
     config = BenchConfig(
         models=tuple(str(m) for m in models),
         target=target,
@@ -71,9 +93,59 @@ def bench(
         warmup=warmup,
         threads=threads,
         out=str(out) if out else None,
-        remote=remote_config,
     )
-    run(lambda: run_bench(config), as_json=json, render=_render_bench, tensorflow=False)
+    remotes = list(remote or [])
+    if len(remotes) == 1 and fleet is None:  # one device: its failure is the command's error (exit 2)
+        run(
+            lambda: run_bench(_one_device(config, remotes[0], defaults)),
+            as_json=json,
+            render=_render_bench,
+            tensorflow=False,
+        )
+        return
+    if not remotes and fleet is None:
+        run(lambda: run_bench(config), as_json=json, render=_render_bench, tensorflow=False)
+        return
+    reports = []
+    run(
+        lambda: reports.append(_bench_fleet(config, remotes, fleet, defaults)) or reports[0],
+        as_json=json,
+        render=_render_fleet,
+        tensorflow=False,
+    )
+    failed = reports[0].failed
+    for outcome in failed:
+        typer.echo(f"failed: {outcome.remote} ({outcome.target}): {outcome.error}", err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _one_device(config, destination: str, defaults):
+    import dataclasses
+
+    from edgecls.bench import parse_remotes
+
+    (device,) = parse_remotes([destination], defaults=defaults)
+    return dataclasses.replace(config, remote=device.remote, target=device.target or config.target)
+
+
+def _bench_fleet(config, remotes: list[str], fleet: Path | None, defaults):
+    import dataclasses
+
+    from edgecls.bench import bench_fleet, load_fleet, parse_remotes
+
+    devices = parse_remotes(remotes, defaults=defaults) + (load_fleet(fleet, defaults=defaults) if fleet else [])
+    return bench_fleet(dataclasses.replace(config, fleet=tuple(devices)))
+
+
+def _render_fleet(report) -> None:
+    from edgecls.bench.report import render_fleet_table
+
+    out = console()
+    render_fleet_table(report.devices, out)
+    out.print(
+        f"reports: {report.markdown_path}, {report.json_path}" + (f", {report.plot_path}" if report.plot_path else "")
+    )
 
 
 def _render_bench(report) -> None:

@@ -13,6 +13,12 @@ frame, accuracy is ``Classifier.predict`` over an evaluation folder
 (``edgecls.runtime.scoring``). ``time_calls`` is the one timing loop: pruning's
 before/after latency goes through it too.
 
+Engines are opened at the target's first precision (what TensorRT builds an
+``.onnx`` for). ``start_s`` is the model's start: ``first`` the engine's load
+(with TensorRT, the engine build unless its cache already held it:
+``cache_hit_before``), and, when a TensorRT engine cache is in use, ``cached``:
+a second session created after the first, which loads the cached engine.
+
 >>> run = measure_models(MeasureConfig(models=("m.tflite",), target=get_target("rpi5")))  # doctest: +SKIP
 >>> run.results[0].where  # doctest: +SKIP
 'x86_64 host with rpi5 settings'
@@ -39,6 +45,7 @@ import numpy as np
 
 from edgecls.errors import EdgeclsError, ModelError
 from edgecls.runtime.device import describe_where, machine_info, read_device_state
+from edgecls.runtime.engines import load_engine
 from edgecls.runtime.model import Classifier
 from edgecls.runtime.scoring import artifact_precision, evaluate_folder
 from edgecls.runtime.targets import Target, get_target
@@ -79,6 +86,22 @@ class LatencyStats:
 
 
 @dataclass(frozen=True)
+class StartTimes:
+    """Seconds to open a model: the first start and, with a TensorRT engine cache, a second (cached) one."""
+
+    first: float
+    cached: float | None = None  # None: no engine cache in use (LiteRT, ONNX Runtime on the CPU)
+    cache_hit_before: bool | None = None  # the first start found an engine built from this file
+
+    def text(self) -> str:
+        """``0.012`` or ``95.20 (engine built), cached 1.30``: seconds."""
+        if self.cached is None:
+            return f"{self.first:.3f}"
+        how = "engine from the cache" if self.cache_hit_before else "engine built"
+        return f"{self.first:.2f} ({how}), cached {self.cached:.2f}"
+
+
+@dataclass(frozen=True)
 class MeasureResult:
     """What one model measured, and where (the context fields are filled by ``measure_models``)."""
 
@@ -112,6 +135,7 @@ class MeasureResult:
     throttled: bool = False
     device_state: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    start_s: StartTimes | None = None  # None: from a device whose edgecls predates it
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -207,6 +231,7 @@ def measure_models(config: MeasureConfig) -> MeasureRun:
     machine = machine_info()
     on_target, where = describe_where(target, machine)
     threads = config.threads or target.resolved_threads()
+    precision = target.precisions[0] if target.precisions else None
     state_before = read_device_state()
     results = []
     for model in config.models:
@@ -219,24 +244,16 @@ def measure_models(config: MeasureConfig) -> MeasureRun:
             config.warmup,
         )
         state = read_device_state()
-        if config.isolate:
-            measured = _measure_in_subprocess(
-                model,
-                threads=threads,
-                providers=target.providers,
-                runs=config.runs,
-                warmup=config.warmup,
-                data=config.data,
-            )
-        else:
-            measured = measure_model(
-                model,
-                threads=threads,
-                providers=target.providers,
-                runs=config.runs,
-                warmup=config.warmup,
-                data=config.data,
-            )
+        measure = _measure_in_subprocess if config.isolate else measure_model
+        measured = measure(
+            model,
+            threads=threads,
+            providers=target.providers,
+            runs=config.runs,
+            warmup=config.warmup,
+            data=config.data,
+            precision=precision,
+        )
         state_after = read_device_state()
         results.append(
             dataclasses.replace(
@@ -260,6 +277,7 @@ def measure_models(config: MeasureConfig) -> MeasureRun:
         "warmup": config.warmup,
         "threads": threads,
         "providers": list(target.providers),
+        "precision": precision,
         "data": config.data,
         "isolated": config.isolate,
     }
@@ -274,13 +292,14 @@ def measure_model(
     runs: int = 200,
     warmup: int = 20,
     data: str | None = None,
+    precision: str | None = None,
 ) -> MeasureResult:
-    """Time and score one model in this process."""
+    """Time and score one model in this process; ``precision`` is what TensorRT builds an ``.onnx`` for."""
     path = Path(path)
     baseline_rss = _current_rss_mb()
     rng = np.random.default_rng(0)
     started = time.perf_counter()
-    classifier = Classifier(path, threads=threads, providers=tuple(providers))
+    classifier = Classifier(path, threads=threads, providers=tuple(providers), precision=precision)
     load_ms = (time.perf_counter() - started) * 1e3
     engine = classifier.engine
     tensor = random_input(classifier, rng)
@@ -297,6 +316,11 @@ def measure_model(
     notes = []
     if providers and engine.name == "onnxruntime" and engine.provider != providers[0]:
         notes.append(f"asked for {providers[0]}, ONNX Runtime used {engine.provider}")
+    peak_rss_mb = _peak_rss_mb()  # before a second session: the model's own peak, not two copies of it
+    start, start_notes = _start_times(
+        classifier, load_ms, threads=threads, providers=tuple(providers), precision=precision
+    )
+    notes += start_notes
     return MeasureResult(
         model=str(path),
         engine=engine.name,
@@ -313,7 +337,7 @@ def measure_model(
         fps=1e3 * runs / sum(samples_ms),
         e2e_ms=e2e.p50,
         e2e_latency_ms=e2e,
-        peak_rss_mb=_peak_rss_mb(),
+        peak_rss_mb=peak_rss_mb,
         baseline_rss_mb=baseline_rss,
         size_bytes=path.stat().st_size,
         top1=top1,
@@ -321,7 +345,30 @@ def measure_model(
         eval_skipped=skipped,
         samples_ms=[round(sample, 5) for sample in samples_ms],
         notes=notes,
+        start_s=start,
     )
+
+
+def _start_times(
+    classifier: Classifier, load_ms: float, *, threads: int, providers: tuple[str, ...], precision: str | None
+) -> tuple[StartTimes, list[str]]:
+    """The first start (the engine's own session time where it keeps one) and, with an engine cache, a second.
+
+    The second session is opened once the first has built (and cached) its
+    engine, as the next start of a camera script would; it is closed at once.
+    """
+    engine = classifier.engine
+    first = getattr(engine, "load_seconds", None) or load_ms / 1e3
+    cache_hit = getattr(engine, "cache_hit", None)
+    if cache_hit is None:  # no TensorRT engine cache: a second start would time the same thing again
+        return StartTimes(first=first), []
+    second = load_engine(classifier.path, threads=threads, providers=providers, precision=precision)
+    cached, second_hit = second.load_seconds, second.cache_hit
+    del second
+    notes = []
+    if not second_hit:
+        notes.append("TensorRT's engine cache held no engine after the first start: the cached start built it again")
+    return StartTimes(first=first, cached=cached, cache_hit_before=cache_hit), notes
 
 
 def random_input(classifier: Classifier, rng: np.random.Generator) -> np.ndarray:
@@ -361,12 +408,21 @@ def _fit_notes(measured: MeasureResult, target: Target) -> list[str]:
 
 
 def _measure_in_subprocess(
-    model: str, *, threads: int, providers: tuple[str, ...], runs: int, warmup: int, data: str | None
+    model: str,
+    *,
+    threads: int,
+    providers: tuple[str, ...],
+    runs: int,
+    warmup: int,
+    data: str | None,
+    precision: str | None = None,
 ) -> MeasureResult:
     command = [sys.executable, "-m", "edgecls.runtime.measure", "--worker", str(model)]
     command += ["--threads", str(threads), "--runs", str(runs), "--warmup", str(warmup)]
     if providers:
         command += ["--providers", ",".join(providers)]
+    if precision:
+        command += ["--precision", precision]
     if data:
         command += ["--data", str(data)]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -436,6 +492,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--in-process", action="store_true", help="measure every model in this process")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--providers", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default=None, help=argparse.SUPPRESS)  # the target's first, for TensorRT
     return parser
 
 
@@ -452,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs=arguments.runs,
                 warmup=arguments.warmup,
                 data=arguments.data,
+                precision=arguments.precision,
             )
             print(json.dumps(measured.to_dict()))
             return 0
@@ -486,7 +544,9 @@ def main(argv: list[str] | None = None) -> int:
             top1 = "-" if result.top1 is None else f"{result.top1:.2%} {scored}"
             print(
                 f"{result.model}: p50 {result.latency_ms.p50:.3f} ms  p99 {result.latency_ms.p99:.3f} ms  {result.fps:.1f} fps  "
-                f"e2e {result.e2e_ms:.3f} ms  top-1 {top1}  peak RSS {result.peak_rss_mb:.0f} MB  [{result.engine} {result.engine_version}, {result.provider}]"
+                f"e2e {result.e2e_ms:.3f} ms  top-1 {top1}  peak RSS {result.peak_rss_mb:.0f} MB  "
+                f"start {result.start_s.text() if result.start_s else '-'} s  "
+                f"[{result.engine} {result.engine_version}, {result.provider}]"
             )
     return 0
 

@@ -39,6 +39,9 @@ class Classifier:
 
     ``collect``: a ``Collector`` that keeps the frames ``predict`` and
     ``predict_batch`` were unsure about (see ``edgecls.runtime.collect``).
+
+    ``precision`` (fp32, fp16, int8: a target's first) is what TensorRT builds
+    an ``.onnx`` for (see ``load_engine``); other engines run the graph as it is.
     """
 
     def __init__(
@@ -49,10 +52,11 @@ class Classifier:
         top_k: int = 5,
         providers: tuple[str, ...] = (),
         collect: Collector | None = None,
+        precision: str | None = None,
     ) -> None:
         self.path = Path(model_path)
         _check_top_k(top_k)
-        self.engine: Engine = load_engine(self.path, threads=threads, providers=providers)
+        self.engine: Engine = load_engine(self.path, threads=threads, providers=providers, precision=precision)
         self.info: ModelInfo = self._read_info()
         self.top_k = top_k
         self.labels = self.info.labels

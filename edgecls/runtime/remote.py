@@ -22,6 +22,12 @@ process group recorded in the directory, for a link that died without the
 device noticing. The command then exits 2 with one line (a dropped link),
 130 (``interrupted``) or 143 (``terminated``).
 
+A fleet (``edgecls.bench.fleet``) runs one ``measure_remote`` per device in a
+thread of its own; signals reach only the main thread, so each call takes a
+``stop`` event: once it is set, the call ends its connection as Ctrl-C would
+(the pipe closes, the launcher stops the device's run), removes the temporary
+directory and raises ``RemoteStopped``.
+
 Nothing a user typed reaches the remote shell unquoted: files travel under
 fixed names (``model0.tflite``, ``target.json``, ``eval/``), labels travel
 inside the files, and every word of a command goes through ``shlex.quote``
@@ -48,6 +54,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -59,8 +66,14 @@ from edgecls.runtime.targets import Target
 
 log = logging.getLogger(__name__)
 
+
+class RemoteStopped(RemoteError):
+    """``measure_remote``'s ``stop`` event was set: the device's run was stopped and cleaned up."""
+
+
 MISSING_RUNTIME_EXIT = 86
 STOP_WAIT_S = 5.0  # how long ssh gets to end after its stdin closed, before it is killed
+STOP_POLL_S = 0.2  # how often a fleet's device run looks at its stop event
 _PROBE = (
     "import sys\n"
     "try:\n"
@@ -69,7 +82,8 @@ _PROBE = (
     f"    print('edgecls runtime missing:', exc, file=sys.stderr); sys.exit({MISSING_RUNTIME_EXIT})\n"
 )
 # Runs `python -m edgecls.runtime.measure ARGS` in this process; stdin's end (the workstation or the link is gone)
-# terminates the whole process group. Standard library only: it works with any edgecls version on the device.
+# terminates the whole process group, and a remover in a session of its own (outside that group, which a dead
+# link's shell may not outlive to run its EXIT trap) deletes the temporary directory a second later. Standard library only: it works with any edgecls version on the device.
 _LAUNCHER = (
     "import os, runpy, signal, sys, threading\n"
     "with open('pgid', 'w') as f:\n"
@@ -80,6 +94,11 @@ _LAUNCHER = (
     "            pass\n"
     "    except OSError:\n"
     "        pass\n"
+    "    here = os.getcwd()\n"
+    "    if os.path.basename(here).startswith('edgecls-bench.'):\n"
+    "        import subprocess\n"
+    "        subprocess.Popen(['sh', '-c', 'sleep 1; cd / && rm -rf -- \"$0\"', here], start_new_session=True,\n"
+    "                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
     "    os.killpg(os.getpgrp(), signal.SIGTERM)\n"
     "threading.Thread(target=watch, daemon=True).start()\n"
     "sys.argv = ['edgecls.runtime.measure', *sys.argv[1:]]\n"
@@ -191,11 +210,14 @@ class SSH:
             ) from exc
         return self._checked(command, completed.returncode, completed.stdout, completed.stderr, step)
 
-    def run_tethered(self, script: str, *, step: str) -> subprocess.CompletedProcess:
+    def run_tethered(
+        self, script: str, *, step: str, stop: threading.Event | None = None
+    ) -> subprocess.CompletedProcess:
         """Run ``script`` with ssh's stdin a pipe held open by this process until ssh ends.
 
         The pipe ends when this process stops or dies, or when ssh does: that is
-        what the device's ``_LAUNCHER`` waits for.
+        what the device's ``_LAUNCHER`` waits for. A set ``stop`` ends it too
+        (checked every ``STOP_POLL_S``), and raises ``RemoteStopped``.
         """
         command = self.command(script)
         log.debug("%s: %s", step, shlex.join(command))
@@ -208,8 +230,8 @@ class SSH:
         finally:
             os.close(read_end)
         try:
-            stdout, stderr = process.communicate()
-        except BaseException:  # Ctrl-C, SIGTERM: the closed pipe stops the benchmark on the device
+            stdout, stderr = self._communicate(process, stop)
+        except BaseException:  # Ctrl-C, SIGTERM, stop: the closed pipe stops the benchmark on the device
             os.close(write_end)
             write_end = -1
             try:
@@ -222,6 +244,14 @@ class SSH:
             if write_end != -1:
                 os.close(write_end)
         return self._checked(command, process.returncode, stdout, stderr, step)
+
+    def _communicate(self, process: subprocess.Popen, stop: threading.Event | None) -> tuple[bytes, bytes]:
+        while True:
+            try:
+                return process.communicate(timeout=None if stop is None else STOP_POLL_S)
+            except subprocess.TimeoutExpired:  # communicate may be called again: nothing read is lost
+                if stop.is_set():
+                    raise RemoteStopped(f"the benchmark on {self.destination} was stopped") from None
 
     def _checked(
         self, command: list[str], returncode: int, stdout: bytes, stderr: bytes, step: str
@@ -241,15 +271,22 @@ def measure_remote(
     runs: int = 200,
     warmup: int = 20,
     threads: int | None = None,
+    stop: threading.Event | None = None,
 ) -> MeasureRun:
-    """Measure ``models`` on the device ``config.destination``; returns the device's own ``MeasureRun``."""
+    """Measure ``models`` on the device ``config.destination``; returns the device's own ``MeasureRun``.
+
+    ``stop`` (a fleet's): once set, the run ends as for Ctrl-C and ``RemoteStopped`` is raised.
+    """
     ssh = SSH(config)
     python = _python_words(config.remote_python)
     with tempfile.TemporaryDirectory(prefix="edgecls-stage-") as staging_name:
         bundle, names = _bundle(Path(staging_name), models, target, eval_dir)
+        _check_stop(stop, ssh)
         remote_dir = _make_remote_dir(ssh, python, config.remote_python, target)
         try:
+            _check_stop(stop, ssh)
             _send(ssh, bundle, remote_dir)
+            _check_stop(stop, ssh)
             arguments = [*names, "--target", "target.json", "--runs", str(runs), "--warmup", str(warmup), "--json"]
             if threads:
                 arguments += ["--threads", str(threads)]
@@ -261,7 +298,7 @@ def measure_remote(
                 "trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM; "
                 f'cd "$dir" && TMPDIR="$dir" {_sh_words(python)} -c {shlex.quote(_LAUNCHER)} {shlex.join(arguments)}'
             )
-            completed = ssh.run_tethered(script, step="running the benchmark")
+            completed = ssh.run_tethered(script, step="running the benchmark", stop=stop)
         finally:
             _stop_and_remove(ssh, remote_dir)
     local_names = dict(zip(names, (str(m) for m in models)))
@@ -273,6 +310,11 @@ def measure_remote(
     run = _parse_run(completed, ssh.destination, names)
     results = [replace(result, model=local_names[result.model]) for result in run.results]
     return replace(run, results=results, remote=str(ssh.destination), where=f"{run.where}, over SSH")
+
+
+def _check_stop(stop: threading.Event | None, ssh: SSH) -> None:
+    if stop is not None and stop.is_set():
+        raise RemoteStopped(f"the benchmark on {ssh.destination} was stopped before it started")
 
 
 def _parse_run(completed: subprocess.CompletedProcess, destination: Destination, names: list[str]) -> MeasureRun:
