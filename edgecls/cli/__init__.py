@@ -1,6 +1,6 @@
 """The ``edgecls`` command line: a thin typer skin over the library.
 
-One module per command (``bench`` and ``targets`` share one); each parses
+One module per command; each parses
 options into the stage's config, calls one library function and renders its
 result (``render``). Heavy frameworks are imported inside the commands, so
 ``edgecls --help`` is instant.
@@ -19,6 +19,7 @@ from edgecls.cli import info as _info  # noqa: F401,E402
 from edgecls.cli import explain as _explain  # noqa: F401,E402
 from edgecls.cli import pipeline as _pipeline  # noqa: F401,E402
 from edgecls.cli import bench as _bench  # noqa: F401,E402
+from edgecls.cli import targets as _targets  # noqa: F401,E402
 from edgecls.cli import quantize as _quantize  # noqa: F401,E402
 from edgecls.cli import calib_data as _calib_data  # noqa: F401,E402
 from edgecls.cli import prune as _prune  # noqa: F401,E402
