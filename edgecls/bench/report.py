@@ -41,8 +41,9 @@ def conditions(run: MeasureRun) -> str:
     remote = f" ({run.remote})" if run.remote else ""
     threads = settings.get("threads")
     return (
-        f"measured on {run.where}{remote}, hostname {run.machine.get('hostname')}; {threads} thread{'' if threads == 1 else 's'}, "
-        f"{settings.get('runs')} runs after {settings.get('warmup')} warm-up, batch 1; {data_text}"
+        f"measured on {run.where}{remote}, hostname {run.machine.get('hostname')}; {threads} "
+        f"thread{'' if threads == 1 else 's'}, {settings.get('runs')} runs after {settings.get('warmup')} warm-up, "
+        f"batch 1; {data_text}"
     )
 
 
@@ -101,7 +102,8 @@ def to_markdown(run: MeasureRun) -> str:
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
     lines += [
         "",
-        "Latency: the engine call on a ready input tensor. e2e: `Classifier.predict` on a 640x480 BGR frame (resize, channel order, inference, top-k).",
+        "Latency: the engine call on a ready input tensor. e2e: `Classifier.predict` on a 640x480 BGR frame (resize, "
+        "channel order, inference, top-k).",
         "",
     ]
     state = run.device_state

@@ -51,7 +51,8 @@ def quantize(
         str,
         typer.Option(
             "--io",
-            help="TFLite input/output type: int8 (fast XNNPACK kernels), uint8 (camera bytes in, no float math) or float.",
+            help="TFLite input/output type: int8 (fast XNNPACK kernels), uint8 (camera bytes in, no float math) or "
+            "float.",
         ),
     ] = "int8",
     eval_data: Annotated[str | None, typer.Option("--eval-data", help=EVAL_DATA_HELP)] = None,
@@ -61,9 +62,7 @@ def quantize(
     max_float_layers: Annotated[
         int, typer.Option("--max-float-layers", help="At most this many tensors kept in float by the budget.")
     ] = 5,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder (default: beside the model).")
-    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: beside the model).")] = None,
     json: JsonOption = False,
 ) -> None:
     """INT8 (or FP16) TFLite/ONNX with calibration data, held to an accuracy budget."""
@@ -101,7 +100,8 @@ def _render_quantize(result) -> None:
     if result.calibration:
         calibration = result.calibration
         out.print(
-            f"calibration: {calibration['n_images']} images from {calibration['folder']} (manifest {calibration['manifest']})"
+            f"calibration: {calibration['n_images']} images from {calibration['folder']} (manifest "
+            f"{calibration['manifest']})"
         )
     if result.float_top1 is not None:
         scope = f"{result.eval_scope}, {result.n_eval_skipped} skipped"
