@@ -126,9 +126,9 @@ def main(argv=None) -> None:
             result = train_one(spec, dataset, epochs=args.epochs, momentum=momentum)
             results.append(result)
             print(
-                f"{spec:18s} bn {result['bn_momentum']} ({momentum}): val top-1 {result['val_top1']:.3f} "
-                f"(epoch {result['best_epoch']}, last {result['val_top1_last']:.3f}, train {result['train_accuracy_last']:.3f}) "
-                f"{result['wall_s']:.0f} s",
+                f"{spec:18s} bn {result['bn_momentum']} ({momentum}): val top-1 {result['val_top1']:.3f} (epoch "
+                f"{result['best_epoch']}, last {result['val_top1_last']:.3f}, train "
+                f"{result['train_accuracy_last']:.3f}) {result['wall_s']:.0f} s",
                 flush=True,
             )
             cnn = next((r["val_top1"] for r in results if r["model"] == "cnn"), None)

@@ -140,9 +140,11 @@ def write_pngs(folder: Path, indices, images: np.ndarray, labels: np.ndarray) ->
 
 
 def write_kd_folders(root: Path, *, draw: int) -> tuple[Path, Path, Path]:
-    """``root/student/{train,val}/<digit>/``, ``root/teacher/<digit>/`` and ``root/test/<digit>/``: disjoint, stratified.
+    """``root/student/{train,val}/<digit>/``, ``root/teacher/<digit>/`` and ``root/test/<digit>/``: disjoint,
+    stratified.
 
-    Per class, in the order drawn: the test images, the student's val and train images, then the teacher's pool (the rest).
+    Per class, in the order drawn: the test images, the student's val and train images, then the teacher's pool
+    (the rest).
     """
     images, labels = digit_images()
     rng = np.random.default_rng(draw)
@@ -212,12 +214,14 @@ def kd_gain(work: Path, draws: tuple[int, ...], seeds: tuple[int, ...]) -> dict:
     alone = mean([run["alone"]["test_top1"] for run in runs])
     return {
         "task": (
-            f"digits at {KD_SIZE}x{KD_SIZE} gray; the student has {KD_PER_CLASS_TRAIN} train + {KD_PER_CLASS_VAL} val images per class, "
-            "the teacher was trained on a disjoint pool of the other images; "
-            f"{KD_TEST} test images held out; {len(draws)} independent draws of the images x {len(seeds)} seeds"
+            f"digits at {KD_SIZE}x{KD_SIZE} gray; the student has {KD_PER_CLASS_TRAIN} train + {KD_PER_CLASS_VAL} val "
+            f"images per class, the teacher was trained on a disjoint pool of the other images; {KD_TEST} test images "
+            f"held out; {len(draws)} independent draws of the images x {len(seeds)} seeds"
         ),
-        "teacher_model": f"cnn (registry), trained by edgecls.train on each draw's teacher pool ({TEACHER_EPOCHS} epochs, batch {TEACHER_BATCH}, its own 80/20 split)",
-        "student_model": f"tinycnn width {STUDENT_WIDTH} (.keras with the edgecls head, fresh random init per draw and seed)",
+        "teacher_model": f"cnn (registry), trained by edgecls.train on each draw's teacher pool ({TEACHER_EPOCHS} "
+        f"epochs, batch {TEACHER_BATCH}, its own 80/20 split)",
+        "student_model": f"tinycnn width {STUDENT_WIDTH} (.keras with the edgecls head, fresh random init per draw and "
+        "seed)",
         "params_macs": per_draw[0]["params_macs"],
         "settings": {
             "epochs": KD_EPOCHS,

@@ -240,7 +240,8 @@ def main() -> int:
     }
     results = {
         "benchmark": "quantize (issue 3)",
-        "where": f"{machine.arch} host ({cpu_name()}, {machine.cpu_count} cores shared with other jobs, {machine.system}), not a device",
+        "where": f"{machine.arch} host ({cpu_name()}, {machine.cpu_count} cores shared with other jobs, "
+        f"{machine.system}), not a device",
         "digits": {
             "model": model_origin,
             "eval": f"{digits.n_eval_images} validation images of digits (the model's own split)",
@@ -257,10 +258,12 @@ def main() -> int:
             "to_input_returns_the_frame_buffer": bool(fed is frame_pixels or np.shares_memory(fed, frame_pixels)),
         },
         "mobilenetv2": {
-            "model": "mobilenetv2 alpha 1.0, 96x96x3, random weights (no downloads here; sizes do not depend on weight values), per-channel weights",
-            "why_not_0.25": "per-channel INT8 stores, for every output channel of every conv and its bias, a float32 scale and an int64 zero point "
-            "(12 bytes; the TFLite schema requires one per channel): ~34,000 channels in MobileNetV2 1.0, ~4.6 % of the FP32 file. "
-            "A 10-class head leaves the 2.2 M backbone weights alone, so the ratio sits at 0.30; the standard 1000-class head adds 1.3 M weights with few channels",
+            "model": "mobilenetv2 alpha 1.0, 96x96x3, random weights (no downloads here; sizes do not depend on weight "
+            "values), per-channel weights",
+            "why_not_0.25": "per-channel INT8 stores, for every output channel of every conv and its bias, a float32 "
+            "scale and an int64 zero point (12 bytes; the TFLite schema requires one per channel): ~34,000 channels in "
+            "MobileNetV2 1.0, ~4.6 % of the FP32 file. A 10-class head leaves the 2.2 M backbone weights alone, so the "
+            "ratio sits at 0.30; the standard 1000-class head adds 1.3 M weights with few channels",
             "10_classes": {
                 "artifacts": [artifact_summary(a) for a in mobilenet.artifacts],
                 "tflite_breakdown": tflite_size_breakdown(mobilenet_artifacts["tflite"].path),
@@ -271,9 +274,12 @@ def main() -> int:
             },
         },
         "latency": {
-            "measured_with": f"edgecls.runtime.measure.measure_model (Classifier → Engine.invoke_raw), batch 1, {THREADS} thread, {RUNS} runs after {WARMUP} warm-up, p50/p90; e2e = Classifier.predict on a 640x480 BGR frame",
-            "where": f"{machine.arch} host, not a Raspberry Pi or Jetson; its {machine.cpu_count} cores are shared with other jobs "
-            "(load_average_1min beside each figure): compare min_ms first, p50/p90 move with the neighbours",
+            "measured_with": "edgecls.runtime.measure.measure_model (Classifier → Engine.invoke_raw), batch 1, "
+            f"{THREADS} thread, {RUNS} runs after {WARMUP} warm-up, p50/p90; e2e = Classifier.predict on a 640x480 BGR "
+            "frame",
+            "where": f"{machine.arch} host, not a Raspberry Pi or Jetson; its {machine.cpu_count} cores are shared "
+            "with other jobs (load_average_1min beside each figure): compare min_ms first, p50/p90 move with the "
+            "neighbours",
             "results": latencies,
         },
         "checks": checks,

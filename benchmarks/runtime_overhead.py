@@ -61,7 +61,7 @@ def build_int8_mobilenet(folder: Path) -> Path:
     rng = np.random.default_rng(0)
 
     def representative_dataset():
-        for index in range(64):
+        for _ in range(64):
             pixels = rng.integers(0, 256, (1, 96, 96, 3)).astype(np.float32)
             pixels[0, 0, 0, 0], pixels[0, 0, 0, 1] = 0.0, 255.0  # the full pixel range: input scale 1, zero point -128
             yield [pixels]
@@ -155,13 +155,17 @@ def compare_bench_with_raw_loop(model: Path) -> dict:
         "relative_difference": difference,
         "target": "<= 0.05",
         "passed": difference <= 0.05,
-        "how": f"{PAIRED_ROUNDS} alternating rounds: a raw Interpreter.invoke() loop in a fresh process, then edgecls bench (the model in its own process, "
-        f"as the CLI runs it), {PAIRED_RUNS} timed runs after {WARMUP} warm-up each; p50 of the {PAIRED_ROUNDS * PAIRED_RUNS} pooled samples of each",
+        "how": f"{PAIRED_ROUNDS} alternating rounds: a raw Interpreter.invoke() loop in a fresh process, then edgecls "
+        f"bench (the model in its own process, as the CLI runs it), {PAIRED_RUNS} timed runs after {WARMUP} warm-up "
+        f"each; p50 of the {PAIRED_ROUNDS * PAIRED_RUNS} pooled samples of each",
     }
 
 
 def compare_predict_with_invoke(model: Path) -> dict:
-    """Blocks of raw invoke(), of predict() and of the snippets predict replaces alternate in one process; medians over all samples."""
+    """Blocks of raw invoke(), of predict() and of the snippets predict replaces alternate in one process.
+
+    Medians over all samples.
+    """
     import cv2
     from ai_edge_litert.interpreter import Interpreter
 
@@ -180,7 +184,10 @@ def compare_predict_with_invoke(model: Path) -> dict:
     height, width = int(detail["shape"][1]), int(detail["shape"][2])
 
     def snippet(resize_frame):
-        """The page of snippets predict replaces, on an Interpreter of its own: resize, BGR -> RGB, int8, set, invoke, get, best class."""
+        """The page of snippets predict replaces, on an Interpreter of its own.
+
+        Resize, BGR -> RGB, int8, set, invoke, get, best class.
+        """
         snippet_interpreter = Interpreter(model_path=str(model), num_threads=THREADS)
         snippet_interpreter.allocate_tensors()
         input_index, output_index = (
@@ -223,22 +230,23 @@ def compare_predict_with_invoke(model: Path) -> dict:
         "snippets": {
             "snippet_plain_bilinear_ratio": medians["snippet_plain_bilinear"] / raw_p50,
             "snippet_edgecls_resize_ratio": medians["snippet_edgecls_resize"] / raw_p50,
-            "why": "the same frame through the few lines a user would otherwise write around a raw Interpreter (no lock, no checks, "
-            "top-1 only), with OpenCV's default bilinear resize (aliased: it reads 4 of the ~33 pixels each output pixel covers) "
-            "or edgecls' anti-aliased one: the first is what the usual snippet costs on this host, the gap from the second to "
-            "predict is what Classifier itself adds",
+            "why": "the same frame through the few lines a user would otherwise write around a raw Interpreter (no "
+            "lock, no checks, top-1 only), with OpenCV's default bilinear resize (aliased: it reads 4 of the ~33 "
+            "pixels each output pixel covers) or edgecls' anti-aliased one: the first is what the usual snippet costs "
+            "on this host, the gap from the second to predict is what Classifier itself adds",
         },
         "floor": {
             "predict_model_sized_frame_ratio": medians["predict_model_sized_frame"] / raw_p50,
             "first_call_after_invoke_us": _cold_call_cost(interpreter),
-            "why": "each predict follows an invoke() that streams the model's weights through the core's cache, so the resize, "
-            "conversion and top-k calls after it run cold: a frame that needs no resize still costs the ratio above, "
-            "and one small numpy call right after invoke() costs the 'cold' figure against 'hot' when repeated; "
-            "'cold_after_8mb_copy' is that call after a plain 8 MB copy instead (no VNNI/AMX code): close to 'cold' means the "
-            "caches, not the CPU's state after XNNPACK's integer kernels, make the calls after invoke() slow",
+            "why": "each predict follows an invoke() that streams the model's weights through the core's cache, so the "
+            "resize, conversion and top-k calls after it run cold: a frame that needs no resize still costs the ratio "
+            "above, and one small numpy call right after invoke() costs the 'cold' figure against 'hot' when repeated; "
+            "'cold_after_8mb_copy' is that call after a plain 8 MB copy instead (no VNNI/AMX code): close to 'cold' "
+            "means the caches, not the CPU's state after XNNPACK's integer kernels, make the calls after invoke() slow",
         },
-        "how": f"Classifier.predict on a 640x480 BGR frame (resize + channel order + int8 input + inference + top-k) vs a raw invoke() of its own Interpreter, "
-        f"one process, blocks of {BLOCK} calls alternating with the model-sized frame and the two snippets, {ROUNDS * RUNS} samples each after {WARMUP} warm-up; medians",
+        "how": "Classifier.predict on a 640x480 BGR frame (resize + channel order + int8 input + inference + top-k) vs "
+        f"a raw invoke() of its own Interpreter, one process, blocks of {BLOCK} calls alternating with the model-sized "
+        f"frame and the two snippets, {ROUNDS * RUNS} samples each after {WARMUP} warm-up; medians",
     }
 
 
@@ -274,7 +282,10 @@ def _median_ms(call, runs: int = 500) -> float:
 
 
 def _stage_costs(classifier, frame: np.ndarray) -> dict:
-    """Each step of predict alone, repeated back to back (warm caches): their sum is what predict would cost without the cold start."""
+    """Each step of predict alone, repeated back to back (warm caches).
+
+    Their sum is what predict would cost without the cold start.
+    """
     median_ms = _median_ms
     pixels = classifier.preprocess(frame)
     tensor = classifier.to_input(pixels[None])
@@ -403,7 +414,9 @@ def remote_against_local(model: Path, scratch: Path) -> dict:
         "remote_p50_ms": remote.results[0].latency_ms.p50,
         "local_p50_ms": local.results[0].latency_ms.p50,
         "remote_seconds": round(seconds, 1),
-        "how": "edgecls bench --target rpi5 --data digits, here and through OpenSSH on 127.0.0.1 (fresh keys, known_hosts checked); the eval set is the digits validation split as PNGs (random-weight model: the top-1 is near chance, what matters is that both agree)",
+        "how": "edgecls bench --target rpi5 --data digits, here and through OpenSSH on 127.0.0.1 (fresh keys, "
+        "known_hosts checked); the eval set is the digits validation split as PNGs (random-weight model: the top-1 is "
+        "near chance, what matters is that both agree)",
     }
 
 
@@ -420,7 +433,9 @@ before = process.memory_info().rss
 for _ in range(int(sys.argv[2])):
     classifier.predict(frame)
 after = process.memory_info().rss
-print(json.dumps({"rss_before_mb": before / 2**20, "rss_after_mb": after / 2**20, "tensorflow_loaded": any(m.startswith(("tensorflow", "keras")) for m in sys.modules)}))
+tensorflow_loaded = any(m.startswith(("tensorflow", "keras")) for m in sys.modules)
+record = {"rss_before_mb": before / 2**20, "rss_after_mb": after / 2**20, "tensorflow_loaded": tensorflow_loaded}
+print(json.dumps(record))
 """
 
 
@@ -437,7 +452,8 @@ def memory_growth(model: Path) -> dict:
         "growth_mb": growth,
         "target": "<= 2 MB",
         "passed": growth <= 2.0,
-        "how": "Classifier.predict on a 640x480 frame in a fresh runtime-only process, RSS (psutil) after 500 warm-up calls and after 10,000 more",
+        "how": "Classifier.predict on a 640x480 frame in a fresh runtime-only process, RSS (psutil) after 500 warm-up "
+        "calls and after 10,000 more",
     }
 
 

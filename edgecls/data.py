@@ -103,14 +103,16 @@ def load_dataset(
         )
         if extra:
             raise DataError(
-                f"{root / 'val'}: class folders {', '.join(extra)} are not in {root / 'train'} ({', '.join(class_names)}); val/ must use train/'s classes"
+                f"{root / 'val'}: class folders {', '.join(extra)} are not in {root / 'train'} "
+                f"({', '.join(class_names)}); val/ must use train/'s classes"
             )
         train, skipped_train = _load_folder(root / "train", class_names, image_size, channel_order)
         val, skipped_val = _load_folder(root / "val", class_names, image_size, channel_order)
         _require_images(train, root / "train", class_names)
         if len(val) == 0:
             raise DataError(
-                f"{root / 'val'}: no decodable images in <class>/ subfolders ({', '.join(class_names)}); a validation split needs some"
+                f"{root / 'val'}: no decodable images in <class>/ subfolders ({', '.join(class_names)}); a validation "
+                "split needs some"
             )
         split = {"mode": "folders", "val_sources_sha256": _digest(val.sources), "n_val": len(val)}
         return Dataset(str(root), class_names, train, val, channel_order, skipped_train + skipped_val, split)

@@ -17,7 +17,10 @@ The student trains on the teacher's own training split and is scored on the
 teacher's held-out split (rebuilt from the teacher's metadata), so teacher,
 student-alone and distilled figures compare the same images.
 
->>> result = distill(DistillConfig(teacher="runs/cnn-digits/model.keras", student="runs/cnn-digits/model_pruned.keras", baseline=True))  # doctest: +SKIP
+>>> config = DistillConfig(  # doctest: +SKIP
+...     teacher="runs/cnn-digits/model.keras", student="runs/cnn-digits/model_pruned.keras", baseline=True
+... )
+>>> result = distill(config)  # doctest: +SKIP
 >>> result.teacher_top1 - result.student_top1, result.student_macs / result.teacher_macs  # doctest: +SKIP
 (0.0, 0.26)
 """
@@ -94,7 +97,8 @@ class DistillConfig:
             raise ConfigError(f"--epochs and --batch-size must be at least 1, got {self.epochs} and {self.batch_size}")
         if self.alpha is not None and self.student_is_file:
             raise ConfigError(
-                f"--alpha sets the width of a registry student; {self.student} is a .keras file whose width is fixed: drop --alpha"
+                f"--alpha sets the width of a registry student; {self.student} is a .keras file whose width is fixed: "
+                "drop --alpha"
             )
         if self.alpha is not None and self.alpha <= 0.0:
             raise ConfigError(f"--alpha (student width multiplier) must be positive, got {self.alpha}")
@@ -349,18 +353,20 @@ def check_compatible(
         )
     if tuple(teacher_info.labels) != tuple(student_info.labels):
         raise ModelError(
-            f"classes differ: teacher labels {list(teacher_info.labels)[:6]}…, student labels {list(student_info.labels)[:6]}…; "
-            "the teacher's output i must mean the student's output i"
+            f"classes differ: teacher labels {list(teacher_info.labels)[:6]}…, student labels "
+            f"{list(student_info.labels)[:6]}…; the teacher's output i must mean the student's output i"
         )
     teacher_shape, student_shape = tuple(teacher.input_shape[1:]), tuple(student.input_shape[1:])
     if teacher_shape[:2] != student_shape[:2]:
         raise ModelError(
-            f"input size differs: the teacher takes {teacher_shape[0]}x{teacher_shape[1]} pixels, the student {student_shape[0]}x{student_shape[1]}; "
-            "both must see the same images: build the student at the teacher's size"
+            f"input size differs: the teacher takes {teacher_shape[0]}x{teacher_shape[1]} pixels, the student "
+            f"{student_shape[0]}x{student_shape[1]}; both must see the same images: build the student at the teacher's "
+            "size"
         )
     if teacher_shape[2] != student_shape[2] or teacher_info.channel_order != student_info.channel_order:
         raise ModelError(
-            f"channels differ: the teacher takes {teacher_shape[2]} ({teacher_info.channel_order}), the student {student_shape[2]} ({student_info.channel_order})"
+            f"channels differ: the teacher takes {teacher_shape[2]} ({teacher_info.channel_order}), the student "
+            f"{student_shape[2]} ({student_info.channel_order})"
         )
     for teacher_layer, student_layer in feature_layers:
         shapes = []
@@ -371,13 +377,16 @@ def check_compatible(
                 raise ModelError(f"--feature-layers: the {role} has no layer {name!r}") from None
         if shapes[0] != shapes[1]:
             raise ModelError(
-                f"--feature-layers {teacher_layer}:{student_layer}: output shapes differ (teacher {shapes[0]}, student {shapes[1]}); "
-                "feature distillation (MSE) needs layers of equal output shape"
+                f"--feature-layers {teacher_layer}:{student_layer}: output shapes differ (teacher {shapes[0]}, student "
+                f"{shapes[1]}); feature distillation (MSE) needs layers of equal output shape"
             )
 
 
 def student_info(config: DistillConfig, student: Any, teacher_info: ModelInfo) -> ModelInfo:
-    """The student's labels and input contract: its file's metadata, or the teacher's for a registry student (built from it)."""
+    """The student's labels and input contract.
+
+    Its file's metadata, or the teacher's for a registry student (built from it).
+    """
     from edgecls.runtime.metadata import read_model_info
 
     if not config.student_is_file:
@@ -392,7 +401,10 @@ def student_info(config: DistillConfig, student: Any, teacher_info: ModelInfo) -
 
 
 def build_student(config: DistillConfig, teacher_info: ModelInfo) -> Any:
-    """The registry model built for the teacher's labels and input, or the ``.keras`` file, seeded by ``config.seed``."""
+    """The registry model built for the teacher's labels and input, or the ``.keras`` file.
+
+    Seeded by ``config.seed``.
+    """
     import keras
 
     from edgecls.keras_io import load_keras_model
@@ -454,7 +466,8 @@ def _refuse_overwrite(run_dir: Path, config: DistillConfig) -> None:
     for role, path in (("teacher", config.teacher), ("student", config.student if config.student_is_file else None)):
         if path and Path(path).resolve() in (output, (run_dir / "baseline" / "model.keras").resolve()):
             raise ConfigError(
-                f"--out {run_dir} would overwrite the {role} {path}; distillation never overwrites its inputs: choose another --out"
+                f"--out {run_dir} would overwrite the {role} {path}; distillation never overwrites its inputs: choose "
+                "another --out"
             )
 
 

@@ -7,7 +7,8 @@ trains the full student. ``LogitsDistillation`` scores the softened outputs,
 goes through ``edgecls.train.fit`` like every stage. ``edgecls.distill`` is
 the stage around it (files, checks, baseline, report).
 
->>> history = distill_model(teacher, student, dataset, FitOptions(epochs=5), loss=DistillLoss(temperature=2.0))  # doctest: +SKIP
+>>> loss = DistillLoss(temperature=2.0)  # doctest: +SKIP
+>>> history = distill_model(teacher, student, dataset, FitOptions(epochs=5), loss=loss)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def distill_model(
 
 
 def distillation_losses(temperature: float, feature_layers: Sequence[tuple[str, str]] = ()) -> list[Any]:
-    """``LogitsDistillation`` (T²-scaled KL of the softened outputs), then one ``FeatureDistillation`` (MSE) per layer pair."""
+    """``LogitsDistillation`` (T²-scaled KL of the softened outputs), then one ``FeatureDistillation`` (MSE) per
+    layer pair."""
     import keras
 
     # A KLDivergence *instance*, not the default string "kl_divergence": in
@@ -105,8 +107,9 @@ def logits_model(model: Any, role: str = "model") -> Any:
         last = model.layers[-1]
         if not (isinstance(last, keras.layers.Activation) and getattr(last.activation, "__name__", "") == "softmax"):
             raise ModelError(
-                f"the {role} ({model.name}) has no layer named {LOGITS_LAYER!r} and does not end in a softmax activation; "
-                "distillation needs the logits: build it with edgecls (every registry model ends in Dense 'logits' → softmax 'probs')"
+                f"the {role} ({model.name}) has no layer named {LOGITS_LAYER!r} and does not end in a softmax "
+                "activation; distillation needs the logits: build it with edgecls (every registry model ends in Dense "
+                "'logits' → softmax 'probs')"
             ) from None
         logits = last.input
     if logits.dtype != "float32":

@@ -160,7 +160,8 @@ def validation_set(info: ModelInfo, data: str | None = None) -> tuple[ImageSet, 
     recorded = split.get("val_sources_sha256")
     if recorded and data == provenance.get("dataset") and dataset.split.get("val_sources_sha256") != recorded:
         raise DataError(
-            f"{data}: the validation split no longer matches the one the model was trained with (files added or removed?); evaluate on a fixed val/ folder instead"
+            f"{data}: the validation split no longer matches the one the model was trained with (files added or "
+            "removed?); evaluate on a fixed val/ folder instead"
         )
     if dataset.class_names != info.labels:
         raise DataError(

@@ -60,7 +60,8 @@ def grad_cam(model, pixels: np.ndarray, *, layer: str, class_index: int | None =
     import keras
     import tensorflow as tf
 
-    logits_layer = model.get_layer(LOGITS_LAYER) if LOGITS_LAYER in [l.name for l in model.layers] else model.layers[-1]
+    layer_names = [model_layer.name for model_layer in model.layers]
+    logits_layer = model.get_layer(LOGITS_LAYER) if LOGITS_LAYER in layer_names else model.layers[-1]
     probe = keras.Model(model.inputs, [model.get_layer(layer).output, logits_layer.output, model.output])
     batch = tf.convert_to_tensor(pixels[None].astype(np.float32))
     with tf.GradientTape() as tape:
@@ -118,10 +119,10 @@ def explain(
     model = load_keras_model(model_path, unsafe=unsafe)
     info = model_info_from_keras(model_path, model)
     layer = layer or find_last_conv_layer(model)
-    if layer not in [l.name for l in model.layers]:
-        raise ConfigError(
-            f"no layer named {layer!r} in {model_path}; convolutional layers: {', '.join(l.name for l in model.layers if 'conv' in l.name.lower())}"
-        )
+    layer_names = [model_layer.name for model_layer in model.layers]
+    if layer not in layer_names:
+        conv_names = [name for name in layer_names if "conv" in name.lower()]
+        raise ConfigError(f"no layer named {layer!r} in {model_path}; convolutional layers: {', '.join(conv_names)}")
     class_index = None
     if class_name is not None:
         if class_name not in info.labels:

@@ -36,7 +36,8 @@ def load_keras_model(path: str | Path, *, unsafe: bool = False):
     except ValueError as exc:
         if "safe_mode" in str(exc) or "Lambda" in str(exc):
             raise ModelError(
-                f"{path}: the model contains code (e.g. a Lambda layer) that safe mode will not run; pass --unsafe-load only if you trust its source"
+                f"{path}: the model contains code (e.g. a Lambda layer) that safe mode will not run; pass "
+                "--unsafe-load only if you trust its source"
             ) from exc
         raise ModelError(f"{path}: Keras cannot load this model ({exc})") from exc
     except Exception as exc:  # h5py / zip / config errors
@@ -75,7 +76,9 @@ def without_optimizer(model):
 
 
 def model_from_config(model, config: dict | None = None):
-    """A new model of ``model``'s class, with fresh weights, from ``config`` (default: ``model``'s own ``get_config()``).
+    """A new model of ``model``'s class, with fresh weights, from ``config``.
+
+    ``config`` defaults to ``model``'s own ``get_config()``.
 
     Layer classes from outside Keras (a user's own) are found by name when the
     config is read back.

@@ -115,7 +115,8 @@ def imagenet_weights_file(model: str, *, alpha: float, image_size: tuple[int, in
     """The local path of ``model``'s ImageNet notop weights: from Keras' cache, else downloaded into it."""
     if channels != 3:
         raise ConfigError(
-            f"ImageNet weights take RGB input; {model} was asked for {channels} channel(s): use --channels RGB or --weights none"
+            f"ImageNet weights take RGB input; {model} was asked for {channels} channel(s): use --channels RGB or "
+            "--weights none"
         )
     entry = imagenet_file(model, alpha=alpha, image_size=image_size)
     if entry is None:

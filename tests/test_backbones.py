@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecls.errors import ModelError
+from edgecls.errors import ConfigError, ModelError
 from edgecls.models import bn_momentum_for, build_model, get_entry, list_models, preprocessing_output
 from edgecls.pretrained import imagenet_file, imagenet_weights_available
 
@@ -87,7 +87,7 @@ def test_bn_momentum_rule():
     assert bn_momentum_for(10) == 0.9
     assert bn_momentum_for(200) == pytest.approx(0.95)
     assert bn_momentum_for(10**6) == 0.99
-    with pytest.raises(Exception):
+    with pytest.raises(ConfigError):
         bn_momentum_for(0)
 
 

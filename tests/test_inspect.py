@@ -82,7 +82,7 @@ def test_grad_cam_mass_lies_on_the_digit_strokes(digits_run, tmp_path):
     assert layer == "relu3"
     images, _ = validation_set(model_info(digits_run.model_path))
     ratios = []
-    for pixels, label in zip(images.images[:12], images.labels[:12]):
+    for pixels in images.images[:12]:
         heat, chosen, probability = grad_cam(model, pixels, layer=layer)
         strokes = pixels[:, :, 0] > 96
         ratios.append(heat[strokes].mean() / max(heat[~strokes].mean(), 1e-6))

@@ -185,9 +185,10 @@ baseline = {str(phase == "baseline").lower()}
     resumed = run_pipeline(load_pipeline_config(config_path, runs_dir=tmp_path / "runs"))
     assert [(s.stage, s.status) for s in resumed.stages] == [("train", "skipped"), ("distill", "resumed")]
     clean = run_pipeline(load_pipeline_config(config_path, runs_dir=tmp_path / "clean"))
-    top1 = lambda result: [
-        (row["name"], row["top1"]) for row in json.loads(Path(result.report_json).read_text())["rows"]
-    ]  # noqa: E731
+
+    def top1(result):
+        return [(row["name"], row["top1"]) for row in json.loads(Path(result.report_json).read_text())["rows"]]
+
     assert top1(resumed) == top1(clean)
 
 

@@ -128,7 +128,10 @@ KILLED_RUN = textwrap.dedent(
             if self.epoch == 2 and batch == 3:
                 os.kill(os.getpid(), signal.SIGKILL)  # kill -9 in the middle of the third epoch
 
-    train(TrainConfig(data=sys.argv[1], model="cnn", img_size=16, epochs=4, batch_size=4, patience=0, augment="none", out=sys.argv[2]), callbacks=[KillMidEpoch()])
+    config = TrainConfig(
+        data=sys.argv[1], model="cnn", img_size=16, epochs=4, batch_size=4, patience=0, augment="none", out=sys.argv[2]
+    )
+    train(config, callbacks=[KillMidEpoch()])
     """
 )
 

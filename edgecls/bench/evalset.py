@@ -134,7 +134,8 @@ def _check_labels(folder: Path, found: set[str], models: tuple[str, ...]) -> Non
         if unknown:
             shown = ", ".join(info.labels[:12]) + (", …" if len(info.labels) > 12 else "")
             raise DataError(
-                f"{folder}: class folders must be named after {model}'s labels ({shown}); not labels: {', '.join(unknown[:5])}"
+                f"{folder}: class folders must be named after {model}'s labels ({shown}); not labels: "
+                f"{', '.join(unknown[:5])}"
             )
 
 

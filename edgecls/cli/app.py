@@ -127,7 +127,8 @@ def stdout_to_stderr() -> Iterator[None]:
 
 # Lines TensorFlow Lite and the LiteRT converter write straight to file descriptor 2, past every log level.
 NATIVE_CHATTER = re.compile(
-    rb"INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.|INFO: Initialized TensorFlow Lite runtime\.|fully_quantize: \d+, inference_type: "
+    rb"INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.|INFO: Initialized TensorFlow Lite "
+    rb"runtime\.|fully_quantize: \d+, inference_type: "
 )
 
 

@@ -21,7 +21,8 @@ def bench(
         typer.Option(
             "--data",
             "-d",
-            help="Top-1 on 'digits' or a folder of <label>/ images: the model's held-out split of it (val/, or the split train made), as edgecls evaluate scores.",
+            help="Top-1 on 'digits' or a folder of <label>/ images: the model's held-out split of it (val/, or the "
+            "split train made), as edgecls evaluate scores.",
         ),
     ] = None,
     runs: Annotated[int, typer.Option(help="Timed inferences per model.")] = 200,

@@ -22,7 +22,8 @@ def distill(
         typer.Option(
             "--student",
             "-s",
-            help="A registry name (cnn, mobilenetv2, …; built for the teacher's labels and input) or a .keras file, e.g. a pruned model.",
+            help="A registry name (cnn, mobilenetv2, …; built for the teacher's labels and input) or a .keras file, "
+            "e.g. a pruned model.",
         ),
     ],
     data: Annotated[
@@ -30,13 +31,15 @@ def distill(
         typer.Option(
             "--data",
             "-d",
-            help="digits or a folder (default: the data set recorded in the teacher); the teacher's own train/val split is used.",
+            help="digits or a folder (default: the data set recorded in the teacher); the teacher's own train/val "
+            "split is used.",
         ),
     ] = None,
     alpha: Annotated[
         float | None,
         typer.Option(
-            help="Width multiplier of a registry student (MobileNets), as in `edgecls train --alpha`. Not the loss weight: see --kd-weight."
+            help="Width multiplier of a registry student (MobileNets), as in `edgecls train --alpha`. Not the loss "
+            "weight: see --kd-weight."
         ),
     ] = None,
     temperature: Annotated[
@@ -49,7 +52,8 @@ def distill(
         float,
         typer.Option(
             "--kd-weight",
-            help="Weight w of the distillation term: loss = (1-w)·CE(labels) + w·[T²·KL(teacher‖student) + feature MSE].",
+            help="Weight w of the distillation term: loss = (1-w)·CE(labels) + w·[T²·KL(teacher‖student) + feature "
+            "MSE].",
         ),
     ] = 0.9,
     feature_layers: Annotated[
@@ -139,8 +143,9 @@ def _render_distill(result) -> None:
     out = console()
     out.print(table)
     out.print(
-        f"top-1 on {result.n_val} held-out images of {result.data} ({result.evaluated_with}); trained on {result.n_train} images, "
-        f"T={result.temperature:g}, kd-weight {result.kd_weight:g}, best epoch {result.best_epoch}/{result.epochs_run}, {result.seconds:.0f} s"
+        f"top-1 on {result.n_val} held-out images of {result.data} ({result.evaluated_with}); trained on "
+        f"{result.n_train} images, T={result.temperature:g}, kd-weight {result.kd_weight:g}, best epoch "
+        f"{result.best_epoch}/{result.epochs_run}, {result.seconds:.0f} s"
     )
     out.print(f"model: {result.model_path}")
     out.print(f"run:   {result.run_dir}/ ({Path(result.report_path).name}, history.json, curves.png)")

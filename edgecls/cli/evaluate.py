@@ -20,9 +20,7 @@ DATA_HELP = (
 def evaluate(
     model: Annotated[Path, typer.Argument(help=".keras, .tflite or .onnx (the last two run through edgecls.runtime).")],
     data: Annotated[str | None, typer.Option("--data", "-d", help=DATA_HELP)] = None,
-    threads: Annotated[
-        int | None, typer.Option(help="Engine threads for .tflite/.onnx (default: all cores).")
-    ] = None,
+    threads: Annotated[int | None, typer.Option(help="Engine threads for .tflite/.onnx (default: all cores).")] = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Where the confusion matrix PNG and JSON go (default: beside the model)."),
@@ -32,8 +30,8 @@ def evaluate(
         typer.Option(
             "--corruptions",
             help=(
-                "Top-1 under camera corruptions (noise, blur, light, JPEG, pixelation), each frame corrupted before the "
-                "resize."
+                "Top-1 under camera corruptions (noise, blur, light, JPEG, pixelation), each frame corrupted before "
+                "the resize."
             ),
         ),
     ] = False,

@@ -16,7 +16,8 @@ def prune(
     method: Annotated[
         str,
         typer.Option(
-            help="'channels' removes whole filters (faster model); 'magnitude' zeroes single weights (smaller gzip, same speed)."
+            help="'channels' removes whole filters (faster model); 'magnitude' zeroes single weights (smaller gzip, "
+            "same speed)."
         ),
     ] = "channels",
     ratio: Annotated[float, typer.Option(help="channels: fraction of each channel group to remove.")] = 0.5,
@@ -142,8 +143,9 @@ def _render(result) -> None:
     if result.latency:
         latency = result.latency
         out.print(
-            f"latency: median of {latency['runs']} runs after {latency['warmup']} warm-up (fastest: {latency['min_ms'][0]:.3f} → {latency['min_ms'][1]:.3f} ms), "
-            f"{latency['engine']} ({latency['provider']}), {latency['threads']} thread, {latency['where']}"
+            f"latency: median of {latency['runs']} runs after {latency['warmup']} warm-up (fastest: "
+            f"{latency['min_ms'][0]:.3f} → {latency['min_ms'][1]:.3f} ms), {latency['engine']} "
+            f"({latency['provider']}), {latency['threads']} thread, {latency['where']}"
         )
     if result.groups:
         groups = Table(title="channel groups pruned")
@@ -160,6 +162,7 @@ def _render(result) -> None:
         out.print(f"left alone: {group['group']} ({group['channels']} channels): {group['reason']}")
     if result.sparsity:
         out.print(
-            f"sparsity: {result.sparsity['kernel_sparsity']:.1%} of {result.sparsity['layers_pruned']} kernels, {result.sparsity['model_sparsity']:.1%} of all weights"
+            f"sparsity: {result.sparsity['kernel_sparsity']:.1%} of {result.sparsity['layers_pruned']} kernels, "
+            f"{result.sparsity['model_sparsity']:.1%} of all weights"
         )
     out.print(styled(str(result.model_path)), f" (report {result.report_path})")

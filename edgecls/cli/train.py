@@ -14,7 +14,8 @@ DataOption = Annotated[
     typer.Option(
         "--data",
         "-d",
-        help="'digits' (built-in 8x8 handwritten digits) or a folder of <class>/ image subfolders (optionally train/ and val/).",
+        help="'digits' (built-in 8x8 handwritten digits) or a folder of <class>/ image subfolders (optionally train/ "
+        "and val/).",
     ),
 ]
 
@@ -41,9 +42,7 @@ def train(
         float, typer.Option("--val-split", help="Fraction held out per class when the data has no val/ folder.")
     ] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed for the split, initialisation and shuffling.")] = 0,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/<model>-<data>).")
-    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/<model>-<data>).")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted run in --out from its last completed epoch.")
     ] = False,
@@ -180,7 +179,8 @@ def _render_train(result) -> None:
     out = console()
     out.print(
         styled(f"val top-1 {result.val_accuracy:.2%}"),
-        f"on {result.n_val} held-out images (best epoch {result.best_epoch}/{result.epochs_run}, trained on {result.device}, {result.seconds:.0f} s)",
+        f"on {result.n_val} held-out images (best epoch {result.best_epoch}/{result.epochs_run}, trained on "
+        f"{result.device}, {result.seconds:.0f} s)",
     )
     phases = (
         " + ".join(f"{n} epochs phase {i}" for i, n in enumerate(result.phase_epochs, start=1))

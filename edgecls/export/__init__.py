@@ -106,7 +106,10 @@ def export(
 
 
 def _with_earlier_artifacts(record: Path, result: ExportResult) -> dict:
-    """``result`` as JSON, still listing what an earlier export of the same model wrote here (FP32, then --fp16) if its file remains."""
+    """``result`` as JSON, still listing what an earlier export of the same model wrote here (FP32, then --fp16).
+
+    An earlier artifact is listed only if its file remains.
+    """
     document = dataclasses.asdict(result)
     try:
         earlier = json.loads(record.read_text()) if record.is_file() else {}

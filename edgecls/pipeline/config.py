@@ -136,7 +136,8 @@ def stage_options(config_class: type, options: dict[str, Any], *, stage: str, so
     unknown = sorted(set(options) - valid)
     if unknown:
         raise ConfigError(
-            f"{source}: [{stage}] has unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid - set(fixed)))}"
+            f"{source}: [{stage}] has unknown option(s) {', '.join(unknown)}; valid: "
+            f"{', '.join(sorted(valid - set(fixed)))}"
         )
     values = {**options, **fixed}
     for name, value in values.items():  # TOML arrays → the tuples frozen configs use

@@ -123,8 +123,9 @@ def to_markdown(
     lines = [
         f"# edgecls pipeline report: {config.name}",
         "",
-        f"Data: `{config.data}` (validation split, seed {config.seed}); config: `{config.source}`. "
-        "Top-1 of `.tflite`/`.onnx` rows is measured through `edgecls.runtime`; Δ top-1 is in points against the FP32 Keras model.",
+        f"Data: `{config.data}` (validation split, seed {config.seed}); config: `{config.source}`. Top-1 of "
+        "`.tflite`/`.onnx` rows is measured through `edgecls.runtime`; Δ top-1 is in points against the FP32 Keras "
+        "model.",
         "",
     ]
     if warnings:
@@ -156,13 +157,15 @@ def to_markdown(
     if any(figures.get("via") for row in rows for figures in row["latency"].values()):
         lines += [
             "",
-            "† a `.keras` model does not run on a device: its latency is that of its FP32 TFLite export (the row below it).",
+            "† a `.keras` model does not run on a device: its latency is that of its FP32 TFLite export (the row below "
+            "it).",
         ]
     lines += ["", "## Where each latency was measured", ""]
     for target in targets:
         first = next(iter(bench[target]["models"].values()), {})
         lines.append(
-            f"- **{target}**: {bench[target]['where']}; {first.get('engine', '')}, {first.get('threads', '')} threads; see `{bench[target].get('markdown')}` for each engine and provider."
+            f"- **{target}**: {bench[target]['where']}; {first.get('engine', '')}, {first.get('threads', '')} threads; "
+            f"see `{bench[target].get('markdown')}` for each engine and provider."
         )
     if not targets:
         lines.append("- no [bench] stage: no latency measured.")

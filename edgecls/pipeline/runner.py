@@ -161,7 +161,10 @@ def stage_key(config: PipelineConfig, name: str, options: dict[str, Any], previo
 
 
 def folder_digest(path: str) -> str:
-    """Names, sizes and modification times of every file under ``path``, or of the file ``path`` (``digits``, a model name: itself)."""
+    """Names, sizes and modification times of every file under ``path``, or of the file ``path``.
+
+    ``digits`` or a model name (no such path) is its own digest.
+    """
     root = Path(path)
     if path == "digits" or not root.exists():
         return path

@@ -52,7 +52,8 @@ def check_options(config: PipelineConfig) -> None:
         unknown = sorted(set(options) - valid)
         if unknown:
             raise ConfigError(
-                f"{config.source}: [{stage}] has unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}"
+                f"{config.source}: [{stage}] has unknown option(s) {', '.join(unknown)}; valid: "
+                f"{', '.join(sorted(valid))}"
             )
         for name, value in options.items():
             expected = _expected_type(defaults[name]) if name in defaults else OWN_OPTION_TYPES.get(name)

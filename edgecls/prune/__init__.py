@@ -13,7 +13,8 @@ and the model runs faster on a CPU. It is built from named parts:
 - ``magnitude``: unstructured pruning with masks kept through fine-tuning;
 - ``config``: ``PruneConfig``/``PruneResult``; ``structured``: the rounds that run the parts.
 
->>> result = prune("runs/cnn-digits/model.keras", PruneConfig(ratio=0.5, finetune_epochs=3, data="digits"))  # doctest: +SKIP
+>>> config = PruneConfig(ratio=0.5, finetune_epochs=3, data="digits")  # doctest: +SKIP
+>>> result = prune("runs/cnn-digits/model.keras", config)  # doctest: +SKIP
 >>> result.macs_after / result.macs_before  # doctest: +SKIP
 0.26
 """
@@ -46,7 +47,12 @@ __all__ = [
 ]
 
 
-def prune(model_path: str | Path, config: PruneConfig = PruneConfig(), *, callbacks: Sequence[Any] = ()) -> PruneResult:
+_DEFAULT_CONFIG = PruneConfig()  # frozen: one shared default is safe
+
+
+def prune(
+    model_path: str | Path, config: PruneConfig = _DEFAULT_CONFIG, *, callbacks: Sequence[Any] = ()
+) -> PruneResult:
     """Prune the ``.keras`` model at ``model_path``; write the pruned model and its report.
 
     Nothing is written unless the pruned model has been verified: for

@@ -171,7 +171,8 @@ class Tracer:
             for layout in summands:
                 self.block(
                     layout,
-                    f"{layer.name}: {type(layer).__name__} of tensors whose channels come from different concatenations",
+                    f"{layer.name}: {type(layer).__name__} of tensors whose channels come from different "
+                    "concatenations",
                 )
             return first
         for layout in summands[1:]:

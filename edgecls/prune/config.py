@@ -51,7 +51,8 @@ class PruneConfig:
             raise ConfigError("--steps, --min-channels and --round-to must be at least 1, --finetune-epochs at least 0")
         if self.steps > 1 and self.finetune_epochs == 0:
             raise ConfigError(
-                f"--steps {self.steps} prunes in rounds with fine-tuning between them; add --finetune-epochs N (and --data)"
+                f"--steps {self.steps} prunes in rounds with fine-tuning between them; add --finetune-epochs N (and "
+                "--data)"
             )
 
 

@@ -54,7 +54,8 @@ def analyze(model: Any, *, exclude: Sequence[str] = ()) -> ChannelGraph:
     missing = [name for name in exclude if name not in names]
     if missing:
         raise ConfigError(
-            f"--exclude names no layer of this model: {', '.join(missing)}; its layers include {', '.join(sorted(names)[:8])}, …"
+            f"--exclude names no layer of this model: {', '.join(missing)}; its layers include "
+            f"{', '.join(sorted(names)[:8])}, …"
         )
     nodes = graph_nodes(model)
     calls = Counter(id(node.operation) for node in nodes)
@@ -67,7 +68,8 @@ def analyze(model: Any, *, exclude: Sequence[str] = ()) -> ChannelGraph:
         for tensor in node.arguments.keras_tensors:
             if id(tensor) not in layouts:
                 raise ModelError(
-                    f"{operation.name}: an input tensor was not produced by the model's graph; is it a nested or partial model?"
+                    f"{operation.name}: an input tensor was not produced by the model's graph; is it a nested or "
+                    "partial model?"
                 )
             inputs.append(layouts[id(tensor)])
         handler = handler_for(operation)

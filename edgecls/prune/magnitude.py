@@ -35,7 +35,8 @@ def magnitude_masks(model: Any, sparsity: float, *, exclude: Sequence[str] = ())
     missing = [name for name in exclude if name not in names]
     if missing:  # a typo would otherwise prune the layer the user meant to keep
         raise ConfigError(
-            f"--exclude names no layer of this model: {', '.join(missing)}; its layers include {', '.join(sorted(names)[:8])}, …"
+            f"--exclude names no layer of this model: {', '.join(missing)}; its layers include "
+            f"{', '.join(sorted(names)[:8])}, …"
         )
     masks = {}
     for layer in model.layers:

@@ -38,7 +38,8 @@ def as_functional(model: Any) -> Any:
         return keras.Model(_single(model.inputs), _single(model.outputs), name=model.name)
     if not has_graph(model):
         raise ModelError(
-            "structured pruning needs a functional or Sequential Keras model; a subclassed model has no graph to analyse"
+            "structured pruning needs a functional or Sequential Keras model; a subclassed model has no graph to "
+            "analyse"
         )
     return model
 

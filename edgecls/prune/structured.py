@@ -70,8 +70,9 @@ def prune_channels(
         scale = max(1.0, _logit_scale(model))
         if difference > EQUIVALENCE_TOLERANCE * scale:
             raise ModelError(
-                f"the rebuilt model differs from the masked original by {difference:.3g} (logits of scale {scale:.3g}); "
-                "this is a pruner bug: please report it with the model's layer types; --exclude the affected layers to go on"
+                f"the rebuilt model differs from the masked original by {difference:.3g} (logits of scale "
+                f"{scale:.3g}); this is a pruner bug: please report it with the model's layer types; --exclude the "
+                "affected layers to go on"
             )
         result.equivalence_max_abs.append(difference)
         log.info(

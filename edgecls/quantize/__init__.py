@@ -9,7 +9,8 @@ the worst layers float, repeat) and ``report`` (JSON + Markdown). This module
 runs them: load once, one ``QuantizeJob`` per format, one report.
 
 >>> from edgecls.quantize import QuantizeConfig, quantize  # doctest: +SKIP
->>> result = quantize("runs/cnn-digits/model.keras", QuantizeConfig(calib="calib_data/digits", eval_data="digits"))  # doctest: +SKIP
+>>> config = QuantizeConfig(calib="calib_data/digits", eval_data="digits")  # doctest: +SKIP
+>>> result = quantize("runs/cnn-digits/model.keras", config)  # doctest: +SKIP
 >>> [(a.format, a.top1, a.size_ratio) for a in result.artifacts]  # doctest: +SKIP
 [('tflite', 0.986, 0.27), ('onnx', 0.986, 0.29)]
 """
@@ -42,8 +43,10 @@ from edgecls.runtime.metadata import ModelInfo
 
 log = logging.getLogger(__name__)
 
+_DEFAULT_CONFIG = QuantizeConfig()  # frozen: one shared default is safe
 
-def quantize(model_path: str | Path, config: QuantizeConfig = QuantizeConfig()) -> QuantizeResult:
+
+def quantize(model_path: str | Path, config: QuantizeConfig = _DEFAULT_CONFIG) -> QuantizeResult:
     """INT8 (or FP16) artifacts of a ``.keras`` (or ``.onnx``) model, held to ``config.max_drop``.
 
     Writes ``<stem>_int8.tflite`` / ``<stem>_int8.onnx`` (metadata inside), the
@@ -66,7 +69,10 @@ def quantize(model_path: str | Path, config: QuantizeConfig = QuantizeConfig()) 
     if calibration is not None and evaluation is not None:
         overlap = evaluation.overlap(calibration)
         if overlap:
-            message = f"{overlap} of {evaluation.size} evaluation images are also calibration images: the measured drop is optimistic; calibrate on training images (edgecls calib-data)"
+            message = (
+                f"{overlap} of {evaluation.size} evaluation images are also calibration images: the measured drop is "
+                "optimistic; calibrate on training images (edgecls calib-data)"
+            )
             log.warning("%s", message)
             warnings_seen.append(message)
     keras_model = _load_keras(source) if source.suffix == ".keras" else None
@@ -97,7 +103,8 @@ def quantize(model_path: str | Path, config: QuantizeConfig = QuantizeConfig()) 
             artifacts.append(_QUANTIZERS[name](job))
             if artifacts[-1].within_budget is False:
                 warnings_seen.append(
-                    f"{artifacts[-1].path}: top-1 drop {artifacts[-1].drop:.2f} points exceeds --max-drop {config.max_drop} with {len(artifacts[-1].float_layers)} layer(s) in float"
+                    f"{artifacts[-1].path}: top-1 drop {artifacts[-1].drop:.2f} points exceeds --max-drop "
+                    f"{config.max_drop} with {len(artifacts[-1].float_layers)} layer(s) in float"
                 )
     result = QuantizeResult(
         model=str(source),
@@ -144,7 +151,8 @@ def _calibration(
 def _formats(config: QuantizeConfig, source: Path) -> tuple[str, ...]:
     if source.suffix not in (".keras", ".onnx"):
         raise ModelError(
-            f"{source}: quantize takes a .keras model (TFLite and ONNX) or a float .onnx (ONNX only), not {source.suffix or 'this'}"
+            f"{source}: quantize takes a .keras model (TFLite and ONNX) or a float .onnx (ONNX only), not "
+            f"{source.suffix or 'this'}"
         )
     if source.suffix == ".onnx":
         if config.precision != "int8" or "tflite" in config.formats:

@@ -233,7 +233,8 @@ def run_budget(
     within = chosen.drop <= max_drop
     if not within:
         log.warning(
-            "INT8 top-1 drop %.2f points exceeds --max-drop %.2f after keeping %d tensor(s) in float (limit %d); keeping the most accurate candidate",
+            "INT8 top-1 drop %.2f points exceeds --max-drop %.2f after keeping %d tensor(s) in float (limit %d); "
+            "keeping the most accurate candidate",
             chosen.drop,
             max_drop,
             len(kept),

@@ -151,7 +151,8 @@ def load_calibration(
         images, class_names, skipped = load_images(root, image_size=info.input_size, channel_order=info.channel_order)
     except (KeyError, ValueError) as exc:  # an image layout to_model_pixels cannot convert (e.g. 2-channel PNG)
         raise DataError(
-            f"{root}: a calibration image cannot be converted to the model's {info.channel_order} input ({exc!r}); use 8-bit gray, RGB or RGBA images"
+            f"{root}: a calibration image cannot be converted to the model's {info.channel_order} input ({exc!r}); use "
+            "8-bit gray, RGB or RGBA images"
         ) from exc
     if len(images) == 0:
         where = (
@@ -160,7 +161,8 @@ def load_calibration(
             else "it"
         )
         raise DataError(
-            f"{root}: no decodable images ({', '.join(IMAGE_SUFFIXES)}) in {where}; INT8 calibration needs representative images, ideally 100 to 500"
+            f"{root}: no decodable images ({', '.join(IMAGE_SUFFIXES)}) in {where}; INT8 calibration needs "
+            "representative images, ideally 100 to 500"
         )
     if images.images.shape[-1] != info.channels:
         raise DataError(
@@ -191,8 +193,9 @@ def _check_channels(info: ModelInfo) -> None:
     expected = CHANNELS_BY_ORDER.get(info.channel_order)
     if expected is None or expected != info.channels:
         raise DataError(
-            f"the model takes {info.channels} channel(s) in order {info.channel_order!r}; calibration images can only be "
-            "converted to GRAY (1 channel) or RGB (3 channels), as training did; re-train the model with --channels gray|rgb"
+            f"the model takes {info.channels} channel(s) in order {info.channel_order!r}; calibration images can only "
+            "be converted to GRAY (1 channel) or RGB (3 channels), as training did; re-train the model with --channels "
+            "gray|rgb"
         )
 
 
@@ -215,7 +218,8 @@ def _coverage_warnings(calibration: CalibrationSet, info: ModelInfo) -> list[str
             )
         if unknown:
             messages.append(
-                f"{root}: class folders the model does not know: {', '.join(unknown[:10])}; is this the right calibration set?"
+                f"{root}: class folders the model does not know: {', '.join(unknown[:10])}; is this the right "
+                "calibration set?"
             )
     return messages
 
@@ -316,7 +320,8 @@ def make_calibration_folder(config: CalibDataConfig) -> CalibDataResult:
             "val_split": config.val_split,
             "seed": config.seed,
             "n": len(records),
-            "command": f"edgecls calib-data --from {config.source} --n {config.n} --seed {config.seed} --val-split {config.val_split} --out {config.out}",
+            "command": f"edgecls calib-data --from {config.source} --n {config.n} --seed {config.seed} --val-split "
+            f"{config.val_split} --out {config.out}",
             "files": records,
         },
     )

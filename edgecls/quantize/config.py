@@ -55,7 +55,8 @@ class QuantizeConfig:
             raise ConfigError(f"--format must be a comma list of {', '.join(FORMATS)}, got {', '.join(unknown)}")
         if self.precision == "fp16" and "onnx" in self.formats:
             raise ConfigError(
-                "--fp16 makes TFLite models for GPU delegates; for ONNX on a Jetson, TensorRT builds FP16 engines from the FP32 ONNX: use --format tflite"
+                "--fp16 makes TFLite models for GPU delegates; for ONNX on a Jetson, TensorRT builds FP16 engines from "
+                "the FP32 ONNX: use --format tflite"
             )
         if self.precision == "fp16" and (self.calib or self.io != "int8"):
             raise ConfigError("--calib and --io are INT8 options; an FP16 model keeps float32 input and output")

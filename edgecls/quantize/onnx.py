@@ -115,7 +115,8 @@ def quantize_qdq(
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     input_name = onnx.load(str(pre_path), load_external_data=False).graph.input[0].name
-    # Equal batches: ORT's histogram calibrators (percentile, entropy) stack per-batch outputs and fail on a short last batch.
+    # Equal batches: ORT's histogram calibrators (percentile, entropy) stack per-batch outputs and fail on a short
+    # last batch.
     batch_size = max(size for size in range(1, CALIBRATION_BATCH + 1) if len(calibration) % size == 0)
     with contextlib.redirect_stdout(sys.stderr):  # the histogram calibrators print progress
         quantize_static(

@@ -32,9 +32,10 @@ def markdown(result: Any) -> str:
     calibration = result.calibration
     if calibration:
         lines += [
-            f"Calibration: {calibration['n_images']} images from `{calibration['folder']}` "
-            f"(seed {calibration['seed']}, manifest `{Path(calibration['manifest']).name}`, sha256 `{calibration['manifest_sha256'][:12]}…`); "
-            f"ONNX method {calibration['method']}, TFLite min/max; {'per-channel' if calibration['per_channel'] else 'per-tensor'} weights.",
+            f"Calibration: {calibration['n_images']} images from `{calibration['folder']}` (seed "
+            f"{calibration['seed']}, manifest `{Path(calibration['manifest']).name}`, sha256 "
+            f"`{calibration['manifest_sha256'][:12]}…`); ONNX method {calibration['method']}, TFLite min/max; "
+            f"{'per-channel' if calibration['per_channel'] else 'per-tensor'} weights.",
             "",
         ]
     if result.eval_data:
@@ -50,14 +51,16 @@ def markdown(result: Any) -> str:
             "",
         ]
     lines += [
-        "| artifact | format | precision | I/O | size | × FP32 | top-1 | drop (points) | agreement | layers kept float | time |",
+        "| artifact | format | precision | I/O | size | × FP32 | top-1 | drop (points) | agreement | layers kept float "
+        "| time |",
         "|---|---|---|---|---:|---:|---:|---:|---:|---|---:|",
     ]
     for artifact in result.artifacts:
         lines.append(
-            f"| `{Path(artifact.path).name}` | {artifact.format} | {artifact.precision} | {artifact.io} | {artifact.size_bytes:,} B | "
-            f"{artifact.size_ratio:.3f} | {_percent(artifact.top1)} | {_points(artifact.drop)} | {_percent(artifact.agreement)} | "
-            f"{', '.join(artifact.float_layers) or '—'} | {artifact.seconds:.1f} s |"
+            f"| `{Path(artifact.path).name}` | {artifact.format} | {artifact.precision} | {artifact.io} | "
+            f"{artifact.size_bytes:,} B | {artifact.size_ratio:.3f} | {_percent(artifact.top1)} | "
+            f"{_points(artifact.drop)} | {_percent(artifact.agreement)} | {', '.join(artifact.float_layers) or '—'} | "
+            f"{artifact.seconds:.1f} s |"
         )
     for artifact in result.artifacts:
         if not artifact.worst_layers and len(artifact.attempts) <= 1:
@@ -65,8 +68,8 @@ def markdown(result: Any) -> str:
         lines += ["", f"## `{Path(artifact.path).name}`", ""]
         if artifact.worst_layers:
             lines += [
-                "Largest quantization errors (per-channel relative error of each activation tensor rounded alone to INT8; "
-                "accumulated: INT8 model vs float model at that tensor), on calibration images:",
+                "Largest quantization errors (per-channel relative error of each activation tensor rounded alone to "
+                "INT8; accumulated: INT8 model vs float model at that tensor), on calibration images:",
                 "",
                 "| layer | op | error | accumulated | tensor |",
                 "|---|---|---:|---:|---|",
@@ -74,7 +77,8 @@ def markdown(result: Any) -> str:
             for item in artifact.worst_layers:
                 accumulated = "n/a" if item.accumulated is None else f"{item.accumulated:.4f}"
                 lines.append(
-                    f"| {', '.join(item.layers) or '?'} | {item.op_type} | {item.error:.4f} | {accumulated} | `{item.tensor[:80]}` |"
+                    f"| {', '.join(item.layers) or '?'} | {item.op_type} | {item.error:.4f} | {accumulated} | "
+                    f"`{item.tensor[:80]}` |"
                 )
         if len(artifact.attempts) > 1:
             lines += [
@@ -86,12 +90,14 @@ def markdown(result: Any) -> str:
             ]
             for attempt in artifact.attempts:
                 lines.append(
-                    f"| {', '.join(attempt.float_layers) or 'nothing (plain INT8)'} | {_percent(attempt.top1)} | {_points(attempt.drop)} |"
+                    f"| {', '.join(attempt.float_layers) or 'nothing (plain INT8)'} | {_percent(attempt.top1)} | "
+                    f"{_points(attempt.drop)} |"
                 )
             verdict = "within" if artifact.within_budget else "NOT within"
             lines += [
                 "",
-                f"Result: {verdict} the budget of {result.max_drop:.2f} points; kept in float: {', '.join(artifact.float_layers) or 'nothing'}.",
+                f"Result: {verdict} the budget of {result.max_drop:.2f} points; kept in float: "
+                f"{', '.join(artifact.float_layers) or 'nothing'}.",
             ]
     if result.warnings:
         lines += ["", "## Warnings", ""] + [f"- {message}" for message in result.warnings]

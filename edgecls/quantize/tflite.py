@@ -82,7 +82,8 @@ def convert_int8(model, calibration: CalibrationSet, *, io: str = "int8", per_ch
         return convert_tflite(model, **int8_converter_options(calibration, io=io, per_channel=per_channel))
     except Exception as exc:  # the converter raises ConverterError/RuntimeError for ops without an INT8 kernel
         raise ModelError(
-            f"the LiteRT converter could not make a full-integer model ({exc}); an op without an INT8 kernel needs --io float or a budget with --eval-data"
+            f"the LiteRT converter could not make a full-integer model ({exc}); an op without an INT8 kernel needs "
+            "--io float or a budget with --eval-data"
         ) from exc
 
 

@@ -210,7 +210,10 @@ class OnnxEngine(Engine):
 
 
 def _onnx_input_shape(shape: list, path: Path) -> tuple[int, ...]:
-    """The input shape with a dynamic batch as 1; a dynamic height, width or channel count is an error (frames are resized to a fixed size)."""
+    """The input shape with a dynamic batch as 1.
+
+    A dynamic height, width or channel count is an error (frames are resized to a fixed size).
+    """
     if any(not isinstance(dim, int) for dim in shape[1:]):
         raise ModelError(
             f"{path}: the input shape {list(shape)} is dynamic beyond the batch; the runtime needs a fixed image size "

@@ -160,8 +160,8 @@ class Classifier:
         height, width = self.info.input_size
         return (
             f"Classifier({str(self.path)!r}, engine={self.engine.name} {self.engine.version}, "
-            f"provider={self.engine.provider}, threads={self.engine.threads}, input={height}x{width}x{self.info.channels} "
-            f"{self.engine.input.dtype}, classes={len(self.labels)})"
+            f"provider={self.engine.provider}, threads={self.engine.threads}, "
+            f"input={height}x{width}x{self.info.channels} {self.engine.input.dtype}, classes={len(self.labels)})"
         )
 
 

@@ -206,7 +206,8 @@ class SSH:
             completed = subprocess.run(command, stdin=stdin, capture_output=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired as exc:
             raise RemoteError(
-                f"{step} on {self.destination} took longer than {timeout:.0f} s; the device may be overloaded or the link gone"
+                f"{step} on {self.destination} took longer than {timeout:.0f} s; the device may be overloaded or the "
+                "link gone"
             ) from exc
         return self._checked(command, completed.returncode, completed.stdout, completed.stderr, step)
 
@@ -305,7 +306,8 @@ def measure_remote(
     if completed.returncode != 0:
         copies = ", ".join(f"{name} is {local}" for name, local in local_names.items())
         raise RemoteError(
-            f"the benchmark failed on {ssh.destination} (exit status {completed.returncode}): {_tail(completed.stderr)} ({copies})"
+            f"the benchmark failed on {ssh.destination} (exit status {completed.returncode}): "
+            f"{_tail(completed.stderr)} ({copies})"
         )
     run = _parse_run(completed, ssh.destination, names)
     results = [replace(result, model=local_names[result.model]) for result in run.results]
@@ -378,7 +380,8 @@ def _make_remote_dir(ssh: SSH, python: list[str], shown: str, target: Target) ->
         )
     if completed.returncode == MISSING_RUNTIME_EXIT:
         raise RemoteError(
-            f"{ssh.destination} lacks the edgecls runtime for {shown} ({_tail(completed.stderr)}); on the device: {target.install}"
+            f"{ssh.destination} lacks the edgecls runtime for {shown} ({_tail(completed.stderr)}); on the device: "
+            f"{target.install}"
         )
     lines = completed.stdout.strip().splitlines()
     remote_dir = lines[-1].strip() if lines else ""
@@ -458,7 +461,10 @@ def _connection_message(destination: Destination, step: str, stderr: str, config
         hint = "" if config.accept_new_host_key else hint
         return f"{destination}: the host key is unknown to {known_hosts} ({detail}){hint}"
     if "Permission denied" in stderr:
-        return f"{destination}: SSH login refused ({detail}); pass --ssh-key or add your key to the device's authorized_keys"
+        return (
+            f"{destination}: SSH login refused ({detail}); pass --ssh-key or add your key to the device's "
+            "authorized_keys"
+        )
     return f"SSH connection to {destination} failed or dropped while {step}: {detail}"
 
 

@@ -102,7 +102,8 @@ def target_from_dict(document: dict[str, Any], *, source: str) -> Target:
     """Check every key and type; an unknown key is an error that lists the valid ones."""
     if not isinstance(document, dict):
         raise ConfigError(
-            f"{source}: a target file holds one table of keys ({', '.join(_KEYS[:3])}, …), not a {type(document).__name__}"
+            f"{source}: a target file holds one table of keys ({', '.join(_KEYS[:3])}, …), not a "
+            f"{type(document).__name__}"
         )
     document = {key: value for key, value in document.items() if key != "source"}
     unknown = sorted(set(document) - set(_KEYS))
@@ -111,7 +112,8 @@ def target_from_dict(document: dict[str, Any], *, source: str) -> Target:
     missing = [key for key in _KEYS if key not in document and key not in _OPTIONAL]
     if missing:
         raise ConfigError(
-            f"{source}: missing key {missing[0]!r}; a target file needs: {', '.join(k for k in _KEYS if k not in _OPTIONAL)}"
+            f"{source}: missing key {missing[0]!r}; a target file needs: "
+            f"{', '.join(k for k in _KEYS if k not in _OPTIONAL)}"
         )
     values = {**_OPTIONAL, **document}
     for field in fields(Target):
