@@ -45,7 +45,8 @@ def conditions(run: MeasureRun) -> str:
     remote = f" ({run.remote})" if run.remote else ""
     threads = settings.get("threads")
     return (
-        f"measured on {run.where}{remote}, hostname {run.machine.get('hostname')}; {threads} thread{'' if threads == 1 else 's'}, "
+        f"measured on {run.where}{remote}, hostname {run.machine.get('hostname')}; "
+        f"{threads} thread{'' if threads == 1 else 's'}, "
         f"{settings.get('runs')} runs after {settings.get('warmup')} warm-up, batch 1; {data_text}"
     )
 
@@ -106,7 +107,8 @@ def to_markdown(run: MeasureRun) -> str:
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
     lines += [
         "",
-        "Latency: the engine call on a ready input tensor. e2e: `Classifier.predict` on a 640x480 BGR frame (resize, channel order, inference, top-k).",
+        "Latency: the engine call on a ready input tensor. e2e: `Classifier.predict` on a 640x480 BGR frame "
+        "(resize, channel order, inference, top-k).",
         "cold: the first inference. start: seconds to open the model; with a TensorRT engine cache, the first start "
         "(an engine build unless the cache held one) and a second, cached start.",
         "",

@@ -43,7 +43,8 @@ def bench(
         typer.Option(
             "--fleet",
             help=(
-                "A fleet file: \\[fleet] defaults (target, remote_python, ssh_key, known_hosts) and \\[\\[fleet.device]] entries "
+                "A fleet file: \\[fleet] defaults (target, remote_python, ssh_key, known_hosts) and "
+                "\\[\\[fleet.device]] entries "
                 'with remote = "user@host" and any of those keys (see the README).'
             ),
         ),

@@ -51,7 +51,10 @@ def quantize(
         str,
         typer.Option(
             "--io",
-            help="TFLite input/output type: int8 (fast XNNPACK kernels), uint8 (camera bytes in, no float math) or float.",
+            help=(
+                "TFLite input/output type: int8 (fast XNNPACK kernels), uint8 (camera bytes in, no float math) "
+                "or float."
+            ),
         ),
     ] = "int8",
     eval_data: Annotated[
@@ -78,9 +81,7 @@ def quantize(
             ),
         ),
     ] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder (default: beside the model).")
-    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: beside the model).")] = None,
     json: JsonOption = False,
 ) -> None:
     """INT8 (or FP16) TFLite/ONNX with calibration data, held to an accuracy budget."""
@@ -135,7 +136,8 @@ def _render_quantize(result) -> None:
     if result.calibration:
         calibration = result.calibration
         out.print(
-            f"calibration: {calibration['n_images']} images from {calibration['folder']} (manifest {calibration['manifest']})"
+            f"calibration: {calibration['n_images']} images from {calibration['folder']} "
+            f"(manifest {calibration['manifest']})"
         )
     if result.float_top1 is not None:
         scope = f"{result.eval_scope}, {result.n_eval_skipped} skipped"

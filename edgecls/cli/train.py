@@ -52,7 +52,8 @@ def train(
         typer.Option(
             help="Where the base starts: imagenet (Keras' cache, downloaded once), none (from scratch), or a file "
             "(a Keras *_notop.h5 / .weights.h5, or a model.keras from an earlier edgecls train). "
-            "Default: imagenet for a photo folder where Keras has ImageNet weights for this --model/--alpha/--img-size, else none."
+            "Default: imagenet for a photo folder where Keras has ImageNet weights for this "
+            "--model/--alpha/--img-size, else none."
         ),
     ] = None,
     freeze_base: Annotated[
@@ -66,7 +67,10 @@ def train(
         int | None,
         typer.Option(
             "--finetune-epochs",
-            help="Phase 2 of a pretrained base: epochs fine-tuning its top after --epochs of the head (default 10; 0 = off).",
+            help=(
+                "Phase 2 of a pretrained base: epochs fine-tuning its top after --epochs of the head "
+                "(default 10; 0 = off)."
+            ),
         ),
     ] = None,
     finetune_lr: Annotated[

@@ -537,13 +537,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         host = "" if run.machine["hostname"] in run.where else f" ({run.machine['hostname']})"
         print(
-            f"measured on {run.where}{host}, {run.settings['threads']} threads, {run.settings['runs']} runs after {run.settings['warmup']} warm-up"
+            f"measured on {run.where}{host}, {run.settings['threads']} threads, "
+            f"{run.settings['runs']} runs after {run.settings['warmup']} warm-up"
         )
         for result in run.results:
             scored = f"({result.n_eval} images, {result.eval_skipped} skipped)"
             top1 = "-" if result.top1 is None else f"{result.top1:.2%} {scored}"
             print(
-                f"{result.model}: p50 {result.latency_ms.p50:.3f} ms  p99 {result.latency_ms.p99:.3f} ms  {result.fps:.1f} fps  "
+                f"{result.model}: p50 {result.latency_ms.p50:.3f} ms  p99 {result.latency_ms.p99:.3f} ms  "
+                f"{result.fps:.1f} fps  "
                 f"e2e {result.e2e_ms:.3f} ms  top-1 {top1}  peak RSS {result.peak_rss_mb:.0f} MB  "
                 f"start {result.start_s.text() if result.start_s else '-'} s  "
                 f"[{result.engine} {result.engine_version}, {result.provider}]"

@@ -83,7 +83,8 @@ _PROBE = (
 )
 # Runs `python -m edgecls.runtime.measure ARGS` in this process; stdin's end (the workstation or the link is gone)
 # terminates the whole process group, and a remover in a session of its own (outside that group, which a dead
-# link's shell may not outlive to run its EXIT trap) deletes the temporary directory a second later. Standard library only: it works with any edgecls version on the device.
+# link's shell may not outlive to run its EXIT trap) deletes the temporary directory a second later. Standard
+# library only: it works with any edgecls version on the device.
 _LAUNCHER = (
     "import os, runpy, signal, sys, threading\n"
     "with open('pgid', 'w') as f:\n"
