@@ -1,4 +1,4 @@
-"""``edgecls bench`` and ``edgecls targets``."""
+"""``edgecls bench``: latency, memory and top-1 of artifacts here, on one device over SSH, or on a fleet."""
 
 from __future__ import annotations
 
