@@ -172,6 +172,8 @@ def _handler_samples() -> dict[str, object]:
         "Multiply": lambda x, y: layers.Multiply()([x, y]),
         "ReLU": lambda x, y: layers.ReLU()(x),
         "Rescaling": lambda x, y: layers.Rescaling(0.5, offset=1.0)(x),
+        # squeeze-excite: pooled channels back to (N,1,1,C), then scale the feature map by them
+        "Reshape": lambda x, y: layers.Multiply()([x, layers.Reshape((1, 1, 16))(layers.GlobalAveragePooling2D()(x))]),
         "SpatialDropout2D": lambda x, y: layers.SpatialDropout2D(0.1)(x),
         "Subtract": lambda x, y: layers.Subtract()([x, y]),
         "UpSampling2D": lambda x, y: layers.UpSampling2D(2)(x),
@@ -496,3 +498,22 @@ def test_magnitude_command_and_errors(digits_run, tmp_path):
         and "--exclude names no layer of this model: conv9" in typo.stderr
         and not (tmp_path / "x.keras").exists()
     )
+
+
+def test_a_reshape_across_the_channel_axis_blocks_its_group_and_is_named():
+    from keras import layers
+
+    model = _functional(
+        lambda inputs: layers.Dense(5, name="logits")(
+            layers.Reshape((9 * 16,), name="fold")(
+                layers.MaxPooling2D(4)(layers.Conv2D(16, 3, padding="same", name="conv")(inputs))
+            )
+        )
+    )
+    from edgecls.prune.graph import analyze
+
+    graph = analyze(model)
+    assert graph.unsupported == [
+        {"layer": "fold", "class": "Reshape", "reason": "reshapes (3, 3, 16) to (144,), across the channel axis"}
+    ]
+    assert any("fold" in reason for reason in graph.group("conv").blocked)

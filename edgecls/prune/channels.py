@@ -145,6 +145,10 @@ class Tracer:
             self._members[self.find(space)].append(layer.name)
         self.records[layer.name] = ("member", layout, None)
 
+    def shaped(self, layer: Any, layout: Layout) -> None:
+        """A layer without weights whose config names its channel count (a ``Reshape``'s ``target_shape``)."""
+        self.records[layer.name] = ("other", layout, None)
+
     def fixed(self, channels: int, reason: str) -> Layout:
         """New channels that can never be cut (the model input, an unknown layer's output)."""
         space = self._new(channels)

@@ -76,6 +76,10 @@ class LayerHandler:
         """The layer config with ``out_channels`` output channels (producers only)."""
         return config
 
+    def resize_pass_through(self, config: dict[str, Any], channels: int) -> dict[str, Any]:
+        """The config of a layer that keeps its input's channels, when its config names their count."""
+        return config
+
     def slice_weights(
         self, layer: Any, weights: list[np.ndarray], kept_in: np.ndarray | None, kept_out: np.ndarray | None
     ) -> list[np.ndarray]:
@@ -259,6 +263,29 @@ class GlobalPoolingHandler(PassThroughHandler):
     """``GlobalAveragePooling2D``/``GlobalMaxPooling2D``: (N,H,W,C) → (N,C) or (N,1,1,C)."""
 
 
+class ReshapeHandler(PassThroughHandler):
+    """``Reshape`` that only adds or drops unit axes around the channel axis: squeeze-excite's (N,C) → (N,1,1,C).
+
+    Channel c stays channel c; the smaller layer's ``target_shape`` ends in the kept count.
+    A reshape that moves values across the channel axis (e.g. (N,4,4,C) → (N,16C)) is refused.
+    """
+
+    def unsupported(self, layer, node):
+        before = node.arguments.keras_tensors[0].shape[1:]
+        after = node.outputs[0].shape[1:]
+        units = [d for d in (*before[:-1], *after[:-1])]
+        if not before or not after or before[-1] != after[-1] or any(d != 1 for d in units):
+            return f"reshapes {tuple(before)} to {tuple(after)}, across the channel axis"
+        return None
+
+    def trace(self, layer, node, inputs, tracer):
+        tracer.shaped(layer, inputs[0])
+        return [inputs[0]]
+
+    def resize_pass_through(self, config, channels):
+        return {**config, "target_shape": (*tuple(config["target_shape"])[:-1], channels)}
+
+
 class FlattenHandler(LayerHandler):
     """``Flatten`` of (N,H,W,C): channel c of position p lands at p*C + c.
 
@@ -358,6 +385,7 @@ def _registry() -> dict[type, LayerHandler]:
         layers.GlobalAveragePooling2D: GlobalPoolingHandler(),
         layers.GlobalMaxPooling2D: GlobalPoolingHandler(),
         layers.Flatten: FlattenHandler(),
+        layers.Reshape: ReshapeHandler(),
         layers.Concatenate: ConcatenateHandler(),
     }
     pass_through = PassThroughHandler()

@@ -60,6 +60,8 @@ def clone_with_config(model: Any, config: dict[str, Any]) -> Any:
 
 def rebuild(model: Any, graph: ChannelGraph, keep: dict[str, np.ndarray]) -> Any:
     """A new model with only the kept channels of each group in ``keep``, weights copied."""
+    import keras
+
     config = copy.deepcopy(model.get_config())
     for layer_data in config["layers"]:
         # the stored input shape would build the layer at its old width
@@ -68,12 +70,21 @@ def rebuild(model: Any, graph: ChannelGraph, keep: dict[str, np.ndarray]) -> Any
         if record is not None and record.output_group in keep:
             handler = handler_for(model.get_layer(layer_data["name"]))
             layer_data["config"] = handler.resize(layer_data["config"], len(keep[record.output_group]))
+        elif record is not None and record.role != "producer" and record.input_layout:
+            kept = graph.indices(record.input_layout, keep)
+            handler = handler_for(model.get_layer(layer_data["name"]))
+            if kept is not None and handler is not None:  # a Reshape whose target_shape names the channels
+                layer_data["config"] = handler.resize_pass_through(layer_data["config"], len(kept))
     smaller = clone_with_config(model, config)
     for layer in smaller.layers:
         original = model.get_layer(layer.name)
         weights = original.get_weights()
         if weights:
             layer.set_weights(_sliced_weights(original, weights, graph, keep))
+            if isinstance(layer, keras.layers.Normalization):
+                # set_weights fills its adapt state; the mean and variance it computes with are derived
+                # from that only by finalize_state (what Keras' own loading calls after restoring it)
+                layer.finalize_state()
     return smaller
 
 
