@@ -41,9 +41,7 @@ def train(
         float, typer.Option("--val-split", help="Fraction held out per class when the data has no val/ folder.")
     ] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed for the split, initialisation and shuffling.")] = 0,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/<model>-<data>).")
-    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/<model>-<data>).")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted run in --out from its last completed epoch.")
     ] = False,
@@ -96,6 +94,13 @@ def train(
     channels: Annotated[
         str | None, typer.Option(help="gray or rgb (default: gray for digits, rgb for folders).")
     ] = None,
+    cache: Annotated[
+        str,
+        typer.Option(
+            help="Where decoded pixels live: memory, disk (decoded once into <run>/cache/, streamed each epoch), "
+            "none (decoded from the files every epoch), or auto (memory if they take at most half the free RAM)."
+        ),
+    ] = "auto",
     json: JsonOption = False,
 ) -> None:
     """Train a classifier; writes model.keras, history, metrics, config and curves to runs/NAME/."""
@@ -127,6 +132,7 @@ def train(
             augment=augment,
             mixed_precision=mixed_precision,
             channels=channels,
+            cache=cache,
         )
         return train_model(config, callbacks=[epoch_progress(epochs)])
 
