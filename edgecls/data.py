@@ -3,7 +3,9 @@
 Every image is decoded and resized once, by the runtime's own preprocessing
 (``edgecls.runtime.preprocess``), so training, calibration, evaluation and the
 device all see the same pixels. Images are held in memory as uint8 at the
-model's input size (10,000 images at 96x96x3 take 276 MB).
+model's input size (10,000 images at 96x96x3 take 276 MB), or, past a memory
+budget, decoded once into a disk cache and streamed from it each epoch
+(``cache="disk"``; ``edgecls.datacache``).
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecls import datacache
+from edgecls.datacache import StreamedImages
 from edgecls.errors import DataError
 from edgecls.fileio import atomic_path
-from edgecls.runtime.preprocess import IMAGE_SUFFIXES, read_image, to_model_pixels
+from edgecls.runtime.preprocess import IMAGE_SUFFIXES, to_model_pixels
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +35,7 @@ BUILTIN_DATASETS = ("digits",)
 class ImageSet:
     """Images at the model's input size, in the model's channel order."""
 
-    images: np.ndarray  # (N, H, W, C) uint8
+    images: np.ndarray | StreamedImages  # (N, H, W, C) uint8; streamed from disk (or the files) past memory
     labels: np.ndarray  # (N,) int64
     sources: list[str]  # file paths, or "digits#<index>"
 
@@ -40,7 +44,13 @@ class ImageSet:
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> ImageSet:
         indices = np.asarray(indices, dtype=np.int64)
-        return ImageSet(self.images[indices], self.labels[indices], [self.sources[i] for i in indices])
+        images = self.images.subset(indices) if self.streamed else self.images[indices]
+        return ImageSet(images, self.labels[indices], [self.sources[i] for i in indices])
+
+    @property
+    def streamed(self) -> bool:
+        """Pixels read from a disk cache (or decoded from the files) batch by batch, not held in memory."""
+        return isinstance(self.images, StreamedImages)
 
 
 @dataclass
@@ -54,6 +64,7 @@ class Dataset:
     channel_order: str
     skipped: list[str] = field(default_factory=list)
     split: dict = field(default_factory=dict)  # how val was chosen; recorded in runs and artifacts
+    cache: str = "memory"  # where the pixels are: memory, disk or none (edgecls.datacache)
 
     @property
     def num_classes(self) -> int:
@@ -72,16 +83,20 @@ def load_dataset(
     channel_order: str | None = None,
     val_split: float = 0.2,
     seed: int = 0,
+    cache: str = "memory",
+    cache_dir: str | Path | None = None,
 ) -> Dataset:
     """Load ``digits`` or an image folder, split stratified by class with ``seed``.
 
-    A folder is ``root/<class>/*.jpg`` (split here) or ``root/train/<class>/…``
-    plus ``root/val/<class>/…`` (split as given). Undecodable files are skipped
-    with a warning and listed in ``Dataset.skipped``.
+        A folder is ``root/<class>/*.jpg`` (split here) or ``root/train/<class>/…``
+        plus ``root/val/<class>/…`` (split as given). Undecodable files are skipped
+        with a warning and listed in ``Dataset.skipped``. ``cache`` (``memory``, ``disk``,
+    ``none``, ``auto``: ``edgecls.datacache``) says where a folder's pixels are kept;
+    ``disk`` writes into ``cache_dir``. The built-in digits always stay in memory.
 
-    >>> ds = load_dataset("digits", image_size=(32, 32))  # doctest: +SKIP
-    >>> len(ds.train), len(ds.val), ds.class_names[:2]  # doctest: +SKIP
-    (1438, 359, ('0', '1'))
+        >>> ds = load_dataset("digits", image_size=(32, 32))  # doctest: +SKIP
+        >>> len(ds.train), len(ds.val), ds.class_names[:2]  # doctest: +SKIP
+        (1438, 359, ('0', '1'))
     """
     if not 0.0 < val_split < 1.0:
         raise DataError(f"--val-split must be between 0 and 1 (exclusive), got {val_split}")
@@ -106,8 +121,14 @@ def load_dataset(
                 f"{root / 'val'}: class folders {', '.join(extra)} are not in {root / 'train'} "
                 f"({', '.join(class_names)}); val/ must use train/'s classes"
             )
-        train, skipped_train = _load_folder(root / "train", class_names, image_size, channel_order)
-        val, skipped_val = _load_folder(root / "val", class_names, image_size, channel_order)
+        listed = {part: _list_folder(root / part, class_names) for part in ("train", "val")}
+        mode = _resolve_cache(cache, cache_dir, sum(len(f) for f, _ in listed.values()), image_size, channel_order)
+        train, skipped_train = _decode_part(
+            root / "train", "train", listed["train"], class_names, image_size, channel_order, mode, cache_dir
+        )
+        val, skipped_val = _decode_part(
+            root / "val", "val", listed["val"], class_names, image_size, channel_order, mode, cache_dir
+        )
         _require_images(train, root / "train", class_names)
         if len(val) == 0:
             raise DataError(
@@ -115,11 +136,59 @@ def load_dataset(
                 "split needs some"
             )
         split = {"mode": "folders", "val_sources_sha256": _digest(val.sources), "n_val": len(val)}
-        return Dataset(str(root), class_names, train, val, channel_order, skipped_train + skipped_val, split)
+        return Dataset(str(root), class_names, train, val, channel_order, skipped_train + skipped_val, split, mode)
     class_names = _class_names(root)
-    everything, skipped = _load_folder(root, class_names, image_size, channel_order)
+    files, labels = _list_folder(root, class_names)
+    mode = _resolve_cache(cache, cache_dir, len(files), image_size, channel_order)
+    everything, skipped = _decode_part(
+        root, "all", (files, labels), class_names, image_size, channel_order, mode, cache_dir
+    )
     _require_images(everything, root, class_names)
-    return _split(str(root), everything, class_names, channel_order, skipped, val_split, seed)
+    dataset = _split(str(root), everything, class_names, channel_order, skipped, val_split, seed)
+    dataset.cache = mode
+    return dataset
+
+
+def _resolve_cache(
+    cache: str, cache_dir: str | Path | None, n_images: int, image_size: tuple[int, int], channel_order: str
+) -> str:
+    mode = datacache.resolve_mode(cache, n_images, (*image_size, 1 if channel_order == "GRAY" else 3))
+    if mode == "disk" and cache_dir is None:
+        raise DataError("--cache disk needs a folder for the decoded images (cache_dir); pass one")
+    return mode
+
+
+def _decode_part(
+    root: Path,
+    part: str,
+    listed: tuple[list[Path], list[int]],
+    class_names: Sequence[str],
+    image_size: tuple[int, int],
+    channel_order: str,
+    mode: str,
+    cache_dir: str | Path | None,
+) -> tuple[ImageSet, list[str]]:
+    """Decode one folder's listed files where ``mode`` keeps them: in memory, into the disk cache, or nowhere."""
+    files, labels = listed
+    if mode == "memory":
+        return _decode_files(files, labels, image_size, channel_order)
+    if mode == "disk":
+        key = datacache.cache_key(root, class_names, image_size, channel_order)
+        found = datacache.disk_cache(
+            files,
+            labels,
+            image_size=image_size,
+            channel_order=channel_order,
+            cache_dir=Path(cache_dir),
+            part=part,
+            key=key,
+        )
+    else:
+        found = datacache.decodable_files(files, labels, image_size=image_size, channel_order=channel_order)
+    images, kept_labels, sources, skipped = found
+    for path in skipped:
+        log.warning("skipped %s: not a decodable image (empty, truncated or not an image)", path)
+    return ImageSet(images, kept_labels, sources), skipped
 
 
 def load_images(
@@ -173,6 +242,12 @@ def _class_names(root: Path) -> tuple[str, ...]:
 def _load_folder(
     root: Path, class_names: Sequence[str], image_size: tuple[int, int], channel_order: str
 ) -> tuple[ImageSet, list[str]]:
+    files, labels = _list_folder(root, class_names)
+    return _decode_files(files, labels, image_size, channel_order)
+
+
+def _list_folder(root: Path, class_names: Sequence[str]) -> tuple[list[Path], list[int]]:
+    """The image files of ``root/<class>/`` (sorted, recursively) and their labels; left-out files are counted."""
     files: list[Path] = []
     labels: list[int] = []
     seen: list[Path] = []
@@ -186,7 +261,7 @@ def _load_folder(
         files += found
         labels += [index] * len(found)
     _warn_left_out(root, seen)
-    return _decode_files(files, labels, image_size, channel_order)
+    return files, labels
 
 
 def _warn_left_out(root: Path, files: Sequence[Path]) -> None:
@@ -212,10 +287,7 @@ def _warn_left_out(root: Path, files: Sequence[Path]) -> None:
 def _decode_files(
     files: Sequence[Path], labels: Sequence[int], image_size: tuple[int, int], channel_order: str
 ) -> tuple[ImageSet, list[str]]:
-    def load(path: Path) -> np.ndarray | None:
-        image = read_image(path)
-        return None if image is None else to_model_pixels(image, image_size, channel_order)
-
+    load = datacache.pixel_loader(image_size, channel_order)  # the same decode as the disk cache's
     with ThreadPoolExecutor(max_workers=4) as pool:  # OpenCV releases the GIL while decoding
         decoded = list(pool.map(load, files))
     keep = [i for i, image in enumerate(decoded) if image is not None]
@@ -362,16 +434,22 @@ def parse_augment(augment: str, data: str) -> tuple[str, ...]:
 
 
 def to_tf_dataset(images: ImageSet, *, batch_size: int, training: bool, seed: int = 0, augment: tuple[str, ...] = ()):
-    """A batched, cached, prefetched ``tf.data.Dataset`` of (float32 pixels 0..255, label)."""
+    """A batched, cached, prefetched ``tf.data.Dataset`` of (float32 pixels 0..255, label).
+
+    In memory, the pixels are sliced into the pipeline once; a streamed ``ImageSet`` (disk cache or
+    ``--cache none``) is shuffled as row indices and read batch by batch, in the same order.
+    """
     import keras
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_tensor_slices((images.images, images.labels)).cache()
-    if training:
-        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).map(
-        lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE
-    )
+    if images.streamed:
+        dataset = _streamed_batches(images, batch_size=batch_size, training=training, seed=seed)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((images.images, images.labels)).cache()
+        if training:
+            dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.batch(batch_size)
+    dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     if training and augment:
         layers = []
         if "flip" in augment:
@@ -383,3 +461,21 @@ def to_tf_dataset(images: ImageSet, *, batch_size: int, training: bool, seed: in
         pipeline = keras.Sequential(layers)
         dataset = dataset.map(lambda x, y: (pipeline(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _streamed_batches(images: ImageSet, *, batch_size: int, training: bool, seed: int):
+    """Batches of (uint8 pixels, label) read from a streamed ``ImageSet``: indices are shuffled (as
+    the in-memory pipeline shuffles its elements, same seed, same order), batched, then read."""
+    import tensorflow as tf
+
+    source, labels = images.images, tf.constant(images.labels)
+    row_shape = tuple(source.shape[1:])
+    indices = tf.data.Dataset.range(len(images))
+    if training:
+        indices = indices.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+
+    def read(batch):
+        pixels = tf.numpy_function(source.read, [batch], tf.uint8, stateful=False)
+        return tf.ensure_shape(pixels, (None, *row_shape)), tf.gather(labels, batch)
+
+    return indices.batch(batch_size).map(read, num_parallel_calls=tf.data.AUTOTUNE)

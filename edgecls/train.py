@@ -4,7 +4,9 @@
 distillation): Adam with cosine-decay learning rate, early stopping on
 validation accuracy with the best weights kept, ``BackupAndRestore`` for
 resuming after a crash, CSV history that survives a resume, TensorBoard logs,
-and ``tf.distribute.MirroredStrategy`` over all visible GPUs.
+and the run's ``tf.distribute`` strategy (``edgecls.distribute``: the GPUs of
+one machine, or the workers ``TF_CONFIG`` names), with a global batch of
+``batch_size`` x replicas.
 
 ``train`` chooses the starting weights (``--weights``: ImageNet by default for a
 photo folder on a network Keras has them for), trains a pretrained base in two
@@ -26,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from edgecls import distribute
 from edgecls.data import Dataset, load_dataset, parse_augment, to_tf_dataset
+from edgecls.datacache import CACHE_MODES
 from edgecls.errors import ConfigError
 from edgecls.fileio import atomic_path, write_json
 from edgecls.finetune import (
@@ -85,8 +89,11 @@ class TrainConfig:
     augment: str = "auto"  # auto | none | comma list of flip,rotate,zoom
     mixed_precision: bool = False
     channels: str | None = None  # None: GRAY for digits, RGB for folders
+    cache: str = "auto"  # memory | disk | none | auto: where a folder's decoded pixels live (edgecls.datacache)
 
     def __post_init__(self) -> None:
+        if self.cache not in CACHE_MODES:
+            raise ConfigError(f"--cache must be one of {', '.join(CACHE_MODES)}, got {self.cache!r}")
         for name, value, ok, wanted in (
             ("--epochs", self.epochs, self.epochs >= 1, "1 or more"),
             ("--batch-size", self.batch_size, self.batch_size >= 1, "1 or more"),
@@ -189,16 +196,6 @@ def make_optimizer(learning_rate: float, total_steps: int):
     return keras.optimizers.Adam(learning_rate=schedule)
 
 
-def distribution_strategy():
-    """All visible GPUs through ``MirroredStrategy``; the default strategy otherwise."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_logical_devices("GPU")
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
 def fit(
     model,
     dataset: Dataset,
@@ -219,8 +216,11 @@ def fit(
     >>> history = fit(model, dataset, FitOptions(epochs=3), run_dir="runs/a")  # doctest: +SKIP
     """
     import keras
+    import tensorflow as tf
 
-    epochs, batch_size, seed, resume = options.epochs, options.batch_size, options.seed, options.resume
+    epochs, seed, resume = options.epochs, options.seed, options.resume
+    # under a strategy (the caller's scope) the pipeline yields global batches, which it splits among replicas
+    batch_size = options.batch_size * tf.distribute.get_strategy().num_replicas_in_sync
     keras.utils.set_random_seed(seed)
     train_data = to_tf_dataset(
         dataset.train, batch_size=batch_size, training=True, seed=seed, augment=tuple(options.augment)
@@ -271,6 +271,7 @@ def fit(
         model.set_weights(best.weights)
     elif run_dir is not None and (run_dir / "best.weights.h5").exists():
         model.load_weights(str(run_dir / "best.weights.h5"))
+    distribute.average_across_workers(model)  # BatchNorm statistics differ by shard; identical models after
     if run_dir is not None:
         # after a resume, the CSV holds every epoch of the run, the Keras history only this session's
         return read_history(run_dir)
@@ -373,7 +374,9 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     import keras
 
     started = time.time()
-    run_dir = config.run_dir()
+    chosen = distribute.strategy()  # first: MultiWorkerMirroredStrategy must exist before any TensorFlow op
+    cluster = distribute.cluster_from_env()
+    run_dir = distribute.worker_run_dir(config.run_dir(), cluster)
     config = resolve_resume(config, run_dir, backups=resume_markers(run_dir), what="run")
     from edgecls.models import bn_momentum_for, build_model, get_entry
 
@@ -386,28 +389,35 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     pretrained = config.weights != "none"
     finetune_epochs = config.phase2_epochs(pretrained)
     dataset = load_dataset(
-        config.data, image_size=(size, size), channel_order=channel_order, val_split=config.val_split, seed=config.seed
+        config.data,
+        image_size=(size, size),
+        channel_order=channel_order,
+        val_split=config.val_split,
+        seed=config.seed,
+        cache=config.cache,
+        cache_dir=run_dir / "cache",
     )
     log.info(
-        "data: %s, %d train / %d val images, %d classes, %d skipped",
+        "data: %s, %d train / %d val images, %d classes, %d skipped, pixels in %s",
         dataset.name,
         len(dataset.train),
         len(dataset.val),
         dataset.num_classes,
         len(dataset.skipped),
+        dataset.cache,
     )
     if config.mixed_precision:
         _enable_mixed_precision()
     # From scratch, a keras.applications base gets the momentum that settles its BatchNorm statistics
     # within this run's steps (cnn keeps its own 0.9); a pretrained base keeps its settled statistics.
-    steps = steps_per_epoch(dataset, config.batch_size) * config.epochs
+    steps = steps_per_epoch(dataset, config.batch_size * chosen.num_replicas_in_sync) * config.epochs
     bn_momentum = None if pretrained or entry.keras_module is None else bn_momentum_for(steps)
     if bn_momentum is not None:
         log.info("%s from scratch: BatchNorm momentum %.4f for %d steps", config.model, bn_momentum, steps)
     keras.utils.set_random_seed(config.seed)
     watch = chance_watch(dataset.val.labels)
     class_weights = _class_weights(config.class_weights, dataset)
-    with distribution_strategy().scope():
+    with chosen.scope():
         model = build_model(
             config.model,
             num_classes=dataset.num_classes,
@@ -425,6 +435,8 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
             image_size=[size, size],
             channel_order=channel_order,
             bn_momentum=bn_momentum,
+            cache=dataset.cache,
+            distribution=distribute.describe(chosen, cluster, config.batch_size),
             phases={
                 "phase1_epochs": config.epochs,
                 "phase2_epochs": finetune_epochs,
@@ -445,6 +457,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
             history = _two_phases(model, dataset, config, run_dir, finetune_epochs, [*callbacks, watch], class_weights)
     result = _finish(model, dataset, config, run_dir, history, channel_order, started, watch)
     (run_dir / PHASE_DIRS[0] / PHASE1_DONE).unlink(missing_ok=True)  # the run is complete: nothing left to resume
+    distribute.finish_worker(run_dir, cluster)
     return result
 
 

@@ -99,6 +99,13 @@ def train(
     channels: Annotated[
         str | None, typer.Option(help="gray or rgb (default: gray for digits, rgb for folders).")
     ] = None,
+    cache: Annotated[
+        str,
+        typer.Option(
+            help="Where decoded pixels live: memory, disk (decoded once into <run>/cache/, streamed each epoch), "
+            "none (decoded from the files every epoch), or auto (memory if they take at most half the free RAM)."
+        ),
+    ] = "auto",
     json: JsonOption = False,
 ) -> None:
     """Train a classifier; writes model.keras, history, metrics, config and curves to runs/NAME/."""
@@ -130,6 +137,7 @@ def train(
             augment=augment,
             mixed_precision=mixed_precision,
             channels=channels,
+            cache=cache,
         )
         return train_model(config, callbacks=[epoch_progress(epochs)])
 

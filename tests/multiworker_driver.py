@@ -1,0 +1,35 @@
+"""One worker of a TF_CONFIG cluster training digits, for tests/test_multiworker.py.
+
+``python tests/multiworker_driver.py OUT EPOCHS DUMP [--resume]`` with ``TF_CONFIG`` set: runs
+``edgecls.train.train`` (what ``edgecls train`` calls) and writes the final model's weights (the ones the
+run saves as model.keras) to ``DUMP`` (.npz), so the test can compare the workers' weights although
+only the chief keeps a run folder.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+
+def main() -> None:
+    out, epochs, dump = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    import edgecls.train as training
+
+    finish = training._finish
+
+    def dumping_finish(model, *args, **kwargs):
+        np.savez(dump, *model.get_weights())
+        return finish(model, *args, **kwargs)
+
+    training._finish = dumping_finish
+    config = training.TrainConfig(
+        data="digits", model="cnn", epochs=epochs, batch_size=32, patience=0, out=out, resume="--resume" in sys.argv
+    )
+    result = training.train(config)
+    print(f"val_accuracy {result.val_accuracy:.4f} run_dir {result.run_dir}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
