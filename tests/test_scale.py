@@ -7,11 +7,11 @@ import time
 
 import numpy as np
 import pytest
+from conftest import write_png
 
 from edgecls import datacache
 from edgecls.data import load_dataset, to_tf_dataset
 from edgecls.errors import ConfigError
-from tests.conftest import write_png
 
 
 @pytest.fixture
