@@ -42,6 +42,23 @@ RECIPES = {
 }
 
 
+def trained_before(config):
+    """The finished run of this very config in ``config.out`` (a rerun after a later step failed), else None."""
+    from dataclasses import asdict
+
+    from edgecls.train import TrainResult
+
+    run = Path(config.out)
+    if not (run / "metrics.json").exists() or not (run / "config.json").exists():
+        return None
+    if json.loads((run / "config.json").read_text())["options"] != json.loads(json.dumps(asdict(config))):
+        return None
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["model_path"], metrics["run_dir"] = Path(metrics["model_path"]), Path(metrics["run_dir"])
+    print(f"{run}: reusing the finished run of the same options", flush=True)
+    return TrainResult(**metrics)
+
+
 def main() -> None:
     from photoset import TEXTURES4, make_photoset
 
@@ -57,11 +74,10 @@ def main() -> None:
         make_photoset(data, TEXTURES4, train_per_class=150, val_per_class=50, patch_size=64, seed=SEED)
     models: dict[str, dict] = {}
     for name, options in RECIPES.items():
-        result = train(
-            TrainConfig(
-                data=str(data), model="cnn", img_size=SIZE, epochs=EPOCHS, seed=SEED, out=str(WORK / name), **options
-            )
+        config = TrainConfig(
+            data=str(data), model="cnn", img_size=SIZE, epochs=EPOCHS, seed=SEED, out=str(WORK / name), **options
         )
+        result = trained_before(config) or train(config)
         artifacts = {"fp32 keras": result.model_path}
         if name != "adversarial":
             quantized = quantize(result.model_path, QuantizeConfig(calib=str(data / "train"), formats=("tflite",)))

@@ -13,6 +13,8 @@ trains the model; ``fit`` wraps and unwraps it, the saved model is the plain one
 
 from __future__ import annotations
 
+import numpy as np
+
 from edgecls.errors import ConfigError
 
 
@@ -56,4 +58,6 @@ def AdversarialTrainer(model, *, epsilon: float):  # noqa: N802 - builds a class
             self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
             return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
-    return _AdversarialTrainer(model, epsilon)
+    trainer = _AdversarialTrainer(model, epsilon)
+    trainer(np.zeros((1, *model.input_shape[1:]), np.float32))  # built, as BackupAndRestore wants before fit
+    return trainer
