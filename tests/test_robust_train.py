@@ -133,3 +133,16 @@ def test_init_from_with_replay_trains_on_the_mix_and_reports_both_splits(tmp_pat
         train(
             TrainConfig(data=str(tmp_path / "bad"), init_from=str(base.model_path), epochs=1, out=str(tmp_path / "b"))
         )
+
+
+@pytest.mark.slow
+def test_train_with_adversarial_runs_through_fit_and_saves_the_plain_model(tmp_path):
+    from edgecls.keras_io import load_keras_model
+    from edgecls.train import TrainConfig, train
+
+    result = train(TrainConfig(data="digits", epochs=1, adversarial=4, out=str(tmp_path / "adv"), patience=0))
+    model = load_keras_model(result.model_path)
+    assert "adversarial" not in model.name and model.output_shape == (None, 10)
+    assert 0.0 <= result.val_accuracy <= 1.0
+    history = json.loads((tmp_path / "adv" / "history.json").read_text())
+    assert len(history["loss"]) == 1 and np.isfinite(history["loss"][0])
