@@ -16,7 +16,7 @@ at chance *and confident*: a collector that keys on doubt then keeps nothing.)
    the only simulated step, a person's job on a real deployment;
 4. ``edgecls train --init-from A/model.keras --data collected/ --replay A``;
 5. ``edgecls evaluate`` of both models on A's val/ and B's held-out set, and
-   ``edgecls compare OLD NEW --data B_heldout`` for the verdict.
+   ``edgecls compare OLD NEW --data B`` (its val/ split, the held-out frames) for the verdict.
 
     nice -n 5 python benchmarks/loop.py   # ~6 min on two cores -> benchmarks/results/loop.json
 """
@@ -43,7 +43,7 @@ SEED = 0
 SHIFT = (("shot_noise", 1), ("defocus_blur", 1))  # domain B: what each frame goes through, in order
 BELOW, MARGIN = 0.9, 0.2  # the Collector's thresholds: keep a frame whose top score or top-2 margin is under them
 TRAIN_ARGS = ["--model", "cnn", "--img-size", "32", "--epochs", "30", "--seed", str(SEED)]
-RETRAIN_ARGS = ["--epochs", "15", "--lr", "3e-4", "--replay-fraction", "0.5", "--seed", str(SEED)]
+RETRAIN_ARGS = ["--epochs", "15", "--lr", "2e-4", "--replay-fraction", "0.75", "--seed", str(SEED)]
 
 
 def edgecls(*args: str) -> dict:
@@ -121,9 +121,10 @@ def main() -> None:
     shutil.rmtree(WORK, ignore_errors=True)
     domain_a = make_photoset(WORK / "A", TEXTURES4, train_per_class=150, val_per_class=50, patch_size=64, seed=SEED)
     raw_b = make_photoset(WORK / "B_raw", TEXTURES4, train_per_class=300, val_per_class=50, patch_size=64, seed=1)
-    stream = shifted_folder(raw_b / "train", WORK / "B_stream", seed=11)
-    shifted_folder(raw_b / "val", WORK / "B_heldout", seed=12)
-    held_out_b = WORK / "B_heldout"
+    # B/train: the stream the device sees; B/val: held out (compare scores a folder's val/ split)
+    stream = shifted_folder(raw_b / "train", WORK / "B" / "train", seed=11)
+    shifted_folder(raw_b / "val", WORK / "B" / "val", seed=12)
+    held_out_b = WORK / "B" / "val"
 
     old = edgecls("train", "--data", str(domain_a), "--out", str(WORK / "old"), *TRAIN_ARGS)
     exported = edgecls("export", old["model_path"], "--format", "tflite")
@@ -150,8 +151,8 @@ def main() -> None:
             "A_val_top1": edgecls("evaluate", model, "--data", str(domain_a / "val"))["top1"],
             "B_heldout_top1": edgecls("evaluate", model, "--data", str(held_out_b))["top1"],
         }
-    verdict_b = edgecls("compare", old["model_path"], new["model_path"], "--data", str(held_out_b))
-    verdict_a = edgecls("compare", old["model_path"], new["model_path"], "--data", str(domain_a / "val"))
+    verdict_b = edgecls("compare", old["model_path"], new["model_path"], "--data", str(WORK / "B"))
+    verdict_a = edgecls("compare", old["model_path"], new["model_path"], "--data", str(domain_a))
     rise_b = 100 * (scores["new"]["B_heldout_top1"] - scores["old"]["B_heldout_top1"])
     drop_a = 100 * (scores["old"]["A_val_top1"] - scores["new"]["A_val_top1"])
     report = {
