@@ -42,7 +42,8 @@ WORK = ROOT / "runs" / "bench-loop"
 SEED = 0
 SHIFT = (("shot_noise", 1), ("defocus_blur", 1))  # domain B: what each frame goes through, in order
 BELOW, MARGIN = 0.9, 0.2  # the Collector's thresholds: keep a frame whose top score or top-2 margin is under them
-TRAIN_ARGS = ["--model", "cnn", "--img-size", "32", "--epochs", "30", "--seed", str(SEED)]
+# --augment none: the deployed model is then the same bytes each run (augmenting maps run in parallel)
+TRAIN_ARGS = ["--model", "cnn", "--img-size", "32", "--epochs", "30", "--augment", "none", "--seed", str(SEED)]
 RETRAIN_ARGS = ["--epochs", "15", "--lr", "2e-4", "--replay-fraction", "0.75", "--seed", str(SEED)]
 
 

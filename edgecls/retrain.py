@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecls.data import Dataset, ImageSet, load_dataset, to_tf_dataset
+from edgecls.data import Dataset, ImageSet, load_dataset, load_images, stratified_val_indices, to_tf_dataset
 from edgecls.errors import ConfigError, DataError
 from edgecls.fileio import write_json
 
@@ -96,9 +96,7 @@ def retrain(config, *, callbacks: Sequence[Any] = ()):
     started = time.time()
     info = model_info_from_keras(path)
     size, channel_order = tuple(info.input_size), info.channel_order
-    new = load_dataset(
-        config.data, image_size=size, channel_order=channel_order, val_split=config.val_split, seed=config.seed
-    )
+    new = _new_dataset(config, size, channel_order)
     new_train = remap_labels(new.train, new.class_names, info.labels, config.data)
     new_val = remap_labels(new.val, new.class_names, info.labels, config.data)
     parts, old_val, replayed = [new_train], None, 0
@@ -143,6 +141,32 @@ def retrain(config, *, callbacks: Sequence[Any] = ()):
     result.validation = validation
     write_json(run_dir / "metrics.json", result.to_dict())
     return result
+
+
+def _new_dataset(config, size, channel_order: str) -> Dataset:
+    """The labelled new frames: ``train/`` + ``val/`` as given, else ``<class>/`` split by ``--val-split``. Unlike
+    ``load_dataset``, a class with a single frame (collection keeps few of some) goes to training, not an error."""
+    root = Path(config.data)
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        return load_dataset(str(root), image_size=size, channel_order=channel_order, seed=config.seed)
+    if not root.is_dir() or not any(p.is_dir() for p in root.iterdir()):
+        raise DataError(f"--data {root}: needs <class>/ subfolders of labelled frames (named after the model's labels)")
+    images, names, skipped = load_images(root, image_size=size, channel_order=channel_order)
+    if len(images) == 0:
+        raise DataError(f"--data {root}: no decodable images in its <class>/ subfolders")
+    val_indices = stratified_val_indices(images.labels, config.val_split, config.seed)
+    train_mask = np.ones(len(images), dtype=bool)
+    train_mask[val_indices] = False
+    split = {"mode": "stratified", "seed": config.seed, "val_split": config.val_split, "n_val": len(val_indices)}
+    return Dataset(
+        str(root),
+        names,
+        images.subset(np.flatnonzero(train_mask)),
+        images.subset(val_indices),
+        channel_order,
+        skipped,
+        split,
+    )
 
 
 def _old_dataset(replay: str, info, size, channel_order: str) -> Dataset:

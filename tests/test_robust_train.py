@@ -146,3 +146,17 @@ def test_train_with_adversarial_runs_through_fit_and_saves_the_plain_model(tmp_p
     assert 0.0 <= result.val_accuracy <= 1.0
     history = json.loads((tmp_path / "adv" / "history.json").read_text())
     assert len(history["loss"]) == 1 and np.isfinite(history["loss"][0])
+
+
+@pytest.mark.slow
+def test_a_class_with_one_collected_frame_goes_to_training(tmp_path):
+    from edgecls.data import load_dataset, write_class_folders
+    from edgecls.train import TrainConfig, train
+
+    base = train(TrainConfig(data="digits", epochs=1, out=str(tmp_path / "base"), patience=0))
+    digits = load_dataset("digits", image_size=(32, 32), channel_order="GRAY", seed=5)
+    keep = np.concatenate([np.flatnonzero(digits.val.labels == 0)[:10], np.flatnonzero(digits.val.labels == 1)[:1]])
+    write_class_folders(tmp_path / "new", digits.val.images[keep][..., 0], digits.val.labels[keep])
+    config = TrainConfig(data=str(tmp_path / "new"), init_from=str(base.model_path), epochs=1, out=str(tmp_path / "r"))
+    result = train(config)
+    assert result.validation["n_new_train"] == 9 and result.validation["new"]["n"] == 2  # the lone "1" trains
