@@ -2,7 +2,7 @@
 
 Domain A: ``textures4`` from ``benchmarks/photoset.py`` (64 px patches). Domain B:
 the same four textures seen by a noisier, softer camera — every frame goes
-through ``edgecls.runtime.corruptions``: ``shot_noise`` at severity 1 (60 photons
+through ``edgecls.runtime.corruptions``: ``shot_noise`` at severity 2 (25 photons
 at full scale: a small sensor in a dim room), then ``defocus_blur`` at severity 1,
 each with the frame's own seed. B's stream (1200 frames) is cut from the photos'
 training region with another seed, B's held-out set (200 frames) from their
@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 RESULTS = ROOT / "benchmarks" / "results" / "loop.json"
 WORK = ROOT / "runs" / "bench-loop"
 SEED = 0
-SHIFT = (("shot_noise", 1), ("defocus_blur", 1))  # domain B: what each frame goes through, in order
+SHIFT = (("shot_noise", 2), ("defocus_blur", 1))  # domain B: what each frame goes through, in order
 BELOW, MARGIN = 0.9, 0.2  # the Collector's thresholds: keep a frame whose top score or top-2 margin is under them
 # --augment none: the deployed model is then the same bytes each run (augmenting maps run in parallel)
 TRAIN_ARGS = ["--model", "cnn", "--img-size", "32", "--epochs", "30", "--augment", "none", "--seed", str(SEED)]
@@ -159,7 +159,7 @@ def main() -> None:
     report = {
         "benchmark": "loop",
         "domain_a": "textures4 (benchmarks/photoset.py, 150 train / 50 val patches per class, 64 px, seed 0)",
-        "domain_b": "the same textures (patch seed 1) through runtime.corruptions shot_noise 1 then defocus_blur 1",
+        "domain_b": "the same textures (patch seed 1) through runtime.corruptions shot_noise 2 then defocus_blur 1",
         "collection": collected,
         "retrain": {
             "n_new_train": new["validation"]["n_new_train"],
