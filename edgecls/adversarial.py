@@ -142,9 +142,20 @@ def _as_uint8(adversarial: np.ndarray, clean: np.ndarray, epsilon: float) -> np.
 def _fgsm(model, pixels: np.ndarray, labels: np.ndarray, epsilon: float) -> np.ndarray:
     import tensorflow as tf
 
-    clean = tf.constant(pixels, tf.float32)
-    gradient = _loss_gradient(model, clean, tf.constant(labels))
-    return _as_uint8((clean + epsilon * tf.sign(gradient)).numpy(), pixels, epsilon)
+    return fgsm_pixels(model, tf.constant(pixels, tf.float32), tf.constant(labels), epsilon).numpy().astype(np.uint8)
+
+
+def fgsm_pixels(model, pixels, labels, epsilon: float):
+    """FGSM in TensorFlow (eager or inside a ``tf.function``): float32 pixels 0..255, rounded to whole levels and
+    within ``floor(epsilon)`` of ``pixels`` (what ``_as_uint8`` keeps), so training and evaluation attack alike."""
+    import tensorflow as tf
+
+    pixels = tf.cast(pixels, tf.float32)
+    gradient = tf.stop_gradient(_loss_gradient(model, pixels, labels))
+    bound = float(math.floor(epsilon))
+    adversarial = tf.round(pixels + epsilon * tf.sign(gradient))
+    low, high = tf.maximum(pixels - bound, 0.0), tf.minimum(pixels + bound, 255.0)
+    return tf.clip_by_value(adversarial, low, high)
 
 
 def _pgd(model, pixels, labels, epsilon: float, steps: int, step_size: float, rng: np.random.Generator) -> np.ndarray:

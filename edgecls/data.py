@@ -425,10 +425,10 @@ def parse_augment(augment: str, data: str) -> tuple[str, ...]:
     if augment in ("", "none"):
         return ()
     parts = tuple(part.strip() for part in augment.split(",") if part.strip())
-    unknown = [part for part in parts if part not in AUGMENTATIONS]
+    unknown = [part for part in parts if part not in (*AUGMENTATIONS, "robust")]  # robust: edgecls.augment
     if unknown:
         raise DataError(
-            f"unknown augmentation {', '.join(unknown)}; choose from {', '.join(AUGMENTATIONS)}, auto or none"
+            f"unknown augmentation {', '.join(unknown)}; choose from {', '.join(AUGMENTATIONS)}, robust, auto or none"
         )
     return parts
 
@@ -450,7 +450,7 @@ def to_tf_dataset(images: ImageSet, *, batch_size: int, training: bool, seed: in
             dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
         dataset = dataset.batch(batch_size)
     dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
-    if training and augment:
+    if training and set(augment) - {"robust"}:
         layers = []
         if "flip" in augment:
             layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
@@ -460,6 +460,10 @@ def to_tf_dataset(images: ImageSet, *, batch_size: int, training: bool, seed: in
             layers.append(keras.layers.RandomZoom(0.1, fill_mode="reflect", seed=seed))
         pipeline = keras.Sequential(layers)
         dataset = dataset.map(lambda x, y: (pipeline(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if training and "robust" in augment:
+        from edgecls.augment import robust_augment
+
+        dataset = robust_augment(dataset, seed=seed, channels=int(images.images.shape[-1]))
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

@@ -90,6 +90,10 @@ class TrainConfig:
     mixed_precision: bool = False
     channels: str | None = None  # None: GRAY for digits, RGB for folders
     cache: str = "auto"  # memory | disk | none | auto: where a folder's decoded pixels live (edgecls.datacache)
+    adversarial: float = 0.0  # FGSM examples at this many pixel levels mixed into each batch; 0: off
+    init_from: str | None = None  # fine-tune this model.keras (edgecls.retrain) instead of building one
+    replay: str | None = None  # with init_from: the original training data, sampled into training
+    replay_fraction: float = 0.5  # with replay: the share of the training set that is replayed old images
 
     def __post_init__(self) -> None:
         if self.cache not in CACHE_MODES:
@@ -109,6 +113,8 @@ class TrainConfig:
             ),
             ("--finetune-lr", self.finetune_lr, self.finetune_lr is None or self.finetune_lr > 0, "above 0"),
             ("--unfreeze", self.unfreeze, self.unfreeze is None or self.unfreeze >= 1, "1 or more layers"),
+            ("--adversarial", self.adversarial, self.adversarial == 0 or 1 <= self.adversarial <= 255, "1..255 levels"),
+            ("--replay-fraction", self.replay_fraction, 0 <= self.replay_fraction < 1, "from 0 up to (not) 1"),
         ):
             if not ok:
                 raise ConfigError(f"{name} must be {wanted}, got {value}")
@@ -144,6 +150,7 @@ class TrainConfig:
             augment=parse_augment(self.augment, self.data),
             patience=self.patience,
             resume=self.resume,
+            adversarial=self.adversarial,
         )
 
 
@@ -162,6 +169,7 @@ class FitOptions:
     augment: tuple[str, ...] = ()  # flip, rotate, zoom
     patience: int | None = None  # early stopping on val accuracy after this many epochs; None or 0: off
     resume: bool = False  # continue from run_dir/backup
+    adversarial: float = 0.0  # FGSM epsilon in pixel levels (edgecls.adversarial_training); 0: off
 
 
 @dataclass
@@ -181,6 +189,7 @@ class TrainResult:
     weights: str = "none"  # what the base started from: imagenet, none, or the file
     phase_epochs: list[int] = field(default_factory=list)  # epochs run in phase 1 (and phase 2)
     warnings: list[str] = field(default_factory=list)  # e.g. validation accuracy at chance
+    validation: dict[str, Any] = field(default_factory=dict)  # --init-from: top-1 on the old and the new val split
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -232,6 +241,16 @@ def fit(
             loss=keras.losses.SparseCategoricalCrossentropy(),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
+    trained = model
+    if options.adversarial:
+        from edgecls.adversarial_training import AdversarialTrainer
+
+        trained = AdversarialTrainer(model, epsilon=options.adversarial)  # shares model's variables
+        trained.compile(
+            optimizer=model.optimizer,
+            loss=model.loss,
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        )
     run_dir = Path(run_dir) if run_dir is not None else None
     best = _best_weights_callback(run_dir / "best.weights.h5" if run_dir is not None else None)
     all_callbacks: list[Any] = [best]
@@ -258,7 +277,7 @@ def fit(
             keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=options.patience, mode="max")
         )
     all_callbacks += list(callbacks)
-    history = model.fit(
+    history = trained.fit(
         train_data,
         validation_data=val_data,
         epochs=epochs,
@@ -373,6 +392,10 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     """
     import keras
 
+    if config.init_from is not None or config.replay is not None:
+        from edgecls.retrain import retrain
+
+        return retrain(config, callbacks=callbacks)
     started = time.time()
     chosen = distribute.strategy()  # first: MultiWorkerMirroredStrategy must exist before any TensorFlow op
     cluster = distribute.cluster_from_env()

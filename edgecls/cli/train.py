@@ -106,6 +106,18 @@ def train(
             "none (decoded from the files every epoch), or auto (memory if they take at most half the free RAM)."
         ),
     ] = "auto",
+    adversarial: Annotated[
+        float, typer.Option(help="Adversarial training: FGSM images at EPS pixel levels (1..255) in every batch.")
+    ] = 0.0,
+    init_from: Annotated[
+        Path | None, typer.Option("--init-from", help="Fine-tune this model.keras on --data (the deployment loop).")
+    ] = None,
+    replay: Annotated[
+        str | None, typer.Option(help="With --init-from: the original training data, a sample of it replayed.")
+    ] = None,
+    replay_fraction: Annotated[
+        float, typer.Option("--replay-fraction", help="Share of the training set replayed from --replay (0..1).")
+    ] = 0.5,
     json: JsonOption = False,
 ) -> None:
     """Train a classifier; writes model.keras, history, metrics, config and curves to runs/NAME/."""
@@ -138,6 +150,10 @@ def train(
             mixed_precision=mixed_precision,
             channels=channels,
             cache=cache,
+            adversarial=adversarial,
+            init_from=str(init_from) if init_from else None,
+            replay=replay,
+            replay_fraction=replay_fraction,
         )
         return train_model(config, callbacks=[epoch_progress(epochs)])
 
@@ -200,6 +216,10 @@ def _render_train(result) -> None:
         else ""
     )
     out.print(f"weights: {result.weights}" + (f" (two phases: {phases})" if phases else ""))
+    for split in ("old", "new"):
+        if split in result.validation:
+            figures = result.validation[split]
+            out.print(f"{split} val top-1 {figures['top1']:.2%} on {figures['n']} images of {figures['data']}")
     for warning in result.warnings:
         out.print(styled("warning:", "bold yellow"), warning)
     if result.skipped_files:

@@ -22,6 +22,9 @@ calib = "calib_data/digits"
 [export]                   # FP32 artifacts of every Keras stage
 formats = ["tflite", "onnx"]
 
+[robustness]               # optional: `edgecls evaluate --corruptions` of every artifact (a report column)
+severities = [1, 2, 3, 4, 5]   # default: all; corruptions = [...] picks some (default: all)
+
 [bench]                    # of `edgecls bench`, once per target
 targets = ["host", "rpi5"]
 runs = 100
@@ -42,7 +45,7 @@ from edgecls.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-STAGES = ("train", "prune", "distill", "quantize", "export", "bench")
+STAGES = ("train", "prune", "distill", "quantize", "export", "robustness", "bench")
 TOP_LEVEL = ("name", "data", "seed", "runs_dir", *STAGES)
 
 

@@ -15,7 +15,11 @@ from edgecls.pipeline.config import PipelineConfig
 def collect_rows(summaries: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every artifact of every stage, with the bench figures of each target merged in."""
     bench = summaries.get("bench", {}).get("targets", {})
+    robust = summaries.get("robustness", {}).get("models", {})
     rows = [dict(row) for stage, summary in summaries.items() for row in summary.get("artifacts", [])]
+    for row in rows:
+        if row["path"] in robust:
+            row["mean_corruption_top1"] = robust[row["path"]]["mean_corruption_top1"]
     # each Keras model, then its FP32 exports; the quantized artifacts last
     order = ("train", "prune", "distill", "quantize")
     rows.sort(
@@ -118,6 +122,8 @@ def to_markdown(
     warnings: list[str] = (),
 ) -> str:
     header = ["artifact", "format", "precision", "params", "MACs", "size", "top-1", "Δ top-1"]
+    robust = any("mean_corruption_top1" in row for row in rows)
+    header += ["corruption top-1"] if robust else []
     for target in targets:
         header += [f"{target} p50 ms", f"{target} p99 ms", f"{target} fps"]
     lines = [
@@ -145,6 +151,9 @@ def to_markdown(
             "" if row.get("top1") is None else f"{100 * row['top1']:.2f} %",
             "" if row.get("top1_change") is None else f"{row['top1_change']:+.2f}",
         ]
+        if robust:
+            corrupted = row.get("mean_corruption_top1")
+            cells.append("" if corrupted is None else f"{100 * corrupted:.2f} %")
         for target in targets:
             figures = row["latency"].get(target)
             mark = "†" if figures and figures.get("via") else ""
@@ -154,6 +163,12 @@ def to_markdown(
                 else ["", "", ""]
             )
         lines.append("| " + " | ".join(cells) + " |")
+    if robust:
+        lines += [
+            "",
+            "Corruption top-1: the mean over the [robustness] stage's camera corruptions and severities "
+            "(`edgecls evaluate --corruptions`), on the same validation split.",
+        ]
     if any(figures.get("via") for row in rows for figures in row["latency"].values()):
         lines += [
             "",

@@ -26,6 +26,7 @@ STAGE_CONFIGS: dict[str, tuple[str | None, str | None, tuple[str, ...], tuple[st
     "distill": ("edgecls.distill", "DistillConfig", ("teacher", "data", "seed", "out", "resume"), ("student",)),
     "quantize": ("edgecls.quantize", "QuantizeConfig", ("precision", "seed", "out", "eval_data"), ("precisions",)),
     "export": (None, None, (), ("formats",)),
+    "robustness": (None, None, (), ("severities", "corruptions")),
     "bench": ("edgecls.bench", "BenchConfig", ("models", "target", "data", "out"), ("targets",)),
 }
 
@@ -63,7 +64,14 @@ def check_options(config: PipelineConfig) -> None:
 
 
 # the types of the options the pipeline reads itself (STAGE_CONFIGS' last column)
-OWN_OPTION_TYPES = {"precisions": "a list", "formats": "a list", "targets": "a list", "student": "a string"}
+OWN_OPTION_TYPES = {
+    "precisions": "a list",
+    "formats": "a list",
+    "targets": "a list",
+    "student": "a string",
+    "severities": "a list",
+    "corruptions": "a list",
+}
 
 
 def _expected_type(default: Any) -> str | None:
@@ -106,6 +114,19 @@ def _check_choices(config: PipelineConfig) -> None:
         if wrong:
             raise ConfigError(
                 f"{config.source}: [{stage}] {name} has {', '.join(map(repr, wrong))}; choose from {', '.join(allowed)}"
+            )
+    from edgecls.runtime.corruptions import SEVERITIES, list_corruptions
+
+    robustness = stages.get("robustness", {})
+    for name, chosen, allowed in (
+        ("severities", robustness.get("severities", ()), SEVERITIES),
+        ("corruptions", robustness.get("corruptions", ()), list_corruptions()),
+    ):
+        wrong = [value for value in chosen if value not in allowed]
+        if wrong:
+            raise ConfigError(
+                f"{config.source}: [robustness] {name} has {', '.join(map(repr, wrong))}; "
+                f"choose from {', '.join(map(str, allowed))}"
             )
     for target in map(str, stages.get("bench", {}).get("targets", ())):
         get_target(config.resolve(target) if target.endswith((".toml", ".json")) else target)
@@ -351,6 +372,34 @@ def export(
                 }
             )
     return {"artifacts": rows}
+
+
+def robustness(
+    config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool
+) -> dict[str, Any]:
+    """``edgecls evaluate --corruptions`` of every artifact so far: its mean corruption top-1 joins its report row."""
+    from edgecls.robustness import evaluate_corruptions
+    from edgecls.runtime.corruptions import SEVERITIES
+
+    rows = [row for summary in summaries.values() for row in summary.get("artifacts", [])]
+    if not rows:
+        raise ConfigError(f"{config.source}: [robustness] has nothing to score; it runs after the stages that train")
+    models: dict[str, dict[str, Any]] = {}
+    for index, row in enumerate(rows):
+        result = evaluate_corruptions(
+            row["path"],
+            config.resolve(config.data),
+            severities=tuple(options.get("severities", SEVERITIES)),
+            corruptions=tuple(options["corruptions"]) if "corruptions" in options else None,
+            seed=config.seed,
+            out_dir=stage_dir / f"{index:02d}-{row['stage']}-{row['format']}-{row['precision']}",
+        )
+        models[row["path"]] = {
+            "clean_top1": result.clean_top1,
+            "mean_corruption_top1": result.mean_corruption_top1,
+            "corruptions": result.corruptions,
+        }
+    return {"models": models, "artifacts": []}
 
 
 def bench(
