@@ -15,9 +15,11 @@ False
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,15 +134,17 @@ def imagenet_weights_file(model: str, *, alpha: float, image_size: tuple[int, in
     import keras
 
     try:
-        return Path(
-            keras.utils.get_file(
+        # Keras prints "Downloading data from URL" and its progress bar on stdout, which is for results
+        # (--json): they go to stderr with the other progress
+        with contextlib.redirect_stdout(sys.stderr):
+            downloaded = keras.utils.get_file(
                 entry.file_name,
                 entry.origin,
                 cache_subdir=CACHE_SUBDIR,
                 file_hash=entry.file_hash,
                 cache_dir=str(keras_home()),
             )
-        )
+        return Path(downloaded)
     except Exception as exc:  # offline: Keras raises Exception("URL fetch failure ..."), OSError, ValueError
         raise ModelError(
             f"cannot download the ImageNet weights of {model} ({entry.file_name}) from {entry.origin}: "
