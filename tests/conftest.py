@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,3 +70,34 @@ def shapes_folder(tmp_path) -> Path:
             image[10:30, 10:30] = level
             write_png(root / label / f"{i:02d}.png", image)
     return root
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any connect to a non-loopback address fails the test."""
+    attempts = []
+    real_connect = socket.socket.connect
+
+    def connect(self, address):
+        host = address[0] if isinstance(address, tuple) else None
+        try:
+            loopback = host is not None and ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback and self.family in (socket.AF_INET, socket.AF_INET6):
+            attempts.append(address)
+            raise OSError(f"test: network connection to {address} refused")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return attempts
+
+
+def write_legacy_h5(model, path: Path) -> None:
+    """A weights file in the layout Keras publishes (legacy HDF5, one group per layer)."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, model)

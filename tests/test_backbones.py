@@ -6,13 +6,13 @@ Real-photo folders come from ``benchmarks/photoset.py`` (imported from there).
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_legacy_h5
 
 from edgecls.errors import ConfigError, ModelError
 from edgecls.models import bn_momentum_for, build_model, get_entry, list_models, preprocessing_output
@@ -113,37 +113,6 @@ def test_imagenet_availability_follows_keras():
         assert entry.file_hash and entry.origin.endswith(entry.file_name)
 
 
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any connect to a non-loopback address fails the test."""
-    attempts = []
-    real_connect = socket.socket.connect
-
-    def connect(self, address):
-        host = address[0] if isinstance(address, tuple) else None
-        try:
-            loopback = host is not None and ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = host == "localhost"
-        if not loopback and self.family in (socket.AF_INET, socket.AF_INET6):
-            attempts.append(address)
-            raise OSError(f"test: network connection to {address} refused")
-        return real_connect(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    return attempts
-
-
-def _write_legacy_h5(model, path: Path) -> None:
-    """A weights file in the layout Keras publishes (legacy HDF5, one group per layer)."""
-    import h5py
-    from keras.src.legacy.saving import legacy_h5_format
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as handle:
-        legacy_h5_format.save_weights_to_hdf5_group(handle, model)
-
-
 @pytest.mark.parametrize("name,alpha", [("mobilenetv2", 0.35), ("mobilenetv3small", 1.0), ("efficientnetb0", 1.0)])
 def test_imagenet_weights_come_from_the_keras_cache(name, alpha, tmp_path, monkeypatch, no_network):
     import keras
@@ -155,7 +124,7 @@ def test_imagenet_weights_come_from_the_keras_cache(name, alpha, tmp_path, monke
         weights=None, include_top=False, input_shape=(96, 96, 3), **kwargs
     )
     cached = tmp_path / "keras-home" / "models" / imagenet_file(name, alpha=alpha, image_size=(96, 96)).file_name
-    _write_legacy_h5(stock, cached)
+    write_legacy_h5(stock, cached)
 
     keras.utils.set_random_seed(7)  # a different random start than the file's
     options = {"alpha": alpha} if name.startswith("mobilenet") else {}

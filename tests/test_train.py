@@ -3,7 +3,6 @@ warning, and folders too small to split (issues 15 and 19)."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import socket
@@ -11,42 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_png
+from conftest import write_legacy_h5, write_png
 from typer.testing import CliRunner
 
 from edgecls.cli import app
 from edgecls.errors import ConfigError, DataError
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any connect to a non-loopback address fails the test (and is recorded)."""
-    attempts = []
-    real_connect = socket.socket.connect
-
-    def connect(self, address):
-        host = address[0] if isinstance(address, tuple) else None
-        try:
-            loopback = host is not None and ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = host == "localhost"
-        if not loopback and self.family in (socket.AF_INET, socket.AF_INET6):
-            attempts.append(address)
-            raise OSError(f"test: network connection to {address} refused")
-        return real_connect(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    return attempts
-
-
-def _write_legacy_h5(model, path: Path) -> None:
-    """A weights file in the layout Keras publishes (legacy HDF5, one group per layer)."""
-    import h5py
-    from keras.src.legacy.saving import legacy_h5_format
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as handle:
-        legacy_h5_format.save_weights_to_hdf5_group(handle, model)
 
 
 @pytest.mark.slow
@@ -63,7 +31,7 @@ def test_default_weights_for_a_photo_folder_are_imagenet_from_the_keras_cache(
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
     keras.utils.set_random_seed(123)
     stock = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(32, 32, 3), alpha=0.35)
-    _write_legacy_h5(
+    write_legacy_h5(
         stock,
         tmp_path / "keras-home" / "models" / imagenet_file("mobilenetv2", alpha=0.35, image_size=(32, 32)).file_name,
     )
