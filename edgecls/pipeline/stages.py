@@ -253,9 +253,8 @@ def distill(
     from edgecls.distill import distill as distill_model
 
     options = dict(options)
-    student = options.pop(
-        "student", None
-    )  # a registry name or a .keras file; default: the pruned model when there is one
+    # a registry name or a .keras file; default: the pruned model when there is one
+    student = options.pop("student", None)
     if student is None:
         student = summaries["prune"]["model"] if "prune" in summaries else "cnn"
     elif student.endswith(".keras"):
