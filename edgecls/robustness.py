@@ -26,10 +26,12 @@ from edgecls.data import ImageSet
 from edgecls.errors import ConfigError
 from edgecls.evaluate import describe_engine, make_scorer, model_info, validation_set
 from edgecls.fileio import write_json
-from edgecls.runtime.corruptions import SEVERITIES, corrupt, image_rng, list_corruptions
+from edgecls.runtime.corruptions import SEVERITIES, corrupt, image_rng, list_corruptions, parse_severities
 from edgecls.runtime.preprocess import read_image, to_model_pixels
 
 log = logging.getLogger(__name__)
+
+__all__ = ["CorruptionResult", "evaluate_corruptions", "parse_severities"]
 
 CHUNK = 32  # frames decoded at a time: memory stays at one chunk of full-size frames whatever the split's size
 
@@ -48,24 +50,6 @@ class CorruptionResult:
     frames: str  # what was corrupted: the source files at their size, or the model-size pixels
     plot_png: str | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def parse_severities(text: str) -> tuple[int, ...]:
-    """``1..5``, ``2-4``, ``1,3,5`` or ``3`` → severities; anything outside 1..5 is a ConfigError."""
-    text = text.strip()
-    try:
-        for separator in ("..", "-"):
-            if separator in text:
-                low, high = (int(part) for part in text.split(separator, 1))
-                values = tuple(range(low, high + 1))
-                break
-        else:
-            values = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise ConfigError(f"--severities takes 1..5, 2-4 or 1,3,5; got {text!r}") from None
-    if not values or any(value not in SEVERITIES for value in values):
-        raise ConfigError(f"--severities must lie in 1..5, got {text!r}")
-    return tuple(sorted(set(values)))
 
 
 def evaluate_corruptions(

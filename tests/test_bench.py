@@ -480,3 +480,67 @@ def test_an_engine_without_a_cache_reports_its_load_time_alone(tmp_path, fake_te
 
 def _one_run(result) -> MeasureRun:
     return MeasureRun("jetson-nano", "here", False, {"hostname": "h"}, {"runs": 2, "warmup": 0, "threads": 1}, [result])
+
+
+def _shapes_split(root: Path) -> Path:
+    """train/ and val/: a bright or a dark square on noise, 40x40 BGR frames (as conftest's shapes_folder)."""
+    from conftest import write_png
+
+    rng = np.random.default_rng(1)
+    for split, count in (("train", 24), ("val", 8)):
+        for label, level in (("bright", 200), ("dark", 50)):
+            for i in range(count):
+                image = rng.integers(80, 170, size=(40, 40, 3), dtype=np.uint8)
+                image[10:30, 10:30] = level + rng.integers(-20, 20)
+                write_png(root / split / label / f"{i:02d}.png", image)
+    return root
+
+
+def test_bench_corruptions_score_what_evaluate_corruptions_scores(tmp_path):
+    """bench --corruptions corrupts each frame where the model runs: the same figures as edgecls evaluate."""
+    from edgecls.export import export
+    from edgecls.robustness import evaluate_corruptions
+    from edgecls.runtime.corruptions import list_corruptions
+    from edgecls.train import TrainConfig, train
+
+    folder = _shapes_split(tmp_path / "shapes")
+    trained = train(
+        TrainConfig(data=str(folder), model="cnn", img_size=16, epochs=8, batch_size=8, out=str(tmp_path / "run"))
+    )
+    model = next(a.path for a in export(trained.model_path, formats=("tflite",)).artifacts if a.format == "tflite")
+    report = bench(
+        BenchConfig(
+            models=(str(model),),
+            data=str(folder),
+            runs=3,
+            warmup=0,
+            out=str(tmp_path / "b"),
+            corruptions=True,
+            severities=(1, 3, 5),
+        )
+    )
+    result = report.run.results[0]
+    evaluated = evaluate_corruptions(model, str(folder), severities=(1, 3, 5), out_dir=tmp_path / "e")
+    assert result.n_eval == evaluated.n_images == 16 and result.top1 == evaluated.clean_top1
+    assert result.severities == [1, 3, 5] and list(result.corruptions) == list(list_corruptions())
+    assert result.corruptions == evaluated.corruptions  # same frames, same seeds, same top-1
+    assert result.mean_corruption_top1 == evaluated.mean_corruption_top1
+    every = [value for values in result.corruptions.values() for value in values]
+    assert min(every) < result.top1  # the corruptions cost this model something: equal figures are not trivial
+    markdown = Path(report.markdown_path).read_text()
+    assert "corrupted top-1" in markdown and "## Top-1 under camera corruptions" in markdown
+    assert f"{100 * result.mean_corruption_top1:.2f}%" in markdown
+    saved = json.loads(Path(report.json_path).read_text())
+    assert saved["results"][0]["corruptions"] == result.corruptions
+    assert saved["settings"]["corruption_seed"] == 0
+
+
+def test_bench_corruptions_need_data_and_valid_severities(tmp_path, digits_run):
+    from typer.testing import CliRunner
+
+    from edgecls.cli import app
+
+    with pytest.raises(ConfigError, match="--corruptions scores the --data"):
+        bench(BenchConfig(models=(str(digits_run.tflite),), corruptions=True))
+    result = CliRunner().invoke(app, ["bench", str(digits_run.tflite), "--corruptions", "--severities", "0-7"])
+    assert result.exit_code == 2 and "severities must lie in 1..5" in result.output

@@ -100,6 +100,33 @@ def _quick(config: RemoteConfig, model, target: str = "rpi5"):
     return measure_remote(config, models=[model], target=get_target(target), runs=2, warmup=0)
 
 
+def test_corruptions_are_scored_on_the_device_as_here(device, device_python, digits_run, eval_set):
+    """bench --corruptions over SSH: the device corrupts each frame itself; its figures are the local ones."""
+    from edgecls.runtime.corruptions import CorruptionSpec
+
+    spec = CorruptionSpec.of(["gaussian_noise", "defocus_blur", "brightness"], (2, 5), seed=3)
+    target = get_target("rpi5")
+    models = [str(digits_run.tflite)]
+    local = measure_models(
+        MeasureConfig(models=tuple(models), target=target, runs=2, warmup=0, data=str(eval_set), corruptions=spec)
+    ).results[0]
+    remote = measure_remote(
+        _config(device, device_python),
+        models=models,
+        target=target,
+        eval_dir=eval_set,
+        runs=2,
+        warmup=0,
+        corruptions=spec,
+    )
+    result = remote.results[0]
+    assert result.severities == [2, 5] and list(result.corruptions) == ["gaussian_noise", "defocus_blur", "brightness"]
+    assert result.corruptions == local.corruptions and result.mean_corruption_top1 == local.mean_corruption_top1
+    assert remote.settings["corruption_seed"] == 3
+    assert min(v for values in result.corruptions.values() for v in values) < result.top1  # they do cost accuracy
+    assert list(device.device_tmp.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_remote_bench_matches_local_and_leaves_nothing(device, device_python, digits_run, eval_set, tmp_path):
     # A file name full of shell syntax: it must reach the device as data, never as a command.

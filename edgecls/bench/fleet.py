@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecls.errors import ConfigError, EdgeclsError
+from edgecls.runtime.corruptions import CorruptionSpec
 from edgecls.runtime.measure import MeasureRun
 from edgecls.runtime.remote import Destination, RemoteConfig, RemoteStopped, measure_remote
 from edgecls.runtime.targets import Target, get_target
@@ -180,6 +181,7 @@ def measure_fleet(
     runs: int,
     warmup: int,
     threads: int | None,
+    corruptions: CorruptionSpec | None = None,
 ) -> list[DeviceOutcome]:
     """Measure ``models`` on every device at once (``targets[i]`` for ``devices[i]``); one outcome per device, in order.
 
@@ -202,6 +204,7 @@ def measure_fleet(
                 warmup=warmup,
                 threads=threads,
                 stop=stop,
+                corruptions=corruptions,
             )
             outcomes[index] = DeviceOutcome(name, target.name, run=run)
         except RemoteStopped as exc:
@@ -273,6 +276,7 @@ def bench_fleet(config: Any) -> FleetReport:
             runs=config.runs,
             warmup=config.warmup,
             threads=config.threads,
+            corruptions=config.corruption_spec(),
         )
     outcomes = [_with_data(outcome, config.data) for outcome in outcomes]
     out = Path(config.out) if config.out else Path("runs") / f"bench-fleet-{time.strftime('%Y%m%d-%H%M%S')}"

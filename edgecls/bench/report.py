@@ -51,18 +51,33 @@ def conditions(run: MeasureRun) -> str:
     )
 
 
-def table_rows(run: MeasureRun) -> list[list[str]]:
-    return [_row(result) for result in run.results]
+CORRUPTED_COLUMN = "corrupted top-1"  # only when some model was scored under corruptions (bench --corruptions)
 
 
-def _row(result: MeasureResult) -> list[str]:
+def columns_for(results: list[MeasureResult], *, leading: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The table's columns: ``COLUMNS``, with the corrupted top-1 after top-1 when any result has one."""
+    if not any(result.mean_corruption_top1 is not None for result in results):
+        return (*leading, *COLUMNS)
+    at = COLUMNS.index("top-1") + 1
+    return (*leading, *COLUMNS[:at], CORRUPTED_COLUMN, *COLUMNS[at:])
+
+
+def table_rows(run: MeasureRun, *, corrupted: bool | None = None) -> list[list[str]]:
+    if corrupted is None:
+        corrupted = CORRUPTED_COLUMN in columns_for(run.results)
+    return [_row(result, corrupted=corrupted) for result in run.results]
+
+
+def _row(result: MeasureResult, *, corrupted: bool = False) -> list[str]:
     flags = (["THROTTLED"] if result.throttled else []) + result.notes
+    mean = result.mean_corruption_top1
     return [
         Path(result.model).name,
         result.precision,
         f"{result.engine} {result.engine_version} {result.provider.replace('ExecutionProvider', 'EP')}",
         _size(result.size_bytes),
         "-" if result.top1 is None else f"{100 * result.top1:.2f}%",
+        *(["-" if mean is None else f"{100 * mean:.2f}%"] if corrupted else []),
         f"{result.latency_ms.p50:.3f}",
         f"{result.latency_ms.p99:.3f}",
         f"{result.fps:.1f}",
@@ -86,7 +101,7 @@ def render_table(run: MeasureRun, console: Any) -> None:
     table = Table(
         title=Text(f"edgecls bench --target {run.target}"), caption=Text(conditions(run)), caption_justify="left"
     )
-    for column in COLUMNS:
+    for column in columns_for(run.results):
         table.add_column(
             column, justify="left" if column in ("model", "precision", "engine", "flags") else "right", overflow="fold"
         )
@@ -99,9 +114,10 @@ def render_table(run: MeasureRun, console: Any) -> None:
 
 def to_markdown(run: MeasureRun) -> str:
     lines = [f"# edgecls bench --target {run.target}", "", conditions(run) + ".", ""]
-    lines.append("| " + " | ".join(COLUMNS) + " |")
+    columns = columns_for(run.results)
+    lines.append("| " + " | ".join(columns) + " |")
     lines.append(
-        "|" + "|".join("---" if c in ("model", "precision", "engine", "flags") else "---:" for c in COLUMNS) + "|"
+        "|" + "|".join("---" if c in ("model", "precision", "engine", "flags") else "---:" for c in columns) + "|"
     )
     for row in table_rows(run):
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
@@ -113,10 +129,40 @@ def to_markdown(run: MeasureRun) -> str:
         "(an engine build unless the cache held one) and a second, cached start.",
         "",
     ]
+    lines += corruption_markdown(run)
     state = run.device_state
     if state.get("kind") not in (None, "other"):
         lines.append(f"Device state before the run: {_state_text(state)}.")
     return "\n".join(lines) + "\n"
+
+
+def corruption_markdown(run: MeasureRun, *, device: str = "") -> list[str]:
+    """Each corrupted model's top-1 per corruption and severity, as scored where it ran; none: no lines."""
+    scored = [result for result in run.results if result.corruptions]
+    if not scored:
+        return []
+    where = device or run.where
+    lines = [
+        f"## Top-1 under camera corruptions, scored on {where}",
+        "",
+        f"Each evaluation frame corrupted at its own size before `Classifier.predict` (`edgecls.runtime.corruptions`, "
+        f"seed {run.settings.get('corruption_seed', 0)}); severities {', '.join(map(str, scored[0].severities))}.",
+        "",
+    ]
+    for result in scored:
+        lines += [
+            f"**{Path(result.model).name}**: clean {100 * (result.top1 or 0):.2f}%, mean corrupted "
+            f"{100 * (result.mean_corruption_top1 or 0):.2f}%",
+            "",
+            "| corruption | " + " | ".join(f"severity {s}" for s in result.severities) + " |",
+            "|---|" + "---:|" * len(result.severities),
+            *(
+                f"| {name} | " + " | ".join(f"{100 * value:.1f}%" for value in values) + " |"
+                for name, values in result.corruptions.items()
+            ),
+            "",
+        ]
+    return lines
 
 
 def _state_text(state: dict[str, Any]) -> str:
@@ -188,17 +234,22 @@ def write_reports(run: MeasureRun, out: Path) -> dict[str, Path | None]:
 
 # --- a fleet: one table, a row per device x model ----------------------------------------
 
-FLEET_COLUMNS = ("device", "target", *COLUMNS)
+
+def fleet_columns(outcomes: list[DeviceOutcome]) -> tuple[str, ...]:
+    results = [result for outcome in outcomes if outcome.run for result in outcome.run.results]
+    return columns_for(results, leading=("device", "target"))
 
 
 def fleet_rows(outcomes: list[DeviceOutcome]) -> list[list[str]]:
     """A row per device x model; a device that failed is one row, its error in ``flags``."""
+    columns = fleet_columns(outcomes)
+    corrupted = CORRUPTED_COLUMN in columns
     rows = []
     for outcome in outcomes:
         if outcome.run is None:
-            rows.append([outcome.remote, outcome.target, *["-"] * (len(COLUMNS) - 1), f"FAILED: {outcome.error}"])
+            rows.append([outcome.remote, outcome.target, *["-"] * (len(columns) - 3), f"FAILED: {outcome.error}"])
             continue
-        rows += [[outcome.remote, outcome.run.target, *row] for row in table_rows(outcome.run)]
+        rows += [[outcome.remote, outcome.run.target, *row] for row in table_rows(outcome.run, corrupted=corrupted)]
     return rows
 
 
@@ -214,7 +265,7 @@ def render_fleet_table(outcomes: list[DeviceOutcome], console: Any) -> None:
     title = f"edgecls bench on {len(outcomes)} devices" + (f", {failed} failed" if failed else "")
     caption = Text("\n".join(fleet_conditions(outcomes)))
     table = Table(title=Text(title), caption=caption, caption_justify="left")
-    for column in FLEET_COLUMNS:
+    for column in fleet_columns(outcomes):
         left = column in ("device", "target", "model", "precision", "engine", "flags")
         table.add_column(column, justify="left" if left else "right", overflow="fold")
     for row in fleet_rows(outcomes):
@@ -227,18 +278,20 @@ def fleet_to_markdown(outcomes: list[DeviceOutcome]) -> str:
     failed = [outcome for outcome in outcomes if not outcome.ok]
     lines = [f"# edgecls bench on {len(outcomes)} devices", ""]
     lines += [f"- {line}" for line in fleet_conditions(outcomes)]
-    lines += ["", "| " + " | ".join(FLEET_COLUMNS) + " |"]
+    columns = fleet_columns(outcomes)
+    lines += ["", "| " + " | ".join(columns) + " |"]
     lines.append(
         "|"
         + "|".join(
-            "---" if c in ("device", "target", "model", "precision", "engine", "flags") else "---:"
-            for c in FLEET_COLUMNS
+            "---" if c in ("device", "target", "model", "precision", "engine", "flags") else "---:" for c in columns
         )
         + "|"
     )
     for row in fleet_rows(outcomes):
         lines.append("| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in row) + " |")
-    lines += ["", f"{len(outcomes) - len(failed)} of {len(outcomes)} devices measured."]
+    lines += ["", f"{len(outcomes) - len(failed)} of {len(outcomes)} devices measured.", ""]
+    for outcome in outcomes:
+        lines += corruption_markdown(outcome.run, device=outcome.remote) if outcome.run else []
     for outcome in outcomes:
         if outcome.run is not None and outcome.run.device_state.get("kind") not in (None, "other"):
             lines.append(f"Device state of {outcome.remote} before the run: {_state_text(outcome.run.device_state)}.")

@@ -22,6 +22,7 @@ from pathlib import Path
 from edgecls.bench.evalset import prepare_eval_set
 from edgecls.bench.fleet import FleetDevice
 from edgecls.errors import ConfigError
+from edgecls.runtime.corruptions import SEVERITIES, CorruptionSpec
 from edgecls.runtime.measure import MeasureConfig, MeasureRun, measure_models
 from edgecls.runtime.remote import RemoteConfig, measure_remote
 from edgecls.runtime.targets import get_target
@@ -40,6 +41,17 @@ class BenchConfig:
     out: str | None = None  # None: runs/bench-<target>-<time>
     remote: RemoteConfig | None = None
     fleet: tuple[FleetDevice, ...] = ()  # several devices at once: edgecls.bench.fleet.bench_fleet
+    corruptions: bool = False  # with data: top-1 under every camera corruption too, scored where the model runs
+    severities: tuple[int, ...] = SEVERITIES
+    corruption_seed: int = 0  # image i's corruption is seeded by (corruption_seed, i)
+
+    def corruption_spec(self) -> CorruptionSpec | None:
+        """What ``--corruptions`` asks the device to score, checked; None when it is off."""
+        if not self.corruptions:
+            return None
+        if not self.data:
+            raise ConfigError("--corruptions scores the --data images under each corruption: give --data")
+        return CorruptionSpec.of(None, self.severities, self.corruption_seed)
 
 
 @dataclass
@@ -78,6 +90,7 @@ def bench(config: BenchConfig) -> BenchReport:
         raise ConfigError("a fleet of devices is measured by edgecls.bench.bench_fleet, not bench")
     check_models(config.models)
     target = get_target(config.target)
+    corruptions = config.corruption_spec()
     with tempfile.TemporaryDirectory(prefix="edgecls-eval-") as scratch:
         eval_dir = prepare_eval_set(config.data, config.models, Path(scratch)) if config.data else None
         if config.remote is not None:
@@ -89,6 +102,7 @@ def bench(config: BenchConfig) -> BenchReport:
                 runs=config.runs,
                 warmup=config.warmup,
                 threads=config.threads,
+                corruptions=corruptions,
             )
         else:
             measure_config = MeasureConfig(
@@ -98,6 +112,7 @@ def bench(config: BenchConfig) -> BenchReport:
                 runs=config.runs,
                 warmup=config.warmup,
                 data=str(eval_dir) if eval_dir else None,
+                corruptions=corruptions,
             )
             run = measure_models(measure_config)
     n_eval = max((result.n_eval for result in run.results), default=0)

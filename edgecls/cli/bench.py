@@ -25,6 +25,19 @@ def bench(
             "split train made), as edgecls evaluate scores.",
         ),
     ] = None,
+    corruptions: Annotated[
+        bool,
+        typer.Option(
+            "--corruptions",
+            help=(
+                "With --data: top-1 under the camera corruptions of edgecls evaluate --corruptions too, each frame "
+                "corrupted where the model runs (here or on the device) before Classifier.predict."
+            ),
+        ),
+    ] = False,
+    severities: Annotated[
+        str, typer.Option("--severities", help="With --corruptions: severities 1..5, e.g. 1..5, 2-4 or 1,3,5.")
+    ] = "1..5",
     runs: Annotated[int, typer.Option(help="Timed inferences per model.")] = 200,
     warmup: Annotated[int, typer.Option(help="Untimed inferences before timing.")] = 20,
     threads: Annotated[int | None, typer.Option(help="Engine threads (default: the target's).")] = None,
@@ -78,6 +91,7 @@ def bench(
     """
     from edgecls.bench import BenchConfig
     from edgecls.bench import bench as run_bench
+    from edgecls.runtime.corruptions import parse_severities
     from edgecls.runtime.remote import RemoteConfig
 
     defaults = RemoteConfig(
@@ -87,30 +101,35 @@ def bench(
         accept_new_host_key=accept_new_host_key,
         known_hosts=str(known_hosts) if known_hosts else None,
     )
-    config = BenchConfig(
-        models=tuple(str(m) for m in models),
-        target=target,
-        data=data,
-        runs=runs,
-        warmup=warmup,
-        threads=threads,
-        out=str(out) if out else None,
-    )
+
+    def config():  # inside run(): a bad --severities is one error line
+        return BenchConfig(
+            models=tuple(str(m) for m in models),
+            target=target,
+            data=data,
+            runs=runs,
+            warmup=warmup,
+            threads=threads,
+            out=str(out) if out else None,
+            corruptions=corruptions,
+            severities=parse_severities(severities),
+        )
+
     remotes = list(remote or [])
     if len(remotes) == 1 and fleet is None:  # one device: its failure is the command's error (exit 2)
         run(
-            lambda: run_bench(_one_device(config, remotes[0], defaults)),
+            lambda: run_bench(_one_device(config(), remotes[0], defaults)),
             as_json=json,
             render=_render_bench,
             tensorflow=False,
         )
         return
     if not remotes and fleet is None:
-        run(lambda: run_bench(config), as_json=json, render=_render_bench, tensorflow=False)
+        run(lambda: run_bench(config()), as_json=json, render=_render_bench, tensorflow=False)
         return
     reports = []
     run(
-        lambda: reports.append(_bench_fleet(config, remotes, fleet, defaults)) or reports[0],
+        lambda: reports.append(_bench_fleet(config(), remotes, fleet, defaults)) or reports[0],
         as_json=json,
         render=_render_fleet,
         tensorflow=False,

@@ -23,10 +23,13 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from edgecls.errors import ConfigError
 
 SEVERITIES = (1, 2, 3, 4, 5)
 REFERENCE_SIDE = 224  # ImageNet-C's image side, the unit of its blur and pixelation constants
@@ -68,6 +71,60 @@ def corrupt(frame: np.ndarray, name: str, severity: int, rng: np.random.Generato
 def list_corruptions() -> tuple[str, ...]:
     """Every corruption's name, in the order reports list them."""
     return tuple(_CORRUPTIONS)
+
+
+@dataclass(frozen=True)
+class CorruptionSpec:
+    """Which corruptions a scoring run applies, at which severities, seeded how: ``evaluate`` and ``bench`` share it.
+
+    >>> CorruptionSpec.of(["gaussian_noise"], (1, 3)).arguments()
+    ['--corruptions', 'gaussian_noise', '--severities', '1,3', '--corruption-seed', '0']
+    """
+
+    names: tuple[str, ...]
+    severities: tuple[int, ...] = SEVERITIES
+    seed: int = 0
+
+    @classmethod
+    def of(cls, names: Sequence[str] | None = None, severities: Sequence[int] = SEVERITIES, seed: int = 0):
+        """Checked: ``names`` None or empty means every corruption; unknown names or severities are ConfigErrors."""
+        chosen = tuple(names) if names else list_corruptions()
+        unknown = [name for name in chosen if name not in _CORRUPTIONS]
+        if unknown:
+            raise ConfigError(f"unknown corruption {', '.join(unknown)}; choose from {', '.join(list_corruptions())}")
+        wrong = [value for value in severities if value not in SEVERITIES]
+        if wrong or not severities:
+            raise ConfigError(f"severities must lie in 1..5, got {list(severities)}")
+        return cls(chosen, tuple(sorted(set(severities))), int(seed))
+
+    def arguments(self) -> list[str]:
+        """The ``python -m edgecls.runtime.measure`` arguments that ask for this spec."""
+        return [
+            "--corruptions",
+            ",".join(self.names),
+            "--severities",
+            ",".join(map(str, self.severities)),
+            "--corruption-seed",
+            str(self.seed),
+        ]
+
+
+def parse_severities(text: str) -> tuple[int, ...]:
+    """``1..5``, ``2-4``, ``1,3,5`` or ``3`` → severities; anything outside 1..5 is a ConfigError."""
+    text = text.strip()
+    try:
+        for separator in ("..", "-"):
+            if separator in text:
+                low, high = (int(part) for part in text.split(separator, 1))
+                values = tuple(range(low, high + 1))
+                break
+        else:
+            values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"--severities takes 1..5, 2-4 or 1,3,5; got {text!r}") from None
+    if not values or any(value not in SEVERITIES for value in values):
+        raise ConfigError(f"--severities must lie in 1..5, got {text!r}")
+    return tuple(sorted(set(values)))
 
 
 def _to_unit(frame: np.ndarray) -> np.ndarray:

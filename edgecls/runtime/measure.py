@@ -43,11 +43,12 @@ from typing import Any
 
 import numpy as np
 
-from edgecls.errors import EdgeclsError, ModelError
+from edgecls.errors import ConfigError, EdgeclsError, ModelError
+from edgecls.runtime.corruptions import CorruptionSpec, parse_severities
 from edgecls.runtime.device import describe_where, machine_info, read_device_state
 from edgecls.runtime.engines import load_engine
 from edgecls.runtime.model import Classifier
-from edgecls.runtime.scoring import artifact_precision, evaluate_folder
+from edgecls.runtime.scoring import artifact_precision, evaluate_folder, evaluate_folder_corrupted
 from edgecls.runtime.targets import Target, get_target
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class MeasureConfig:
     warmup: int = 20
     data: str | None = None  # an evaluation folder of <label>/ subfolders
     isolate: bool = True  # one fresh process per model
+    corruptions: CorruptionSpec | None = None  # with data: also top-1 with each frame corrupted first
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,9 @@ class MeasureResult:
     device_state: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     start_s: StartTimes | None = None  # None: from a device whose edgecls predates it
+    severities: list[int] = field(default_factory=list)  # with corruptions: their order in each list below
+    corruptions: dict[str, list[float]] = field(default_factory=dict)  # name -> top-1 per severity
+    mean_corruption_top1: float | None = None  # over every corruption and severity
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -253,6 +258,7 @@ def measure_models(config: MeasureConfig) -> MeasureRun:
             warmup=config.warmup,
             data=config.data,
             precision=precision,
+            corruptions=config.corruptions,
         )
         state_after = read_device_state()
         results.append(
@@ -280,6 +286,7 @@ def measure_models(config: MeasureConfig) -> MeasureRun:
         "precision": precision,
         "data": config.data,
         "isolated": config.isolate,
+        "corruption_seed": config.corruptions.seed if config.corruptions else None,
     }
     return MeasureRun(target.name, where, on_target, machine.to_dict(), settings, results, state_before)
 
@@ -293,8 +300,12 @@ def measure_model(
     warmup: int = 20,
     data: str | None = None,
     precision: str | None = None,
+    corruptions: CorruptionSpec | None = None,
 ) -> MeasureResult:
-    """Time and score one model in this process; ``precision`` is what TensorRT builds an ``.onnx`` for."""
+    """Time and score one model in this process; ``precision`` is what TensorRT builds an ``.onnx`` for.
+
+    With ``data`` and ``corruptions``, the evaluation folder is scored again under each corruption and severity.
+    """
     path = Path(path)
     baseline_rss = _current_rss_mb()
     rng = np.random.default_rng(0)
@@ -312,6 +323,8 @@ def measure_model(
     e2e = LatencyStats.of(time_calls(lambda: classifier.predict(frame), runs=runs, warmup=warmup))
 
     top1, n_eval, skipped = evaluate_folder(classifier, data) if data else (None, 0, 0)
+    corrupted = evaluate_folder_corrupted(classifier, data, corruptions) if data and corruptions else {}
+    every = [value for values in corrupted.values() for value in values]
     latency = LatencyStats.of(samples_ms)
     notes = []
     if providers and engine.name == "onnxruntime" and engine.provider != providers[0]:
@@ -346,6 +359,9 @@ def measure_model(
         samples_ms=[round(sample, 5) for sample in samples_ms],
         notes=notes,
         start_s=start,
+        severities=list(corruptions.severities) if corrupted else [],
+        corruptions=corrupted,
+        mean_corruption_top1=round(float(np.mean(every)), 4) if every else None,
     )
 
 
@@ -416,6 +432,7 @@ def _measure_in_subprocess(
     warmup: int,
     data: str | None,
     precision: str | None = None,
+    corruptions: CorruptionSpec | None = None,
 ) -> MeasureResult:
     command = [sys.executable, "-m", "edgecls.runtime.measure", "--worker", str(model)]
     command += ["--threads", str(threads), "--runs", str(runs), "--warmup", str(warmup)]
@@ -425,6 +442,8 @@ def _measure_in_subprocess(
         command += ["--precision", precision]
     if data:
         command += ["--data", str(data)]
+    if corruptions:
+        command += corruptions.arguments()
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     if completed.returncode != 0:
         lines = [line for line in completed.stderr.strip().splitlines() if line.strip()]
@@ -488,6 +507,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--data", default=None, help="evaluation folder of <label>/ subfolders")
+    parser.add_argument(
+        "--corruptions",
+        default=None,
+        help="with --data: also top-1 under these camera corruptions (comma list, or 'all')",
+    )
+    parser.add_argument("--severities", default="1..5", help="with --corruptions: e.g. 1..5, 2-4 or 1,3,5")
+    parser.add_argument("--corruption-seed", type=int, default=0, help="image i's corruption is seeded by (seed, i)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--in-process", action="store_true", help="measure every model in this process")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -500,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
     try:
+        corruptions = _corruption_spec(arguments)
         if arguments.worker:
             providers = tuple(p for p in arguments.providers.split(",") if p)
             measured = measure_model(
@@ -510,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
                 warmup=arguments.warmup,
                 data=arguments.data,
                 precision=arguments.precision,
+                corruptions=corruptions,
             )
             print(json.dumps(measured.to_dict()))
             return 0
@@ -521,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
             warmup=arguments.warmup,
             data=arguments.data,
             isolate=not arguments.in_process,
+            corruptions=corruptions,
         )
         run = measure_models(config)
     except EdgeclsError as exc:
@@ -550,7 +579,21 @@ def main(argv: list[str] | None = None) -> int:
                 f"start {result.start_s.text() if result.start_s else '-'} s  "
                 f"[{result.engine} {result.engine_version}, {result.provider}]"
             )
+            if result.mean_corruption_top1 is not None:
+                severities = ",".join(map(str, result.severities))
+                print(f"  under corruptions (severities {severities}): mean top-1 {result.mean_corruption_top1:.2%}")
+                for name, values in result.corruptions.items():
+                    print(f"    {name}: {'  '.join(f'{value:.2%}' for value in values)}")
     return 0
+
+
+def _corruption_spec(arguments: argparse.Namespace) -> CorruptionSpec | None:
+    if not arguments.corruptions:
+        return None
+    if not arguments.data:
+        raise ConfigError("--corruptions scores the --data folder: give one")
+    names = None if arguments.corruptions == "all" else [n for n in arguments.corruptions.split(",") if n]
+    return CorruptionSpec.of(names, parse_severities(arguments.severities), arguments.corruption_seed)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecls.errors import ConfigError, RemoteError
+from edgecls.runtime.corruptions import CorruptionSpec
 from edgecls.runtime.measure import MeasureRun
 from edgecls.runtime.targets import Target
 
@@ -274,10 +275,12 @@ def measure_remote(
     warmup: int = 20,
     threads: int | None = None,
     stop: threading.Event | None = None,
+    corruptions: CorruptionSpec | None = None,
 ) -> MeasureRun:
     """Measure ``models`` on the device ``config.destination``; returns the device's own ``MeasureRun``.
 
     ``stop`` (a fleet's): once set, the run ends as for Ctrl-C and ``RemoteStopped`` is raised.
+    ``corruptions`` (with ``eval_dir``): the device also scores the folder under them, corrupting each frame there.
     """
     ssh = SSH(config)
     python = _python_words(config.remote_python)
@@ -294,6 +297,7 @@ def measure_remote(
                 arguments += ["--threads", str(threads)]
             if eval_dir is not None:
                 arguments += ["--data", "eval"]
+                arguments += corruptions.arguments() if corruptions else []
             quoted_dir = shlex.quote(remote_dir)
             script = (
                 f"dir={quoted_dir}; trap 'cd / && rm -rf -- \"$dir\"' EXIT; "
