@@ -11,13 +11,16 @@ The issue's setting is 20,000 and 40,000 images at 224x224 (``--counts 20000
 ``--cache memory`` (it must fit in RAM). On a small shared machine, pass
 smaller ``--counts``/``--size``: the JSON records what was run.
 
-    nice -n 5 python benchmarks/scale.py --counts 20000 40000 --size 224 --memory-count 20000
+    nice -n 5 python benchmarks/scale.py --counts 20000 40000 --size 224 --memory-count 20000 \\
+        --model mobilenetv2 --alpha 0.35
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import resource
 import subprocess
 import sys
@@ -52,7 +55,7 @@ def make_folder(root: Path, count: int, size: int, *, seed: int = 0) -> Path:
     return root
 
 
-def child(data: str, out: str, cache: str, size: int, model: str, report: str) -> None:
+def child(data: str, out: str, cache: str, size: int, model: str, alpha: float, batch: int, report: str) -> None:
     """One training run (inside the measured subprocess)."""
     import keras
 
@@ -71,8 +74,10 @@ def child(data: str, out: str, cache: str, size: int, model: str, report: str) -
     config = TrainConfig(
         data=data,
         model=model,
+        alpha=alpha,
         img_size=size,
         epochs=1,
+        batch_size=batch,
         patience=0,
         out=out,
         cache=cache,
@@ -92,12 +97,34 @@ def child(data: str, out: str, cache: str, size: int, model: str, report: str) -
     Path(report).write_text(json.dumps(document))
 
 
-def measure(data: Path, cache: str, size: int, model: str, work: Path) -> dict:
+def measure(data: Path, cache: str, size: int, model: str, alpha: float, batch: int, work: Path) -> dict:
     report = work / f"{data.name}-{cache}.json"
     command = [sys.executable, __file__, "--child", str(data), str(work / f"run-{data.name}-{cache}"), cache]
-    command += [str(size), model, str(report)]
+    command += [str(size), model, str(alpha), str(batch), str(report)]
     subprocess.run(command, check=True)
     return json.loads(report.read_text())
+
+
+def floor(size: int, model: str, alpha: float, batch: int) -> dict:
+    """Peak RSS of the same model's training steps on random batches, no data set: what any cache mode adds to."""
+    code = (
+        "import os, resource, numpy as np\n"
+        "os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')\n"
+        "from edgecls.models import build_model\n"
+        "from edgecls.train import make_optimizer\n"
+        f"m = build_model({model!r}, num_classes=10, image_size=({size}, {size}), channels=3, alpha={alpha}, "
+        "weights=None)\n"
+        "m.compile(make_optimizer(1e-3, 100), 'sparse_categorical_crossentropy', metrics=['accuracy'])\n"
+        f"x = np.random.default_rng(0).integers(0, 256, ({batch}, {size}, {size}, 3)).astype('float32')\n"
+        f"y = np.arange({batch}) % 10\n"
+        "for _ in range(3): m.train_on_batch(x, y)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return {
+        "what": "3 train steps on random batches, no data set",
+        "peak_rss_mb": round(float(done.stdout.split()[-1]), 1),
+    }
 
 
 def main() -> None:
@@ -106,15 +133,19 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--memory-count", type=int, default=None, help="also train this folder in memory")
     parser.add_argument("--model", default="cnn")
+    parser.add_argument("--alpha", type=float, default=1.0, help="width of a MobileNet (0.35: the smallest)")
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--work", type=Path, default=None, help="where folders and runs go (default: a temp dir)")
     parser.add_argument("--note", default="", help="recorded in the JSON (e.g. why the setting was scaled down)")
-    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=8, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        data, out, cache, size, model, report = args.child
-        child(data, out, cache, int(size), model, report)
+        data, out, cache, size, model, alpha, batch, report = args.child
+        child(data, out, cache, int(size), model, float(alpha), int(batch), report)
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="edgecls-scale-"))
+    model_floor = floor(args.size, args.model, args.alpha, args.batch_size)
+    print(f"the training step alone: {model_floor}", flush=True)
     runs = []
     for count in args.counts:
         started = time.perf_counter()
@@ -126,7 +157,9 @@ def main() -> None:
                 "images": count,
                 "size": args.size,
                 "model": args.model,
-                **measure(folder, cache, args.size, args.model, work),
+                "alpha": args.alpha,
+                "batch_size": args.batch_size,
+                **measure(folder, cache, args.size, args.model, args.alpha, args.batch_size, work),
             }
             print(row, flush=True)
             runs.append(row)
@@ -144,6 +177,8 @@ def main() -> None:
         "what": "one epoch of edgecls train --cache disk|memory on generated photo-patch JPEGs (photos10)",
         "pixels_mb": {str(k): round(v, 1) for k, v in pixels.items()},
         "note": args.note,
+        "host": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs",
+        "training_step_floor": model_floor,
         "runs": runs,
         "checks": checks,
     }
