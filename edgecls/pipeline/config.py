@@ -28,6 +28,11 @@ severities = [1, 2, 3, 4, 5]   # default: all; corruptions = [...] picks some (d
 [bench]                    # of `edgecls bench`, once per target
 targets = ["host", "rpi5"]
 runs = 100
+
+[compare]                  # optional: `edgecls compare A B`, the A/B verdict against the model in the field
+a = "deployed/v1.tflite"   # A: the model deployed today (a file; required)
+b = "INT8 tflite"          # B: a report row's name or a file; default: the deployed candidate of this run
+target = "rpi5"            # also both latencies there (optional); data = "..." scores another folder
 ```
 """
 
@@ -45,7 +50,7 @@ from edgecls.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-STAGES = ("train", "prune", "distill", "quantize", "export", "robustness", "bench")
+STAGES = ("train", "prune", "distill", "quantize", "export", "robustness", "bench", "compare")
 TOP_LEVEL = ("name", "data", "seed", "runs_dir", *STAGES)
 
 

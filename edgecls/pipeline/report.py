@@ -83,12 +83,61 @@ def write_report(config: PipelineConfig, summaries: dict[str, dict[str, Any]]) -
         "plots": plots,
         "deployed": deployed and deployed["path"],
         "warnings": warnings,
+        "compare": _compare_figures(summaries.get("compare")),
     }
     json_path = write_json(run_dir / "report.json", document)
     markdown_path = write_text(
-        run_dir / "report.md", to_markdown(config, rows, list(bench), bench, plots, deployed, warnings=warnings)
+        run_dir / "report.md",
+        to_markdown(config, rows, list(bench), bench, plots, deployed, warnings=warnings)
+        + compare_markdown(summaries.get("compare"), config.run_dir),
     )
     return {"json": json_path, "markdown": markdown_path}
+
+
+def _compare_figures(summary: dict[str, Any] | None) -> dict[str, Any] | None:
+    if summary is None:
+        return None
+    keys = ("a", "b", "data", "n_images", "a_only_correct", "b_only_correct", "mcnemar_p", "verdict", "latency")
+    return {key: summary.get(key) for key in (*keys, "json")}
+
+
+def compare_markdown(summary: dict[str, Any] | None, run_dir: Path) -> str:
+    """The [compare] stage's section: both top-1 with intervals, the discordant pairs, McNemar and the verdict."""
+    if summary is None:
+        return ""
+    a, b = summary["a"], summary["b"]
+    lines = [
+        "",
+        "## A/B against the deployed model",
+        "",
+        f"On the same {summary['n_images']} images of `{summary['data']}` (`edgecls compare`):",
+        "",
+        "| | model | engine | top-1 | 95 % interval |",
+        "|---|---|---|---|---|",
+    ]
+    for arm, figures in (("A", a), ("B", b)):
+        name = f" ({figures['name']})" if figures.get("name") and figures["name"] != figures["model"] else ""
+        low, high = figures["interval"]
+        lines.append(
+            f"| {arm} | `{figures['model']}`{name} | {figures['engine']} | {100 * figures['top1']:.2f} % "
+            f"| {100 * low:.1f}–{100 * high:.1f} % |"
+        )
+    lines += [
+        "",
+        f"A right where B is wrong on {summary['a_only_correct']} images, B right where A is wrong on "
+        f"{summary['b_only_correct']}; exact McNemar p = {summary['mcnemar_p']:.3g}: **{summary['verdict']}**.",
+    ]
+    latency = summary.get("latency") or {}
+    for arm in ("a", "b"):
+        figures = latency.get(arm)
+        if figures:
+            lines.append(
+                f"- {arm.upper()} latency on {latency['target']} ({latency['where']}, {figures['engine']}, "
+                f"{figures['threads']} threads, {latency['runs']} runs): p50 {figures['p50_ms']:.3f} ms"
+            )
+    lines += [f"- {note}" for note in summary.get("notes", [])]
+    lines += ["", f"Per-class changes: `{_relative(summary['json'], run_dir)}`."]
+    return "\n".join(lines) + "\n"
 
 
 def stage_warnings(summaries: dict[str, dict[str, Any]]) -> list[str]:

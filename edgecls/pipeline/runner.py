@@ -140,7 +140,13 @@ def stage_key(config: PipelineConfig, name: str, options: dict[str, Any], previo
     from edgecls import __version__
 
     inputs = {"data": folder_digest(config.resolve(config.data))} if name in ("train",) else {}
-    for stage, option in (("quantize", "calib"), ("train", "weights"), ("distill", "student")):
+    for stage, option in (
+        ("quantize", "calib"),
+        ("train", "weights"),
+        ("train", "init_from"),
+        ("train", "replay"),
+        ("distill", "student"),
+    ):
         if (
             name == stage
             and isinstance(options.get(option), str)
@@ -148,6 +154,12 @@ def stage_key(config: PipelineConfig, name: str, options: dict[str, Any], previo
         ):
             # a folder or file: a changed one re-runs the stage
             inputs[option] = folder_digest(config.resolve(options[option]))
+    if name == "compare":  # A (and B when a file): a replaced deployed model re-runs the comparison
+        inputs.update(
+            {option: folder_digest(config.resolve(options[option])) for option in ("a", "b") if option in options}
+        )
+        if "data" in options:
+            inputs["data"] = folder_digest(config.resolve(options["data"]))
     document = {
         "stage": name,
         "options": options,

@@ -28,7 +28,9 @@ STAGE_CONFIGS: dict[str, tuple[str | None, str | None, tuple[str, ...], tuple[st
     "export": (None, None, (), ("formats",)),
     "robustness": (None, None, (), ("severities", "corruptions")),
     "bench": ("edgecls.bench", "BenchConfig", ("models", "target", "data", "out"), ("targets",)),
+    "compare": (None, None, (), ("a", "b", "data", "target", "runs", "warmup")),
 }
+MODEL_SUFFIXES = (".keras", ".tflite", ".onnx")
 
 
 def check_options(config: PipelineConfig) -> None:
@@ -71,6 +73,12 @@ OWN_OPTION_TYPES = {
     "student": "a string",
     "severities": "a list",
     "corruptions": "a list",
+    "a": "a string",
+    "b": "a string",
+    "data": "a string",
+    "target": "a string",
+    "runs": "an integer",
+    "warmup": "an integer",
 }
 
 
@@ -130,6 +138,34 @@ def _check_choices(config: PipelineConfig) -> None:
             )
     for target in map(str, stages.get("bench", {}).get("targets", ())):
         get_target(config.resolve(target) if target.endswith((".toml", ".json")) else target)
+    if "compare" in stages:
+        _check_compare(config, stages["compare"])
+
+
+def _check_compare(config: PipelineConfig, options: dict[str, Any]) -> None:
+    """[compare]: A a model file that exists, B (when a file) too, the target known, the counts positive."""
+    from edgecls.runtime.targets import get_target
+
+    where = f"{config.source}: [compare]"
+    if "a" not in options:
+        raise ConfigError(f'{where} needs a = "<the deployed model: .keras, .tflite or .onnx>" to compare against')
+    for name in ("a", "b"):
+        value = options.get(name)
+        if value is None or (name == "b" and not value.endswith(MODEL_SUFFIXES)):
+            continue  # b: a report row's name, checked when the stage runs (the rows exist then)
+        path = Path(config.resolve(value))
+        if not value.endswith(MODEL_SUFFIXES):
+            raise ConfigError(f"{where} {name} = {value!r}: not a model file ({', '.join(MODEL_SUFFIXES)})")
+        if not path.is_file():
+            raise ConfigError(f"{where} {name} = {value!r}: no such file ({path})")
+    if "data" in options and options["data"] != "digits" and not Path(config.resolve(options["data"])).is_dir():
+        raise ConfigError(f"{where} data = {options['data']!r}: no such folder")
+    for name in ("runs", "warmup"):
+        if name in options and options[name] < (1 if name == "runs" else 0):
+            raise ConfigError(f"{where} {name} must be {'at least 1' if name == 'runs' else '0 or more'}")
+    if "target" in options:
+        target = options["target"]
+        get_target(config.resolve(target) if target.endswith((".toml", ".json")) else target)
 
 
 def keras_row(
@@ -179,6 +215,9 @@ def train(
         "none",
     ):  # a file beside the pipeline file
         options = {**options, "weights": config.resolve(options["weights"])}
+    for name in ("init_from", "replay"):  # the deployed model and its original data, beside the pipeline file
+        if isinstance(options.get(name), str):
+            options = {**options, name: config.resolve(options[name])}
     train_config = stage_options(
         TrainConfig,
         options,
@@ -460,3 +499,68 @@ def bench(
             },
         }
     return {"targets": results, "artifacts": []}
+
+
+def compare(
+    config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool
+) -> dict[str, Any]:
+    """``edgecls compare A B`` with A the model deployed today and B this run's candidate (by default the
+    artifact the report calls deployed: INT8 TFLite, else the smallest TFLite, else the last Keras model)."""
+    from edgecls.compare import compare as compare_models
+    from edgecls.pipeline.report import artifact_labels, deployed_artifact
+
+    rows = [row for summary in summaries.values() for row in summary.get("artifacts", [])]
+    model_a = config.resolve(options["a"])
+    model_b, b_name = _compare_b(config, options.get("b"), rows)
+    if model_b is None:
+        deployed = deployed_artifact(rows)
+        if deployed is not None:
+            model_b, b_name = deployed["path"], artifact_labels(rows)[deployed["path"]]
+        else:
+            model_b, b_name = latest_keras_model(summaries), "the last Keras model"
+    target = options.get("target")
+    if target is not None and target.endswith((".toml", ".json")):
+        target = config.resolve(target)
+    result = compare_models(
+        model_a,
+        model_b,
+        config.resolve(options.get("data", config.data)),
+        target=target,
+        runs=int(options.get("runs", 100)),
+        warmup=int(options.get("warmup", 10)),
+        out_dir=stage_dir,
+    )
+    return {
+        "a": result.a,
+        "b": {**result.b, "name": b_name},
+        "data": result.data,
+        "n_images": result.n_images,
+        "a_only_correct": result.a_only_correct,
+        "b_only_correct": result.b_only_correct,
+        "mcnemar_p": result.mcnemar_p,
+        "verdict": result.verdict,
+        "per_class": result.per_class,
+        "latency": result.latency,
+        "notes": result.notes,
+        "json": str(stage_dir / f"compare_{Path(model_a).stem}_vs_{Path(model_b).stem}.json"),
+        "artifacts": [],
+    }
+
+
+def _compare_b(config: PipelineConfig, b: str | None, rows: list[dict[str, Any]]) -> tuple[str | None, str | None]:
+    """[compare] b: a model file, or one of the report's artifact names (as the report table shows them)."""
+    from edgecls.pipeline.report import artifact_labels
+
+    if b is None:
+        return None, None
+    if b.endswith(MODEL_SUFFIXES):
+        return config.resolve(b), b
+    labels = artifact_labels(rows)
+    by_name = {label.lower(): path for path, label in labels.items()}
+    by_name.update({row["name"].lower(): row["path"] for row in rows if row["name"].lower() not in by_name})
+    if b.lower() not in by_name:
+        raise ConfigError(
+            f"{config.source}: [compare] b = {b!r} is neither a model file nor an artifact of this run; "
+            f"its artifacts: {', '.join(labels.values())}"
+        )
+    return by_name[b.lower()], b
