@@ -287,18 +287,39 @@ def _warn_left_out(root: Path, files: Sequence[Path]) -> None:
 def _decode_files(
     files: Sequence[Path], labels: Sequence[int], image_size: tuple[int, int], channel_order: str
 ) -> tuple[ImageSet, list[str]]:
+    """Decode every file straight into one preallocated uint8 array (a list of images and ``np.stack``
+    held the pixels twice: 2.3x their size at the peak, ``benchmarks/scale.py``); undecodable ones are
+    squeezed out in place."""
     load = datacache.pixel_loader(image_size, channel_order)  # the same decode as the disk cache's
+    channels = 1 if channel_order == "GRAY" else 3
+    images = np.empty((len(files), *image_size, channels), np.uint8)
+
+    def decode_into(index: int) -> bool:
+        pixels = load(files[index])
+        if pixels is None:
+            return False
+        images[index] = pixels.reshape(images.shape[1:])
+        return True
+
     with ThreadPoolExecutor(max_workers=4) as pool:  # OpenCV releases the GIL while decoding
-        decoded = list(pool.map(load, files))
-    keep = [i for i, image in enumerate(decoded) if image is not None]
-    skipped = [str(files[i]) for i, image in enumerate(decoded) if image is None]
+        decoded = list(pool.map(decode_into, range(len(files))))
+    keep = [i for i, ok in enumerate(decoded) if ok]
+    skipped = [str(files[i]) for i, ok in enumerate(decoded) if not ok]
     for path in skipped:
         log.warning("skipped %s: not a decodable image (empty, truncated or not an image)", path)
-    channels = 1 if channel_order == "GRAY" else 3
-    images = np.stack([decoded[i] for i in keep]) if keep else np.zeros((0, *image_size, channels), np.uint8)
+    images = _keep_rows_in_place(images, np.asarray(keep, dtype=np.int64))
     return ImageSet(
         images, np.asarray([labels[i] for i in keep], dtype=np.int64), [str(files[i]) for i in keep]
     ), skipped
+
+
+def _keep_rows_in_place(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``array[rows]`` for ascending ``rows``, moved forward inside ``array`` rather than copied: row
+    ``rows[j] >= j`` is read before anything at or after ``j`` is written, so nothing is overwritten unread."""
+    for position, row in enumerate(rows.tolist()):
+        if row != position:
+            array[position] = array[row]
+    return array[: len(rows)]
 
 
 def _require_images(images: ImageSet, root: Path, class_names: Sequence[str]) -> None:
@@ -325,7 +346,8 @@ def _split(
     val_indices = stratified_val_indices(everything.labels, val_split, seed)
     train_mask = np.ones(len(everything), dtype=bool)
     train_mask[val_indices] = False
-    val = everything.subset(val_indices)
+    val = everything.subset(val_indices)  # a copy (the smaller part); training keeps the rows where they are
+    train = _train_part(everything, np.flatnonzero(train_mask))
     split = {
         "mode": "stratified",
         "seed": seed,
@@ -333,7 +355,16 @@ def _split(
         "n_val": len(val),
         "val_sources_sha256": _digest(val.sources),
     }
-    return Dataset(name, class_names, everything.subset(np.flatnonzero(train_mask)), val, channel_order, skipped, split)
+    return Dataset(name, class_names, train, val, channel_order, skipped, split)
+
+
+def _train_part(everything: ImageSet, rows: np.ndarray) -> ImageSet:
+    """The training rows of a just-decoded set: in memory, moved to the front of its own array (no second
+    copy of the pixels); streamed, a subset of the index."""
+    if everything.streamed:
+        return everything.subset(rows)
+    images = _keep_rows_in_place(everything.images, rows)
+    return ImageSet(images, everything.labels[rows], [everything.sources[i] for i in rows])
 
 
 MIN_IMAGES_PER_CLASS = 2  # a split class gives at least one image to training and one to validation
@@ -418,6 +449,9 @@ def write_class_folders(
 AUGMENTATIONS = ("flip", "rotate", "zoom")
 
 
+CAMERA_AUGMENTATIONS = ("robust", "randaugment")  # edgecls.augment: camera corruptions; Keras' RandAugment
+
+
 def parse_augment(augment: str, data: str) -> tuple[str, ...]:
     """``auto`` → none for digits (a flipped 2 is not a 2), flip+rotate+zoom otherwise."""
     if augment == "auto":
@@ -425,10 +459,11 @@ def parse_augment(augment: str, data: str) -> tuple[str, ...]:
     if augment in ("", "none"):
         return ()
     parts = tuple(part.strip() for part in augment.split(",") if part.strip())
-    unknown = [part for part in parts if part not in (*AUGMENTATIONS, "robust")]  # robust: edgecls.augment
+    unknown = [part for part in parts if part not in (*AUGMENTATIONS, *CAMERA_AUGMENTATIONS)]
     if unknown:
         raise DataError(
-            f"unknown augmentation {', '.join(unknown)}; choose from {', '.join(AUGMENTATIONS)}, robust, auto or none"
+            f"unknown augmentation {', '.join(unknown)}; choose from "
+            f"{', '.join((*AUGMENTATIONS, *CAMERA_AUGMENTATIONS))}, auto or none"
         )
     return parts
 
@@ -447,7 +482,7 @@ def to_tf_dataset(images: ImageSet, *, batch_size: int, training: bool, seed: in
 
     dataset = _indexed_batches(images, batch_size=batch_size, training=training, seed=seed)
     dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
-    if training and set(augment) - {"robust"}:
+    if training and set(augment) - set(CAMERA_AUGMENTATIONS):
         layers = []
         if "flip" in augment:
             layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
@@ -457,10 +492,16 @@ def to_tf_dataset(images: ImageSet, *, batch_size: int, training: bool, seed: in
             layers.append(keras.layers.RandomZoom(0.1, fill_mode="reflect", seed=seed))
         pipeline = keras.Sequential(layers)
         dataset = dataset.map(lambda x, y: (pipeline(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
-    if training and "robust" in augment:
+    if training and set(augment) & set(CAMERA_AUGMENTATIONS):
         from edgecls.augment import robust_augment
 
-        dataset = robust_augment(dataset, seed=seed, channels=int(images.images.shape[-1]))
+        dataset = robust_augment(
+            dataset,
+            seed=seed,
+            channels=int(images.images.shape[-1]),
+            corrupt="robust" in augment,
+            rand_augment="randaugment" in augment,
+        )
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

@@ -40,6 +40,18 @@ def test_messy_folder_skips_exactly_the_three_bad_files(tmp_path):
     assert dataset.class_names == ("cat", "dog")
 
 
+def test_every_kept_image_and_its_split_hold_the_pixels_of_its_own_file(tmp_path):
+    """Decoded into one array, bad files squeezed out and the split made in place: each row is still its file."""
+    root = make_messy_folder(tmp_path / "messy")
+    dataset = load_dataset(str(root), image_size=(16, 16), channel_order="RGB", val_split=0.25, seed=0)
+    for part in (dataset.train, dataset.val):
+        for row, source, label in zip(part.images, part.sources, part.labels):
+            expected = to_model_pixels(decode_image(Path(source).read_bytes()), (16, 16), "RGB")
+            assert np.array_equal(row, expected), source
+            assert dataset.class_names[label] == Path(source).parent.name
+    assert not set(dataset.train.sources) & set(dataset.val.sources)
+
+
 def test_stratified_split_is_deterministic_and_per_class():
     labels = np.repeat(np.arange(4), [10, 20, 30, 40])
     first = stratified_val_indices(labels, 0.2, seed=3)
