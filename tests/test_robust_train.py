@@ -21,19 +21,23 @@ def _images(n: int = 24, size: int = 16, channels: int = 3, seed: int = 0) -> Im
 def test_parse_augment_accepts_robust_alone_and_with_others():
     assert parse_augment("robust", "folder") == ("robust",)
     assert parse_augment("flip,robust", "folder") == ("flip", "robust")
-    with pytest.raises(DataError, match="robust, auto or none"):
+    assert parse_augment("robust,randaugment", "folder") == ("robust", "randaugment")
+    with pytest.raises(DataError, match="robust, randaugment, auto or none"):
         parse_augment("robustish", "folder")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("channels", [3, 1])
-def test_robust_augmentation_is_deterministic_per_seed_and_changes_pixels(channels):
+@pytest.mark.parametrize(
+    "channels, augment",
+    [(3, ("robust",)), (1, ("robust",)), (3, ("randaugment",)), (3, ("robust", "randaugment"))],
+)
+def test_robust_augmentation_is_deterministic_per_seed_and_changes_pixels(channels, augment):
     from edgecls.data import to_tf_dataset
 
     images = _images(channels=channels)
 
     def batches(seed: int) -> list[np.ndarray]:
-        data = to_tf_dataset(images, batch_size=8, training=True, seed=seed, augment=("robust",))
+        data = to_tf_dataset(images, batch_size=8, training=True, seed=seed, augment=augment)
         return [x.numpy() for x, _ in data]
 
     first, again, other = batches(0), batches(0), batches(1)
@@ -41,7 +45,7 @@ def test_robust_augmentation_is_deterministic_per_seed_and_changes_pixels(channe
     assert not all(np.array_equal(a, b) for a, b in zip(first, other))
     plain = [x.numpy() for x, _ in to_tf_dataset(images, batch_size=8, training=True, seed=0)]
     changed = np.mean([np.mean(np.abs(a - b) > 1) for a, b in zip(first, plain)])
-    assert changed > 0.3  # most pixels move: RandAugment and the camera corruptions
+    assert changed > 0.2  # many pixels move: the corrupted images (or RandAugment's) change nearly all of theirs
     stacked = np.concatenate(first)
     assert stacked.shape == (24, 16, 16, channels) and stacked.min() >= 0 and stacked.max() <= 255
 

@@ -93,7 +93,10 @@ def train(
     ] = "none",
     augment: Annotated[
         str,
-        typer.Option(help="'auto' (none for digits; flip,rotate,zoom for photos), 'none', or a list like flip,zoom."),
+        typer.Option(
+            help="'auto' (none for digits; flip,rotate,zoom for photos), 'none', or a list of flip, rotate, zoom, "
+            "robust (camera noise, blur, JPEG, low light, …) and randaugment (Keras' RandAugment), like flip,robust."
+        ),
     ] = "auto",
     mixed_precision: Annotated[bool, typer.Option("--mixed-precision", help="float16 compute on GPUs.")] = False,
     channels: Annotated[
