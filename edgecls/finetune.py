@@ -180,5 +180,9 @@ def kept_warnings(watch: Any, val_accuracy: float) -> list[str]:
         return []
     if val_accuracy <= watch.threshold:
         return [watch.message]
-    log.info("validation accuracy recovered to %.1f%% after the chance-level warning", 100 * val_accuracy)
+    # at warning level, as the warning it takes back: a reader who saw that one sees this one too
+    log.warning(
+        "validation accuracy recovered to %.1f%% after the chance-level warning above: the model kept is not at chance",
+        100 * val_accuracy,
+    )
     return []

@@ -291,3 +291,16 @@ def test_a_folder_too_small_to_split_is_one_line_before_the_first_epoch(tmp_path
     assert len(load_dataset(str(_tiny_folder(tmp_path / "two", {"a": 2, "b": 2})), image_size=(16, 16)).val) == 2
     cli = CliRunner().invoke(app, ["train", "--data", str(root), "--img-size", "16", "--out", str(tmp_path / "cli")])
     assert cli.exit_code == 2 and len(cli.output.strip().splitlines()) == 1 and "at least 2 images" in cli.output
+
+
+def test_a_chance_warning_the_kept_model_outgrew_is_taken_back_at_the_same_level(caplog):
+    from edgecls.finetune import chance_watch, kept_warnings
+
+    watch = chance_watch(np.repeat(np.arange(4), 50))  # chance 25 %
+    for epoch in range(3):  # three epochs at chance while training learns
+        watch.on_epoch_end(epoch, {"val_accuracy": 0.25, "accuracy": 0.95})
+    assert watch.message is not None
+    with caplog.at_level(logging.WARNING, logger="edgecls.finetune"):
+        assert kept_warnings(watch, 0.995) == []  # the best epoch kept is far above chance
+    assert any("recovered to 99.5%" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    assert kept_warnings(watch, 0.26) == [watch.message]
