@@ -132,8 +132,13 @@ def compare(
             (path_a, path_b), target, runs=runs, warmup=warmup, threads=threads, notes=result.notes
         )
     if out_dir:
-        write_json(Path(out_dir) / f"compare_{path_a.stem}_vs_{path_b.stem}.json", result)
+        write_json(result_path(out_dir, path_a, path_b), result)
     return result
+
+
+def result_path(out_dir: str | Path, model_a: str | Path, model_b: str | Path) -> Path:
+    """Where ``compare(..., out_dir=out_dir)`` writes its JSON."""
+    return Path(out_dir) / f"compare_{Path(model_a).stem}_vs_{Path(model_b).stem}.json"
 
 
 def _describe_labels(labels: tuple[str, ...]) -> str:

@@ -78,6 +78,10 @@ class PipelineConfig:
                 return str(candidate)
         return str(self.base_dir / path)  # missing: the error names where it was looked for first
 
+    def resolve_target(self, target: str) -> str:
+        """A target name as given; a target file (``.toml``/``.json``) found as ``resolve`` finds paths."""
+        return self.resolve(target) if target.endswith((".toml", ".json")) else target
+
 
 def load_pipeline_config(path: str | Path, *, runs_dir: str | Path | None = None) -> PipelineConfig:
     """Read and check a pipeline file; unknown tables or keys are errors that list the valid ones."""
@@ -128,7 +132,7 @@ def with_target_scheme(config: PipelineConfig) -> PipelineConfig:
         return config
     from edgecls.quantize.config import onnx_scheme_for
 
-    resolved = [config.resolve(t) if t.endswith((".toml", ".json")) else t for t in targets if isinstance(t, str)]
+    resolved = [config.resolve_target(t) for t in targets if isinstance(t, str)]
     jetsons = [target for target in resolved if onnx_scheme_for(target) == "tensorrt"]
     if not jetsons:
         return config

@@ -97,8 +97,8 @@ def write_report(config: PipelineConfig, summaries: dict[str, dict[str, Any]]) -
 def _compare_figures(summary: dict[str, Any] | None) -> dict[str, Any] | None:
     if summary is None:
         return None
-    keys = ("a", "b", "data", "n_images", "a_only_correct", "b_only_correct", "mcnemar_p", "verdict", "latency")
-    return {key: summary.get(key) for key in (*keys, "json")}
+    keys = ("a", "b", "data", "n_images", "a_only_correct", "b_only_correct", "mcnemar_p", "verdict", "latency", "json")
+    return {key: summary.get(key) for key in keys}
 
 
 def compare_markdown(summary: dict[str, Any] | None, run_dir: Path) -> str:

@@ -146,6 +146,9 @@ def stage_key(config: PipelineConfig, name: str, options: dict[str, Any], previo
         ("train", "init_from"),
         ("train", "replay"),
         ("distill", "student"),
+        ("compare", "a"),  # the deployed model: a replaced one re-runs the comparison
+        ("compare", "b"),  # a file (a report row's name is its own digest)
+        ("compare", "data"),
     ):
         if (
             name == stage
@@ -154,12 +157,6 @@ def stage_key(config: PipelineConfig, name: str, options: dict[str, Any], previo
         ):
             # a folder or file: a changed one re-runs the stage
             inputs[option] = folder_digest(config.resolve(options[option]))
-    if name == "compare":  # A (and B when a file): a replaced deployed model re-runs the comparison
-        inputs.update(
-            {option: folder_digest(config.resolve(options[option])) for option in ("a", "b") if option in options}
-        )
-        if "data" in options:
-            inputs["data"] = folder_digest(config.resolve(options["data"]))
     document = {
         "stage": name,
         "options": options,

@@ -137,7 +137,7 @@ def _check_choices(config: PipelineConfig) -> None:
                 f"choose from {', '.join(map(str, allowed))}"
             )
     for target in map(str, stages.get("bench", {}).get("targets", ())):
-        get_target(config.resolve(target) if target.endswith((".toml", ".json")) else target)
+        get_target(config.resolve_target(target))
     if "compare" in stages:
         _check_compare(config, stages["compare"])
 
@@ -164,8 +164,7 @@ def _check_compare(config: PipelineConfig, options: dict[str, Any]) -> None:
         if name in options and options[name] < (1 if name == "runs" else 0):
             raise ConfigError(f"{where} {name} must be {'at least 1' if name == 'runs' else '0 or more'}")
     if "target" in options:
-        target = options["target"]
-        get_target(config.resolve(target) if target.endswith((".toml", ".json")) else target)
+        get_target(config.resolve_target(options["target"]))
 
 
 def keras_row(
@@ -462,9 +461,7 @@ def bench(
         raise ConfigError(f"{config.source}: [bench] has nothing to measure; add [export] or [quantize] before it")
     results: dict[str, dict[str, Any]] = {}
     for target in targets:
-        target = (
-            config.resolve(target) if target.endswith((".toml", ".json")) else target
-        )  # a target file beside the pipeline file
+        target = config.resolve_target(target)  # a target file beside the pipeline file
         bench_config = stage_options(
             BenchConfig,
             options,
@@ -507,6 +504,7 @@ def compare(
     """``edgecls compare A B`` with A the model deployed today and B this run's candidate (by default the
     artifact the report calls deployed: INT8 TFLite, else the smallest TFLite, else the last Keras model)."""
     from edgecls.compare import compare as compare_models
+    from edgecls.compare import result_path
     from edgecls.pipeline.report import artifact_labels, deployed_artifact
 
     rows = [row for summary in summaries.values() for row in summary.get("artifacts", [])]
@@ -518,14 +516,11 @@ def compare(
             model_b, b_name = deployed["path"], artifact_labels(rows)[deployed["path"]]
         else:
             model_b, b_name = latest_keras_model(summaries), "the last Keras model"
-    target = options.get("target")
-    if target is not None and target.endswith((".toml", ".json")):
-        target = config.resolve(target)
     result = compare_models(
         model_a,
         model_b,
         config.resolve(options.get("data", config.data)),
-        target=target,
+        target=config.resolve_target(options["target"]) if "target" in options else None,
         runs=int(options.get("runs", 100)),
         warmup=int(options.get("warmup", 10)),
         out_dir=stage_dir,
@@ -542,7 +537,7 @@ def compare(
         "per_class": result.per_class,
         "latency": result.latency,
         "notes": result.notes,
-        "json": str(stage_dir / f"compare_{Path(model_a).stem}_vs_{Path(model_b).stem}.json"),
+        "json": str(result_path(stage_dir, model_a, model_b)),
         "artifacts": [],
     }
 
