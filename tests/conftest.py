@@ -59,6 +59,29 @@ def write_png(path: Path, image: np.ndarray) -> Path:
     return path
 
 
+def write_pipeline(path: Path, data: Path, *, epochs: int = 2, export_formats='["tflite"]', extra: str = "") -> Path:
+    """A pipeline file: ``cnn`` at 16 px on ``data``, exported to ``export_formats``, then ``extra`` (more tables)."""
+    path.write_text(
+        f"""
+name = "shapes"
+data = "{data}"
+seed = 0
+
+[train]
+model = "cnn"
+img_size = 16
+epochs = {epochs}
+batch_size = 8
+patience = 0
+
+[export]
+formats = {export_formats}
+{extra}
+"""
+    )
+    return path
+
+
 @pytest.fixture
 def shapes_folder(tmp_path) -> Path:
     """Two easy classes (bright square vs dark square on noise), 16 PNGs each, 40x40 BGR."""

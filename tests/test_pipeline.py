@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import write_pipeline
 from typer.testing import CliRunner
 
 from edgecls.cli import app
@@ -14,28 +15,6 @@ from edgecls.errors import ConfigError
 from edgecls.pipeline import load_pipeline_config, run_pipeline
 
 runner = CliRunner()
-
-
-def write_config(path: Path, data: Path, *, export_formats='["tflite"]', extra: str = "") -> Path:
-    path.write_text(
-        f"""
-name = "shapes"
-data = "{data}"
-seed = 0
-
-[train]
-model = "cnn"
-img_size = 16
-epochs = 2
-batch_size = 8
-patience = 0
-
-[export]
-formats = {export_formats}
-{extra}
-"""
-    )
-    return path
 
 
 @pytest.mark.slow
@@ -48,14 +27,14 @@ def test_rerun_skips_and_a_change_reruns_only_downstream(tmp_path, shapes_folder
         def on_epoch_end(self, epoch, logs=None):
             self.seen.append(f"{epoch + 1}/{self.params['epochs']}")
 
-    config_path = write_config(tmp_path / "p.toml", shapes_folder)
+    config_path = write_pipeline(tmp_path / "p.toml", shapes_folder)
     first = run_pipeline(load_pipeline_config(config_path, runs_dir=tmp_path / "runs"), callbacks=[Epochs()])
     assert [(s.stage, s.status) for s in first.stages] == [("train", "ran"), ("export", "ran")]
     assert Epochs.seen == ["1/2", "2/2"]
     model_mtime = (tmp_path / "runs/shapes/train/model.keras").stat().st_mtime_ns
     again = run_pipeline(load_pipeline_config(config_path, runs_dir=tmp_path / "runs"), callbacks=[Epochs()])
     assert [s.status for s in again.stages] == ["skipped", "skipped"] and len(Epochs.seen) == 2
-    write_config(config_path, shapes_folder, export_formats='["tflite", "onnx"]')
+    write_pipeline(config_path, shapes_folder, export_formats='["tflite", "onnx"]')
     changed = run_pipeline(load_pipeline_config(config_path, runs_dir=tmp_path / "runs"))
     assert [s.status for s in changed.stages] == ["skipped", "ran"]
     assert (tmp_path / "runs/shapes/train/model.keras").stat().st_mtime_ns == model_mtime
@@ -67,7 +46,7 @@ def test_rerun_skips_and_a_change_reruns_only_downstream(tmp_path, shapes_folder
 
 
 def test_a_failing_stage_stops_and_keeps_earlier_outputs(tmp_path, shapes_folder):
-    config_path = write_config(
+    config_path = write_pipeline(
         tmp_path / "p.toml", shapes_folder, extra='\n[quantize]\nprecisions = ["int8"]\n'
     )  # INT8 without calib: fails when it runs
     result = runner.invoke(app, ["pipeline", str(config_path), "--runs-dir", str(tmp_path / "runs")])
@@ -209,10 +188,10 @@ def test_a_jetson_bench_target_picks_the_tensorrt_onnx_scheme(tmp_path, bench, q
     from edgecls.pipeline.stages import check_options
 
     extra = f'\n[quantize]\nprecisions = ["int8"]\ncalib = "calib"\n{quantize_extra}\n\n[bench]\ntargets = {bench}\n'
-    config = load_pipeline_config(write_config(tmp_path / "p.toml", tmp_path, extra=extra))
+    config = load_pipeline_config(write_pipeline(tmp_path / "p.toml", tmp_path, extra=extra))
     check_options(config)
     assert config.stages["quantize"].get("onnx_scheme") == scheme
-    plain = load_pipeline_config(write_config(tmp_path / "q.toml", tmp_path, extra=extra.replace(bench, '["host"]')))
+    plain = load_pipeline_config(write_pipeline(tmp_path / "q.toml", tmp_path, extra=extra.replace(bench, '["host"]')))
     changed = stage_key(config, "quantize", config.stages["quantize"], "k") != stage_key(
         plain, "quantize", plain.stages["quantize"], "k"
     )

@@ -6,33 +6,14 @@ import json
 import shutil
 
 import pytest
+from conftest import write_pipeline
 
 from edgecls.errors import ConfigError
 from edgecls.pipeline import load_pipeline_config, run_pipeline
 
-PIPELINE = """
-name = "shapes"
-data = "{data}"
-seed = 0
 
-[train]
-model = "cnn"
-img_size = 16
-epochs = {epochs}
-batch_size = 8
-patience = 0
-
-[export]
-formats = ["tflite"]
-
-[compare]
-{compare}
-"""
-
-
-def write_pipeline(tmp_path, data, compare: str, *, epochs: int = 3):
-    path = tmp_path / "p.toml"
-    path.write_text(PIPELINE.format(data=data, epochs=epochs, compare=compare))
+def write_pipeline_with_compare(tmp_path, data, compare: str, *, epochs: int = 3):
+    path = write_pipeline(tmp_path / "p.toml", data, epochs=epochs, extra=f"[compare]\n{compare}")
     return load_pipeline_config(path, runs_dir=tmp_path / "runs")
 
 
@@ -60,7 +41,7 @@ def deployed_model(tmp_path, shapes_folder):
 def test_compare_stage_gives_the_verdict_compare_gives_and_reruns_alone(tmp_path, shapes_folder, deployed_model):
     from edgecls.compare import compare
 
-    config = write_pipeline(tmp_path, shapes_folder, f'a = "{deployed_model}"')
+    config = write_pipeline_with_compare(tmp_path, shapes_folder, f'a = "{deployed_model}"')
     result = run_pipeline(config)
     assert result.failed is None
     run = tmp_path / "runs" / "shapes"
@@ -80,7 +61,7 @@ def test_compare_stage_gives_the_verdict_compare_gives_and_reruns_alone(tmp_path
     # a new deployed model (A replaced): only [compare] runs again
     replaced = tmp_path / "deployed-v2.keras"
     shutil.copy(tflite.parent.parent.parent / "train" / "model.keras", replaced)
-    again = run_pipeline(write_pipeline(tmp_path, shapes_folder, f'a = "{replaced}"\nb = "FP32 Keras"'))
+    again = run_pipeline(write_pipeline_with_compare(tmp_path, shapes_folder, f'a = "{replaced}"\nb = "FP32 Keras"'))
     statuses = {outcome.stage: outcome.status for outcome in again.stages}
     assert statuses == {"train": "skipped", "export": "skipped", "compare": "ran"}
     summary = json.loads((run / "compare" / "stage.json").read_text())["summary"]
@@ -97,14 +78,16 @@ def test_compare_stage_needs_a_and_checks_files_before_training(tmp_path, shapes
         (f'a = "{tmp_path / "p.toml"}"\nb = "v2.onnx"', r"\[compare\] a = .*not a model file"),
         ('a = "x.keras"\nruns = "many"', r"\[compare\] runs must be an integer"),
     ):
-        config = write_pipeline(tmp_path, shapes_folder, compare)
+        config = write_pipeline_with_compare(tmp_path, shapes_folder, compare)
         with pytest.raises(ConfigError, match=message):
             run_pipeline(config)
         assert not (tmp_path / "runs" / "shapes" / "train").exists()  # refused before anything trained
 
 
 def test_compare_stage_names_the_artifacts_when_b_is_none_of_them(tmp_path, shapes_folder, deployed_model):
-    config = write_pipeline(tmp_path, shapes_folder, f'a = "{deployed_model}"\nb = "INT8 tflite"', epochs=1)
+    config = write_pipeline_with_compare(
+        tmp_path, shapes_folder, f'a = "{deployed_model}"\nb = "INT8 tflite"', epochs=1
+    )
     result = run_pipeline(config)
     assert result.failed is not None and "b = 'INT8 tflite'" in result.failed
     assert "FP32 Keras" in result.failed and "FP32 tflite" in result.failed  # what it could have named

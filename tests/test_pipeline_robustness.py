@@ -5,35 +5,25 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import write_pipeline
 
 from edgecls.errors import ConfigError
 from edgecls.pipeline import load_pipeline_config, run_pipeline
 
-PIPELINE = """
-name = "shapes"
-data = "{data}"
-seed = 0
-
-[train]
-model = "cnn"
-img_size = 16
-epochs = 1
-batch_size = 8
-patience = 0
-
-[export]
-formats = ["tflite"]
-
+ROBUSTNESS = """
 [robustness]
 severities = [{severity}]
 corruptions = ["gaussian_noise", "contrast"]
 """
 
 
+def robustness_pipeline(tmp_path, data, severity: int):
+    return write_pipeline(tmp_path / "p.toml", data, epochs=1, extra=ROBUSTNESS.format(severity=severity))
+
+
 @pytest.mark.slow
 def test_robustness_stage_adds_a_corruption_column_per_artifact(tmp_path, shapes_folder):
-    path = tmp_path / "p.toml"
-    path.write_text(PIPELINE.format(data=shapes_folder, severity=5))
+    path = robustness_pipeline(tmp_path, shapes_folder, 5)
     run_pipeline(load_pipeline_config(path, runs_dir=tmp_path / "runs"))
     scored = json.loads((tmp_path / "runs" / "shapes" / "robustness" / "stage.json").read_text())["summary"]["models"]
     assert len(scored) == 2 and all(0 <= m["mean_corruption_top1"] <= 1 for m in scored.values())
@@ -43,7 +33,6 @@ def test_robustness_stage_adds_a_corruption_column_per_artifact(tmp_path, shapes
 
 
 def test_robustness_stage_refuses_unknown_severities(tmp_path, shapes_folder):
-    path = tmp_path / "p.toml"
-    path.write_text(PIPELINE.format(data=shapes_folder, severity=7))
+    path = robustness_pipeline(tmp_path, shapes_folder, 7)
     with pytest.raises(ConfigError, match=r"\[robustness\] severities"):
         run_pipeline(load_pipeline_config(path, runs_dir=tmp_path / "runs"))
