@@ -117,14 +117,16 @@ def retrain(config, *, callbacks: Sequence[Any] = ()):
         len(old_val) if old_val is not None else 0,
     )
     val = _concat(new_val, old_val) if old_val is not None else new_val
+    # named after the new folder, with its split: what `edgecls evaluate` of the retrained model rebuilds by
+    # default (a "<new>+replay" name was no folder: evaluate, and the pipeline's confusion matrix, failed on it)
     dataset = Dataset(
-        f"{new.name}+replay" if replayed else new.name,
+        new.name,
         tuple(info.labels),
         _concat(*parts),
         val,
         channel_order,
         new.skipped,
-        {"mode": "retrain", "new": new.split, "replay": config.replay, "n_replay": replayed},
+        {**new.split, "retrain": {"replay": config.replay, "n_replay": replayed}},
     )
     model = load_keras_model(path)
     run_dir = config.run_dir()
