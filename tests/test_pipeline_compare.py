@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from conftest import write_pipeline
@@ -107,6 +108,9 @@ epochs = 2
 batch_size = 8
 patience = 0
 
+[export]
+formats = ["tflite"]
+
 [compare]
 a = "deployed/model.keras"
 """
@@ -124,5 +128,12 @@ def test_pipeline_retrains_from_the_deployed_model_and_compares_against_it(tmp_p
     assert options["init_from"] == str(deployed_model) and options["replay"] == str(shapes_folder)
     summary = json.loads((run / "compare" / "stage.json").read_text())["summary"]
     assert summary["a"]["model"] == str(deployed_model)
-    assert summary["b"]["model"] == str(run / "train" / "model.keras")  # no TFLite made: the last Keras model
+    assert summary["b"]["model"] == str(run / "export" / "train" / "model_fp32.tflite")
     assert summary["n_images"] > 0 and summary["verdict"]
+    # the report's confusion matrix evaluates the retrained model on the folder it records (once "<new>+replay")
+    report = json.loads((run / "report.json").read_text())
+    metrics = json.loads((run / "train" / "metrics.json").read_text())
+    keras_row = next(row for row in report["rows"] if row["format"] == "keras")
+    assert keras_row["top1"] == metrics["validation"]["new"]["top1"]  # the pipeline's data, as the exports
+    assert metrics["validation"]["new"]["n"] == summary["n_images"]
+    assert Path(report["plots"]["confusion matrix of the deployed model"]).is_file()
