@@ -45,7 +45,7 @@ import numpy as np
 
 from edgecls.errors import ConfigError, EdgeclsError, ModelError
 from edgecls.runtime.corruptions import CorruptionSpec, parse_severities
-from edgecls.runtime.device import describe_where, machine_info, read_device_state
+from edgecls.runtime.device import EMULATED_LATENCY, describe_where, machine_info, read_device_state
 from edgecls.runtime.engines import load_engine
 from edgecls.runtime.model import Classifier
 from edgecls.runtime.scoring import artifact_precision, evaluate_folder, evaluate_folder_corrupted
@@ -141,6 +141,7 @@ class MeasureResult:
     severities: list[int] = field(default_factory=list)  # with corruptions: their order in each list below
     corruptions: dict[str, list[float]] = field(default_factory=dict)  # name -> top-1 per severity
     mean_corruption_top1: float | None = None  # over every corruption and severity
+    emulated: str = ""  # "aarch64 under emulation on an x86_64 host": every latency here is not the device's
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -271,7 +272,9 @@ def measure_models(config: MeasureConfig) -> MeasureRun:
                 arch=machine.arch,
                 throttled=bool(state["throttled"] or state_after["throttled"]),
                 device_state=state_after,
+                emulated=machine.emulated,
                 notes=[
+                    *([f"{machine.emulated}: {EMULATED_LATENCY}"] if machine.emulated else []),
                     *measured.notes,
                     *_fit_notes(measured, target),
                     *_oversubscription_note(threads, machine.cpu_count),
