@@ -129,7 +129,6 @@ class Placement:
     on_device: bool  # ran on the target's own board
     label: str  # "measured on Raspberry Pi 5 Model B Rev 1.0" | "x86_64 host with rpi5 settings"
     warning: str = ""  # the board is another device than the target's, or runs another architecture
-    emulated: str = ""  # MachineInfo.emulated: the CPU is emulated, the latency is not the device's
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,7 +145,7 @@ def placement(target: Target, machine: MachineInfo) -> Placement:
     if machine.emulated:
         note = f"{machine.emulated}: {EMULATED_LATENCY}"
         settings = f" ({machine.hostname})" if target.kind == "host" else f" with {target.name} settings"
-        return Placement(False, f"{machine.emulated}{settings}, {EMULATED_LATENCY}", note, machine.emulated)
+        return Placement(False, f"{machine.emulated}{settings}, {EMULATED_LATENCY}", note)
     if target.kind == "host":
         return Placement(True, f"this {machine.arch} host ({machine.hostname})")
     if target.board and target.board in machine.board:
