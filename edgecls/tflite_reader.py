@@ -1,10 +1,10 @@
 """The fields of a ``.tflite`` file that edgecls reads, walked with ``struct``: no engine, no TensorFlow.
 
 A ``.tflite`` is a FlatBuffer of LiteRT's schema (``tensorflow/compiler/mlir/lite/schema/schema.fbs``).
-LiteRT 1.4.0 and ``tflite-runtime`` ship no Python schema or ``tools.flatbuffer_utils``, so ``edgecls info``
-on a device reads the file here: subgraph 0's tensors (shape, type, quantization, whether they hold data),
-its operators (type, inputs, outputs) and the model's buffers. Writing stays with LiteRT's object API on the
-workstation (``edgecls.tflite_graph``).
+LiteRT 1.x ships no ``tools.flatbuffer_utils`` (1.4.0's ``tools`` package lacks it) and ``tflite-runtime``
+no schema either, so ``edgecls info`` on a device reads the file here: subgraph 0's tensors (shape, type,
+quantization, whether they hold data), its operators (type, inputs, outputs) and the model's buffers.
+Writing stays with LiteRT's object API on the workstation (``edgecls.tflite_graph``).
 
 >>> model = read_tflite(Path("model_int8.tflite").read_bytes())  # doctest: +SKIP
 >>> model.operators[0].op_type, model.tensors[0].dtype  # doctest: +SKIP

@@ -1,5 +1,5 @@
 """``edgecls.tflite_reader``: a ``.tflite`` read with ``struct`` agrees with LiteRT's own object API, and
-``edgecls info`` reads one where LiteRT's ``tools`` package is missing (LiteRT 1.4.0, ``tflite-runtime``)."""
+``edgecls info`` reads one where LiteRT's ``tools`` package is missing (LiteRT 1.x, ``tflite-runtime``)."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def test_an_edit_round_trips_through_litert(tflite_models):
     assert [op.op_type for op in TFLiteGraph.from_bytes(edited).ops] == [op.op_type for op in graph.ops]
 
 
-# Blocks what LiteRT 1.4.0 and tflite-runtime lack (ai_edge_litert.tools, the generated schema) and TensorFlow.
+# Blocks what LiteRT 1.x and tflite-runtime lack (ai_edge_litert.tools, the generated schema) and TensorFlow.
 NO_TOOLS = """
 import importlib.abc, json, sys
 class Block(importlib.abc.MetaPathFinder):

@@ -87,7 +87,7 @@ class LiteRTEngine(Engine):
             # (tflite-runtime 2.14: SystemError; ai-edge-litert 1.0: "_ARRAY_API not found").
             raise RuntimeUnavailableError(
                 f"{self.name} {self.version} cannot create an interpreter under NumPy {np.__version__} ({exc}); "
-                'install ai-edge-litert>=1.2, or pip install "numpy<2" for this engine'
+                'install ai-edge-litert>=1.1.1, or pip install "numpy<2" for this engine'
             ) from exc
         self.provider = delegate_provider(self._interpreter)
         self.input = _tflite_spec(self._interpreter.get_input_details()[0])
