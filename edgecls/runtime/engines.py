@@ -116,9 +116,11 @@ def _load_tflite_interpreter() -> tuple[Callable, str, str]:
     except ImportError:
         pass
     try:
-        from tflite_runtime import interpreter as tflite_runtime  # NumPy 1 devices, older Pi OS images
+        import tflite_runtime  # NumPy 1 devices, Pi OS 32-bit
+        from tflite_runtime import interpreter as tflite_interpreter
 
-        return tflite_runtime.Interpreter, "tflite_runtime", getattr(tflite_runtime, "__version__", "?")
+        # The version is the package's (the interpreter module has none: it read "?" in the Pi OS 32-bit box).
+        return tflite_interpreter.Interpreter, "tflite_runtime", getattr(tflite_runtime, "__version__", "?")
     except ImportError as exc:
         raise RuntimeUnavailableError(
             "no TFLite engine installed: pip install ai-edge-litert (or tflite-runtime on NumPy 1 systems)"
