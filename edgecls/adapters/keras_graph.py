@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecls.errors import ModelError
+from edgecls.base.errors import ModelError
 
 
 def has_graph(model: Any) -> bool:

@@ -6,8 +6,8 @@ import logging
 import zipfile
 from pathlib import Path
 
-from edgecls.errors import ModelError
-from edgecls.fileio import atomic_path
+from edgecls.base.errors import ModelError
+from edgecls.base.fileio import atomic_path
 from edgecls.runtime.metadata import METADATA_KEY, ModelInfo, read_model_info
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecls.errors import ModelError
+from edgecls.base.errors import ModelError
 
 FLOAT_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64")
 QUANTIZED_TYPES = ("INT8", "UINT8", "INT16", "INT4")  # what a quantized kernel computes on (INT32 holds shapes, biases)

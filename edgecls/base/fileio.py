@@ -1,4 +1,4 @@
-"""Atomic writes: an output is complete or absent, never half-written.
+"""Files: atomic writes (an output is complete or absent, never half-written) and digests of inputs.
 
 Kept free of heavy imports so the runtime can use it on a device.
 """
@@ -6,6 +6,7 @@ Kept free of heavy imports so the runtime can use it on a device.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -75,3 +76,18 @@ def _json_default(value: Any) -> Any:
 
         return dataclasses.asdict(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def folder_digest(path: str) -> str:
+    """Names, sizes and modification times of every file under ``path``, or of the file ``path``.
+
+    ``digits`` or a model name (no such path) is its own digest.
+    """
+    root = Path(path)
+    if path == "digits" or not root.exists():
+        return path
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]:
+        stat = file.stat()
+        digest.update(f"{file.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]

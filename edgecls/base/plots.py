@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from edgecls.fileio import atomic_path
+from edgecls.base.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 

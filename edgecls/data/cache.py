@@ -11,7 +11,7 @@
   (the page cache holds them, not the training process). A second run over
   the same folder at the same size reuses the file; a changed folder (a file
   added, removed, rewritten: names, sizes and modification times, the
-  pipeline's ``folder_digest``) gets a new one.
+  ``edgecls.base.fileio.folder_digest`` the pipeline keys its stages by) gets a new one.
 - ``none``: nothing kept; each epoch decodes from the files again (one pass
   first checks every file decodes, so the split and the skipped list are the
   same as in the other modes).
@@ -39,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecls.errors import ConfigError
-from edgecls.fileio import atomic_path, write_json
+from edgecls.base.errors import ConfigError
+from edgecls.base.fileio import atomic_path, folder_digest, write_json
 
 log = logging.getLogger(__name__)
 
@@ -203,8 +203,6 @@ def decode_chunks(files: Sequence[Path], load: Callable[[Path], np.ndarray | Non
 
 def cache_key(root: Path, class_names: Sequence[str], image_size: tuple[int, int], channel_order: str) -> str:
     """What a cache holds: the folder's content digest (names, sizes, mtimes), classes, size and channel order."""
-    from edgecls.pipeline.runner import folder_digest  # the pipeline's own digest of an input folder
-
     document = {
         "format": CACHE_FORMAT,
         "folder": str(root.resolve()),

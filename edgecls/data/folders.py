@@ -1,11 +1,11 @@
-"""Data sets: image folders and the built-in ``digits``, as uint8 pixels and tf.data.
+"""Reading a data set: an image folder (split stratified, or ``train/`` + ``val/``) or the built-in ``digits``.
 
 Every image is decoded and resized once, by the runtime's own preprocessing
 (``edgecls.runtime.preprocess``), so training, calibration, evaluation and the
 device all see the same pixels. Images are held in memory as uint8 at the
 model's input size (10,000 images at 96x96x3 take 276 MB), or, past a memory
 budget, decoded once into a disk cache and streamed from it each epoch
-(``cache="disk"``; ``edgecls.datacache``).
+(``cache="disk"``; ``edgecls.data.cache``).
 """
 
 from __future__ import annotations
@@ -15,65 +15,16 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from edgecls import datacache
-from edgecls.datacache import StreamedImages
-from edgecls.errors import DataError
-from edgecls.fileio import atomic_path
+import edgecls.data.cache as datacache
+from edgecls.base.errors import DataError
+from edgecls.data.sets import Dataset, ImageSet, default_channel_order
 from edgecls.runtime.preprocess import IMAGE_SUFFIXES, to_model_pixels
 
 log = logging.getLogger(__name__)
-
-BUILTIN_DATASETS = ("digits",)
-
-
-@dataclass
-class ImageSet:
-    """Images at the model's input size, in the model's channel order."""
-
-    images: np.ndarray | StreamedImages  # (N, H, W, C) uint8; streamed from disk (or the files) past memory
-    labels: np.ndarray  # (N,) int64
-    sources: list[str]  # file paths, or "digits#<index>"
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def subset(self, indices: Sequence[int] | np.ndarray) -> ImageSet:
-        indices = np.asarray(indices, dtype=np.int64)
-        images = self.images.subset(indices) if self.streamed else self.images[indices]
-        return ImageSet(images, self.labels[indices], [self.sources[i] for i in indices])
-
-    @property
-    def streamed(self) -> bool:
-        """Pixels read from a disk cache (or decoded from the files) batch by batch, not held in memory."""
-        return isinstance(self.images, StreamedImages)
-
-
-@dataclass
-class Dataset:
-    """A data set split into training and validation parts."""
-
-    name: str
-    class_names: tuple[str, ...]
-    train: ImageSet
-    val: ImageSet
-    channel_order: str
-    skipped: list[str] = field(default_factory=list)
-    split: dict = field(default_factory=dict)  # how val was chosen; recorded in runs and artifacts
-    cache: str = "memory"  # where the pixels are: memory, disk or none (edgecls.datacache)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-
-def default_channel_order(data: str) -> str:
-    """``GRAY`` for the built-in digits, ``RGB`` for photo folders."""
-    return "GRAY" if data == "digits" else "RGB"
 
 
 def load_dataset(
@@ -91,7 +42,7 @@ def load_dataset(
         A folder is ``root/<class>/*.jpg`` (split here) or ``root/train/<class>/…``
         plus ``root/val/<class>/…`` (split as given). Undecodable files are skipped
         with a warning and listed in ``Dataset.skipped``. ``cache`` (``memory``, ``disk``,
-    ``none``, ``auto``: ``edgecls.datacache``) says where a folder's pixels are kept;
+    ``none``, ``auto``: ``edgecls.data.cache``) says where a folder's pixels are kept;
     ``disk`` writes into ``cache_dir``. The built-in digits always stay in memory.
 
         >>> ds = load_dataset("digits", image_size=(32, 32))  # doctest: +SKIP
@@ -403,123 +354,3 @@ def stratified_val_indices(labels: np.ndarray, val_split: float, seed: int) -> n
 
 def _digest(sources: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sources).encode("utf-8")).hexdigest()
-
-
-# --- writing images --------------------------------------------------------------
-
-
-def write_image(path: str | Path, pixels: np.ndarray) -> Path:
-    """Write ``pixels`` (OpenCV's BGR or gray) atomically, in the format of ``path``'s suffix."""
-    import cv2
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), pixels):
-            raise DataError(f"{path}: OpenCV could not write this {path.suffix.lstrip('.').upper() or 'image'}")
-    return path
-
-
-def write_class_folders(
-    root: str | Path,
-    images: Sequence[np.ndarray],
-    labels: Sequence[int],
-    *,
-    class_names: Sequence[str] | None = None,
-    stems: Sequence[str] | None = None,
-) -> list[Path]:
-    """``root/<class name>/<stem>.png`` for each image: the folder layout ``load_dataset`` reads, lossless.
-
-    ``class_names[label]`` names a label's folder (default: the label itself);
-    ``stems`` the files (default: the image's index, five digits).
-
-    >>> write_class_folders("calib", images, labels, class_names=("cat", "dog"))  # doctest: +SKIP
-    [PosixPath('calib/cat/00000.png'), ...]
-    """
-    root = Path(root)
-    paths = []
-    for index, (pixels, label) in enumerate(zip(images, labels)):
-        folder = class_names[int(label)] if class_names is not None else str(label)
-        stem = stems[index] if stems is not None else f"{index:05d}"
-        paths.append(write_image(root / folder / f"{stem}.png", pixels))
-    return paths
-
-
-# --- tf.data -------------------------------------------------------------------
-
-AUGMENTATIONS = ("flip", "rotate", "zoom")
-
-
-CAMERA_AUGMENTATIONS = ("robust", "randaugment")  # edgecls.augment: camera corruptions; Keras' RandAugment
-
-
-def parse_augment(augment: str, data: str) -> tuple[str, ...]:
-    """``auto`` → none for digits (a flipped 2 is not a 2), flip+rotate+zoom otherwise."""
-    if augment == "auto":
-        return () if data == "digits" else AUGMENTATIONS
-    if augment in ("", "none"):
-        return ()
-    parts = tuple(part.strip() for part in augment.split(",") if part.strip())
-    unknown = [part for part in parts if part not in (*AUGMENTATIONS, *CAMERA_AUGMENTATIONS)]
-    if unknown:
-        raise DataError(
-            f"unknown augmentation {', '.join(unknown)}; choose from "
-            f"{', '.join((*AUGMENTATIONS, *CAMERA_AUGMENTATIONS))}, auto or none"
-        )
-    return parts
-
-
-def to_tf_dataset(images: ImageSet, *, batch_size: int, training: bool, seed: int = 0, augment: tuple[str, ...] = ()):
-    """A batched, cached, prefetched ``tf.data.Dataset`` of (float32 pixels 0..255, label).
-
-    Every mode shuffles row indices and reads each batch's rows: from the in-memory array, or from a
-    streamed ``ImageSet`` (disk cache or ``--cache none``), in the same order for the same seed. The
-    pixels are never copied into the pipeline: slicing them in (``from_tensor_slices``), caching and a
-    full shuffle buffer each held one more copy, 3.6 times the array in all (10.5 GB for 2.9 GB of
-    pixels, ``benchmarks/scale.py``).
-    """
-    import keras
-    import tensorflow as tf
-
-    dataset = _indexed_batches(images, batch_size=batch_size, training=training, seed=seed)
-    dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
-    if training and set(augment) - set(CAMERA_AUGMENTATIONS):
-        layers = []
-        if "flip" in augment:
-            layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
-        if "rotate" in augment:
-            layers.append(keras.layers.RandomRotation(0.05, fill_mode="reflect", seed=seed))
-        if "zoom" in augment:
-            layers.append(keras.layers.RandomZoom(0.1, fill_mode="reflect", seed=seed))
-        pipeline = keras.Sequential(layers)
-        dataset = dataset.map(lambda x, y: (pipeline(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
-    if training and set(augment) & set(CAMERA_AUGMENTATIONS):
-        from edgecls.augment import robust_augment
-
-        dataset = robust_augment(
-            dataset,
-            seed=seed,
-            channels=int(images.images.shape[-1]),
-            corrupt="robust" in augment,
-            rand_augment="randaugment" in augment,
-        )
-    return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-def _indexed_batches(images: ImageSet, *, batch_size: int, training: bool, seed: int):
-    """Batches of (uint8 pixels, label): row indices shuffled, batched, then each batch's rows read
-    (``StreamedImages.read`` for a streamed set, fancy indexing of the array in memory)."""
-    import tensorflow as tf
-
-    source, labels = images.images, tf.constant(images.labels)
-    row_shape = tuple(source.shape[1:])
-    rows = source.read if images.streamed else lambda batch: np.ascontiguousarray(source[batch])
-    dtype = tf.uint8 if images.streamed else tf.as_dtype(source.dtype)
-    indices = tf.data.Dataset.range(len(images))
-    if training:
-        indices = indices.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-
-    def read(batch):
-        pixels = tf.numpy_function(rows, [batch], dtype, stateful=False)
-        return tf.ensure_shape(pixels, (None, *row_shape)), tf.gather(labels, batch)
-
-    return indices.batch(batch_size).map(read, num_parallel_calls=tf.data.AUTOTUNE)

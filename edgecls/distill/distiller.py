@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecls.errors import ModelError
+from edgecls.base.errors import ModelError
 from edgecls.train import FitOptions
 
 

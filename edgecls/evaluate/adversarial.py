@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecls.errors import ConfigError, ModelError
+from edgecls.base.errors import ConfigError, ModelError
 from edgecls.evaluate import BATCH, describe_engine, model_info, predict_scores, validation_set
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def evaluate_adversarial(
     for artifact in artifacts:
         _check_same_input(info, Path(artifact))
     images, dataset = validation_set(info, data)
-    from edgecls.keras_io import load_keras_model
+    from edgecls.adapters.keras_io import load_keras_model
 
     model = load_keras_model(path)
     step_size = 2.5 * epsilon / pgd_steps  # Madry et al.'s rule: the steps can cross the ball and back

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from edgecls.errors import DataError, ModelError
+from edgecls.base.errors import DataError, ModelError
+from edgecls.base.fileio import write_json
 from edgecls.evaluate import describe_engine, model_info, predict_scores, validation_set
-from edgecls.fileio import write_json
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,8 @@ def _per_class(labels: np.ndarray, right_a: np.ndarray, right_b: np.ndarray, nam
 
 
 def _latency(paths, target: str, *, runs: int, warmup: int, threads: int | None, notes: list[str]) -> dict[str, Any]:
-    from edgecls.runtime.measure import MeasureConfig, measure_models
+    from edgecls.runtime.measure import measure_models
+    from edgecls.runtime.results import MeasureConfig
     from edgecls.runtime.targets import get_target
 
     timed = tuple(str(path) for path in paths if path.suffix in RUNTIME_SUFFIXES)

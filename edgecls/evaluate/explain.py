@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecls.base.errors import ConfigError, DataError
+from edgecls.base.fileio import write_json
 from edgecls.data import write_image
-from edgecls.errors import ConfigError, DataError
-from edgecls.fileio import write_json
 from edgecls.models import LOGITS_LAYER
 from edgecls.runtime.preprocess import read_image, to_model_pixels
 
@@ -114,7 +114,7 @@ def explain(
     """
     import cv2
 
-    from edgecls.keras_io import load_keras_model, model_info_from_keras
+    from edgecls.adapters.keras_io import load_keras_model, model_info_from_keras
 
     model = load_keras_model(model_path, unsafe=unsafe)
     info = model_info_from_keras(model_path, model)

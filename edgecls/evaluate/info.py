@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecls.errors import ModelError
+from edgecls.base.errors import ModelError
 from edgecls.runtime.metadata import read_model_info
 
 
@@ -45,7 +45,8 @@ class ArtifactInfo:
 
 
 # ONNX ops that do arithmetic worth quantizing; the rest (reshape, pad, quantize/dequantize…) move data.
-# (TFLite ops are integer or float by ``edgecls.tflite_graph.Op.computes_in_float``, the quantize report's rule.)
+# (TFLite ops are integer or float by ``edgecls.adapters.tflite_graph.Op.computes_in_float``, the quantize
+# report's rule.)
 COMPUTE_OPS = {
     "Conv",
     "Gemm",
@@ -88,8 +89,8 @@ def inspect_artifact(path: str | Path, *, unsafe: bool = False) -> ArtifactInfo:
 
 
 def _keras(path: Path, unsafe: bool) -> ArtifactInfo:
-    from edgecls.keras_io import load_keras_model
-    from edgecls.modelstats import count_params_and_macs
+    from edgecls.adapters.keras_io import load_keras_model
+    from edgecls.models.stats import count_params_and_macs
 
     model = load_keras_model(path, unsafe=unsafe)
     params, macs = count_params_and_macs(model)
@@ -109,7 +110,7 @@ def _keras(path: Path, unsafe: bool) -> ArtifactInfo:
 
 
 def _tflite(path: Path) -> ArtifactInfo:
-    from edgecls.tflite_graph import TFLiteGraph
+    from edgecls.adapters.tflite_graph import TFLiteGraph
 
     graph = TFLiteGraph.read(path)
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgecls.base.errors import ConfigError
+from edgecls.base.fileio import write_json
 from edgecls.data import ImageSet
-from edgecls.errors import ConfigError
 from edgecls.evaluate import describe_engine, make_scorer, model_info, validation_set
-from edgecls.fileio import write_json
 from edgecls.runtime.corruptions import SEVERITIES, corrupt, image_rng, list_corruptions, parse_severities
 from edgecls.runtime.preprocess import read_image, to_model_pixels
 
@@ -143,7 +143,7 @@ def _source_frames(images: ImageSet, indices: Iterable[int], channel_order: str)
 
 def _plot_if_possible(result: CorruptionResult, path: Path) -> str | None:
     try:
-        from edgecls.plots import pyplot, save_figure
+        from edgecls.base.plots import pyplot, save_figure
 
         plt = pyplot()
     except ImportError:  # a device install: the table and JSON carry the same figures

@@ -1,4 +1,4 @@
-"""Evaluation of any artifact: on a folder the user names (scored whole) or on its model's held-out split.
+"""Scoring any artifact: on a folder the user names (scored whole) or on its model's held-out split.
 
 What a folder of evaluation images scores is defined once, here
 (``evaluation_images``), for ``edgecls evaluate``, ``edgecls bench --data``
@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from edgecls.base.errors import DataError, ModelError
+from edgecls.base.fileio import write_json
 from edgecls.data import Dataset, ImageSet, load_dataset, load_images
-from edgecls.errors import DataError, ModelError
-from edgecls.fileio import write_json
 from edgecls.runtime.metadata import ModelInfo, read_model_info
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def model_info(model_path: str | Path) -> ModelInfo:
     if info is not None:
         return info
     if path.suffix == ".keras":
-        from edgecls.keras_io import model_info_from_keras
+        from edgecls.adapters.keras_io import model_info_from_keras
 
         return model_info_from_keras(path)
     raise ModelError(f"{path}: carries no edgecls metadata (labels, input size); export it with `edgecls export`")
@@ -193,7 +193,7 @@ def make_scorer(model: Any, threads: int | None = None) -> Callable[[np.ndarray]
     if isinstance(model, (str, Path)):
         path = Path(model)
         if path.suffix == ".keras":
-            from edgecls.keras_io import load_keras_model
+            from edgecls.adapters.keras_io import load_keras_model
 
             model = load_keras_model(path)
         else:
@@ -283,7 +283,7 @@ def class_metrics(confusion: np.ndarray, index: int) -> dict[str, float]:
 
 def plot_confusion(confusion: np.ndarray, labels: tuple[str, ...], path: Path, *, title: str) -> Path | None:
     """The confusion matrix as a PNG; ``None`` (with one warning) where matplotlib is not installed, as on a device."""
-    from edgecls.plots import matplotlib_missing, pyplot, save_figure
+    from edgecls.base.plots import matplotlib_missing, pyplot, save_figure
 
     if matplotlib_missing("confusion matrix"):
         return None

@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgecls.errors import ConfigError, ModelError
+from edgecls.base.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +170,8 @@ def load_from_keras_model(model, base, path: Path) -> None:
     (a different network or width is an error); the head (``logits``) too when
     its shape matches (the same number of classes), else it stays new.
     """
-    from edgecls.keras_io import load_keras_model
-    from edgecls.models import LOGITS_LAYER
+    from edgecls.adapters.keras_io import load_keras_model
+    from edgecls.models.registry import LOGITS_LAYER
 
     saved = load_keras_model(path)
     saved_layers = {layer.name: layer for layer in saved.layers}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from edgecls.keras_graph import graph_nodes, is_nested_model
+from edgecls.adapters.keras_graph import graph_nodes, is_nested_model
 
 
 def count_params_and_macs(model: Any) -> tuple[int, int]:

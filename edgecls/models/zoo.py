@@ -1,153 +1,22 @@
-"""The model registry: a name → a builder, and one factory.
+"""The registered networks: edgecls' own ``cnn`` and the ``keras.applications`` backbones, built flat on our input.
 
-Every model takes pixels 0..255 (normalisation is its first layers: what the
-network's ImageNet weights were trained with, see ``PREPROCESSING``) and ends in
-``Dense(name="logits")`` → ``Activation("softmax", name="probs")``, so
-distillation can reach the logits and pruning knows the head.
-
->>> model = build_model("cnn", num_classes=10, image_size=(32, 32), channels=1)  # doctest: +SKIP
+Each builder registers itself (``edgecls.models.registry``) and returns a model that takes pixels
+0..255, normalises them in its first layers as its ImageNet weights were trained
+(``edgecls.models.normalization``) and ends in the shared head: pool → dropout → ``logits`` → ``probs``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from edgecls import pretrained
-from edgecls.errors import ConfigError, ModelError
+from edgecls.base.errors import ConfigError, ModelError
+from edgecls.models import pretrained
+from edgecls.models.batchnorm import set_bn_momentum
+from edgecls.models.normalization import normalize, set_torch_normalization
+from edgecls.models.registry import INPUT_NAME, LOGITS_LAYER, PROBS_LAYER, ModelOptions, list_models, register
 
 log = logging.getLogger(__name__)
-
-LOGITS_LAYER = "logits"
-PROBS_LAYER = "probs"
-INPUT_NAME = "pixels"
-
-
-@dataclass(frozen=True)
-class ModelOptions:
-    num_classes: int
-    image_size: tuple[int, int]
-    channels: int
-    alpha: float = 1.0
-    weights: str | Path | None = None  # "imagenet", None, or a file: *.h5 / *.weights.h5 / an edgecls *.keras
-    freeze_base: bool = False
-    dropout: float = 0.2
-    bn_momentum: float | None = None  # BatchNorm momentum of a base not loaded from weights; see bn_momentum_for
-
-
-# What each model's first layers compute from pixels 0..255 (the modes of
-# keras.applications.imagenet_utils.preprocess_input), i.e. what its ImageNet
-# weights were trained with: "tf" [-1, 1]; "caffe" RGB→BGR, minus the ImageNet
-# mean in BGR order; "torch" /255, minus the mean, over the standard deviation
-# (per RGB channel); "unit" /255 (edgecls' own cnn, no ImageNet weights).
-PREPROCESSING = ("unit", "tf", "caffe", "torch")
-IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)  # torch mode, fractions of 255
-IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
-CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # caffe mode, pixels
-NORMALIZE_LAYER = "normalize"
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    name: str
-    builder: Callable[[ModelOptions], object]
-    default_image_size: int
-    min_image_size: int
-    description: str
-    preprocessing: str = "unit"  # one of PREPROCESSING
-    keras_module: str | None = None  # its keras.applications module (preprocess_input), None for our own
-
-
-_REGISTRY: dict[str, ModelEntry] = {}
-
-
-def register(
-    name: str,
-    *,
-    default_image_size: int,
-    min_image_size: int,
-    description: str,
-    preprocessing: str = "unit",
-    keras_module: str | None = None,
-):
-    if preprocessing not in PREPROCESSING:
-        raise ValueError(f"{name}: preprocessing must be one of {PREPROCESSING}, got {preprocessing!r}")
-
-    def decorate(builder: Callable[[ModelOptions], object]):
-        _REGISTRY[name] = ModelEntry(
-            name, builder, default_image_size, min_image_size, description, preprocessing, keras_module
-        )
-        return builder
-
-    return decorate
-
-
-def list_models() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def get_entry(name: str) -> ModelEntry:
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
-    return _REGISTRY[name]
-
-
-def build_model(name: str, *, num_classes: int, image_size: tuple[int, int], channels: int, **options):
-    """Build a registered model; see ``list_models()`` and ``ModelOptions`` for ``options``."""
-    entry = get_entry(name)
-    if min(image_size) < entry.min_image_size:
-        raise ConfigError(
-            f"{name} needs an input of at least {entry.min_image_size}x{entry.min_image_size} pixels, "
-            f"got {image_size[0]}x{image_size[1]}; raise --img-size"
-        )
-    return entry.builder(ModelOptions(num_classes, tuple(image_size), channels, **options))
-
-
-# BatchNorm momentum for a base trained from scratch. keras.applications builds
-# every BatchNormalization with momentum 0.999 (0.99 in EfficientNet v1, 0.9 in
-# V2): made for ImageNet's ~10^5 steps. The moving statistics that inference
-# uses keep momentum**steps of their initial values (mean 0, variance 1), so
-# after the ~150-500 steps of a small data set they are still mostly the
-# initial values and validation sits at chance while training accuracy climbs.
-# Rule: momentum = clip(1 - 10 / steps, 0.9, 0.99): the initial values weigh at
-# most e^-10 at the end of the run, the moving average spans the last ~10 % of
-# it, and it never averages fewer than ~10 batches (cnn's 0.9).
-# Measured (benchmarks/results/backbones.json: textures4 cut from shipped photos,
-# 600 train / 200 val patches, img 64, batch 64, 15 epochs = 150 steps, from
-# scratch, best-epoch val top-1): Keras' 0.999 -> 25.0 % (chance) for both
-# mobilenetv2 α0.35 and mobilenetv3small at 99 % train accuracy; this rule
-# (0.933) -> mobilenetv2 α0.35 78.0, α1.0 88.5, mobilenetv3small 76.0,
-# mobilenetv3large 94.0, efficientnetb0 81.0, efficientnetv2b0 75.5, resnet50
-# 93.5 (cnn 100.0).
-BN_MOMENTUM_MIN = 0.9
-BN_MOMENTUM_MAX = 0.99
-
-
-def bn_momentum_for(steps: int) -> float:
-    """The BatchNorm momentum for a from-scratch base trained for ``steps`` optimizer steps.
-
-    >>> bn_momentum_for(150), bn_momentum_for(5000)
-    (0.9333333333333333, 0.99)
-    """
-    if steps < 1:
-        raise ConfigError(f"the number of training steps must be 1 or more, got {steps}")
-    return min(BN_MOMENTUM_MAX, max(BN_MOMENTUM_MIN, 1.0 - 10.0 / steps))
-
-
-def set_bn_momentum(model, momentum: float) -> int:
-    """Set the momentum of every BatchNormalization in ``model``; returns how many."""
-    import keras
-
-    if not 0.0 <= momentum < 1.0:
-        raise ConfigError(f"BatchNorm momentum must be in [0, 1), got {momentum}")
-    count = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = float(momentum)  # read when the training step is traced, saved by get_config
-            count += 1
-    return count
 
 
 def _head(features, options: ModelOptions):
@@ -166,49 +35,6 @@ def _input(options: ModelOptions):
     import keras
 
     return keras.Input(shape=(*options.image_size, options.channels), name=INPUT_NAME)
-
-
-def normalize(inputs, preprocessing: str):
-    """The layers that turn pixels 0..255 into what ``preprocessing`` expects (see ``PREPROCESSING``).
-
-    Each mode is one ``Rescaling`` (MUL/ADD in TFLite and ONNX); "caffe" puts
-    ``keras.ops.flip`` on the channel axis in front (REVERSE_V2 in TFLite, a
-    plain op the INT8 converter keeps integer; the pruner leaves it alone, as it
-    does everything on the fixed input channels).
-    """
-    import keras
-
-    if preprocessing == "unit":
-        return keras.layers.Rescaling(1.0 / 255.0, name=NORMALIZE_LAYER)(inputs)
-    if preprocessing == "tf":
-        return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name=NORMALIZE_LAYER)(inputs)
-    if preprocessing == "caffe":
-        bgr = keras.ops.flip(inputs, axis=-1)
-        return keras.layers.Rescaling(1.0, offset=[-m for m in CAFFE_MEAN_BGR], name=NORMALIZE_LAYER)(bgr)
-    if preprocessing == "torch":
-        scale = [1.0 / (255.0 * s) for s in IMAGENET_STD_RGB]
-        offset = [-m / s for m, s in zip(IMAGENET_MEAN_RGB, IMAGENET_STD_RGB)]
-        return keras.layers.Rescaling(scale, offset=offset, name=NORMALIZE_LAYER)(inputs)
-    raise ValueError(f"preprocessing must be one of {PREPROCESSING}, got {preprocessing!r}")
-
-
-_PREPROCESSING_OPS = ("InputLayer", "Rescaling", "Normalization", "Flip")
-
-
-def preprocessing_output(model):
-    """The tensor after the model's leading normalisation ops (Rescaling, Normalization, channel flip).
-
-    ``keras.Model(model.inputs, preprocessing_output(model))`` is the
-    normalisation sub-graph: pixels 0..255 in, what the first convolution sees out.
-    """
-    tensor = None
-    for operation in model.operations:
-        if type(operation).__name__ not in _PREPROCESSING_OPS:
-            break
-        tensor = operation.output
-    if tensor is None:
-        raise ModelError(f"{model.name}: no input layer found")
-    return tensor
 
 
 @register(
@@ -364,7 +190,7 @@ def _resnet50(options: ModelOptions):
 def _efficientnet_b0(options: ModelOptions):
     _no_alpha("efficientnetb0", options)
     model = _application("efficientnetb0", "EfficientNetB0", options, preprocessing=None)
-    _set_torch_normalization(model)
+    set_torch_normalization(model)
     return model
 
 
@@ -387,32 +213,3 @@ def _efficientnet_v2_b0(options: ModelOptions):
 def _no_alpha(name: str, options: ModelOptions) -> None:
     if options.alpha != 1.0:
         raise ConfigError(f"{name} has no width multiplier: --alpha applies to the MobileNets, got {options.alpha}")
-
-
-def _set_torch_normalization(model) -> None:
-    """EfficientNet (v1) always builds its own Rescaling(1/255) → Normalization stem; make it torch mode.
-
-    Built with ``weights=None`` the Normalization is unadapted (mean 0,
-    variance 1: pixels / 255). Keras' ImageNet path loads the layer's mean and
-    variance from the weights file (variance there holds the standard
-    deviations, tensorflow#49930) and appends Rescaling(1 / sqrt(std)):
-    together (x/255 - mean) / std, which is what the weights were trained
-    with. Here the Normalization computes that directly, for every source of
-    weights, so the model does not change with where its weights came from.
-    """
-    import keras
-    import numpy as np
-
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Normalization):
-            mean, variance, count = layer.get_weights()
-            layer.set_weights(
-                [
-                    np.reshape(IMAGENET_MEAN_RGB, mean.shape).astype(mean.dtype),
-                    np.reshape(np.square(IMAGENET_STD_RGB), variance.shape).astype(variance.dtype),
-                    count,
-                ]
-            )
-            layer.finalize_state()  # call() reads constants made from the weights here, not the weights
-            return
-    raise ModelError(f"{model.name}: no Normalization layer in the EfficientNet stem")

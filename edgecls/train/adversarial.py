@@ -2,7 +2,7 @@
 
 Goodfellow et al. (2015)'s adversarial training: the loss is the mean over the
 clean batch and the same batch attacked by FGSM at ``epsilon`` pixel levels
-(``edgecls.adversarial.fgsm_pixels``, the attack ``edgecls evaluate
+(``edgecls.evaluate.adversarial.fgsm_pixels``, the attack ``edgecls evaluate
 --adversarial`` measures with), each attack computed against the weights of
 that very step. The wrapper shares the model's variables, so training it
 trains the model; ``fit`` wraps and unwraps it, the saved model is the plain one.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgecls.errors import ConfigError
+from edgecls.base.errors import ConfigError
 
 
 def check_epsilon(epsilon: float) -> None:
@@ -28,7 +28,7 @@ def AdversarialTrainer(model, *, epsilon: float):  # noqa: N802 - builds a class
     import keras
     import tensorflow as tf
 
-    from edgecls.adversarial import fgsm_pixels
+    from edgecls.evaluate.adversarial import fgsm_pixels
 
     check_epsilon(epsilon)
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgecls.errors import ConfigError
+from edgecls.base.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from edgecls.base.errors import ConfigError, DataError
+from edgecls.base.fileio import write_json
 from edgecls.data import Dataset, ImageSet, load_dataset, load_images, stratified_val_indices, to_tf_dataset
-from edgecls.errors import ConfigError, DataError
-from edgecls.fileio import write_json
+from edgecls.train.fit import fit
+from edgecls.train.result import finish
+from edgecls.train.watch import chance_watch
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +87,7 @@ def _concat(*parts: ImageSet) -> ImageSet:
 
 def retrain(config, *, callbacks: Sequence[Any] = ()):
     """Fine-tune ``config.init_from`` on ``config.data`` plus a replay sample of ``config.replay``."""
-    from edgecls.finetune import chance_watch
-    from edgecls.keras_io import load_keras_model, model_info_from_keras
-    from edgecls.train import _finish, fit
+    from edgecls.adapters.keras_io import load_keras_model, model_info_from_keras
 
     if config.init_from is None:
         raise ConfigError("--replay needs --init-from MODEL.keras (the deployed model to fine-tune)")
@@ -135,7 +136,7 @@ def retrain(config, *, callbacks: Sequence[Any] = ()):
     history = fit(model, dataset, config.fit_options(), run_dir=run_dir, callbacks=[*callbacks, watch])
     history["phase"] = [1.0] * len(history.get("val_accuracy", []))
     write_json(run_dir / "config.json", {"options": _options(config), "init_from": str(path)})
-    result = _finish(model, dataset, config, run_dir, history, channel_order, started, watch)
+    result = finish(model, dataset, config, run_dir, history, channel_order, started, watch)
     validation = {"new": _top1(model, new_val, config.batch_size, config.data)}
     if old_val is not None:
         validation["old"] = _top1(model, old_val, config.batch_size, config.replay)

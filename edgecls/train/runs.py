@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from edgecls.errors import ConfigError
-from edgecls.fileio import write_json
+from edgecls.base.errors import ConfigError
+from edgecls.base.fileio import write_json
 
 Config = TypeVar("Config")
 

@@ -1,8 +1,8 @@
-"""Device profiles: ``targets/*.toml`` loaded into frozen ``Target`` objects.
+"""Device profiles: the ``*.toml`` files beside this module, loaded into frozen ``Target`` objects.
 
 Targets are data, not code: adding a device is adding a file. The files ship
-inside the package (``edgecls/targets/``; the top-level ``targets/`` is a link
-to it), so an installed wheel finds them too. A target can also be named by
+inside the package (``edgecls/runtime/targets/``; the top-level ``targets/`` is
+a link to it), so an installed wheel finds them too. A target can also be named by
 the path of a ``.toml`` (or ``.json``) file of the same shape.
 
 >>> get_target("rpi").name  # doctest: +SKIP
@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from edgecls.errors import ConfigError
+from edgecls.base.errors import ConfigError
 
 TARGET_KINDS = ("raspberry-pi", "jetson", "host")
 ENGINE_NAMES = ("litert", "onnxruntime")
@@ -61,7 +61,7 @@ _KEYS = tuple(f.name for f in fields(Target) if f.name != "source")
 
 def targets_dir() -> Path:
     """The folder of the packaged target files (works from a checkout and a wheel)."""
-    return Path(str(resources.files("edgecls") / "targets"))
+    return Path(str(resources.files("edgecls.runtime.targets")))
 
 
 def list_targets() -> list[str]:
