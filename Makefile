@@ -30,9 +30,10 @@ $(OLD_LITERT_VENV)/bin/typer:
 	$(PYTHON) -m venv $(OLD_LITERT_VENV)
 	$(OLD_LITERT_VENV)/bin/pip install --quiet "ai-edge-litert==$(OLD_LITERT)" "numpy<3" opencv-python-headless typer rich
 
-lint: $(BIN)/edgecls  ## ruff: formatting and lint rules as pyproject.toml's [tool.ruff] sets them
+lint: $(BIN)/edgecls  ## ruff (formatting and lint rules), then lint-imports (the layering contracts): pyproject.toml
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache --no-logo
 
 # -rs: a skipped test prints its reason (the Pi OS boxes skip where this machine cannot run them: not root, no
 # qemu-user/binfmt_misc, no debootstrap).

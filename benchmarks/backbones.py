@@ -91,8 +91,8 @@ def train_one(spec: str, dataset, *, epochs: int, momentum: str, seed: int = 0) 
 
 
 def main(argv=None) -> None:
+    from edgecls.base.fileio import write_json
     from edgecls.data import load_dataset
-    from edgecls.fileio import write_json
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", choices=sorted(SETS), default="textures4")

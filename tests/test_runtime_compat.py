@@ -77,8 +77,8 @@ def test_old_litert_loads_and_agrees(tflite_models, tmp_path):
     for path, labels in here.items():
         agree = sum(a == b for a, b in zip(labels, old["models"][path]["top1"]))
         assert agree == len(labels), f"{Path(path).name}: top-1 agrees on {agree}/{len(labels)} under {old['version']}"
-    # edgecls info reads the file itself (edgecls.tflite_reader): LiteRT 1.x has no tools.flatbuffer_utils.
-    from edgecls.info import inspect_artifact
+    # edgecls info reads the file itself (edgecls.adapters.tflite_reader): LiteRT 1.x has no tools.flatbuffer_utils.
+    from edgecls.evaluate.info import inspect_artifact
 
     for path in here:
         info = old["models"][path]["info"]

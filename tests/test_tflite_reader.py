@@ -1,4 +1,4 @@
-"""``edgecls.tflite_reader``: a ``.tflite`` read with ``struct`` agrees with LiteRT's own object API, and
+"""``edgecls.adapters.tflite_reader``: a ``.tflite`` read with ``struct`` agrees with LiteRT's own object API, and
 ``edgecls info`` reads one where LiteRT's ``tools`` package is missing (LiteRT 1.x, ``tflite-runtime``)."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from edgecls.errors import ModelError
-from edgecls.tflite_graph import TFLiteGraph
-from edgecls.tflite_reader import BUILTIN_OPERATORS, TENSOR_TYPES
+from edgecls.base.errors import ModelError
+from edgecls.adapters.tflite_graph import TFLiteGraph
+from edgecls.adapters.tflite_reader import BUILTIN_OPERATORS, TENSOR_TYPES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,7 +89,7 @@ class Block(importlib.abc.MetaPathFinder):
         if name.startswith(("ai_edge_litert.tools", "ai_edge_litert.schema_py_generated", "tensorflow", "flatbuffers")):
             raise ImportError(f"No module named {name!r} (blocked)")
 sys.meta_path.insert(0, Block())
-from edgecls.info import inspect_artifact
+from edgecls.evaluate.info import inspect_artifact
 info = inspect_artifact(sys.argv[1])
 print(json.dumps({"ops": info.op_counts, "params": info.params, "macs": info.macs, "labels": info.labels,
                   "integer": info.integer_ops, "float": len(info.float_ops)}))
@@ -108,7 +108,7 @@ def test_info_needs_no_litert_tools(tflite_models):
         )
         assert completed.returncode == 0, completed.stderr[-2000:]
         blocked = json.loads(completed.stdout)
-        from edgecls.info import inspect_artifact
+        from edgecls.evaluate.info import inspect_artifact
 
         here = inspect_artifact(path)
         assert blocked == {

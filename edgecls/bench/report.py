@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from edgecls.fileio import write_json, write_text
-from edgecls.runtime.measure import MeasureResult, MeasureRun
-
-if TYPE_CHECKING:
-    from edgecls.bench.fleet import DeviceOutcome
+from edgecls.base.fileio import write_json, write_text
+from edgecls.bench.config import DeviceOutcome
+from edgecls.runtime.results import MeasureResult, MeasureRun
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +220,7 @@ def plot_latency(run: MeasureRun, path: Path, labels: dict[str, str] | None = No
 
 
 def _box_plot(labels: list[str], samples: list[list[float]], title: str, caption: str, path: Path) -> Path | None:
-    from edgecls.plots import matplotlib_missing, save_figure
+    from edgecls.base.plots import matplotlib_missing, save_figure
 
     if matplotlib_missing("latency plot"):
         return None
