@@ -319,7 +319,8 @@ def _bench(arguments: list[str], timeout: float = 900) -> subprocess.CompletedPr
 
 
 def test_bench_over_ssh_on_the_box_gives_the_local_top1(sshd_boxes, artifacts, tmp_path):
-    from edgecls.runtime.measure import MeasureConfig, measure_models
+    from edgecls.runtime.measure import measure_models
+    from edgecls.runtime.results import MeasureConfig
     from edgecls.runtime.targets import get_target
 
     box, server = sshd_boxes["pios64"]

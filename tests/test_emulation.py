@@ -13,7 +13,7 @@ import pytest
 
 from edgecls.bench.report import EMULATED_LEGEND, plot_latency, table_rows, to_markdown, write_fleet_reports
 from edgecls.runtime.device import MachineInfo, cpuinfo_arch, detect_emulation, machine_info, placement
-from edgecls.runtime.measure import MeasureResult, MeasureRun
+from edgecls.runtime.results import MeasureResult, MeasureRun
 from edgecls.runtime.targets import get_target
 
 # The head of /proc/cpuinfo on this kind of machine (x86_64 KVM guest), a Raspberry Pi 5 and a Pi OS 32-bit on a Pi 4.

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from edgecls.base.errors import ModelError
 from edgecls.adapters.tflite_graph import TFLiteGraph
 from edgecls.adapters.tflite_reader import BUILTIN_OPERATORS, TENSOR_TYPES
+from edgecls.base.errors import ModelError
 
 ROOT = Path(__file__).resolve().parents[1]
 
