@@ -37,8 +37,16 @@ lint: $(BIN)/edgecls  ## ruff (formatting and lint rules), then lint-imports (th
 
 # -rs: a skipped test prints its reason (the Pi OS boxes skip where this machine cannot run them: not root, no
 # qemu-user/binfmt_misc, no debootstrap).
+# The Pi OS box tests (tests/test_box.py) run in a pytest session of their own beside the rest: emulated Python
+# keeps one core busy for minutes (their first run also builds the boxes) while the other tests mostly wait on
+# TensorFlow's own threads; their output follows the main session's, and either failing fails the target.
 test: lint $(OLD_LITERT_VENV)/bin/typer  ## lint, then the whole test suite (old-LiteRT compatibility and the Pi OS boxes included)
-	EDGECLS_OLD_LITERT_PYTHON=$(OLD_LITERT_VENV)/bin/python $(BIN)/pytest -q -rs -p no:cacheprovider --durations=15
+	@boxlog=$$(mktemp); \
+	$(BIN)/pytest -q -rs -p no:cacheprovider --durations=5 tests/test_box.py >$$boxlog 2>&1 & boxes=$$!; \
+	EDGECLS_OLD_LITERT_PYTHON=$(OLD_LITERT_VENV)/bin/python $(BIN)/pytest -q -rs -p no:cacheprovider --durations=15 \
+		--ignore=tests/test_box.py; suite=$$?; \
+	wait $$boxes; boxed=$$?; echo "== tests/test_box.py (the Pi OS boxes)"; cat $$boxlog; rm -f $$boxlog; \
+	test $$suite -eq 0 && test $$boxed -eq 0
 
 test-fast: $(BIN)/edgecls  ## the tests not marked slow (no real training or conversion): about a minute
 	$(BIN)/pytest -q -p no:cacheprovider -m "not slow"
