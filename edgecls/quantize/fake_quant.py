@@ -109,6 +109,12 @@ class ActivationQuantizer(keras.layers.Layer):
             return -amax * (128.0 / 127.0), amax
         return low, ops.maximum(high, low + MIN_RANGE)
 
+    def scale(self):
+        """The INT8 step of this tensor as a tensor: (max - min) / 255 of the bounds (the fake-quant op's nudging
+        moves the zero point, not the step)."""
+        low, high = self.bounds(self.range_min, self.range_max)
+        return (high - low) / ACTIVATION_LEVELS
+
     def set_range(self, low: float, high: float) -> None:
         """Start the tracked range here (the calibration images' range, as post-training quantization has it)."""
         if self.fixed is None:
@@ -134,16 +140,21 @@ class ActivationQuantizer(keras.layers.Layer):
         }
 
 
+def weight_amax(kernel, *, per_channel: bool):
+    """max |w| per output channel (last axis) or of the whole tensor, at least MIN_RANGE: the weights' range."""
+    if per_channel:
+        amax = ops.max(ops.abs(kernel), axis=tuple(range(len(kernel.shape) - 1)))
+    else:
+        amax = ops.max(ops.abs(kernel))
+    return ops.maximum(amax, MIN_RANGE)
+
+
 def fake_quant_weights(kernel, *, per_channel: bool):
     """``kernel`` (last axis = output channels) on the converter's symmetric narrow-range INT8 grid.
 
     The range is the current max |w| (TFMOT's ``LastValueQuantizer``), per output channel or per tensor.
     """
-    if per_channel:
-        amax = ops.max(ops.abs(kernel), axis=tuple(range(len(kernel.shape) - 1)))
-    else:
-        amax = ops.max(ops.abs(kernel))
-    amax = ops.maximum(amax, MIN_RANGE)
+    amax = weight_amax(kernel, per_channel=per_channel)
     return keras.quantizers.fake_quant_with_min_max_vars(
         kernel, -amax, amax, num_bits=8, narrow_range=True, axis=-1 if per_channel else None
     )
@@ -177,6 +188,9 @@ class QuantConv(keras.layers.Layer):
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         self.kind, self.base, self.kernel_shape = kind, dict(base), tuple(int(d) for d in kernel_shape)
         self.batchnorm, self.epsilon, self.per_channel = bool(batchnorm), float(epsilon), bool(per_channel)
+        # () -> the INT8 step of this op's input (its ActivationQuantizer's ``scale``), set by the QAT rewrite; a
+        # function, not the layer, so that Keras does not track the quantizer as a sublayer of this one
+        self.input_scale = None
 
     @classmethod
     def from_layers(cls, layer, batchnorm=None, *, per_channel: bool = True) -> QuantConv:
@@ -242,20 +256,42 @@ class QuantConv(keras.layers.Layer):
             kernel = kernel * factor
         return kernel, self.beta + (bias - self.moving_mean) * factor
 
-    def quantized_kernel(self):
-        """The folded kernel on the INT8 grid, per output channel of the converted op (or per tensor)."""
-        kernel, _ = self.folded()
+    def _flat_kernel(self, kernel):
+        """The kernel with the converted op's output channels on its last axis (a depthwise's in × multiplier)."""
         if self.kind == "depthwise":
             shape = self.kernel_shape
-            flat = ops.reshape(kernel, (*shape[:-2], shape[-2] * shape[-1]))
-            return ops.reshape(fake_quant_weights(flat, per_channel=self.per_channel), shape)
+            return ops.reshape(kernel, (*shape[:-2], shape[-2] * shape[-1]))
+        return kernel
+
+    @property
+    def _weights_per_channel(self) -> bool:
         # Dense: per tensor always. Per-channel fake quant on a FULLY_CONNECTED's kernel stops the converter
         # ("'tfl.transpose' op has mismatched quantized axes": it transposes the kernel to (out, in) without moving
         # the quantized axis); TFMOT's default_8bit quantizes Dense kernels per tensor too.
-        return fake_quant_weights(kernel, per_channel=self.per_channel and self.kind != "dense")
+        return self.per_channel and self.kind != "dense"
+
+    def quantized_kernel(self):
+        """The folded kernel on the INT8 grid, per output channel of the converted op (or per tensor)."""
+        kernel, _ = self.folded()
+        quantized = fake_quant_weights(self._flat_kernel(kernel), per_channel=self._weights_per_channel)
+        return ops.reshape(quantized, self.kernel_shape) if self.kind == "depthwise" else quantized
+
+    def quantized_bias(self, kernel, bias):
+        """``bias`` on the converter's INT32 grid: steps of input scale × weight scale (per output channel).
+
+        The converter stores round(bias / (s_in · s_w)); unrounded, the QAT model's outputs sit up to half such a
+        step off the INT8 model's, enough to tip values near a rounding boundary (measured: 0.1 % of MobileNetV2's
+        first convolution's outputs, and the difference grows through the network). Straight-through gradient.
+        """
+        if self.input_scale is None:
+            return bias
+        weight_scale = weight_amax(self._flat_kernel(kernel), per_channel=self._weights_per_channel) / WEIGHT_QMAX
+        step = ops.maximum(self.input_scale() * weight_scale, 1e-12)
+        return bias + ops.stop_gradient(ops.round(bias / step) * step - bias)
 
     def call(self, inputs):
-        _, bias = self.folded()
+        kernel, bias = self.folded()
+        bias = self.quantized_bias(kernel, bias)
         kernel = self.quantized_kernel()
         strides, padding = self.base.get("strides", 1), self.base.get("padding", "valid")
         dilation = self.base.get("dilation_rate", 1)

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecls.adapters.keras_graph import functional_graph, graph_nodes, is_nested_model, is_ops_class
+from edgecls.adapters.keras_graph import functional_graph, graph_nodes, is_nested_model, is_ops_class, producer
 from edgecls.base.errors import ModelError
 from edgecls.quantize.fake_quant import LOGISTIC_RANGE, ActivationQuantizer, QuantConv
 
@@ -216,6 +216,9 @@ class _Rewriter:
         name, kind = operation.name, type(operation).__name__
         if kind in WEIGHTED:
             quant = QuantConv.from_layers(operation, self.folds.get(name), per_channel=self.per_channel)
+            source = input_quantizer(args[0])
+            if source is not None:  # the converter's bias grid needs the input's INT8 step
+                quant.input_scale = source.scale
             self.placement.weights.append(name)
             if name in self.folds:
                 self.placement.folded.append((name, self.folds[name].name))
@@ -312,6 +315,21 @@ class _Rewriter:
             gate = self._after(name, keras.ops.sigmoid(inputs), fixed=LOGISTIC_RANGE, point="sigmoid")
             return self._after(name, inputs * gate)
         return self._after(name, keras.activations.get(activation)(inputs))
+
+
+def input_quantizer(tensor):
+    """The ``ActivationQuantizer`` whose grid ``tensor`` is on: itself, or through ops that keep their input's
+    grid (padding, reshape, max pooling); None when the tensor is not on one INT8 grid (a fused output)."""
+    while True:
+        made = producer(tensor)
+        if made is None:
+            return None
+        operation, inputs = made
+        if isinstance(operation, ActivationQuantizer):
+            return operation
+        if type(operation).__name__ not in PASSTHROUGH or len(inputs) != 1:
+            return None
+        tensor = inputs[0]
 
 
 def _scalar(values: np.ndarray):
