@@ -36,12 +36,14 @@ from edgecls.fileio import atomic_path, write_json
 from edgecls.finetune import (
     PHASE1_DONE,
     PHASE_DIRS,
+    chance_threshold,
     chance_watch,
     kept_warnings,
     merge_histories,
     unfreeze_top,
     write_history_csv,
 )
+from edgecls.precise_bn import precise_bn_callback, precise_bn_for
 from edgecls.runs import describe_device, environment, resolve_resume, version, write_run_files
 from edgecls.runtime.metadata import ModelInfo
 
@@ -94,6 +96,7 @@ class TrainConfig:
     init_from: str | None = None  # fine-tune this model.keras (edgecls.retrain) instead of building one
     replay: str | None = None  # with init_from: the original training data, sampled into training
     replay_fraction: float = 0.5  # with replay: the share of the training set that is replayed old images
+    precise_bn: int | None = None  # images for BatchNorm statistics before each validation; None: see precise_bn_for
 
     def __post_init__(self) -> None:
         if self.cache not in CACHE_MODES:
@@ -115,6 +118,7 @@ class TrainConfig:
             ("--unfreeze", self.unfreeze, self.unfreeze is None or self.unfreeze >= 1, "1 or more layers"),
             ("--adversarial", self.adversarial, self.adversarial == 0 or 1 <= self.adversarial <= 255, "1..255 levels"),
             ("--replay-fraction", self.replay_fraction, 0 <= self.replay_fraction < 1, "from 0 up to (not) 1"),
+            ("--precise-bn", self.precise_bn, self.precise_bn is None or self.precise_bn >= 0, "0 (off) or more"),
         ):
             if not ok:
                 raise ConfigError(f"{name} must be {wanted}, got {value}")
@@ -170,6 +174,7 @@ class FitOptions:
     patience: int | None = None  # early stopping on val accuracy after this many epochs; None or 0: off
     resume: bool = False  # continue from run_dir/backup
     adversarial: float = 0.0  # FGSM epsilon in pixel levels (edgecls.adversarial_training); 0: off
+    precise_bn: int = 0  # BatchNorm statistics re-estimated from this many training images before each validation
 
 
 @dataclass
@@ -272,10 +277,16 @@ def fit(
             keras.callbacks.CSVLogger(str(history_csv), append=resume),
             keras.callbacks.TensorBoard(str(run_dir / "tb"), write_graph=False, profile_batch=0),
         ]
-    if options.patience:
+    if options.precise_bn:
         all_callbacks.append(
-            keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=options.patience, mode="max")
+            precise_bn_callback(model, dataset.train, count=options.precise_bn, batch_size=batch_size, seed=seed)
         )
+    if options.patience:
+        from edgecls.stopping import early_stopping
+
+        # an epoch at chance while training accuracy still rises does not count (edgecls.stopping)
+        threshold = chance_threshold(dataset.val.labels)[1]
+        all_callbacks.append(early_stopping(patience=options.patience, threshold=threshold))
     all_callbacks += list(callbacks)
     history = trained.fit(
         train_data,
@@ -437,6 +448,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     bn_momentum = None if pretrained or entry.keras_module is None else bn_momentum_for(steps)
     if bn_momentum is not None:
         log.info("%s from scratch: BatchNorm momentum %.4f for %d steps", config.model, bn_momentum, steps)
+    precise_bn = precise_bn_for(config.precise_bn, pretrained=pretrained)  # edgecls.precise_bn
     keras.utils.set_random_seed(config.seed)
     watch = chance_watch(dataset.val.labels)
     class_weights = _class_weights(config.class_weights, dataset)
@@ -458,6 +470,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
             image_size=[size, size],
             channel_order=channel_order,
             bn_momentum=bn_momentum,
+            precise_bn=precise_bn,
             cache=dataset.cache,
             distribution=distribute.describe(chosen, cluster, config.batch_size),
             phases={
@@ -470,7 +483,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
             history = fit(
                 model,
                 dataset,
-                options=config.fit_options(),
+                options=replace(config.fit_options(), precise_bn=precise_bn),
                 run_dir=run_dir,
                 callbacks=[*callbacks, watch],
                 class_weights=class_weights,

@@ -121,6 +121,14 @@ def train(
     replay_fraction: Annotated[
         float, typer.Option("--replay-fraction", help="Share of the training set replayed from --replay (0..1).")
     ] = 0.5,
+    precise_bn: Annotated[
+        int | None,
+        typer.Option(
+            "--precise-bn",
+            help="BatchNorm statistics re-estimated from N training images before each validation (default: 512 "
+            "when training from scratch, off for a pretrained base; 0 = off: the moving averages of training).",
+        ),
+    ] = None,
     json: JsonOption = False,
 ) -> None:
     """Train a classifier; writes model.keras, history, metrics, config and curves to runs/NAME/."""
@@ -157,6 +165,7 @@ def train(
             init_from=str(init_from) if init_from else None,
             replay=replay,
             replay_fraction=replay_fraction,
+            precise_bn=precise_bn,
         )
         return train_model(config, callbacks=[epoch_progress(epochs)])
 
