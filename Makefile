@@ -27,9 +27,10 @@ $(OLD_LITERT_VENV)/bin/python:
 	$(PYTHON) -m venv $(OLD_LITERT_VENV)
 	$(OLD_LITERT_VENV)/bin/pip install --quiet "ai-edge-litert==$(OLD_LITERT)" "numpy<3" opencv-python-headless
 
-lint: $(BIN)/edgecls  ## ruff: formatting and lint rules as pyproject.toml's [tool.ruff] sets them
+lint: $(BIN)/edgecls  ## ruff (formatting and lint rules), then lint-imports (the layering contracts): pyproject.toml
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache --no-logo
 
 test: lint $(OLD_LITERT_VENV)/bin/python  ## lint, then the whole test suite (old-LiteRT compatibility included)
 	EDGECLS_OLD_LITERT_PYTHON=$(OLD_LITERT_VENV)/bin/python $(BIN)/pytest -q -p no:cacheprovider --durations=15

@@ -114,7 +114,7 @@ def summary(runs: list[dict], target: float, chance: float) -> dict:
 
 
 def main(argv=None) -> None:
-    from edgecls.fileio import write_json
+    from edgecls.base.fileio import write_json
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", choices=sorted(SETS), default="textures4")

@@ -58,7 +58,7 @@ def parse_options(pairs: list[str]) -> dict:
 
 
 def append_row(path: Path, row: dict, description: str) -> None:
-    from edgecls.fileio import write_json
+    from edgecls.base.fileio import write_json
 
     existing = json.loads(path.read_text()) if path.exists() else {"description": description, "runs": []}
     existing["runs"].append(row)

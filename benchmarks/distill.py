@@ -170,7 +170,7 @@ def tiny_student(path: Path, *, seed: int, size: int, labels: tuple[str, ...]) -
     import keras
     from keras import layers
 
-    from edgecls.keras_io import save_keras_model
+    from edgecls.adapters.keras_io import save_keras_model
     from edgecls.runtime.metadata import ModelInfo
 
     keras.utils.set_random_seed(seed)
@@ -487,7 +487,7 @@ def main() -> None:
             prune_recovery(work, draws) if args.part in ("all", "prune") else previous.get("prune_recovery")
         )
     report["seconds"] = round(time.time() - started, 1)
-    from edgecls.fileio import write_json
+    from edgecls.base.fileio import write_json
 
     write_json(args.results, report)
     summary = {

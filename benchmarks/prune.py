@@ -33,7 +33,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "prune.json"
 def random_mobilenetv2(path: Path) -> Path:
     import keras
 
-    from edgecls.keras_io import save_keras_model
+    from edgecls.adapters.keras_io import save_keras_model
     from edgecls.models import build_model
     from edgecls.runtime.metadata import ModelInfo
 
@@ -161,7 +161,7 @@ def main() -> int:
 
     import keras
 
-    from edgecls.fileio import write_json
+    from edgecls.base.fileio import write_json
 
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="edgecls-bench-prune-") as scratch:

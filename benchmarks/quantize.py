@@ -59,7 +59,7 @@ def digits_model() -> tuple[Path, str]:
 def mobilenet_model(num_classes: int) -> Path:
     import keras
 
-    from edgecls.keras_io import save_keras_model
+    from edgecls.adapters.keras_io import save_keras_model
     from edgecls.models import build_model
     from edgecls.runtime.metadata import ModelInfo
 

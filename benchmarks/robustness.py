@@ -5,7 +5,7 @@ gravel, moon; 64 px patches, validation from the unseen right part of each
 photo), ``cnn`` at 32 px is trained four ways with the same seed and epochs:
 
 - ``baseline``: ``--augment flip,rotate,zoom`` (the photo default);
-- ``robust``: ``--augment flip,rotate,zoom,robust`` (``edgecls.augment``);
+- ``robust``: ``--augment flip,rotate,zoom,robust`` (``edgecls.data.augment``);
 - ``robust_randaugment``: the same plus Keras' RandAugment (``--augment …,robust,randaugment``);
 - ``adversarial``: the baseline plus ``--adversarial EPS`` (FGSM in every batch).
 
@@ -72,10 +72,10 @@ def trained_before(config):
 
 def score_model(data: Path, name: str, options: dict, seed: int, *, int8: bool) -> dict:
     """Train (or reuse) one recipe at one seed; its corruption, INT8 and FGSM figures."""
-    from edgecls.adversarial import evaluate_adversarial
+    from edgecls.evaluate.adversarial import evaluate_adversarial
+    from edgecls.evaluate.robustness import evaluate_corruptions
     from edgecls.quantize import quantize
     from edgecls.quantize.config import QuantizeConfig
-    from edgecls.robustness import evaluate_corruptions
     from edgecls.train import TrainConfig, train
 
     out = WORK / (name if seed == 0 else f"{name}-seed{seed}")

@@ -125,7 +125,8 @@ def compare_bench_with_raw_loop(model: Path) -> dict:
     half of one) and the mode changes every few seconds, so one long run of
     each would compare two different machines.
     """
-    from edgecls.runtime.measure import MeasureConfig, measure_models
+    from edgecls.runtime.measure import measure_models
+    from edgecls.runtime.results import MeasureConfig
     from edgecls.runtime.targets import get_target
 
     raw: list[float] = []
@@ -381,8 +382,10 @@ def remote_against_local(model: Path, scratch: Path) -> dict:
     from loopback_sshd import loopback_sshd, missing_reason
 
     from edgecls.bench import prepare_eval_set
-    from edgecls.runtime.measure import MeasureConfig, measure_models
-    from edgecls.runtime.remote import RemoteConfig, measure_remote
+    from edgecls.runtime.measure import measure_models
+    from edgecls.runtime.remote import measure_remote
+    from edgecls.runtime.results import MeasureConfig
+    from edgecls.runtime.ssh import RemoteConfig
     from edgecls.runtime.targets import get_target
 
     reason = missing_reason()
@@ -491,7 +494,7 @@ def main() -> int:
         }
     report["seconds"] = round(time.time() - started, 1)
     report["measured_on"]["load_average_at_end"] = os.getloadavg()
-    from edgecls.fileio import write_json
+    from edgecls.base.fileio import write_json
 
     write_json(RESULTS, report)
     for key in ("bench_vs_raw_loop", "predict_vs_invoke", "resize_what_if", "remote_vs_local", "memory_growth"):

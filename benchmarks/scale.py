@@ -59,7 +59,7 @@ def child(data: str, out: str, cache: str, size: int, model: str, alpha: float, 
     """One training run (inside the measured subprocess)."""
     import keras
 
-    from edgecls.datacache import cache_bytes
+    from edgecls.data.cache import cache_bytes
     from edgecls.train import TrainConfig, train
 
     class EpochTimer(keras.callbacks.Callback):

@@ -56,9 +56,9 @@ MODEL, ALPHA, IMAGE_SIZE = "mobilenetv2", 0.35, 64
 
 
 def run(args: argparse.Namespace) -> dict:
-    from edgecls.fileio import write_json
-    from edgecls.runs import environment
+    from edgecls.base.fileio import write_json
     from edgecls.train import TrainConfig, train
+    from edgecls.train.runs import environment
 
     common = dict(model=MODEL, alpha=ALPHA, img_size=IMAGE_SIZE, batch_size=args.batch_size, patience=0, augment="flip")
     started = time.time()

@@ -16,14 +16,15 @@ import numpy as np
 def main() -> None:
     out, epochs, dump = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     import edgecls.train as training
+    import edgecls.train.stage as stage
 
-    finish = training._finish
+    finish = stage.finish
 
     def dumping_finish(model, *args, **kwargs):
         np.savez(dump, *model.get_weights())
         return finish(model, *args, **kwargs)
 
-    training._finish = dumping_finish
+    stage.finish = dumping_finish  # what train() calls to save the kept model
     config = training.TrainConfig(
         data="digits", model="cnn", epochs=epochs, batch_size=32, patience=0, out=out, resume="--resume" in sys.argv
     )

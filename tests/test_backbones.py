@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from conftest import write_legacy_h5
 
-from edgecls.errors import ConfigError, ModelError
+from edgecls.base.errors import ConfigError, ModelError
 from edgecls.models import bn_momentum_for, build_model, get_entry, list_models, preprocessing_output
-from edgecls.pretrained import imagenet_file, imagenet_weights_available
+from edgecls.models.pretrained import imagenet_file, imagenet_weights_available
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgecls.base.errors import ConfigError, DataError
 from edgecls.bench import BenchConfig, bench, prepare_eval_set
 from edgecls.bench.report import COLUMNS, table_rows, to_markdown, write_reports
-from edgecls.errors import ConfigError, DataError
 from edgecls.runtime.device import (
     MachineInfo,
     clocks_locked,
@@ -23,8 +23,9 @@ from edgecls.runtime.device import (
     read_board,
     read_device_state,
 )
-from edgecls.runtime.measure import LatencyStats, MeasureRun, _oversubscription_note, measure_model
+from edgecls.runtime.measure import _oversubscription_note, measure_model
 from edgecls.runtime.model import Classifier
+from edgecls.runtime.results import LatencyStats, MeasureRun
 from edgecls.runtime.scoring import evaluate_folder
 from edgecls.runtime.targets import get_target
 
@@ -448,7 +449,8 @@ def test_tensorrt_first_and_cached_start_are_reported_apart(tmp_path, fake_tenso
 
 
 def test_the_targets_first_precision_reaches_tensorrt(tmp_path, fake_tensorrt):
-    from edgecls.runtime.measure import MeasureConfig, measure_models
+    from edgecls.runtime.measure import measure_models
+    from edgecls.runtime.results import MeasureConfig
 
     model = _tiny_onnx(tmp_path / "model.onnx")
     run = measure_models(
@@ -498,8 +500,8 @@ def _shapes_split(root: Path) -> Path:
 
 def test_bench_corruptions_score_what_evaluate_corruptions_scores(tmp_path):
     """bench --corruptions corrupts each frame where the model runs: the same figures as edgecls evaluate."""
+    from edgecls.evaluate.robustness import evaluate_corruptions
     from edgecls.export import export
-    from edgecls.robustness import evaluate_corruptions
     from edgecls.runtime.corruptions import list_corruptions
     from edgecls.train import TrainConfig, train
 

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgecls.errors import ConfigError
+from edgecls.base.errors import ConfigError
 from edgecls.runtime import Classifier
 from edgecls.runtime.collect import Collector
 

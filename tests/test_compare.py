@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgecls.compare import compare, mcnemar_exact, verdict, wilson_interval
-from edgecls.errors import ModelError
+from edgecls.base.errors import ModelError
+from edgecls.evaluate.compare import compare, mcnemar_exact, verdict, wilson_interval
 from edgecls.runtime.metadata import ModelInfo
 
 COLOURS = {"a_red": (20, 20, 230), "b_green": (20, 230, 20), "c_blue": (230, 20, 20)}  # BGR; sorted: R, G, B

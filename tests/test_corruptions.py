@@ -171,7 +171,7 @@ def test_evaluate_corruptions_reads_the_source_frames(tmp_path):
     from conftest import write_png
     from test_compare import COLOURS, _colour_onnx
 
-    from edgecls.robustness import evaluate_corruptions
+    from edgecls.evaluate.robustness import evaluate_corruptions
 
     rng = np.random.default_rng(0)
     for split in ("train", "val"):
@@ -195,8 +195,8 @@ def test_evaluate_corruptions_reads_the_source_frames(tmp_path):
 
 
 def test_parse_severities():
-    from edgecls.errors import ConfigError
-    from edgecls.robustness import parse_severities
+    from edgecls.base.errors import ConfigError
+    from edgecls.evaluate.robustness import parse_severities
 
     assert parse_severities("1..5") == (1, 2, 3, 4, 5) and parse_severities("2-4") == (2, 3, 4)
     assert parse_severities("5,1,3") == (1, 3, 5) and parse_severities("3") == (3,)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from conftest import write_png
 
+from edgecls.base.errors import DataError
 from edgecls.data import load_dataset, load_images, stratified_val_indices, write_class_folders
-from edgecls.errors import DataError
 from edgecls.runtime.preprocess import decode_image, to_model_pixels
 
 

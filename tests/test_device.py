@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecls.errors import ConfigError
+from edgecls.base.errors import ConfigError
 from edgecls.runtime import tensorrt
 from edgecls.runtime.device import (
     MachineInfo,

@@ -153,7 +153,7 @@ def test_teacher_student_mismatch_is_a_one_line_error(digits_run, tmp_path, stud
 
 
 def test_other_label_names_are_a_mismatch(digits_run, tmp_path):
-    from edgecls.keras_io import load_keras_model, save_keras_model
+    from edgecls.adapters.keras_io import load_keras_model, save_keras_model
     from edgecls.runtime.metadata import ModelInfo
 
     path = tmp_path / "letters.keras"
@@ -205,8 +205,8 @@ def test_bad_options_are_one_line_errors(digits_run, tmp_path, args, message):
 def test_an_interrupted_distillation_resumes_where_it_stopped(tmp_path):
     import keras
 
+    from edgecls.adapters.keras_io import save_keras_model
     from edgecls.distill import DistillConfig, distill
-    from edgecls.keras_io import save_keras_model
     from edgecls.models import build_model
     from edgecls.runtime.metadata import ModelInfo
 

@@ -15,7 +15,7 @@ runner = CliRunner()
 
 
 def test_info_reads_metadata_ops_and_macs_from_every_format(digits_run):
-    from edgecls.info import inspect_artifact
+    from edgecls.evaluate.info import inspect_artifact
 
     infos = {
         path.suffix: inspect_artifact(path) for path in (digits_run.model_path, digits_run.tflite, digits_run.onnx)
@@ -40,7 +40,7 @@ def test_info_on_tflite_needs_no_tensorflow(digits_run):
     import sys
 
     code = (
-        "import sys; from edgecls.info import inspect_artifact; "
+        "import sys; from edgecls.evaluate.info import inspect_artifact; "
         f"info = inspect_artifact({str(digits_run.tflite)!r}); "
         "print(info.macs, info.integer_ops, len(info.float_ops)); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))"
@@ -73,9 +73,9 @@ def test_info_prints_paths_and_labels_as_they_are(digits_run, tmp_path):
 
 def test_grad_cam_mass_lies_on_the_digit_strokes(digits_run, tmp_path):
     """Heat per pixel is higher on the strokes than on the background, on average over 12 digits."""
+    from edgecls.adapters.keras_io import load_keras_model
     from edgecls.evaluate import model_info, validation_set
-    from edgecls.explain import explain, find_last_conv_layer, grad_cam
-    from edgecls.keras_io import load_keras_model
+    from edgecls.evaluate.explain import explain, find_last_conv_layer, grad_cam
 
     model = load_keras_model(digits_run.model_path)
     layer = find_last_conv_layer(model)
@@ -117,7 +117,7 @@ def test_info_on_a_file_that_is_not_what_its_name_says(digits_run, tmp_path):
 
 
 def test_explain_keeps_one_overlay_per_image_even_with_the_same_file_name(digits_run, tmp_path):
-    from edgecls.explain import explain
+    from edgecls.evaluate.explain import explain
 
     first = write_png(tmp_path / "a" / "img.png", np.zeros((8, 8), np.uint8))
     second = write_png(tmp_path / "b" / "img.png", np.full((8, 8), 255, np.uint8))

@@ -21,7 +21,7 @@ import pytest
 import tomllib
 from conftest import write_png
 
-from edgecls.errors import DataError
+from edgecls.base.errors import DataError
 from edgecls.runtime.metadata import ModelInfo
 
 ROOT = Path(__file__).resolve().parents[1]

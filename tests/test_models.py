@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgecls.errors import ConfigError
+from edgecls.base.errors import ConfigError
 from edgecls.models import INPUT_NAME, LOGITS_LAYER, PROBS_LAYER, build_model, get_entry, list_models
 
 NUM_CLASSES = 5

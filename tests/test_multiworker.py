@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecls import distribute
+from edgecls.train import distribute
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "tests" / "multiworker_driver.py"
@@ -172,7 +172,7 @@ def test_tf_config_names_the_chief_and_a_cluster_of_one_is_no_cluster():
     assert distribute.worker_run_dir(run, worker) != run and distribute.worker_run_dir(run, worker).name.startswith(
         "edgecls-worker1-"
     )
-    from edgecls.errors import ConfigError
+    from edgecls.base.errors import ConfigError
 
     with pytest.raises(ConfigError, match="TF_CONFIG"):
         distribute.cluster_from_env({"TF_CONFIG": "{not json"})

@@ -10,8 +10,8 @@ import pytest
 from conftest import write_pipeline
 from typer.testing import CliRunner
 
+from edgecls.base.errors import ConfigError
 from edgecls.cli import app
-from edgecls.errors import ConfigError
 from edgecls.pipeline import load_pipeline_config, run_pipeline
 
 runner = CliRunner()
@@ -184,8 +184,8 @@ baseline = {str(phase == "baseline").lower()}
     ],
 )
 def test_a_jetson_bench_target_picks_the_tensorrt_onnx_scheme(tmp_path, bench, quantize_extra, scheme):
+    from edgecls.pipeline.checks import check_options
     from edgecls.pipeline.runner import stage_key
-    from edgecls.pipeline.stages import check_options
 
     extra = f'\n[quantize]\nprecisions = ["int8"]\ncalib = "calib"\n{quantize_extra}\n\n[bench]\ntargets = {bench}\n'
     config = load_pipeline_config(write_pipeline(tmp_path / "p.toml", tmp_path, extra=extra))
@@ -241,8 +241,8 @@ def test_accuracy_latency_labels_are_unique_and_do_not_overlap():
     from matplotlib.text import Text
     from matplotlib.transforms import Bbox
 
+    from edgecls.base.plots import pyplot
     from edgecls.pipeline.report import accuracy_latency_figure
-    from edgecls.plots import pyplot
 
     rows = crowded_rows()
     figure = accuracy_latency_figure(rows, ["host", "rpi5"])
@@ -308,9 +308,9 @@ def test_artifact_labels_follow_the_report_table_and_are_unique():
 
 
 def test_latency_plot_names_models_by_the_labels_given(tmp_path, monkeypatch):
+    from edgecls.base.plots import pyplot
     from edgecls.bench.report import plot_latency
-    from edgecls.plots import pyplot
-    from edgecls.runtime.measure import LatencyStats, MeasureResult, MeasureRun
+    from edgecls.runtime.results import LatencyStats, MeasureResult, MeasureRun
 
     plt = pyplot()
     samples = [0.03, 0.031, 0.032]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import write_pipeline
 
-from edgecls.errors import ConfigError
+from edgecls.base.errors import ConfigError
 from edgecls.pipeline import load_pipeline_config, run_pipeline
 
 
@@ -40,7 +40,7 @@ def deployed_model(tmp_path, shapes_folder):
 
 @pytest.mark.slow
 def test_compare_stage_gives_the_verdict_compare_gives_and_reruns_alone(tmp_path, shapes_folder, deployed_model):
-    from edgecls.compare import compare
+    from edgecls.evaluate.compare import compare
 
     config = write_pipeline_with_compare(tmp_path, shapes_folder, f'a = "{deployed_model}"')
     result = run_pipeline(config)

@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import write_pipeline
 
-from edgecls.errors import ConfigError
+from edgecls.base.errors import ConfigError
 from edgecls.pipeline import load_pipeline_config, run_pipeline
 
 ROBUSTNESS = """

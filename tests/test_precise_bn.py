@@ -1,5 +1,5 @@
-"""Precise BatchNorm statistics (edgecls.precise_bn) and early stopping that waits for a run to start
-(edgecls.stopping), issue 26: the numbers they compute, on tiny models."""
+"""Precise BatchNorm statistics (edgecls.train.precise_bn) and early stopping that waits for a run to start
+(edgecls.train.stopping), issue 26: the numbers they compute, on tiny models."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from edgecls.data import ImageSet
-from edgecls.precise_bn import BatchNormEstimator, batchnorm_layers, precise_bn_for, sample_images
-from edgecls.stopping import early_stopping
+from edgecls.train.precise_bn import BatchNormEstimator, batchnorm_layers, precise_bn_for, sample_images
+from edgecls.train.stopping import early_stopping
 
 
 def _tiny_model(dropout: float = 0.0):
@@ -97,7 +97,7 @@ def _run(stopper, epochs: list[tuple[float, float]]) -> int:
 def test_early_stopping_holds_its_count_while_validation_is_at_chance_and_training_rises(caplog):
     stopper = early_stopping(patience=2, threshold=0.3)
     rising = [(0.25, 0.4), (0.25, 0.6), (0.25, 0.8), (0.25, 0.9)]
-    with caplog.at_level("INFO", logger="edgecls.stopping"):
+    with caplog.at_level("INFO", logger="edgecls.train.stopping"):
         assert _run(stopper, rising + [(0.6, 0.95), (0.55, 0.96), (0.58, 0.97), (0.7, 0.97)]) == 7
     assert stopper.held == [1, 2, 3, 4]
     assert "early stopping does not count this epoch" in caplog.text
@@ -126,10 +126,10 @@ def test_the_kept_model_carries_statistics_true_to_its_weights_from_the_disk_cac
     ones its own weights give on the training sample, not moving averages of earlier weights."""
     import json
 
+    from edgecls.adapters.keras_io import load_keras_model
     from edgecls.data import load_dataset
-    from edgecls.keras_io import load_keras_model
-    from edgecls.precise_bn import PRECISE_BN_IMAGES
     from edgecls.train import TrainConfig, train
+    from edgecls.train.precise_bn import PRECISE_BN_IMAGES
 
     options = dict(data=str(shapes_folder), model="cnn", img_size=16, epochs=3, batch_size=4, augment="none")
     result = train(TrainConfig(**options, cache="disk", out=str(tmp_path / "run")))

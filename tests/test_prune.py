@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from edgecls.errors import ConfigError
+from edgecls.base.errors import ConfigError
 
 
 def _randomise_batchnorm(model, seed: int = 0) -> None:
@@ -56,7 +56,7 @@ def test_rebuilt_model_equals_masked_original(name):
     import keras
 
     from edgecls.models import build_model, get_entry
-    from edgecls.modelstats import count_params_and_macs
+    from edgecls.models.stats import count_params_and_macs
     from edgecls.prune.rebuild import max_abs_difference, rebuild
 
     keras.utils.set_random_seed(0)
@@ -199,7 +199,7 @@ def test_every_handled_layer_class_prunes_to_its_masked_original(handled):
     """Each class of the handler registry, between a prunable convolution and the head: traced, cut, equivalent."""
     from keras import layers
 
-    from edgecls.keras_graph import graph_nodes, is_ops_class
+    from edgecls.adapters.keras_graph import graph_nodes, is_ops_class
     from edgecls.prune.rebuild import max_abs_difference
 
     sample = _handler_samples().get(handled)
@@ -342,7 +342,7 @@ def test_count_params_and_macs():
     x = layers.GlobalAveragePooling2D()(x)
     outputs = layers.Dense(2)(x)  # 4*2 = 8
     model = keras.Model(inputs, outputs)
-    from edgecls.modelstats import count_params_and_macs
+    from edgecls.models.stats import count_params_and_macs
 
     assert count_params_and_macs(model) == (model.count_params(), 2304 + 2304 + 8)
 
@@ -396,8 +396,8 @@ def test_prune_command_end_to_end(digits_run, tmp_path):
     """`edgecls prune` on the trained digits model: a smaller .keras with its labels, and a report."""
     from typer.testing import CliRunner
 
+    from edgecls.adapters.keras_io import load_keras_model
     from edgecls.cli import app
-    from edgecls.keras_io import load_keras_model
     from edgecls.runtime.metadata import read_model_info
 
     out = tmp_path / "pruned.keras"

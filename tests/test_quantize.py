@@ -13,8 +13,8 @@ import pytest
 from conftest import write_png
 from typer.testing import CliRunner
 
+from edgecls.base.errors import DataError
 from edgecls.cli import app
-from edgecls.errors import DataError
 from edgecls.quantize import QuantizeConfig, quantize
 from edgecls.quantize.calibration import load_calibration, stratified_sample
 from edgecls.runtime.metadata import ModelInfo, read_model_info
@@ -49,8 +49,8 @@ def dense_models(tmp_path_factory):
     """
     import keras
 
+    from edgecls.adapters.keras_io import save_keras_model
     from edgecls.data import load_dataset
-    from edgecls.keras_io import save_keras_model
 
     root = tmp_path_factory.mktemp("dense")
     dataset = load_dataset("digits", image_size=(SIZE, SIZE))
@@ -152,8 +152,8 @@ def test_repository_digits_calibration_set_holds_only_training_images():
 
 
 def test_int8_tflite_graph_is_integer_only(digits_run, tmp_path):
-    from edgecls import tflite_graph
-    from edgecls.keras_io import load_keras_model
+    from edgecls.adapters import tflite_graph
+    from edgecls.adapters.keras_io import load_keras_model
     from edgecls.quantize import tflite
 
     info = read_model_info(digits_run.model_path)
@@ -229,8 +229,8 @@ def test_uint8_io_takes_camera_bytes_without_float_math(digits_run, tmp_path):
 
 
 def test_uint8_input_is_pinned_to_bytes_when_calibration_misses_0_and_255(dense_models, tmp_path):
-    from edgecls import tflite_graph
-    from edgecls.keras_io import load_keras_model
+    from edgecls.adapters import tflite_graph
+    from edgecls.adapters.keras_io import load_keras_model
     from edgecls.quantize import tflite
     from edgecls.runtime.engines import load_engine
 
@@ -255,7 +255,7 @@ def test_uint8_input_is_pinned_to_bytes_when_calibration_misses_0_and_255(dense_
 
 def test_info_and_the_quantize_report_count_the_same_float_ops(dense_models, tmp_path):
     """`edgecls info` and the quantize report classify every op of the same file alike (one definition)."""
-    from edgecls.info import inspect_artifact
+    from edgecls.evaluate.info import inspect_artifact
 
     int8_config = QuantizeConfig(
         calib=str(CALIB_DIGITS), calib_size=60, formats=("tflite",), io="float", out=str(tmp_path)
@@ -281,7 +281,7 @@ def test_info_and_the_quantize_report_count_the_same_float_ops(dense_models, tmp
 
 
 def test_budget_keeps_the_outlier_layer_in_float(dense_models, tmp_path):
-    from edgecls import tflite_graph
+    from edgecls.adapters import tflite_graph
 
     result = runner.invoke(
         app,
@@ -509,7 +509,7 @@ def test_tensorrt_onnx_is_symmetric_8bit_and_within_budget(digits_run, tmp_path)
 
 
 def test_target_chooses_the_onnx_scheme():
-    from edgecls.errors import ConfigError
+    from edgecls.base.errors import ConfigError
     from edgecls.quantize.config import onnx_scheme_for
 
     assert {

@@ -22,7 +22,7 @@ WIDTH = {"mobilenetv2": 0.35, "mobilenetv3small": 0.75, "mobilenetv3large": 0.75
 def _saved_model(name: str, folder: Path) -> Path:
     import keras
 
-    from edgecls.keras_io import save_keras_model
+    from edgecls.adapters.keras_io import save_keras_model
     from edgecls.models import build_model, get_entry
     from edgecls.runtime.metadata import ModelInfo
 
@@ -58,10 +58,10 @@ def _calibration_folder(folder: Path, size: int, channels: int) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list_models())
 def test_every_registry_model_exports_with_parity_and_converts_to_integer_only_int8(name, tmp_path):
+    from edgecls.adapters.tflite_graph import TFLiteGraph
     from edgecls.export import export
     from edgecls.models import get_entry
     from edgecls.quantize import QuantizeConfig, quantize
-    from edgecls.tflite_graph import TFLiteGraph
 
     model_path = _saved_model(name, tmp_path)
     exported = export(model_path, formats=("tflite", "onnx"), out_dir=tmp_path / "export")

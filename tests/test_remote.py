@@ -19,10 +19,12 @@ import pytest
 from loopback_sshd import loopback_sshd, missing_reason
 
 import edgecls
+from edgecls.base.errors import ConfigError, RemoteError
 from edgecls.bench import prepare_eval_set
-from edgecls.errors import ConfigError, RemoteError
-from edgecls.runtime.measure import MeasureConfig, measure_models
-from edgecls.runtime.remote import SSH, Destination, RemoteConfig, measure_remote
+from edgecls.runtime.measure import measure_models
+from edgecls.runtime.remote import measure_remote
+from edgecls.runtime.results import MeasureConfig
+from edgecls.runtime.ssh import SSH, Destination, RemoteConfig
 from edgecls.runtime.targets import get_target
 
 RUNS, WARMUP = 10, 2

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from edgecls.base.errors import ConfigError, DataError
 from edgecls.data import ImageSet, parse_augment
-from edgecls.errors import ConfigError, DataError
-from edgecls.retrain import remap_labels, replay_count, sample_replay
+from edgecls.train.retrain import remap_labels, replay_count, sample_replay
 
 
 def _images(n: int = 24, size: int = 16, channels: int = 3, seed: int = 0) -> ImageSet:
@@ -55,8 +55,8 @@ def test_adversarial_trainer_makes_fgsm_examples_within_epsilon_and_trains():
     import keras
     import tensorflow as tf
 
-    from edgecls.adversarial_training import AdversarialTrainer
     from edgecls.models import build_model
+    from edgecls.train.adversarial import AdversarialTrainer
 
     keras.utils.set_random_seed(0)
     model = build_model("cnn", num_classes=3, image_size=(16, 16), channels=3)
@@ -141,7 +141,7 @@ def test_init_from_with_replay_trains_on_the_mix_and_reports_both_splits(tmp_pat
 
 @pytest.mark.slow
 def test_train_with_adversarial_runs_through_fit_and_saves_the_plain_model(tmp_path):
-    from edgecls.keras_io import load_keras_model
+    from edgecls.adapters.keras_io import load_keras_model
     from edgecls.train import TrainConfig, train
 
     result = train(TrainConfig(data="digits", epochs=1, adversarial=4, out=str(tmp_path / "adv"), patience=0))

@@ -40,7 +40,7 @@ def test_no_runtime_module_imports_tensorflow_even_lazily(path):
             }
     assert not imported & set(FORBIDDEN), f"{path.name} imports {sorted(imported & set(FORBIDDEN))}"
     assert "edgecls" not in imported or all(
-        module.startswith(("edgecls.runtime", "edgecls.errors", "edgecls.fileio"))
+        module.startswith(("edgecls.runtime", "edgecls.base.errors", "edgecls.base.fileio"))
         for node in ast.walk(tree)
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("edgecls")
         for module in [node.module]
@@ -247,7 +247,7 @@ def test_top_k_bounds(digits_run):
 
 
 def test_onnx_models_from_elsewhere(tmp_path):
-    from edgecls.errors import ModelError
+    from edgecls.base.errors import ModelError
 
     frames = [np.full((30, 40, 3), value, np.uint8) for value in ((10, 20, 200), (200, 20, 10), (20, 200, 10))]
     fixed = Classifier(_onnx_model(tmp_path / "fixed.onnx", [1, 8, 8, 3]))  # exported for batch 1 only

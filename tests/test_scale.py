@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import write_png
 
-from edgecls import datacache
+from edgecls.base.errors import ConfigError
+from edgecls.data import cache as datacache
 from edgecls.data import load_dataset, to_tf_dataset
-from edgecls.errors import ConfigError
 
 
 @pytest.fixture

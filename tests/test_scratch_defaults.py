@@ -20,8 +20,8 @@ def test_mobilenetv3small_from_scratch_with_the_default_augmentation_is_above_ch
     patience and BatchNorm handling. Before issue 26 this run validated at chance (25 %) in every epoch."""
     from photoset import TEXTURES4, make_photoset
 
-    from edgecls.finetune import chance_threshold
     from edgecls.train import TrainConfig, train
+    from edgecls.train.watch import chance_threshold
 
     root = make_photoset(tmp_path / "textures", TEXTURES4, train_per_class=100, val_per_class=30, patch_size=64, seed=1)
     result = train(

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecls.errors import ModelError
-from edgecls.fileio import atomic_path
+from edgecls.base.errors import ModelError
+from edgecls.base.fileio import atomic_path
 
 
 def test_training_reaches_accuracy_and_writes_the_run(digits_run):
@@ -27,7 +27,7 @@ def test_training_reaches_accuracy_and_writes_the_run(digits_run):
     history = json.loads((digits_run.run_dir / "history.json").read_text())
     assert len(history["val_accuracy"]) == 8
     # the weights only, no optimizer state: a trained model's size compares with a pruned one's
-    from edgecls.keras_io import load_keras_model
+    from edgecls.adapters.keras_io import load_keras_model
 
     with zipfile.ZipFile(digits_run.model_path) as archive:
         weights = archive.getinfo("model.weights.h5").file_size
@@ -100,7 +100,7 @@ def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
 def test_safe_mode_refuses_code_in_a_model_file(tmp_path):
     import keras
 
-    from edgecls.keras_io import load_keras_model
+    from edgecls.adapters.keras_io import load_keras_model
 
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
@@ -162,7 +162,7 @@ def test_resume_after_kill_9_continues_from_the_last_completed_epoch(tmp_path, s
     with zipfile.ZipFile(result.model_path) as archive:
         assert "edgecls.json" in archive.namelist()
     # the resumed run sees the same batches and dropout masks as an uninterrupted one: same weights
-    from edgecls.keras_io import load_keras_model
+    from edgecls.adapters.keras_io import load_keras_model
 
     uninterrupted = train(TrainConfig(**options, out=str(tmp_path / "clean")))
     for resumed_weights, clean_weights in zip(
@@ -184,7 +184,7 @@ def test_best_epoch_breaks_accuracy_ties_by_the_lower_validation_loss():
 def test_weights_of_another_network_are_a_short_error(tmp_path):
     import keras
 
-    from edgecls.errors import ModelError
+    from edgecls.base.errors import ModelError
     from edgecls.models import build_model
 
     other = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), include_top=False, weights=None)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecls.errors import ConfigError
+from edgecls.base.errors import ConfigError
 from edgecls.runtime.targets import (
     ENGINE_NAMES,
     PRECISIONS,
@@ -131,7 +131,7 @@ def test_a_target_file_by_path_and_the_json_form_a_device_gets(tmp_path):
 
 def test_top_level_targets_is_the_packaged_folder():
     assert (ROOT / "targets").resolve() == targets_dir().resolve()
-    assert targets_dir().resolve() == (ROOT / "edgecls" / "targets").resolve()
+    assert targets_dir().resolve() == (ROOT / "edgecls" / "runtime" / "targets").resolve()
 
 
 def test_targets_command_lists_them():
@@ -171,7 +171,11 @@ def test_an_installed_wheel_finds_the_targets(tmp_path):
     wheel = next((tmp_path / "wheel").glob("edgecls-*.whl"))
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(tmp_path / "site")
-        shipped = {Path(name).name for name in archive.namelist() if name.startswith("edgecls/targets/")}
+        shipped = {
+            Path(name).name
+            for name in archive.namelist()
+            if name.startswith("edgecls/runtime/targets/") and name.endswith(".toml")
+        }
     assert {f"{name}.toml" for name in list_targets()} == shipped
     # Import from the unpacked wheel, not from the checkout.
     probe = "import edgecls.runtime.targets as t; print(t.targets_dir()); print(','.join(t.list_targets()))"

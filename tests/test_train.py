@@ -13,8 +13,8 @@ import pytest
 from conftest import write_legacy_h5, write_png
 from typer.testing import CliRunner
 
+from edgecls.base.errors import ConfigError, DataError
 from edgecls.cli import app
-from edgecls.errors import ConfigError, DataError
 
 
 @pytest.mark.slow
@@ -24,8 +24,8 @@ def test_default_weights_for_a_photo_folder_are_imagenet_from_the_keras_cache(
     """No --weights on a photo folder with mobilenetv2 α 0.35: the cached ImageNet file, unchanged by phase 1."""
     import keras
 
-    from edgecls.keras_io import load_keras_model
-    from edgecls.pretrained import imagenet_file
+    from edgecls.adapters.keras_io import load_keras_model
+    from edgecls.models.pretrained import imagenet_file
     from edgecls.train import TrainConfig, train
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
@@ -122,8 +122,8 @@ def test_weights_defaults_and_refusals():
 def test_unfreeze_leaves_batchnorm_frozen_and_names_a_wrong_layer():
     import keras
 
-    from edgecls.finetune import base_layers, freeze_base, unfreeze_top
     from edgecls.models import build_model
+    from edgecls.train.finetune import base_layers, freeze_base, unfreeze_top
 
     model = build_model("mobilenetv2", num_classes=3, image_size=(32, 32), channels=3, alpha=0.35, freeze_base=True)
     freeze_base(model)
@@ -294,13 +294,13 @@ def test_a_folder_too_small_to_split_is_one_line_before_the_first_epoch(tmp_path
 
 
 def test_a_chance_warning_the_kept_model_outgrew_is_taken_back_at_the_same_level(caplog):
-    from edgecls.finetune import chance_watch, kept_warnings
+    from edgecls.train.watch import chance_watch, kept_warnings
 
     watch = chance_watch(np.repeat(np.arange(4), 50))  # chance 25 %
     for epoch in range(3):  # three epochs at chance while training learns
         watch.on_epoch_end(epoch, {"val_accuracy": 0.25, "accuracy": 0.95})
     assert watch.message is not None
-    with caplog.at_level(logging.WARNING, logger="edgecls.finetune"):
+    with caplog.at_level(logging.WARNING, logger="edgecls.train.watch"):
         assert kept_warnings(watch, 0.995) == []  # the best epoch kept is far above chance
     assert any("recovered to 99.5%" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
     assert kept_warnings(watch, 0.26) == [watch.message]

@@ -1,7 +1,7 @@
 """``edgecls bench``, the workstation side: measure artifacts here or on the device, compare them, write reports.
 
-Named parts: ``run`` (``BenchConfig`` and ``bench``: the target, here or over
-SSH, the reports), ``evalset`` (the held-out images that ``--data`` scores)
+Named parts: ``config`` (``BenchConfig``, ``BenchReport``, a fleet's devices), ``run``
+(``bench``: the target, here or over SSH, the reports), ``evalset`` (the held-out images that ``--data`` scores)
 ``report`` (table, Markdown, JSON, latency plot) and ``fleet`` (several devices
 at once, one table). The measuring loop itself
 is the runtime's, ``edgecls.runtime.measure``, the same code here and on the device.
@@ -12,9 +12,10 @@ is the runtime's, ``edgecls.runtime.measure``, the same code here and on the dev
 'x86_64 host with rpi5 settings'
 """
 
+from edgecls.bench.config import BenchConfig, BenchReport, DeviceOutcome, FleetDevice
 from edgecls.bench.evalset import prepare_eval_set
-from edgecls.bench.fleet import DeviceOutcome, FleetDevice, FleetReport, bench_fleet, load_fleet, parse_remotes
-from edgecls.bench.run import BenchConfig, BenchReport, bench
+from edgecls.bench.fleet import FleetReport, bench_fleet, load_fleet, parse_remotes
+from edgecls.bench.run import bench
 
 __all__ = [
     "BenchConfig",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecls.errors import DataError
+from edgecls.base.errors import DataError
 from edgecls.runtime.metadata import ModelInfo, read_model_info
 from edgecls.runtime.preprocess import IMAGE_SUFFIXES
 

@@ -46,48 +46,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgecls.errors import ConfigError, EdgeclsError
+from edgecls.base.errors import ConfigError, EdgeclsError
+from edgecls.bench.config import DeviceOutcome, FleetDevice, check_models
 from edgecls.runtime.corruptions import CorruptionSpec
-from edgecls.runtime.measure import MeasureRun
-from edgecls.runtime.remote import Destination, RemoteConfig, RemoteStopped, measure_remote
+from edgecls.runtime.remote import measure_remote
+from edgecls.runtime.ssh import Destination, RemoteConfig, RemoteStopped
 from edgecls.runtime.targets import Target, get_target
 
 log = logging.getLogger(__name__)
 
 DEVICE_KEYS = ("remote", "target", "remote_python", "ssh_key", "known_hosts")
 JOIN_POLL_S = 0.2  # the main thread waits in short steps: a signal must reach it while devices run
-
-
-@dataclass(frozen=True)
-class FleetDevice:
-    """One device of a fleet: how to reach it, and the target profile it is measured with (None: ``--target``)."""
-
-    remote: RemoteConfig
-    target: str | None = None
-
-
-@dataclass(frozen=True)
-class DeviceOutcome:
-    """What one device gave: its run, or the one-line reason it gave none."""
-
-    remote: str
-    target: str
-    run: MeasureRun | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.run is not None
-
-    def to_dict(self) -> dict[str, Any]:
-        status = "ok" if self.ok else "failed"
-        return {
-            "remote": self.remote,
-            "target": self.target,
-            "status": status,
-            "error": self.error,
-            "run": self.run.to_dict() if self.run else None,
-        }
 
 
 def parse_remotes(texts: Sequence[str], *, defaults: RemoteConfig) -> list[FleetDevice]:
@@ -259,7 +228,6 @@ def bench_fleet(config: Any) -> FleetReport:
     """``edgecls bench`` on every device of ``config.fleet`` (a ``BenchConfig``) at once, one report for all."""
     from edgecls.bench.evalset import prepare_eval_set
     from edgecls.bench.report import write_fleet_reports
-    from edgecls.bench.run import check_models
 
     check_models(config.models)
     if not config.fleet:

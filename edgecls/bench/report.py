@@ -8,13 +8,11 @@ Every report states where the numbers were measured and under which settings.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from edgecls.fileio import write_json, write_text
-from edgecls.runtime.measure import MeasureResult, MeasureRun
-
-if TYPE_CHECKING:
-    from edgecls.bench.fleet import DeviceOutcome
+from edgecls.base.fileio import write_json, write_text
+from edgecls.bench.config import DeviceOutcome
+from edgecls.runtime.results import MeasureResult, MeasureRun
 
 COLUMNS = (
     "model",
@@ -197,7 +195,7 @@ def plot_latency(run: MeasureRun, path: Path, labels: dict[str, str] | None = No
 
 
 def _box_plot(labels: list[str], samples: list[list[float]], title: str, caption: str, path: Path) -> Path | None:
-    from edgecls.plots import matplotlib_missing, save_figure
+    from edgecls.base.plots import matplotlib_missing, save_figure
 
     if matplotlib_missing("latency plot"):
         return None

@@ -16,57 +16,15 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from edgecls.base.errors import ConfigError
+from edgecls.bench.config import BenchConfig, BenchReport, check_models
 from edgecls.bench.evalset import prepare_eval_set
-from edgecls.bench.fleet import FleetDevice
-from edgecls.errors import ConfigError
-from edgecls.runtime.corruptions import SEVERITIES, CorruptionSpec
-from edgecls.runtime.measure import MeasureConfig, MeasureRun, measure_models
-from edgecls.runtime.remote import RemoteConfig, measure_remote
+from edgecls.runtime.measure import measure_models
+from edgecls.runtime.remote import measure_remote
+from edgecls.runtime.results import MeasureConfig
 from edgecls.runtime.targets import get_target
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """Options of ``edgecls bench``; defaults are the CLI's defaults."""
-
-    models: tuple[str, ...]
-    target: str = "host"
-    data: str | None = None  # digits | a folder of <label>/ images | None (no accuracy)
-    runs: int = 200
-    warmup: int = 20
-    threads: int | None = None  # None: the target's
-    out: str | None = None  # None: runs/bench-<target>-<time>
-    remote: RemoteConfig | None = None
-    fleet: tuple[FleetDevice, ...] = ()  # several devices at once: edgecls.bench.fleet.bench_fleet
-    corruptions: bool = False  # with data: top-1 under every camera corruption too, scored where the model runs
-    severities: tuple[int, ...] = SEVERITIES
-    corruption_seed: int = 0  # image i's corruption is seeded by (corruption_seed, i)
-
-    def corruption_spec(self) -> CorruptionSpec | None:
-        """What ``--corruptions`` asks the device to score, checked; None when it is off."""
-        if not self.corruptions:
-            return None
-        if not self.data:
-            raise ConfigError("--corruptions scores the --data images under each corruption: give --data")
-        return CorruptionSpec.of(None, self.severities, self.corruption_seed)
-
-
-@dataclass
-class BenchReport:
-    run: MeasureRun
-    out_dir: str
-    json_path: str
-    markdown_path: str
-    plot_path: str | None
-
-    def to_dict(self) -> dict:
-        return {
-            **self.run.to_dict(),
-            "reports": {"json": self.json_path, "markdown": self.markdown_path, "plot": self.plot_path},
-        }
 
 
 def _eval_scope(config: BenchConfig) -> str:
@@ -125,16 +83,3 @@ def bench(config: BenchConfig) -> BenchReport:
     return BenchReport(
         run, str(out), str(paths["json"]), str(paths["markdown"]), str(paths["plot"]) if paths.get("plot") else None
     )
-
-
-def check_models(models: tuple[str, ...]) -> None:
-    """At least one model, each an existing ``.tflite`` or ``.onnx`` file."""
-    if not models:
-        raise ConfigError("give at least one .tflite or .onnx model to benchmark")
-    for model in models:
-        if not Path(model).is_file():
-            raise ConfigError(f"{model}: no such model file")
-        if Path(model).suffix.lower() not in (".tflite", ".onnx"):
-            raise ConfigError(
-                f"{model}: bench runs .tflite and .onnx artifacts; export a .keras model first (edgecls export)"
-            )

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgecls.errors import EdgeclsError
+from edgecls.base.errors import EdgeclsError
 
 app = typer.Typer(
     name="edgecls",

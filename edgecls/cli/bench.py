@@ -92,7 +92,7 @@ def bench(
     from edgecls.bench import BenchConfig
     from edgecls.bench import bench as run_bench
     from edgecls.runtime.corruptions import parse_severities
-    from edgecls.runtime.remote import RemoteConfig
+    from edgecls.runtime.ssh import RemoteConfig
 
     defaults = RemoteConfig(
         destination="",

@@ -33,7 +33,7 @@ def compare(
     json: JsonOption = False,
 ) -> None:
     """A/B: top-1 with 95 % intervals, the exact McNemar test, per-class changes and a verdict at α = 0.05."""
-    from edgecls.compare import compare as compare_models
+    from edgecls.evaluate.compare import compare as compare_models
 
     keras = any(path.suffix == ".keras" for path in (model_a, model_b))  # two artifacts: a device command
     run(

@@ -72,7 +72,7 @@ def evaluate(
         typer.echo("error: --corruptions and --adversarial are separate evaluations; run one at a time", err=True)
         raise typer.Exit(2)
     if corruptions:
-        from edgecls.robustness import evaluate_corruptions, parse_severities
+        from edgecls.evaluate.robustness import evaluate_corruptions, parse_severities
 
         def call():
             return evaluate_corruptions(
@@ -82,7 +82,7 @@ def evaluate(
         run(call, as_json=json, render=_render_corruptions, tensorflow=keras)
         return
     if adversarial is not None:
-        from edgecls.adversarial import evaluate_adversarial
+        from edgecls.evaluate.adversarial import evaluate_adversarial
 
         files = [Path(part.strip()) for part in (artifacts or "").split(",") if part.strip()]
         run(

@@ -26,7 +26,7 @@ def explain(
 ) -> None:
     """Grad-CAM heat maps over the images for the predicted (or --class) label, as PNG overlays."""
     require_workstation()
-    from edgecls.explain import explain as explain_images
+    from edgecls.evaluate.explain import explain as explain_images
 
     run(
         lambda: explain_images(model, images, layer=layer, class_name=class_name, out_dir=out, unsafe=unsafe_load),

@@ -22,7 +22,7 @@ def info(
     keras = artifact.suffix.lower() == ".keras"
     if keras:
         require_workstation("tensorflow")
-    from edgecls.info import inspect_artifact
+    from edgecls.evaluate.info import inspect_artifact
 
     run(lambda: inspect_artifact(artifact, unsafe=unsafe_load), as_json=json, render=_render_info, tensorflow=keras)
 

@@ -40,7 +40,7 @@ def pipeline(
             callbacks=[epoch_progress(0)],  # every fit of train, prune and distill draws its epochs
         )
         if result.failed:
-            from edgecls.errors import EdgeclsError
+            from edgecls.base.errors import EdgeclsError
 
             raise EdgeclsError(
                 f"stage {result.failed} (earlier outputs kept in {result.run_dir}; fix it and run again to resume)"

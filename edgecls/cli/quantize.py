@@ -86,7 +86,7 @@ def quantize(
 ) -> None:
     """INT8 (or FP16) TFLite/ONNX with calibration data, held to an accuracy budget."""
     require_workstation()
-    from edgecls.errors import ConfigError
+    from edgecls.base.errors import ConfigError
     from edgecls.quantize import QuantizeConfig
     from edgecls.quantize import quantize as quantize_model
     from edgecls.quantize.config import onnx_scheme_for

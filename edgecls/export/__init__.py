@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecls.errors import ConfigError, DataError
-from edgecls.fileio import write_json
+from edgecls.base.errors import ConfigError, DataError
+from edgecls.base.fileio import write_json
 from edgecls.runtime.metadata import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,10 @@ def export(
     >>> export("runs/cnn-digits/model.keras").artifacts[0].parity_top1  # doctest: +SKIP
     1.0
     """
+    from edgecls.adapters.keras_io import load_keras_model
     from edgecls.evaluate import model_info, predict_scores
     from edgecls.export.onnx import write_onnx
     from edgecls.export.tflite import fp16_options, write_tflite
-    from edgecls.keras_io import load_keras_model
 
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:

@@ -13,9 +13,9 @@ from edgecls.runtime.metadata import METADATA_KEY, ModelInfo
 def embed_tflite(model_bytes: bytes, info: ModelInfo) -> bytes:
     """Return ``model_bytes`` with a ``Model.metadata`` entry ``edgecls`` holding ``info``.
 
-    Uses LiteRT's flatbuffer object API (``edgecls.tflite_graph``); an existing ``edgecls`` entry is replaced.
+    Uses LiteRT's flatbuffer object API (``edgecls.adapters.tflite_graph``); an existing ``edgecls`` entry is replaced.
     """
-    from edgecls.tflite_graph import TFLiteGraph
+    from edgecls.adapters.tflite_graph import TFLiteGraph
 
     graph = TFLiteGraph.from_bytes(model_bytes)
     graph.set_metadata(METADATA_KEY, info.to_json().encode("utf-8"))

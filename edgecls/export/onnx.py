@@ -7,8 +7,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from edgecls.base.fileio import atomic_path
 from edgecls.export.metadata import embed_onnx
-from edgecls.fileio import atomic_path
 from edgecls.runtime.metadata import ModelInfo
 
 OPSET = 17  # ONNX Runtime ≥ 1.14 and TensorRT 8.5 (JetPack 5) both run it
@@ -18,7 +18,7 @@ def convert_onnx(model):
     """Convert a Keras model to an ONNX ``ModelProto`` with a dynamic batch dimension."""
     import onnx
 
-    from edgecls.keras_graph import ensure_called
+    from edgecls.adapters.keras_graph import ensure_called
 
     model = _normalization_as_rescaling(model)
     ensure_called(model)  # Keras' ONNX exporter traces a model only after one call; a freshly loaded one has had none
@@ -39,7 +39,7 @@ def _normalization_as_rescaling(model):
     import keras
     import numpy as np
 
-    from edgecls.keras_io import model_from_config
+    from edgecls.adapters.keras_io import model_from_config
 
     norms = {layer.name: layer for layer in model.layers if isinstance(layer, keras.layers.Normalization)}
     if not norms or any(layer.invert for layer in norms.values()):

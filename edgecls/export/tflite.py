@@ -8,8 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from edgecls.base.fileio import write_bytes
 from edgecls.export.metadata import embed_tflite
-from edgecls.fileio import write_bytes
 from edgecls.runtime.metadata import ModelInfo
 
 

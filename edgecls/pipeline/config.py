@@ -46,7 +46,7 @@ from typing import Any
 
 import tomllib
 
-from edgecls.errors import ConfigError
+from edgecls.base.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgecls.fileio import write_json, write_text
+from edgecls.base.fileio import write_json, write_text
 from edgecls.pipeline.config import PipelineConfig
 
 
@@ -356,7 +356,7 @@ def plot_accuracy_latency(rows: list[dict[str, Any]], targets: list[str], path: 
     figure = accuracy_latency_figure(rows, targets)
     if figure is None:
         return None
-    from edgecls.plots import save_figure
+    from edgecls.base.plots import save_figure
 
     return save_figure(figure, path, dpi=100)
 
@@ -375,7 +375,7 @@ def accuracy_latency_figure(rows: list[dict[str, Any]], targets: list[str]):
     ]
     if not any(target in row["latency"] for row in shown for target in targets):
         return None
-    from edgecls.plots import pyplot
+    from edgecls.base.plots import pyplot
 
     plt = pyplot()
     labels = artifact_labels(shown)

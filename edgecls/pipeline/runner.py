@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgecls.errors import ConfigError, EdgeclsError
-from edgecls.fileio import write_json
+from edgecls.base.errors import ConfigError, EdgeclsError
+from edgecls.base.fileio import folder_digest, write_json
 from edgecls.pipeline import stages as stage_functions
+from edgecls.pipeline.checks import check_options
 from edgecls.pipeline.config import STAGES, PipelineConfig
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def run_pipeline(
     for name, value in (("--from", from_stage), ("--until", until_stage)):
         if value is not None and value not in config.stages:
             raise ConfigError(f"{name} {value}: not a stage of {config.source}; its stages: {', '.join(config.stages)}")
-    stage_functions.check_options(config)
+    check_options(config)
     config.run_dir.mkdir(parents=True, exist_ok=True)
     summaries: dict[str, dict[str, Any]] = {}
     outcomes: list[StageOutcome] = []
@@ -167,21 +168,6 @@ def stage_key(config: PipelineConfig, name: str, options: dict[str, Any], previo
         "edgecls": __version__,
     }
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def folder_digest(path: str) -> str:
-    """Names, sizes and modification times of every file under ``path``, or of the file ``path``.
-
-    ``digits`` or a model name (no such path) is its own digest.
-    """
-    root = Path(path)
-    if path == "digits" or not root.exists():
-        return path
-    digest = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]:
-        stat = file.stat()
-        digest.update(f"{file.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16]
 
 
 def _finished_summary(stage_dir: Path, key: str) -> dict[str, Any] | None:

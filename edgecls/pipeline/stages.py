@@ -12,159 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgecls.errors import ConfigError
+from edgecls.base.errors import ConfigError
+from edgecls.pipeline.checks import MODEL_SUFFIXES
 from edgecls.pipeline.config import PipelineConfig, stage_options
 
 log = logging.getLogger(__name__)
 
 KERAS_STAGES = ("train", "prune", "distill")
-
-# stage → (module, config class, options the pipeline fills in, options of the pipeline's own)
-STAGE_CONFIGS: dict[str, tuple[str | None, str | None, tuple[str, ...], tuple[str, ...]]] = {
-    "train": ("edgecls.train", "TrainConfig", ("data", "seed", "out", "resume"), ()),
-    "prune": ("edgecls.prune", "PruneConfig", ("data", "seed", "out"), ()),
-    "distill": ("edgecls.distill", "DistillConfig", ("teacher", "data", "seed", "out", "resume"), ("student",)),
-    "quantize": ("edgecls.quantize", "QuantizeConfig", ("precision", "seed", "out", "eval_data"), ("precisions",)),
-    "export": (None, None, (), ("formats",)),
-    "robustness": (None, None, (), ("severities", "corruptions")),
-    "bench": ("edgecls.bench", "BenchConfig", ("models", "target", "data", "out"), ("targets",)),
-    "compare": (None, None, (), ("a", "b", "data", "target", "runs", "warmup")),
-}
-MODEL_SUFFIXES = (".keras", ".tflite", ".onnx")
-
-
-def check_options(config: PipelineConfig) -> None:
-    """Every stage's options against its config class, before anything runs:
-    a typo in [bench] should not surface after ten minutes of training.
-
-    Names, value types (against each option's default) and the values the
-    pipeline itself chooses from (targets, precisions, formats) are checked.
-    """
-    import dataclasses
-    import importlib
-
-    for stage, options in config.stages.items():
-        module, class_name, filled, own = STAGE_CONFIGS[stage]
-        valid = set(own)
-        defaults: dict[str, Any] = {}
-        if module is not None:
-            config_class = getattr(importlib.import_module(module), class_name)
-            fields = [f for f in dataclasses.fields(config_class) if f.name not in filled]
-            valid |= {f.name for f in fields}
-            defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
-        unknown = sorted(set(options) - valid)
-        if unknown:
-            raise ConfigError(
-                f"{config.source}: [{stage}] has unknown option(s) {', '.join(unknown)}; valid: "
-                f"{', '.join(sorted(valid))}"
-            )
-        for name, value in options.items():
-            expected = _expected_type(defaults[name]) if name in defaults else OWN_OPTION_TYPES.get(name)
-            if expected is not None and not _is_a(value, expected):
-                raise ConfigError(f"{config.source}: [{stage}] {name} must be {expected}, got {value!r}")
-    _check_choices(config)
-
-
-# the types of the options the pipeline reads itself (STAGE_CONFIGS' last column)
-OWN_OPTION_TYPES = {
-    "precisions": "a list",
-    "formats": "a list",
-    "targets": "a list",
-    "student": "a string",
-    "severities": "a list",
-    "corruptions": "a list",
-    "a": "a string",
-    "b": "a string",
-    "data": "a string",
-    "target": "a string",
-    "runs": "an integer",
-    "warmup": "an integer",
-}
-
-
-def _expected_type(default: Any) -> str | None:
-    for kind, name in (
-        (bool, "true or false"),
-        (int, "an integer"),
-        (float, "a number"),
-        (str, "a string"),
-        (tuple, "a list"),
-    ):
-        if isinstance(default, kind):
-            return name
-    return None  # None defaults (paths, optional numbers) take what the stage checks itself
-
-
-def _is_a(value: Any, expected: str) -> bool:
-    return {
-        "true or false": isinstance(value, bool),
-        "an integer": isinstance(value, int) and not isinstance(value, bool),
-        "a number": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "a string": isinstance(value, str),
-        "a list": isinstance(value, (list, tuple)),
-    }[expected]
-
-
-def _check_choices(config: PipelineConfig) -> None:
-    """The values the pipeline loops over: an unknown one fails now, not after the stages before it."""
-    from edgecls.export import FORMATS
-    from edgecls.quantize import PRECISIONS
-    from edgecls.runtime.targets import get_target
-
-    stages = config.stages
-    for stage, name, allowed in (
-        ("quantize", "precisions", PRECISIONS),
-        ("export", "formats", FORMATS),
-        ("quantize", "formats", FORMATS),
-    ):
-        chosen = stages.get(stage, {}).get(name, ())
-        wrong = [value for value in chosen if value not in allowed]
-        if wrong:
-            raise ConfigError(
-                f"{config.source}: [{stage}] {name} has {', '.join(map(repr, wrong))}; choose from {', '.join(allowed)}"
-            )
-    from edgecls.runtime.corruptions import SEVERITIES, list_corruptions
-
-    robustness = stages.get("robustness", {})
-    for name, chosen, allowed in (
-        ("severities", robustness.get("severities", ()), SEVERITIES),
-        ("corruptions", robustness.get("corruptions", ()), list_corruptions()),
-    ):
-        wrong = [value for value in chosen if value not in allowed]
-        if wrong:
-            raise ConfigError(
-                f"{config.source}: [robustness] {name} has {', '.join(map(repr, wrong))}; "
-                f"choose from {', '.join(map(str, allowed))}"
-            )
-    for target in map(str, stages.get("bench", {}).get("targets", ())):
-        get_target(config.resolve_target(target))
-    if "compare" in stages:
-        _check_compare(config, stages["compare"])
-
-
-def _check_compare(config: PipelineConfig, options: dict[str, Any]) -> None:
-    """[compare]: A a model file that exists, B (when a file) too, the target known, the counts positive."""
-    from edgecls.runtime.targets import get_target
-
-    where = f"{config.source}: [compare]"
-    if "a" not in options:
-        raise ConfigError(f'{where} needs a = "<the deployed model: .keras, .tflite or .onnx>" to compare against')
-    for name in ("a", "b"):
-        value = options.get(name)
-        if value is None or (name == "b" and not value.endswith(MODEL_SUFFIXES)):
-            continue  # b: a report row's name, checked when the stage runs (the rows exist then)
-        path = Path(config.resolve(value))
-        if not value.endswith(MODEL_SUFFIXES):
-            raise ConfigError(f"{where} {name} = {value!r}: not a model file ({', '.join(MODEL_SUFFIXES)})")
-        if not path.is_file():
-            raise ConfigError(f"{where} {name} = {value!r}: no such file ({path})")
-    if "data" in options and options["data"] != "digits" and not Path(config.resolve(options["data"])).is_dir():
-        raise ConfigError(f"{where} data = {options['data']!r}: no such folder")
-    for name in ("runs", "warmup"):
-        if name in options and options[name] < (1 if name == "runs" else 0):
-            raise ConfigError(f"{where} {name} must be {'at least 1' if name == 'runs' else '0 or more'}")
-    if "target" in options:
-        get_target(config.resolve_target(options["target"]))
 
 
 def keras_row(
@@ -172,8 +26,8 @@ def keras_row(
 ) -> dict[str, Any]:
     """A report row for a ``.keras`` model: its size, parameters and MACs (counted here when the stage did not)."""
     if params is None or macs is None:
-        from edgecls.keras_io import load_keras_model
-        from edgecls.modelstats import count_params_and_macs
+        from edgecls.adapters.keras_io import load_keras_model
+        from edgecls.models.stats import count_params_and_macs
 
         params, macs = count_params_and_macs(load_keras_model(path))
     return {
@@ -418,7 +272,7 @@ def robustness(
     config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool
 ) -> dict[str, Any]:
     """``edgecls evaluate --corruptions`` of every artifact so far: its mean corruption top-1 joins its report row."""
-    from edgecls.robustness import evaluate_corruptions
+    from edgecls.evaluate.robustness import evaluate_corruptions
     from edgecls.runtime.corruptions import SEVERITIES
 
     rows = [row for summary in summaries.values() for row in summary.get("artifacts", [])]
@@ -506,8 +360,8 @@ def compare(
 ) -> dict[str, Any]:
     """``edgecls compare A B`` with A the model deployed today and B this run's candidate (by default the
     artifact the report calls deployed: INT8 TFLite, else the smallest TFLite, else the last Keras model)."""
-    from edgecls.compare import compare as compare_models
-    from edgecls.compare import result_path
+    from edgecls.evaluate.compare import compare as compare_models
+    from edgecls.evaluate.compare import result_path
     from edgecls.pipeline.report import artifact_labels, deployed_artifact
 
     rows = [row for summary in summaries.values() for row in summary.get("artifacts", [])]

@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgecls.errors import ConfigError
+from edgecls.base.errors import ConfigError
+from edgecls.base.fileio import write_json
 from edgecls.evaluate import top1_accuracy
-from edgecls.fileio import write_json
 from edgecls.prune.config import METHODS, PruneConfig, PruneResult
 from edgecls.prune.importance import CRITERIA
 from edgecls.prune.structured import EQUIVALENCE_TOLERANCE, prune_channels, prune_magnitude
@@ -59,8 +59,8 @@ def prune(
     structured pruning, it must compute what the original computes with the
     removed channels masked out.
     """
-    from edgecls.keras_io import load_keras_model, model_info_from_keras, save_keras_model
-    from edgecls.modelstats import count_params_and_macs
+    from edgecls.adapters.keras_io import load_keras_model, model_info_from_keras, save_keras_model
+    from edgecls.models.stats import count_params_and_macs
     from edgecls.prune.rebuild import as_functional
 
     config.check()

@@ -4,7 +4,7 @@
 >>> PruneConfig(method="random").check()
 Traceback (most recent call last):
 ...
-edgecls.errors.ConfigError: unknown --method 'random'; choose one of: channels, magnitude
+edgecls.base.errors.ConfigError: unknown --method 'random'; choose one of: channels, magnitude
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgecls.errors import ConfigError
+from edgecls.base.errors import ConfigError
 from edgecls.prune.importance import check_criterion
 
 METHODS = ("channels", "magnitude")

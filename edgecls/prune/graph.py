@@ -24,8 +24,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from edgecls.errors import ConfigError, ModelError
-from edgecls.keras_graph import graph_nodes as keras_graph_nodes
+from edgecls.adapters.keras_graph import graph_nodes as keras_graph_nodes
+from edgecls.base.errors import ConfigError, ModelError
 from edgecls.models import LOGITS_LAYER
 from edgecls.prune.channels import ChannelGraph, ChannelGroup, Layout, Tracer
 from edgecls.prune.handlers import handler_for

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecls.keras_graph import is_ops_class, ops_classes
+from edgecls.adapters.keras_graph import is_ops_class, ops_classes
 from edgecls.prune.channels import Layout, Tracer
 
 # Activations that act on each value alone (a channel never sees another).

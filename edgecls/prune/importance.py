@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecls.errors import ConfigError
+from edgecls.base.errors import ConfigError
 from edgecls.prune.channels import ChannelGraph, ChannelGroup
 from edgecls.prune.handlers import handler_for
 

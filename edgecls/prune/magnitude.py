@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecls.errors import ConfigError
+from edgecls.base.errors import ConfigError
 
 KERNEL_LAYERS = ("Conv2D", "DepthwiseConv2D", "Dense")
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from edgecls.errors import ModelError
-from edgecls.keras_graph import has_graph
+from edgecls.adapters.keras_graph import has_graph
+from edgecls.base.errors import ModelError
 from edgecls.models import LOGITS_LAYER
 from edgecls.prune.channels import ChannelGraph
 from edgecls.prune.handlers import handler_for
@@ -50,7 +50,7 @@ def clone_with_config(model: Any, config: dict[str, Any]) -> Any:
     A user's own layer classes (unknown to the pruner and left as they are) are
     found by name, as ``keras_io.model_from_config`` does.
     """
-    from edgecls.keras_io import model_from_config
+    from edgecls.adapters.keras_io import model_from_config
 
     try:
         return model_from_config(model, config)

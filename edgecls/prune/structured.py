@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecls.errors import ConfigError, ModelError
+from edgecls.base.errors import ConfigError, ModelError
 from edgecls.prune.config import PruneConfig, PruneResult
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgecls.errors import ConfigError, ModelError
+from edgecls.base.errors import ConfigError, ModelError
 from edgecls.quantize.calibration import CalibrationSet, load_calibration, write_manifest
 from edgecls.quantize.config import (
     FORMATS,
@@ -169,7 +169,7 @@ _QUANTIZERS = {"tflite": quantize_tflite, "onnx": quantize_onnx}  # format → i
 
 
 def _load_keras(path: Path):
-    from edgecls.keras_io import load_keras_model
+    from edgecls.adapters.keras_io import load_keras_model
 
     return load_keras_model(path)
 

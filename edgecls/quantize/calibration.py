@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from edgecls.base.errors import ConfigError, DataError
+from edgecls.base.fileio import write_json
 from edgecls.data import ImageSet, load_dataset, load_images, write_image
-from edgecls.errors import ConfigError, DataError
-from edgecls.fileio import write_json
 from edgecls.runtime.metadata import ModelInfo
 from edgecls.runtime.preprocess import IMAGE_SUFFIXES
 

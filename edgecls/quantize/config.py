@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from edgecls.errors import ConfigError
+from edgecls.base.errors import ConfigError
 from edgecls.quantize.budget import Attempt, LayerError
 
 PRECISIONS = ("int8", "fp16")
@@ -94,7 +94,9 @@ class QuantizedArtifact:
     float_layers: list[str] = field(default_factory=list)
     float_nodes: list[str] = field(default_factory=list)
     float_ops: int | None = None  # TFLite ops that touch a float tensor (0: integer-only graph)
-    integer_ops: int | None = None  # TFLite ops that compute on 8/16-bit integer tensors (edgecls.tflite_graph)
+    integer_ops: int | None = (
+        None  # TFLite ops that compute on 8/16-bit integer tensors (edgecls.adapters.tflite_graph)
+    )
     worst_layers: list[LayerError] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)
     input: dict[str, Any] = field(default_factory=dict)

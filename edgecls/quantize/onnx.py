@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecls.errors import ConfigError, ModelError
+from edgecls.base.errors import ConfigError, ModelError
 from edgecls.quantize.budget import GraphOp, LayerError, channel_error, layers_in_name, relative_error
 from edgecls.quantize.calibration import CalibrationSet
 from edgecls.quantize.config import METHODS, ONNX_SCHEMES, QuantizedArtifact

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgecls.fileio import write_json, write_text
+from edgecls.base.fileio import write_json, write_text
 
 
 def _percent(value: float | None) -> str:

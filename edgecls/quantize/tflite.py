@@ -7,7 +7,7 @@
   runs for INT8 — calibrate, then quantize — done separately, as the LiteRT
   ``QuantizationDebugger`` does: calibration runs once, and each
   re-quantization with ``denylisted_nodes`` takes milliseconds (the converter
-  privates this needs live in ``edgecls.litert_converter``).
+  privates this needs live in ``edgecls.adapters.litert_converter``).
 - Per-layer error: the ``QuantizationDebugger`` on a debug model in
   whole-model-verify mode, whose NumericVerify ops see each op's float-model
   activation beside its INT8 tensor.
@@ -32,14 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from edgecls import litert_converter
-from edgecls.errors import ModelError
+from edgecls.adapters import litert_converter
+from edgecls.adapters.tflite_graph import TFLiteGraph
+from edgecls.base.errors import ModelError
 from edgecls.quantize.budget import GraphOp, LayerError, channel_error, layers_in_name, relative_error
 from edgecls.quantize.calibration import CalibrationSet
 from edgecls.quantize.config import QuantizedArtifact
 from edgecls.quantize.job import QuantizeJob, artifact_record
 from edgecls.runtime.metadata import ModelInfo
-from edgecls.tflite_graph import TFLiteGraph
 
 log = logging.getLogger(__name__)
 

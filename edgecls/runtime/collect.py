@@ -30,8 +30,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgecls.errors import ConfigError
-from edgecls.fileio import atomic_path, write_json
+from edgecls.base.errors import ConfigError
+from edgecls.base.fileio import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edgecls.errors import ConfigError
+from edgecls.base.errors import ConfigError
 
 SEVERITIES = (1, 2, 3, 4, 5)
 REFERENCE_SIDE = 224  # ImageNet-C's image side, the unit of its blur and pixelation constants

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecls.errors import ModelError, RuntimeUnavailableError
+from edgecls.base.errors import ModelError, RuntimeUnavailableError
 from edgecls.runtime import tensorrt
 from edgecls.runtime.litert import delegate_provider
 

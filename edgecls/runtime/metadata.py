@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgecls.errors import ModelError
+from edgecls.base.errors import ModelError
 
 METADATA_KEY = "edgecls"
 SCHEMA = "edgecls/1"

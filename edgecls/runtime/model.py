@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgecls.errors import ModelError
+from edgecls.base.errors import ModelError
 from edgecls.runtime.engines import Engine, TensorSpec, load_engine
 from edgecls.runtime.metadata import METADATA_KEY, ModelInfo, read_model_info
 from edgecls.runtime.preprocess import to_model_pixels

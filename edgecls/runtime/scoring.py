@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecls.errors import DataError
+from edgecls.base.errors import DataError
 from edgecls.runtime.corruptions import CorruptionSpec, corrupt, image_rng
 from edgecls.runtime.model import Classifier
 from edgecls.runtime.preprocess import IMAGE_SUFFIXES, read_image

@@ -32,8 +32,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgecls.errors import ConfigError
-from edgecls.fileio import write_text
+from edgecls.base.errors import ConfigError
+from edgecls.base.fileio import write_text
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,112 @@
+"""``TrainConfig``: the options of ``edgecls train``, checked when made; the defaults are the CLI's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgecls.base.errors import ConfigError
+from edgecls.data import parse_augment
+from edgecls.data.cache import CACHE_MODES
+from edgecls.train.fit import FitOptions
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of ``edgecls train``; defaults are the CLI's defaults."""
+
+    data: str = "digits"
+    model: str = "cnn"
+    img_size: int | None = None  # None: the model's default (cnn 32, MobileNets 96, ResNet50 224)
+    epochs: int = 20
+    batch_size: int = 64
+    val_split: float = 0.2
+    seed: int = 0
+    out: str | None = None  # None: runs/<model>-<data name>
+    resume: bool = False
+    alpha: float = 1.0
+    weights: str | None = (
+        None  # imagenet | none | a file; None: imagenet for a photo folder where Keras has them, else none
+    )
+    freeze_base: bool = False  # phase 1 only (no fine-tuning unless finetune_epochs says so)
+    learning_rate: float = 1e-3
+    finetune_epochs: int | None = None  # phase 2; None: DEFAULT_FINETUNE_EPOCHS with a pretrained base, else 0
+    finetune_lr: float | None = None  # None: learning_rate / 10
+    unfreeze: int | None = None  # phase 2 trains the top N base layers; None (and no unfreeze_from): the whole base
+    unfreeze_from: str | None = None  # phase 2 trains this base layer and every one after it
+    patience: int = 8
+    class_weights: str = "none"  # none | auto
+    augment: str = "auto"  # auto | none | comma list of flip,rotate,zoom
+    mixed_precision: bool = False
+    channels: str | None = None  # None: GRAY for digits, RGB for folders
+    cache: str = "auto"  # memory | disk | none | auto: where a folder's decoded pixels live (edgecls.data.cache)
+    adversarial: float = 0.0  # FGSM examples at this many pixel levels mixed into each batch; 0: off
+    init_from: str | None = None  # fine-tune this model.keras (edgecls.train.retrain) instead of building one
+    replay: str | None = None  # with init_from: the original training data, sampled into training
+    replay_fraction: float = 0.5  # with replay: the share of the training set that is replayed old images
+    precise_bn: int | None = None  # images for BatchNorm statistics before each validation; None: precise_bn_for
+
+    def __post_init__(self) -> None:
+        if self.cache not in CACHE_MODES:
+            raise ConfigError(f"--cache must be one of {', '.join(CACHE_MODES)}, got {self.cache!r}")
+        for name, value, ok, wanted in (
+            ("--epochs", self.epochs, self.epochs >= 1, "1 or more"),
+            ("--batch-size", self.batch_size, self.batch_size >= 1, "1 or more"),
+            ("--img-size", self.img_size, self.img_size is None or self.img_size >= 1, "1 or more"),
+            ("--alpha", self.alpha, self.alpha > 0, "above 0 (MobileNets: 0.35 to 1.4)"),
+            ("--lr", self.learning_rate, self.learning_rate > 0, "above 0"),
+            ("--patience", self.patience, self.patience >= 0, "0 (off) or more"),
+            (
+                "--finetune-epochs",
+                self.finetune_epochs,
+                self.finetune_epochs is None or self.finetune_epochs >= 0,
+                "0 (off) or more",
+            ),
+            ("--finetune-lr", self.finetune_lr, self.finetune_lr is None or self.finetune_lr > 0, "above 0"),
+            ("--unfreeze", self.unfreeze, self.unfreeze is None or self.unfreeze >= 1, "1 or more layers"),
+            ("--adversarial", self.adversarial, self.adversarial == 0 or 1 <= self.adversarial <= 255, "1..255 levels"),
+            ("--replay-fraction", self.replay_fraction, 0 <= self.replay_fraction < 1, "from 0 up to (not) 1"),
+            ("--precise-bn", self.precise_bn, self.precise_bn is None or self.precise_bn >= 0, "0 (off) or more"),
+        ):
+            if not ok:
+                raise ConfigError(f"{name} must be {wanted}, got {value}")
+        if self.unfreeze is not None and self.unfreeze_from is not None:
+            raise ConfigError(f"--unfreeze {self.unfreeze} and --unfreeze-from {self.unfreeze_from}: choose one")
+
+    def phase2_epochs(self, pretrained: bool) -> int:
+        """Epochs of fine-tuning: none without a pretrained base (an error when asked for), none with
+        --freeze-base unless asked for, else ``finetune_epochs`` or the default."""
+        if not pretrained:
+            if self.finetune_epochs:
+                raise ConfigError(
+                    f"--finetune-epochs {self.finetune_epochs} fine-tunes a pretrained base, and this run "
+                    "trains from scratch (--weights none): raise --epochs instead, or pass --weights imagenet|FILE"
+                )
+            return 0
+        if self.finetune_epochs is not None:
+            return self.finetune_epochs
+        return 0 if self.freeze_base else DEFAULT_FINETUNE_EPOCHS
+
+    def run_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        data_name = Path(self.data).name if self.data != "digits" else "digits"
+        return Path("runs") / f"{self.model}-{data_name}"
+
+    def fit_options(self) -> FitOptions:
+        return FitOptions(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            seed=self.seed,
+            augment=parse_augment(self.augment, self.data),
+            patience=self.patience,
+            resume=self.resume,
+            adversarial=self.adversarial,
+        )
+
+
+DEFAULT_FINETUNE_EPOCHS = 10
+
+
+FINETUNE_LR_FACTOR = 0.1  # phase 2 starts at a tenth of --lr (the Keras guide uses 1e-5 after 1e-3 with plain Adam)
