@@ -37,7 +37,7 @@ def test_the_first_layer_gets_the_population_statistics_of_its_input_pooled_over
     model = _tiny_model()
     pixels = _pixels(10)
     assert BatchNormEstimator(model, pixels, batch_size=4).update() == 2  # batches of 4, 4 and 2
-    conv = np.asarray(keras.Model(model.inputs, model.get_layer("conv1").output)(pixels.astype("float32")))
+    conv = np.asarray(keras.Model(model.inputs[0], model.get_layer("conv1").output)(pixels.astype("float32")))
     bn1 = model.get_layer("bn1")
     np.testing.assert_allclose(bn1.moving_mean.numpy(), conv.mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(bn1.moving_variance.numpy(), conv.var(axis=(0, 1, 2)), rtol=1e-4, atol=1e-3)
@@ -51,7 +51,7 @@ def test_deeper_layers_see_their_input_as_training_computes_it_and_dropout_is_of
     BatchNormEstimator(model, pixels, batch_size=6).update()  # one batch: exactly that batch's moments
     assert model.get_layer("drop").rate == 0.5  # restored
     # what bn2 sees: bn1 normalising with the batch's own statistics (as in training), no dropout
-    conv1 = keras.Model(model.inputs, model.get_layer("conv1").output)(pixels.astype("float32"))
+    conv1 = keras.Model(model.inputs[0], model.get_layer("conv1").output)(pixels.astype("float32"))
     bn1 = model.get_layer("bn1")
     mean, variance = np.mean(conv1, axis=(0, 1, 2)), np.var(conv1, axis=(0, 1, 2))
     normed = (conv1 - mean) / np.sqrt(variance + bn1.epsilon) * bn1.gamma.numpy() + bn1.beta.numpy()
@@ -76,7 +76,11 @@ def test_the_sample_is_fixed_by_the_seed_and_never_larger_than_the_set():
     np.testing.assert_array_equal(first, again)
     assert first.shape == (8, 8, 8, 3) and first.dtype == np.uint8
     assert len(sample_images(images, 100, seed=3)) == 20
-    assert precise_bn_for(None, pretrained=False) > 0 and precise_bn_for(None, pretrained=True) == 0
+    assert precise_bn_for(None, keras_base_from_scratch=True) > 0
+    assert (
+        precise_bn_for(None, keras_base_from_scratch=False) == 0
+        and precise_bn_for(64, keras_base_from_scratch=False) == 64
+    )
 
 
 class _Model:
@@ -122,22 +126,21 @@ def test_a_streamed_training_set_gives_the_sample_held_in_memory(tmp_path, shape
 
 @pytest.mark.slow
 def test_the_kept_model_carries_statistics_true_to_its_weights_from_the_disk_cache(tmp_path, shapes_folder):
-    """From scratch (the default), streamed from the disk cache: the saved model's moving statistics are the
-    ones its own weights give on the training sample, not moving averages of earlier weights."""
+    """Streamed from the disk cache: the saved model's moving statistics are the ones its own weights give on
+    the training sample, not moving averages of earlier weights."""
     import json
 
     from edgecls.adapters.keras_io import load_keras_model
     from edgecls.data import load_dataset
     from edgecls.train import TrainConfig, train
-    from edgecls.train.precise_bn import PRECISE_BN_IMAGES
 
     options = dict(data=str(shapes_folder), model="cnn", img_size=16, epochs=3, batch_size=4, augment="none")
-    result = train(TrainConfig(**options, cache="disk", out=str(tmp_path / "run")))
+    result = train(TrainConfig(**options, precise_bn=24, cache="disk", out=str(tmp_path / "run")))
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["precise_bn"] == PRECISE_BN_IMAGES and config["cache"] == "disk"
+    assert config["precise_bn"] == 24 and config["cache"] == "disk"
     model = load_keras_model(result.model_path)
     dataset = load_dataset(str(shapes_folder), image_size=(16, 16))
-    sample = sample_images(dataset.train, PRECISE_BN_IMAGES, seed=0)
+    sample = sample_images(dataset.train, 24, seed=0)
     layers = batchnorm_layers(model)
     saved = [(layer.moving_mean.numpy().copy(), layer.moving_variance.numpy().copy()) for layer in layers]
     estimated = BatchNormEstimator(model, sample, batch_size=4).statistics()
