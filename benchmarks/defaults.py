@@ -14,11 +14,14 @@ File: ``defaults_scratch.json``.
 ``--ratio 0.5`` with the row's ``--prune`` options (``data`` given, so its top-1 before and after are
 on the teacher's own validation split), then for each ``--distill`` spec ``edgecls.distill.distill``
 of the pruned student from its unpruned teacher. Rows: the prune drop in points, and the distilled
-student's gap to the teacher in points. File: ``defaults_chain.json``.
+student's gap to the teacher in points, with the fine-tuning and distillation settings the run resolved.
+With no ``--train``/``--prune`` options a row is a ``defaults`` row: what ``edgecls prune MODEL --ratio 0.5
+--data DATA`` and ``edgecls distill --teacher MODEL --student PRUNED --epochs 10`` give. File:
+``defaults_chain.json``.
 
     nice -n 10 python benchmarks/defaults.py scratch photos10 mobilenetv3small 25 0 learning_rate=0.003
-    nice -n 10 python benchmarks/defaults.py chain digits cnn 0 --prune finetune_epochs=15 \\
-        --distill epochs=10,temperature=2,kd_weight=0.5
+    nice -n 10 python benchmarks/defaults.py chain digits cnn 0 --distill epochs=10
+    nice -n 10 python benchmarks/defaults.py chain textures4 mobilenetv3small 0 --epochs 25 --distill epochs=10
 
 Single runs are noisy here (the augmentation pipeline maps in parallel, so even one seed differs by a
 few points between two runs): the defaults were chosen on the mean over the rows of a setting, and
@@ -95,15 +98,21 @@ def scratch(args) -> None:
         started = time.perf_counter()
         result = train(config)
         history = read_history(result.run_dir)
+        recorded = json.loads((result.run_dir / "config.json").read_text())
+    chance = 1.0 / (10 if args.data == "digits" else len(SETS[args.data]))
     row = {
         "data": args.data,
         "model": args.model,
         "epochs": args.epochs,
         "seed": args.seed,
-        "options": options,
+        "image_size": None if args.data == "digits" else IMAGE_SIZE,
+        "options": options,  # given on top of the defaults; "setting": what the run resolved them to
+        "setting": {key: recorded["options"][key] for key in ("batch_size", "learning_rate", "augment", "patience")}
+        | {"precise_bn": recorded["precise_bn"]},
         "val_top1": round(result.val_accuracy, 4),
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
+        "epochs_at_chance": sum(value <= chance + 0.05 for value in history.get("val_accuracy", [])),
         "val_per_epoch": [round(v, 3) for v in history.get("val_accuracy", [])],
         "train_per_epoch": [round(v, 3) for v in history.get("accuracy", [])],
         "chance_warning": bool(result.warnings),
@@ -123,39 +132,48 @@ def chain(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = data_folder(args.data, Path(tmp))
         teacher = train(train_config(data, args.model, args.epochs, args.seed, train_options, Path(tmp) / "teacher"))
+        teacher_options = json.loads((teacher.run_dir / "config.json").read_text())["options"]
         pruned_path = Path(tmp) / "pruned.keras"
+        started = time.perf_counter()
         pruned = prune(
             teacher.model_path,
             PruneConfig(**{"ratio": 0.5, "data": data, "seed": args.seed, "out": str(pruned_path), **prune_options}),
         )
+        rounds = pruned.finetune.get("rounds", [{}])
         base = {
+            "source": "defaults" if not (train_options or prune_options) else "benchmarks/defaults.py chain",
             "data": args.data,
             "model": args.model,
             "seed": args.seed,
-            "teacher_epochs": args.epochs,
-            "train": train_options,
-            "prune": prune_options,
-            "prune_finetune_epochs": pruned.finetune.get("rounds", [{}])[0].get("epochs", 0),
+            "teacher": {key: teacher_options[key] for key in ("epochs", "learning_rate", "img_size", "augment")},
+            "prune": {
+                "ratio": 0.5,
+                **prune_options,
+                "finetune_epochs": sum(len(round_["val_accuracy"]) for round_ in rounds if "val_accuracy" in round_),
+                "learning_rate": pruned.finetune.get("learning_rate"),
+            },
             "top1_teacher": round(pruned.top1_before, 4),
             "top1_pruned": round(pruned.top1_after, 4),
             "prune_drop_points": round(100 * (pruned.top1_before - pruned.top1_after), 2),
             "macs_ratio": round(pruned.macs_after / pruned.macs_before, 3),
+            "prune_s": round(time.perf_counter() - started, 1),
         }
         append_row(out, {**base, "kind": "prune"}, "benchmarks/defaults.py chain rows")
         print(json.dumps(base), flush=True)
         for index, spec in enumerate(args.distill):
             options = parse_options([spec])
             config = {"seed": args.seed, "out": str(Path(tmp) / f"distill{index}"), **options}
+            started = time.perf_counter()
             result = distill(DistillConfig(teacher=str(teacher.model_path), student=str(pruned_path), **config))
             row = {
                 **base,
                 "kind": "distill",
-                "distill": options,
-                "teacher_top1": round(result.teacher_top1, 4),
+                "distill": {**options, "temperature": result.temperature, "kd_weight": result.kd_weight},
                 "student_top1": round(result.student_top1, 4),
                 "gap_points": round(100 * (result.teacher_top1 - result.student_top1), 2),
                 "best_epoch": result.best_epoch,
                 "epochs_run": result.epochs_run,
+                "distill_s": round(time.perf_counter() - started, 1),
             }
             append_row(out, row, "benchmarks/defaults.py chain rows")
             print(json.dumps(row), flush=True)

@@ -55,7 +55,7 @@ def prune(
     ] = None,
     learning_rate: Annotated[
         float, typer.Option("--lr", help="Fine-tuning learning rate (Adam, cosine decay).")
-    ] = 1e-3,
+    ] = 2e-3,
     seed: Annotated[int, typer.Option(help="Seed for fine-tuning.")] = 0,
     out: Annotated[
         Path | None,
