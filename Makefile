@@ -4,12 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-# The oldest LiteRT the runtime extra allows (pyproject: ai-edge-litert>=1.2): every .tflite edgecls writes
-# must load and agree there too (tests/test_runtime_compat.py). A Pi (aarch64) resolves 1.4.0 today.
-OLD_LITERT := 1.2.0
+# The oldest LiteRT the runtime extra allows (pyproject: ai-edge-litert>=1.1.1): every .tflite edgecls writes
+# must load, agree and read in `edgecls info` there too (tests/test_runtime_compat.py). 1.1.0 and 1.0.x cannot
+# create an interpreter under NumPy 2, which pip resolves beside them. A Pi (aarch64) resolves 2.3.0 today
+# (tests/test_box.py).
+OLD_LITERT := 1.1.1
 OLD_LITERT_VENV := .venv-litert-$(OLD_LITERT)
 
-.PHONY: install demo lint test test-fast bench clean
+.PHONY: install demo lint test test-fast bench boxes clean
 
 $(BIN)/edgecls: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,20 +25,34 @@ demo: $(BIN)/edgecls  ## the whole pipeline on the built-in digits: train, prune
 	$(BIN)/edgecls pipeline examples/digits.toml
 	@echo "report: runs/digits/report.md"
 
-$(OLD_LITERT_VENV)/bin/python:
+# typer and rich: `edgecls info` runs there as the console script (tests/litert_probe.py).
+$(OLD_LITERT_VENV)/bin/typer:
 	$(PYTHON) -m venv $(OLD_LITERT_VENV)
-	$(OLD_LITERT_VENV)/bin/pip install --quiet "ai-edge-litert==$(OLD_LITERT)" "numpy<3" opencv-python-headless
+	$(OLD_LITERT_VENV)/bin/pip install --quiet "ai-edge-litert==$(OLD_LITERT)" "numpy<3" opencv-python-headless typer rich
 
 lint: $(BIN)/edgecls  ## ruff (formatting and lint rules), then lint-imports (the layering contracts): pyproject.toml
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache --no-logo
 
-test: lint $(OLD_LITERT_VENV)/bin/python  ## lint, then the whole test suite (old-LiteRT compatibility included)
-	EDGECLS_OLD_LITERT_PYTHON=$(OLD_LITERT_VENV)/bin/python $(BIN)/pytest -q -p no:cacheprovider --durations=15
+# -rs: a skipped test prints its reason (the Pi OS boxes skip where this machine cannot run them: not root, no
+# qemu-user/binfmt_misc, no debootstrap).
+# The Pi OS box tests (tests/test_box.py) run in a pytest session of their own beside the rest: emulated Python
+# keeps one core busy for minutes (their first run also builds the boxes) while the other tests mostly wait on
+# TensorFlow's own threads; their output follows the main session's, and either failing fails the target.
+test: lint $(OLD_LITERT_VENV)/bin/typer  ## lint, then the whole test suite (old-LiteRT compatibility and the Pi OS boxes included)
+	@boxlog=$$(mktemp); \
+	$(BIN)/pytest -q -rs -p no:cacheprovider --durations=5 tests/test_box.py >$$boxlog 2>&1 & boxes=$$!; \
+	EDGECLS_OLD_LITERT_PYTHON=$(OLD_LITERT_VENV)/bin/python $(BIN)/pytest -q -rs -p no:cacheprovider --durations=15 \
+		--ignore=tests/test_box.py; suite=$$?; \
+	wait $$boxes; boxed=$$?; echo "== tests/test_box.py (the Pi OS boxes)"; cat $$boxlog; rm -f $$boxlog; \
+	test $$suite -eq 0 && test $$boxed -eq 0
 
 test-fast: $(BIN)/edgecls  ## the tests not marked slow (no real training or conversion): about a minute
 	$(BIN)/pytest -q -p no:cacheprovider -m "not slow"
+
+boxes: $(BIN)/edgecls  ## Pi OS 64-bit and 32-bit userlands under qemu-user (root), cached in ~/.cache/edgecls/boxes
+	$(BIN)/python tests/box/build.py
 
 bench: $(BIN)/edgecls  ## every benchmarks/*.py; JSON results in benchmarks/results/
 	@set -e; for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script; done

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,30 @@ def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if "digits_run" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+    # The Pi OS box tests run last: their boxes build in the background meanwhile (pytest_collection_finish).
+    items.sort(key=lambda item: item.path.name == BOX_TESTS)
+
+
+BOX_TESTS = "test_box.py"
+
+
+def pytest_collection_finish(session) -> None:
+    """Start building the Pi OS boxes the box tests need (tests/box/build.py) while the other tests run."""
+    if any(item.path.name == BOX_TESTS for item in session.items):
+        from box.build import start_background_build
+
+        session.config.stash[BOX_BUILDER] = start_background_build()
+
+
+def pytest_sessionfinish(session) -> None:
+    """A background box build still running when the session ends (interrupted, or the box tests deselected) stops."""
+    builder = session.config.stash.get(BOX_BUILDER, None)
+    if builder is not None and builder.poll() is None:
+        os.killpg(builder.pid, signal.SIGTERM)
+        builder.wait()
+
+
+BOX_BUILDER = pytest.StashKey()
 
 
 @pytest.fixture(scope="session")

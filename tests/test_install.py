@@ -69,6 +69,8 @@ def test_the_runtime_extra_carries_the_cli_and_installs_on_every_device():
         and runtime["tflite-runtime"] == "platform_machine == 'armv7l'"
     )
     assert "numpy" in runtime and "armv7l" in runtime["numpy"]  # tflite-runtime 2.14 runs under NumPy 1 only
+    # No armv7l wheel on PyPI: pip would compile them; Pi OS 32-bit takes OpenCV from apt, psutil is optional.
+    assert runtime["opencv-python-headless"] == runtime["psutil"] == "platform_machine != 'armv7l'"
     # A Jetson keeps its onnxruntime-gpu: everything of the runtime for aarch64, less CPU onnxruntime.
     assert "onnxruntime" not in jetson and "onnxruntime-gpu" not in jetson
     assert set(jetson) == {name for name in runtime if name not in ("onnxruntime", "tflite-runtime")}

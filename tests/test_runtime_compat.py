@@ -1,11 +1,12 @@
-"""Every ``.tflite`` edgecls writes loads, and agrees in top-1, on an older LiteRT.
+"""Every ``.tflite`` edgecls writes loads, agrees in top-1, and reads in ``edgecls info``, on an older LiteRT.
 
-A Raspberry Pi (aarch64, Python 3.11) gets the LiteRT that pip resolves there
-(1.4.0 while LiteRT 2.x has no aarch64 Linux wheel); this workstation converts
+The runtime extra allows LiteRT from 1.1.1 (a Raspberry Pi, aarch64, Python 3.11,
+resolves 2.3.0 today: tests/test_box.py); this workstation converts
 with TensorFlow 2.21. Set ``EDGECLS_OLD_LITERT_PYTHON`` to the python of a venv
 holding only the runtime's packages and that LiteRT, e.g.
 
-    python3 -m venv .venv-litert && .venv-litert/bin/pip install "ai-edge-litert==1.4.0" numpy opencv-python-headless
+    python3 -m venv .venv-litert && .venv-litert/bin/pip install "ai-edge-litert==1.1.1" numpy opencv-python-headless \
+        typer rich
     EDGECLS_OLD_LITERT_PYTHON=.venv-litert/bin/python pytest tests/test_runtime_compat.py
 
 The models are made here (TensorFlow), predicted here through the current
@@ -76,3 +77,26 @@ def test_old_litert_loads_and_agrees(tflite_models, tmp_path):
     for path, labels in here.items():
         agree = sum(a == b for a, b in zip(labels, old["models"][path]["top1"]))
         assert agree == len(labels), f"{Path(path).name}: top-1 agrees on {agree}/{len(labels)} under {old['version']}"
+    # edgecls info reads the file itself (edgecls.adapters.tflite_reader): LiteRT 1.x has no tools.flatbuffer_utils.
+    from edgecls.evaluate.info import inspect_artifact
+
+    for path in here:
+        info = old["models"][path]["info"]
+        assert "exit" not in info, f"edgecls info {Path(path).name} under LiteRT {old['version']}: {info}"
+        expected = inspect_artifact(path)
+        found = (
+            info["op_counts"],
+            info["params"],
+            info["macs"],
+            info["integer_ops"],
+            info["float_ops"],
+            info["labels"],
+        )
+        assert found == (
+            expected.op_counts,
+            expected.params,
+            expected.macs,
+            expected.integer_ops,
+            expected.float_ops,
+            expected.labels,
+        ), Path(path).name

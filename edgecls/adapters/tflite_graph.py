@@ -1,10 +1,12 @@
 """A ``.tflite`` file as a graph: tensors, ops, quantization, MACs — read once, named once.
 
-The one place that walks LiteRT's flatbuffer object API
-(``ai_edge_litert.tools.flatbuffer_utils``, no TensorFlow: ``edgecls info``
-runs on a Pi). ``edgecls info``, the quantize report and the metadata writer
-all read a model through ``TFLiteGraph``, so an op is "float" or "integer" by
-one definition (``Op.computes_in_float``, ``Op.computes_in_integer``) wherever it is counted.
+Reading goes through ``edgecls.adapters.tflite_reader`` (``struct`` over the FlatBuffer: no engine, no
+TensorFlow), so ``edgecls info`` works on every engine a device may have: LiteRT 1.x and 2.x,
+``tflite-runtime``, or none. Edits (the quantize step's I/O scale, the metadata writer) go through
+LiteRT's flatbuffer object API (``ai_edge_litert.tools.flatbuffer_utils``), loaded on the first
+edit: the workstation's LiteRT has it. ``edgecls info``, the quantize report and the metadata
+writer all read a model through ``TFLiteGraph``, so an op is "float" or "integer" by one
+definition (``Op.computes_in_float``, ``Op.computes_in_integer``) wherever it is counted.
 
 >>> graph = TFLiteGraph.read("model_int8.tflite")  # doctest: +SKIP
 >>> [op.op_type for op in graph.float_ops()]  # doctest: +SKIP
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from edgecls.adapters.tflite_reader import RawModel, read_tflite
 from edgecls.base.errors import ModelError
 
 FLOAT_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64")
@@ -80,58 +83,59 @@ class Op:
 
 
 class TFLiteGraph:
-    """Subgraph 0 of a TFLite model (what edgecls artifacts hold), with the object model kept for edits."""
+    """Subgraph 0 of a TFLite model (what edgecls artifacts hold); LiteRT's object model is loaded for edits."""
 
-    def __init__(self, model: Any) -> None:
-        from ai_edge_litert.tools import flatbuffer_utils
-
-        self.model = model
-        subgraph = model.subgraphs[0]
-        self._subgraph = subgraph
-        self.tensors = [self._tensor(index, tensor) for index, tensor in enumerate(subgraph.tensors)]
+    def __init__(self, data: bytes, raw: RawModel) -> None:
+        self._data = data
+        self._object_model: Any = None  # LiteRT's ModelT, on the first edit
+        self.tensors = [
+            Tensor(
+                index=index,
+                name=tensor.name,
+                shape=tuple(int(d) for d in tensor.shape),
+                dtype=tensor.dtype,
+                scale=tuple(float(s) for s in tensor.scale),
+                zero_point=tuple(int(z) for z in tensor.zero_point),
+                constant=tensor.buffer < len(raw.buffer_sizes) and raw.buffer_sizes[tensor.buffer] > 0,
+            )
+            for index, tensor in enumerate(raw.tensors)
+        ]
         self.ops = [
             Op(
-                op_type=flatbuffer_utils.opcode_to_name(model, operator.opcodeIndex) or "CUSTOM",
-                inputs=tuple(self.tensors[i] for i in _indices(operator.inputs)),
-                outputs=tuple(self.tensors[i] for i in _indices(operator.outputs)),
+                op_type=operator.op_type,
+                inputs=tuple(self.tensors[i] for i in operator.inputs if i >= 0),
+                outputs=tuple(self.tensors[i] for i in operator.outputs if i >= 0),
             )
-            for operator in subgraph.operators
+            for operator in raw.operators
         ]
-        self.inputs = [self.tensors[i] for i in _indices(subgraph.inputs)]
-        self.outputs = [self.tensors[i] for i in _indices(subgraph.outputs)]
+        self.inputs = [self.tensors[i] for i in raw.inputs if i >= 0]
+        self.outputs = [self.tensors[i] for i in raw.outputs if i >= 0]
 
     @classmethod
     def from_bytes(cls, data: bytes, *, source: str = "model") -> TFLiteGraph:
         """Parse TFLite bytes; a truncated or foreign file is a ``ModelError`` naming ``source``."""
-        from ai_edge_litert.tools import flatbuffer_utils
-
         try:
-            if len(data) < 8 or data[4:8] != b"TFL3":
-                raise ValueError("no TFL3 identifier")
-            return cls(flatbuffer_utils.read_model_from_bytearray(bytearray(data)))
-        except Exception as exc:  # struct.error, IndexError, … from a truncated or foreign file
+            return cls(bytes(data), read_tflite(bytes(data)))
+        except Exception as exc:  # struct.error, IndexError, ValueError … from a truncated or foreign file
             raise ModelError(f"{source}: not a valid TFLite model ({exc})") from exc
 
     @classmethod
     def read(cls, path: str | Path) -> TFLiteGraph:
         return cls.from_bytes(Path(path).read_bytes(), source=str(path))
 
-    def _tensor(self, index: int, tensor: Any) -> Tensor:
-        from ai_edge_litert.tools import flatbuffer_utils
-
-        quantization = tensor.quantization
-        scale = quantization.scale if quantization is not None and quantization.scale is not None else ()
-        zero_point = quantization.zeroPoint if quantization is not None and quantization.zeroPoint is not None else ()
-        buffer = self.model.buffers[tensor.buffer] if tensor.buffer < len(self.model.buffers) else None
-        return Tensor(
-            index=index,
-            name=_text(tensor.name),
-            shape=tuple(int(d) for d in (tensor.shape if tensor.shape is not None else ())),
-            dtype=flatbuffer_utils.type_to_name(tensor.type),
-            scale=tuple(float(s) for s in scale),
-            zero_point=tuple(int(z) for z in zero_point),
-            constant=buffer is not None and buffer.data is not None and len(buffer.data) > 0,
-        )
+    @property
+    def model(self) -> Any:
+        """LiteRT's object model (``ModelT``) of these bytes: what the edits below change."""
+        if self._object_model is None:
+            try:
+                from ai_edge_litert.tools import flatbuffer_utils
+            except ImportError as exc:
+                raise ModelError(
+                    "editing a .tflite needs LiteRT's flatbuffer tools (ai-edge-litert 2.x, workstation side): "
+                    f'pip install "edgecls[train]" ({exc})'
+                ) from exc
+            self._object_model = flatbuffer_utils.read_model_from_bytearray(bytearray(self._data))
+        return self._object_model
 
     # --- what the graph computes -------------------------------------------------
 
@@ -163,7 +167,7 @@ class TFLiteGraph:
 
     def set_quantization(self, tensor: Tensor, scale: float, zero_point: int) -> None:
         """Give ``tensor`` one (per-tensor) scale and zero point."""
-        stored = self._subgraph.tensors[tensor.index]
+        stored = self.model.subgraphs[0].tensors[tensor.index]
         if stored.quantization is None:
             from ai_edge_litert import schema_py_generated as schema
 
@@ -185,14 +189,12 @@ class TFLiteGraph:
         model.metadata.append(entry)
 
     def to_bytes(self) -> bytes:
+        """The model's bytes, with the edits made (the file as read when there were none)."""
+        if self._object_model is None:
+            return self._data
         from ai_edge_litert.tools import flatbuffer_utils
 
-        return bytes(flatbuffer_utils.convert_object_to_bytearray(self.model))
-
-
-def _indices(values: Any) -> list[int]:
-    """Tensor indices of an operator or subgraph; -1 marks an omitted optional input."""
-    return [int(i) for i in (values if values is not None else ()) if i >= 0]
+        return bytes(flatbuffer_utils.convert_object_to_bytearray(self._object_model))
 
 
 def _quantization(tensor: Tensor) -> dict[str, Any]:

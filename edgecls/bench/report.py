@@ -7,12 +7,15 @@ Every report states where the numbers were measured and under which settings.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from edgecls.base.fileio import write_json, write_text
 from edgecls.bench.config import DeviceOutcome
 from edgecls.runtime.results import MeasureResult, MeasureRun
+
+log = logging.getLogger(__name__)
 
 COLUMNS = (
     "model",
@@ -49,6 +52,27 @@ def conditions(run: MeasureRun) -> str:
     )
 
 
+# A latency figure measured under an emulated CPU (qemu-user: MeasureResult.emulated) carries this mark in every
+# table, and no plot shows it: it is the emulator's speed on this host, not the device's.
+EMULATED_MARK = "*"
+EMULATED_LEGEND = (
+    f"{EMULATED_MARK} emulated CPU (qemu-user): the latency is not the device's, not meaningful; not plotted."
+)
+
+
+def emulation_legend(results: list[MeasureResult]) -> list[str]:
+    """The legend line for tables holding an emulated result; none otherwise."""
+    return [EMULATED_LEGEND] if any(result.emulated for result in results) else []
+
+
+def plotted(results: list[MeasureResult]) -> list[MeasureResult]:
+    """The results whose latency a plot may show: timed, and not under an emulated CPU (said in the log)."""
+    emulated = [Path(result.model).name for result in results if result.emulated and result.samples_ms]
+    if emulated:
+        log.warning("latency plot: %s left out, measured under an emulated CPU", ", ".join(emulated))
+    return [result for result in results if result.samples_ms and not result.emulated]
+
+
 CORRUPTED_COLUMN = "corrupted top-1"  # only when some model was scored under corruptions (bench --corruptions)
 
 
@@ -69,6 +93,7 @@ def table_rows(run: MeasureRun, *, corrupted: bool | None = None) -> list[list[s
 def _row(result: MeasureResult, *, corrupted: bool = False) -> list[str]:
     flags = (["THROTTLED"] if result.throttled else []) + result.notes
     mean = result.mean_corruption_top1
+    mark = EMULATED_MARK if result.emulated else ""
     return [
         Path(result.model).name,
         result.precision,
@@ -76,12 +101,12 @@ def _row(result: MeasureResult, *, corrupted: bool = False) -> list[str]:
         _size(result.size_bytes),
         "-" if result.top1 is None else f"{100 * result.top1:.2f}%",
         *(["-" if mean is None else f"{100 * mean:.2f}%"] if corrupted else []),
-        f"{result.latency_ms.p50:.3f}",
-        f"{result.latency_ms.p99:.3f}",
-        f"{result.fps:.1f}",
-        f"{result.e2e_ms:.3f}",
-        f"{result.cold_start_ms:.2f}",
-        result.start_s.text() if result.start_s else "-",
+        f"{result.latency_ms.p50:.3f}{mark}",
+        f"{result.latency_ms.p99:.3f}{mark}",
+        f"{result.fps:.1f}{mark}",
+        f"{result.e2e_ms:.3f}{mark}",
+        f"{result.cold_start_ms:.2f}{mark}",
+        f"{result.start_s.text()}{mark}" if result.start_s else "-",
         f"{result.peak_rss_mb:.0f}",
         "; ".join(flags),
     ]
@@ -96,9 +121,8 @@ def render_table(run: MeasureRun, console: Any) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(
-        title=Text(f"edgecls bench --target {run.target}"), caption=Text(conditions(run)), caption_justify="left"
-    )
+    caption = Text("\n".join([conditions(run), *emulation_legend(run.results)]))
+    table = Table(title=Text(f"edgecls bench --target {run.target}"), caption=caption, caption_justify="left")
     for column in columns_for(run.results):
         table.add_column(
             column, justify="left" if column in ("model", "precision", "engine", "flags") else "right", overflow="fold"
@@ -125,6 +149,7 @@ def to_markdown(run: MeasureRun) -> str:
         "(resize, channel order, inference, top-k).",
         "cold: the first inference. start: seconds to open the model; with a TensorRT engine cache, the first start "
         "(an engine build unless the cache held one) and a second, cached start.",
+        *emulation_legend(run.results),
         "",
     ]
     lines += corruption_markdown(run)
@@ -185,7 +210,7 @@ def plot_latency(run: MeasureRun, path: Path, labels: dict[str, str] | None = No
 
     ``labels``: model path → its name on the plot (the pipeline's artifact names); default the file name.
     """
-    results = [result for result in run.results if result.samples_ms]
+    results = plotted(run.results)
     if not results:
         return None
     names = [(labels or {}).get(result.model, Path(result.model).name) for result in results]
@@ -261,7 +286,8 @@ def render_fleet_table(outcomes: list[DeviceOutcome], console: Any) -> None:
 
     failed = sum(not outcome.ok for outcome in outcomes)
     title = f"edgecls bench on {len(outcomes)} devices" + (f", {failed} failed" if failed else "")
-    caption = Text("\n".join(fleet_conditions(outcomes)))
+    every = [result for outcome in outcomes if outcome.run for result in outcome.run.results]
+    caption = Text("\n".join([*fleet_conditions(outcomes), *emulation_legend(every)]))
     table = Table(title=Text(title), caption=caption, caption_justify="left")
     for column in fleet_columns(outcomes):
         left = column in ("device", "target", "model", "precision", "engine", "flags")
@@ -287,7 +313,8 @@ def fleet_to_markdown(outcomes: list[DeviceOutcome]) -> str:
     )
     for row in fleet_rows(outcomes):
         lines.append("| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in row) + " |")
-    lines += ["", f"{len(outcomes) - len(failed)} of {len(outcomes)} devices measured.", ""]
+    every = [result for outcome in outcomes if outcome.run for result in outcome.run.results]
+    lines += ["", f"{len(outcomes) - len(failed)} of {len(outcomes)} devices measured.", *emulation_legend(every), ""]
     for outcome in outcomes:
         lines += corruption_markdown(outcome.run, device=outcome.remote) if outcome.run else []
     for outcome in outcomes:
@@ -310,10 +337,9 @@ def write_fleet_reports(outcomes: list[DeviceOutcome], out: Path) -> dict[str, P
     }
     labels, samples = [], []
     for outcome in outcomes:
-        for result in outcome.run.results if outcome.run else []:
-            if result.samples_ms:
-                labels.append(f"{outcome.remote}: {Path(result.model).name}")
-                samples.append(result.samples_ms)
+        for result in plotted(outcome.run.results) if outcome.run else []:
+            labels.append(f"{outcome.remote}: {Path(result.model).name}")
+            samples.append(result.samples_ms)
     caption = "; ".join(fleet_conditions(outcomes))
     title = f"edgecls bench on {len(outcomes)} devices"
     paths["plot"] = _box_plot(labels, samples, title, caption, out / "latency.png") if samples else None

@@ -7,7 +7,10 @@ feed them recorded ``/sys`` trees and command outputs:
   throttling, soft temperature limit; now and since boot), SoC temperature
   from ``/sys/class/thermal``, CPU governor and clock from cpufreq;
 - Jetson: the power mode from ``nvpmodel -q`` and whether clocks are locked
-  (``jetson_clocks`` pins every CPU's and the GPU's minimum to its maximum).
+  (``jetson_clocks`` pins every CPU's and the GPU's minimum to its maximum);
+- an emulated CPU (qemu-user running an aarch64 Pi OS on an x86_64 PC):
+  ``/proc/cpuinfo`` then describes the host's processor, not the one this
+  Python was built for; results are the ARM kernels' own, latency means nothing.
 
 >>> machine_info().arch  # doctest: +SKIP
 'x86_64'
@@ -48,6 +51,7 @@ class MachineInfo:
     system: str
     python: str
     cpu_count: int
+    emulated: str = ""  # "aarch64 under emulation on an x86_64 host" (qemu-user); "" on the CPU itself
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,7 +65,53 @@ def machine_info(*, root: Path = Path("/")) -> MachineInfo:
         system=f"{platform.system()} {platform.release()}",
         python=platform.python_version(),
         cpu_count=os.cpu_count() or 1,
+        emulated=detect_emulation(platform.machine(), root=root),
     )
+
+
+EMULATED_LATENCY = "latency not meaningful"
+_CPU_FAMILIES = {"x86": ("x86_64", "amd64", "i386", "i486", "i586", "i686"), "arm": ("aarch64", "arm64")}
+
+
+def _family(arch: str) -> str:
+    arch = arch.lower()
+    if arch in _CPU_FAMILIES["x86"]:
+        return "x86"
+    return "arm" if arch in _CPU_FAMILIES["arm"] or arch.startswith("arm") else arch
+
+
+def cpuinfo_arch(text: str) -> str:
+    """The processor ``/proc/cpuinfo`` describes: ``x86_64``/``i686`` (``vendor_id``, ``flags``), ``aarch64``/``arm``
+    (``CPU implementer``), "" when it names neither (another architecture: no verdict)."""
+    fields = {}
+    for line in text.splitlines():
+        key, colon, value = line.partition(":")
+        if colon:
+            fields.setdefault(key.strip(), value.strip())
+    if "vendor_id" in fields and "flags" in fields:
+        return "x86_64" if "lm" in fields["flags"].split() else "i686"  # lm: long mode, a 64-bit CPU
+    if "CPU implementer" in fields:
+        return "aarch64" if fields.get("CPU architecture") == "8" else "arm"
+    return ""
+
+
+def detect_emulation(arch: str, *, root: Path = Path("/")) -> str:
+    """``"aarch64 under emulation on an x86_64 host"`` when another CPU runs this process; "" otherwise.
+
+    qemu-user translates an aarch64 (or armv7l) program on an x86_64 PC: ``uname -m`` answers the guest's
+    architecture, but ``/proc/cpuinfo`` is the host kernel's description of the host's processor. A family
+    mismatch (ARM against x86) is emulation; an armv7l userland on an aarch64 Pi is not.
+
+    >>> detect_emulation("aarch64")  # doctest: +SKIP
+    'aarch64 under emulation on an x86_64 host'
+    """
+    try:
+        host = cpuinfo_arch((root / "proc/cpuinfo").read_text(errors="replace"))
+    except OSError:
+        return ""
+    if not host or not arch or _family(host) == _family(arch):
+        return ""
+    return f"{arch} under emulation on an {host} host"
 
 
 def read_board(*, root: Path = Path("/")) -> str:
@@ -88,8 +138,14 @@ def placement(target: Target, machine: MachineInfo) -> Placement:
     """Match the board this runs on (``machine.board``, from the device tree) against ``target.board``.
 
     A result is a device's only when it ran on that device; on another board
-    (a Pi 4 for target rpi5) it is that board's, said in ``warning``.
+    (a Pi 4 for target rpi5) it is that board's, said in ``warning``. Under an
+    emulated CPU nothing is on a device: the label says so, and that its latency
+    is not meaningful.
     """
+    if machine.emulated:
+        note = f"{machine.emulated}: {EMULATED_LATENCY}"
+        settings = f" ({machine.hostname})" if target.kind == "host" else f" with {target.name} settings"
+        return Placement(False, f"{machine.emulated}{settings}, {EMULATED_LATENCY}", note)
     if target.kind == "host":
         return Placement(True, f"this {machine.arch} host ({machine.hostname})")
     if target.board and target.board in machine.board:

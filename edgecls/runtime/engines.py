@@ -87,7 +87,7 @@ class LiteRTEngine(Engine):
             # (tflite-runtime 2.14: SystemError; ai-edge-litert 1.0: "_ARRAY_API not found").
             raise RuntimeUnavailableError(
                 f"{self.name} {self.version} cannot create an interpreter under NumPy {np.__version__} ({exc}); "
-                'install ai-edge-litert>=1.2, or pip install "numpy<2" for this engine'
+                'install ai-edge-litert>=1.1.1, or pip install "numpy<2" for this engine'
             ) from exc
         self.provider = delegate_provider(self._interpreter)
         self.input = _tflite_spec(self._interpreter.get_input_details()[0])
@@ -116,9 +116,11 @@ def _load_tflite_interpreter() -> tuple[Callable, str, str]:
     except ImportError:
         pass
     try:
-        from tflite_runtime import interpreter as tflite_runtime  # NumPy 1 devices, older Pi OS images
+        import tflite_runtime  # NumPy 1 devices, Pi OS 32-bit
+        from tflite_runtime import interpreter as tflite_interpreter
 
-        return tflite_runtime.Interpreter, "tflite_runtime", getattr(tflite_runtime, "__version__", "?")
+        # The version is the package's (the interpreter module has none: it read "?" in the Pi OS 32-bit box).
+        return tflite_interpreter.Interpreter, "tflite_runtime", getattr(tflite_runtime, "__version__", "?")
     except ImportError as exc:
         raise RuntimeUnavailableError(
             "no TFLite engine installed: pip install ai-edge-litert (or tflite-runtime on NumPy 1 systems)"

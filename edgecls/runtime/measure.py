@@ -41,7 +41,7 @@ import numpy as np
 
 from edgecls.base.errors import ConfigError, EdgeclsError, ModelError
 from edgecls.runtime.corruptions import CorruptionSpec, parse_severities
-from edgecls.runtime.device import describe_where, machine_info, read_device_state
+from edgecls.runtime.device import EMULATED_LATENCY, describe_where, machine_info, read_device_state
 from edgecls.runtime.engines import load_engine
 from edgecls.runtime.model import Classifier
 from edgecls.runtime.results import LatencyStats, MeasureConfig, MeasureResult, MeasureRun, StartTimes
@@ -97,7 +97,9 @@ def measure_models(config: MeasureConfig) -> MeasureRun:
                 arch=machine.arch,
                 throttled=bool(state["throttled"] or state_after["throttled"]),
                 device_state=state_after,
+                emulated=machine.emulated,
                 notes=[
+                    *([f"{machine.emulated}: {EMULATED_LATENCY}"] if machine.emulated else []),
                     *measured.notes,
                     *_fit_notes(measured, target),
                     *_oversubscription_note(threads, machine.cpu_count),

@@ -104,6 +104,7 @@ class MeasureResult:
     severities: list[int] = field(default_factory=list)  # with corruptions: their order in each list below
     corruptions: dict[str, list[float]] = field(default_factory=dict)  # name -> top-1 per severity
     mean_corruption_top1: float | None = None  # over every corruption and severity
+    emulated: str = ""  # "aarch64 under emulation on an x86_64 host": every latency here is not the device's
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
