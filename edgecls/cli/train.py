@@ -36,7 +36,13 @@ def train(
             help="Square input size in pixels (default: the model's: cnn 32, MobileNets 96, ResNet50 224).",
         ),
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = 20,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            help="Maximum epochs (early stopping may end sooner). Default: 25 for a keras.applications base from "
+            "scratch (--weights none), else 20."
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = 64,
     val_split: Annotated[
         float, typer.Option("--val-split", help="Fraction held out per class when the data has no val/ folder.")
@@ -62,7 +68,14 @@ def train(
             "--freeze-base", help="Train only the head on the frozen base (phase 1 only, unless --finetune-epochs)."
         ),
     ] = False,
-    learning_rate: Annotated[float, typer.Option("--lr", help="Initial learning rate (cosine decay to 1 %).")] = 1e-3,
+    learning_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--lr",
+            help="Initial learning rate (cosine decay to 1 %). Default: 3e-3 for a keras.applications base from "
+            "scratch (--weights none), else 1e-3.",
+        ),
+    ] = None,
     finetune_epochs: Annotated[
         int | None,
         typer.Option(
@@ -121,6 +134,14 @@ def train(
     replay_fraction: Annotated[
         float, typer.Option("--replay-fraction", help="Share of the training set replayed from --replay (0..1).")
     ] = 0.5,
+    precise_bn: Annotated[
+        int | None,
+        typer.Option(
+            "--precise-bn",
+            help="BatchNorm statistics re-estimated from N training images before each validation (default: 512 "
+            "for a keras.applications base from scratch, else 0 = off: the moving averages of training).",
+        ),
+    ] = None,
     json: JsonOption = False,
 ) -> None:
     """Train a classifier; writes model.keras, history, metrics, config and curves to runs/NAME/."""
@@ -157,8 +178,9 @@ def train(
             init_from=str(init_from) if init_from else None,
             replay=replay,
             replay_fraction=replay_fraction,
+            precise_bn=precise_bn,
         )
-        return train_model(config, callbacks=[epoch_progress(epochs)])
+        return train_model(config, callbacks=[epoch_progress(epochs or 0)])
 
     run(call, as_json=json, render=_render_train)
 
