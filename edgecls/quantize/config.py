@@ -13,8 +13,10 @@ PRECISIONS = ("int8", "fp16")
 IO_TYPES = ("int8", "uint8", "float")  # TFLite input/output tensor type
 METHODS = ("minmax", "percentile", "entropy")  # ONNX Runtime calibration methods
 FORMATS = ("tflite", "onnx")
-# QAT fine-tuning: brief, at a tenth of edgecls train's 1e-3. Measured (benchmarks/results/qat.json, MobileNetV2
-# α0.35 from scratch on photos10, per-tensor INT8): see QAT_DEFAULTS_MEASURED there.
+# QAT fine-tuning: brief, at a tenth of edgecls train's 1e-3 (Krishnamoorthi 2018, §3: fine-tune a trained float
+# model at a small rate). Its result with these values: benchmarks/results/qat.json (MobileNetV2 α 0.35 trained from
+# scratch on photos10, three seeds; the float model fine-tuned the same way without fake quantization beside it).
+# Not screened against other values.
 QAT_EPOCHS = 5
 QAT_LR = 1e-4
 # How the ONNX INT8 is quantized (``edgecls.quantize.onnx``): "cpu" runs right on every CPU (7-bit weights);
