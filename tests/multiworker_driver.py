@@ -1,6 +1,6 @@
 """One worker of a TF_CONFIG cluster training digits, for tests/test_multiworker.py.
 
-``python tests/multiworker_driver.py OUT EPOCHS DUMP [--resume]`` with ``TF_CONFIG`` set: runs
+``python tests/multiworker_driver.py OUT EPOCHS DUMP [--resume] [--precise-bn N]`` with ``TF_CONFIG`` set: runs
 ``edgecls.train.train`` (what ``edgecls train`` calls) and writes the final model's weights (the ones the
 run saves as model.keras) to ``DUMP`` (.npz), so the test can compare the workers' weights although
 only the chief keeps a run folder.
@@ -25,8 +25,16 @@ def main() -> None:
         return finish(model, *args, **kwargs)
 
     stage.finish = dumping_finish  # what train() calls to save the kept model
+    precise_bn = int(sys.argv[sys.argv.index("--precise-bn") + 1]) if "--precise-bn" in sys.argv else None
     config = training.TrainConfig(
-        data="digits", model="cnn", epochs=epochs, batch_size=32, patience=0, out=out, resume="--resume" in sys.argv
+        data="digits",
+        model="cnn",
+        epochs=epochs,
+        batch_size=32,
+        patience=0,
+        out=out,
+        resume="--resume" in sys.argv,
+        precise_bn=precise_bn,
     )
     result = training.train(config)
     print(f"val_accuracy {result.val_accuracy:.4f} run_dir {result.run_dir}", flush=True)

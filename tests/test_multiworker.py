@@ -40,8 +40,8 @@ def _free_ports(count: int) -> list[int]:
 
 
 class Cluster:
-    def __init__(self, tmp_path: Path, epochs: int) -> None:
-        self.tmp_path, self.epochs = tmp_path, epochs
+    def __init__(self, tmp_path: Path, epochs: int, *options: str) -> None:
+        self.tmp_path, self.epochs, self.options = tmp_path, epochs, list(options)
         self.workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
         self.run_dir = tmp_path / "run"
         self.scratch = tmp_path / "scratch"  # TMPDIR: where a non-chief worker writes
@@ -60,7 +60,7 @@ class Cluster:
         command = [sys.executable, str(DRIVER), str(self.run_dir), str(self.epochs), str(self.dump(index))]
         log = open(self.tmp_path / f"worker{index}{'-resumed' if resume else ''}.log", "w")
         self.processes[index] = subprocess.Popen(
-            [*command, *(["--resume"] if resume else [])], env=env, stdout=log, stderr=subprocess.STDOUT
+            [*command, *self.options, *(["--resume"] if resume else [])], env=env, stdout=log, stderr=subprocess.STDOUT
         )
         return self.processes[index]
 
@@ -122,7 +122,9 @@ def test_two_workers_train_one_model_and_only_the_chief_writes_the_run(tmp_path)
 
 
 def test_a_killed_worker_resumes_and_the_run_completes(tmp_path):
-    cluster = Cluster(tmp_path, 3)
+    # with precise BatchNorm statistics (edgecls.train.precise_bn): each worker estimates them from the same sample
+    # with the same weights, so the workers still end on identical models, across the resume too
+    cluster = Cluster(tmp_path, 3, "--precise-bn", "128")
     history = cluster.run_dir / "history.csv"
     try:
         cluster.start(0)
@@ -152,6 +154,7 @@ def test_a_killed_worker_resumes_and_the_run_completes(tmp_path):
     assert [row.split(",")[0] for row in rows[1:]] == ["0", "1", "2"]  # every epoch once, across the resume
     assert (cluster.run_dir / "model.keras").is_file() and not (cluster.run_dir / "backup").exists()
     assert _worker_folders(cluster) == []
+    assert json.loads((cluster.run_dir / "config.json").read_text())["precise_bn"] == 128
     _assert_same_weights(cluster)
 
 

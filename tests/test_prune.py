@@ -391,6 +391,18 @@ def test_config_errors():
             config.check()
 
 
+def test_fine_tuning_is_on_by_default_when_there_is_data_to_fine_tune_on():
+    from edgecls.prune import PruneConfig
+    from edgecls.prune.config import PRUNE_FINETUNE_EPOCHS
+
+    assert PruneConfig(data="digits").epochs_to_finetune() == PRUNE_FINETUNE_EPOCHS == 15
+    assert PruneConfig().epochs_to_finetune() == 0  # nothing to fine-tune on: prune and measure only
+    assert PruneConfig(data="digits", finetune_epochs=0).epochs_to_finetune() == 0
+    assert PruneConfig(finetune_epochs=3).epochs_to_finetune() == 3
+    PruneConfig(data="digits", steps=2).check()  # rounds fine-tune between them by default
+    assert PruneConfig().learning_rate == 2e-3
+
+
 @pytest.mark.slow
 def test_prune_command_end_to_end(digits_run, tmp_path):
     """`edgecls prune` on the trained digits model: a smaller .keras with its labels, and a report."""

@@ -129,7 +129,8 @@ KILLED_RUN = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)  # kill -9 in the middle of the third epoch
 
     config = TrainConfig(
-        data=sys.argv[1], model="cnn", img_size=16, epochs=4, batch_size=4, patience=0, augment="none", out=sys.argv[2]
+        data=sys.argv[1], model="cnn", img_size=16, epochs=4, batch_size=4, patience=0, augment="none", out=sys.argv[2],
+        precise_bn=int(sys.argv[3]),
     )
     train(config, callbacks=[KillMidEpoch()])
     """
@@ -137,12 +138,13 @@ KILLED_RUN = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_resume_after_kill_9_continues_from_the_last_completed_epoch(tmp_path, shapes_folder):
+@pytest.mark.parametrize("precise_bn", [0, 16])  # BatchNorm statistics re-estimated before validation too
+def test_resume_after_kill_9_continues_from_the_last_completed_epoch(tmp_path, shapes_folder, precise_bn):
     from edgecls.train import TrainConfig, train
 
     run_dir = tmp_path / "run"
     killed = subprocess.run(
-        [sys.executable, "-c", KILLED_RUN, str(shapes_folder), str(run_dir)],
+        [sys.executable, "-c", KILLED_RUN, str(shapes_folder), str(run_dir), str(precise_bn)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -150,7 +152,14 @@ def test_resume_after_kill_9_continues_from_the_last_completed_epoch(tmp_path, s
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert not (run_dir / "model.keras").exists() and (run_dir / "backup").is_dir()
     options = dict(
-        data=str(shapes_folder), model="cnn", img_size=16, epochs=4, batch_size=4, patience=0, augment="none"
+        data=str(shapes_folder),
+        model="cnn",
+        img_size=16,
+        epochs=4,
+        batch_size=4,
+        patience=0,
+        augment="none",
+        precise_bn=precise_bn,
     )
     with pytest.raises(Exception, match="--resume"):
         train(TrainConfig(**options, out=str(run_dir)))

@@ -47,7 +47,7 @@ def distill(
         typer.Option(
             "--temperature", "-T", help="Softmax temperature for both models' logits (higher = softer targets)."
         ),
-    ] = 4.0,
+    ] = 2.0,
     kd_weight: Annotated[
         float,
         typer.Option(
@@ -55,7 +55,7 @@ def distill(
             help="Weight w of the distillation term: loss = (1-w)·CE(labels) + w·[T²·KL(teacher‖student) + feature "
             "MSE].",
         ),
-    ] = 0.9,
+    ] = 0.5,
     feature_layers: Annotated[
         str,
         typer.Option(

@@ -38,12 +38,13 @@ def prune(
     ] = None,
     sparsity: Annotated[float, typer.Option(help="magnitude: fraction of each kernel's weights set to zero.")] = 0.8,
     finetune_epochs: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--finetune-epochs",
-            help="Fine-tune after pruning (each round), through the training code of `edgecls train`.",
+            help="Fine-tune after pruning (each round), through the training code of `edgecls train` (default: 15 "
+            "epochs with --data, none without; 0 = off).",
         ),
-    ] = 0,
+    ] = None,
     data: Annotated[
         str | None,
         typer.Option(
@@ -54,7 +55,7 @@ def prune(
     ] = None,
     learning_rate: Annotated[
         float, typer.Option("--lr", help="Fine-tuning learning rate (Adam, cosine decay).")
-    ] = 1e-3,
+    ] = 2e-3,
     seed: Annotated[int, typer.Option(help="Seed for fine-tuning.")] = 0,
     out: Annotated[
         Path | None,
@@ -89,7 +90,11 @@ def prune(
         out=str(out) if out else None,
         measure_tflite=not no_measure,
     )
-    run(lambda: prune_model(model, config, callbacks=[epoch_progress(finetune_epochs)]), as_json=json, render=_render)
+    run(
+        lambda: prune_model(model, config, callbacks=[epoch_progress(config.epochs_to_finetune())]),
+        as_json=json,
+        render=_render,
+    )
 
 
 def _ratio(after, before) -> str:

@@ -36,7 +36,13 @@ def train(
             help="Square input size in pixels (default: the model's: cnn 32, MobileNets 96, ResNet50 224).",
         ),
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = 20,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            help="Maximum epochs (early stopping may end sooner). Default: 25 for a keras.applications base from "
+            "scratch (--weights none), else 20."
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = 64,
     val_split: Annotated[
         float, typer.Option("--val-split", help="Fraction held out per class when the data has no val/ folder.")
@@ -62,7 +68,14 @@ def train(
             "--freeze-base", help="Train only the head on the frozen base (phase 1 only, unless --finetune-epochs)."
         ),
     ] = False,
-    learning_rate: Annotated[float, typer.Option("--lr", help="Initial learning rate (cosine decay to 1 %).")] = 1e-3,
+    learning_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--lr",
+            help="Initial learning rate (cosine decay to 1 %). Default: 3e-3 for a keras.applications base from "
+            "scratch (--weights none), else 1e-3.",
+        ),
+    ] = None,
     finetune_epochs: Annotated[
         int | None,
         typer.Option(
@@ -87,7 +100,13 @@ def train(
     unfreeze_from: Annotated[
         str | None, typer.Option("--unfreeze-from", help="Phase 2 trains this base layer and every one after it.")
     ] = None,
-    patience: Annotated[int, typer.Option(help="Early stopping: epochs without a better val accuracy (0 = off).")] = 8,
+    patience: Annotated[
+        int,
+        typer.Option(
+            help="Early stopping: epochs without a better val accuracy (0 = off); an epoch does not count while "
+            "validation has never left chance and training accuracy still rises."
+        ),
+    ] = 8,
     class_weights: Annotated[
         str, typer.Option("--class-weights", help="'auto' weights classes inversely to their frequency; 'none'.")
     ] = "none",
@@ -121,6 +140,14 @@ def train(
     replay_fraction: Annotated[
         float, typer.Option("--replay-fraction", help="Share of the training set replayed from --replay (0..1).")
     ] = 0.5,
+    precise_bn: Annotated[
+        int | None,
+        typer.Option(
+            "--precise-bn",
+            help="BatchNorm statistics re-estimated from N training images before each validation (default: 512 "
+            "for a keras.applications base from scratch, else 0 = off: the moving averages of training).",
+        ),
+    ] = None,
     json: JsonOption = False,
 ) -> None:
     """Train a classifier; writes model.keras, history, metrics, config and curves to runs/NAME/."""
@@ -157,8 +184,9 @@ def train(
             init_from=str(init_from) if init_from else None,
             replay=replay,
             replay_fraction=replay_fraction,
+            precise_bn=precise_bn,
         )
-        return train_model(config, callbacks=[epoch_progress(epochs)])
+        return train_model(config, callbacks=[epoch_progress(epochs or 0)])
 
     run(call, as_json=json, render=_render_train)
 

@@ -47,7 +47,12 @@ def check_options(config: PipelineConfig) -> None:
             config_class = getattr(importlib.import_module(module), class_name)
             fields = [f for f in dataclasses.fields(config_class) if f.name not in filled]
             valid |= {f.name for f in fields}
-            defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+            # an optional option (default None: resolved later, e.g. TrainConfig.epochs) is typed by its annotation
+            defaults = {
+                f.name: f.default if f.default is not None else OPTIONAL_TYPES.get(str(f.type))
+                for f in fields
+                if f.default is not dataclasses.MISSING
+            }
         unknown = sorted(set(options) - valid)
         if unknown:
             raise ConfigError(
@@ -76,6 +81,10 @@ OWN_OPTION_TYPES = {
     "runs": "an integer",
     "warmup": "an integer",
 }
+
+
+# annotations (strings: ``from __future__ import annotations``) of options whose default is None
+OPTIONAL_TYPES = {"int | None": 0, "float | None": 0.0, "str | None": "", "bool | None": False}
 
 
 def _expected_type(default: Any) -> str | None:

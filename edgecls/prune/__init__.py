@@ -64,6 +64,7 @@ def prune(
     from edgecls.prune.rebuild import as_functional
 
     config.check()
+    config = dataclasses.replace(config, finetune_epochs=config.epochs_to_finetune())  # the default resolved
     started = time.time()
     model_path = Path(model_path)
     out = _output_path(model_path, config.out)

@@ -37,6 +37,7 @@ class FitOptions:
     patience: int | None = None  # early stopping on val accuracy after this many epochs; None or 0: off
     resume: bool = False  # continue from run_dir/backup
     adversarial: float = 0.0  # FGSM epsilon in pixel levels (edgecls.train.adversarial); 0: off
+    precise_bn: int = 0  # BatchNorm statistics re-estimated from this many training images before each validation
 
 
 def make_optimizer(learning_rate: float, total_steps: int):
@@ -114,10 +115,21 @@ def fit(
             keras.callbacks.CSVLogger(str(history_csv), append=resume),
             keras.callbacks.TensorBoard(str(run_dir / "tb"), write_graph=False, profile_batch=0),
         ]
-    if options.patience:
+    if options.precise_bn:
+        from edgecls.train.precise_bn import precise_bn_callback
+
         all_callbacks.append(
-            keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=options.patience, mode="max")
+            precise_bn_callback(
+                model, dataset.train, count=options.precise_bn, batch_size=options.batch_size, seed=seed
+            )
         )
+    if options.patience:
+        from edgecls.train.stopping import early_stopping
+        from edgecls.train.watch import chance_threshold
+
+        # an epoch at chance while training accuracy still rises does not count (edgecls.train.stopping)
+        threshold = chance_threshold(dataset.val.labels)[1]
+        all_callbacks.append(early_stopping(patience=options.patience, threshold=threshold))
     all_callbacks += list(callbacks)
     history = trained.fit(
         train_data,

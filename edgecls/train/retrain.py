@@ -132,6 +132,7 @@ def retrain(config, *, callbacks: Sequence[Any] = ()):
     model = load_keras_model(path)
     run_dir = config.run_dir()
     config = replace(config, model=str(info.provenance.get("source_model", config.model)), weights=str(path))
+    config = config.resolved(keras_base_from_scratch=False)  # a trained model goes on learning: 1e-3, 20 epochs
     watch = chance_watch(dataset.val.labels)
     history = fit(model, dataset, config.fit_options(), run_dir=run_dir, callbacks=[*callbacks, watch])
     history["phase"] = [1.0] * len(history.get("val_accuracy", []))

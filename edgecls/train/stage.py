@@ -27,6 +27,7 @@ from edgecls.train import distribute
 from edgecls.train.config import FINETUNE_LR_FACTOR, TrainConfig
 from edgecls.train.finetune import PHASE1_DONE, PHASE_DIRS, merge_histories, unfreeze_top, write_history_csv
 from edgecls.train.fit import best_epoch, fit, rank_epoch, read_history, steps_per_epoch
+from edgecls.train.precise_bn import precise_bn_for
 from edgecls.train.result import TrainResult, finish
 from edgecls.train.runs import resolve_resume, write_run_files
 from edgecls.train.watch import chance_watch
@@ -82,12 +83,23 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     )
     if config.mixed_precision:
         _enable_mixed_precision()
+    scratch_base = not pretrained and entry.keras_module is not None  # a keras.applications base from scratch
+    config = config.resolved(keras_base_from_scratch=scratch_base)  # its epochs and learning rate (config.py)
     # From scratch, a keras.applications base gets the momentum that settles its BatchNorm statistics
     # within this run's steps (cnn keeps its own 0.9); a pretrained base keeps its settled statistics.
     steps = steps_per_epoch(dataset, config.batch_size * chosen.num_replicas_in_sync) * config.epochs
-    bn_momentum = None if pretrained or entry.keras_module is None else bn_momentum_for(steps)
+    bn_momentum = bn_momentum_for(steps) if scratch_base else None
     if bn_momentum is not None:
-        log.info("%s from scratch: BatchNorm momentum %.4f for %d steps", config.model, bn_momentum, steps)
+        log.info(
+            "%s from scratch: %d epochs at lr %g, BatchNorm momentum %.4f for %d steps",
+            config.model,
+            config.epochs,
+            config.learning_rate,
+            bn_momentum,
+            steps,
+        )
+    # a from-scratch keras.applications base: BatchNorm statistics re-estimated before each validation
+    precise_bn = precise_bn_for(config.precise_bn, keras_base_from_scratch=scratch_base)
     keras.utils.set_random_seed(config.seed)
     watch = chance_watch(dataset.val.labels)
     class_weights = _class_weights(config.class_weights, dataset)
@@ -109,6 +121,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
             image_size=[size, size],
             channel_order=channel_order,
             bn_momentum=bn_momentum,
+            precise_bn=precise_bn,
             cache=dataset.cache,
             distribution=distribute.describe(chosen, cluster, config.batch_size),
             phases={
@@ -121,7 +134,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
             history = fit(
                 model,
                 dataset,
-                options=config.fit_options(),
+                options=replace(config.fit_options(), precise_bn=precise_bn),
                 run_dir=run_dir,
                 callbacks=[*callbacks, watch],
                 class_weights=class_weights,
