@@ -100,7 +100,13 @@ def train(
     unfreeze_from: Annotated[
         str | None, typer.Option("--unfreeze-from", help="Phase 2 trains this base layer and every one after it.")
     ] = None,
-    patience: Annotated[int, typer.Option(help="Early stopping: epochs without a better val accuracy (0 = off).")] = 8,
+    patience: Annotated[
+        int,
+        typer.Option(
+            help="Early stopping: epochs without a better val accuracy (0 = off); an epoch does not count while "
+            "validation has never left chance and training accuracy still rises."
+        ),
+    ] = 8,
     class_weights: Annotated[
         str, typer.Option("--class-weights", help="'auto' weights classes inversely to their frequency; 'none'.")
     ] = "none",
