@@ -47,9 +47,10 @@ REFERENCE_TOLERANCE = {"fp32": 1e-5, "fp16": 1e-5, "int8": 0.0}
 # INT8 kernels requantise with their own rounding: one step of difference in an early depthwise convolution grows
 # through a deep network. On this machine alone LiteRT's two x86 kernel families (XNNPACK, built-in) differ by
 # up to 0.086 on the INT8 MobileNetV3 (22 output steps). A box may differ from x86 by that spread of the artifact
-# (measured here for each) plus INT8_STEPS output steps (ONNX Runtime's ARM and x86 kernels: 3 measured).
+# (measured here for each) plus INT8_STEPS output steps (ONNX Runtime's ARM and x86 kernels: 3 measured; the
+# MobileNetV3-Small trained with issue 26's defaults, tflite_runtime 2.14 on armv7l: 5 beyond x86's spread).
 USER_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-3}
-INT8_STEPS = 4 / 255  # steps of the softmax output: 1/256 in LiteRT, 1/255 in ONNX Runtime's QDQ
+INT8_STEPS = 8 / 255  # steps of the softmax output: 1/256 in LiteRT, 1/255 in ONNX Runtime's QDQ
 # An image whose two best x86 scores are closer than this may take either class on another engine, thread count or
 # ISA: an INT8 top-1 is compared only where x86 decided it by more (measured: a retrained MobileNetV3-Small's INT8
 # scores moved by up to 0.109 between LiteRT's aarch64 kernels and x86's built-in ones, and one of 24 images, x86
