@@ -51,6 +51,11 @@ REFERENCE_TOLERANCE = {"fp32": 1e-5, "fp16": 1e-5, "int8": 0.0}
 # MobileNetV3-Small trained with issue 26's defaults, tflite_runtime 2.14 on armv7l: 5 beyond x86's spread).
 USER_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-3}
 INT8_STEPS = 8 / 255  # steps of the softmax output: 1/256 in LiteRT, 1/255 in ONNX Runtime's QDQ
+# ... but never below INT8_FLOOR: LiteRT's aarch64/armv7l optimised INT8 kernels differ from x86's by more than x86's
+# two families do from each other on some retrained models (measured on MobileNetV3-Small INT8 trained with issue
+# 26's defaults: 0.066, 0.070 and 0.109 where x86's spread was 0.047, 0.012 and 0.059). The ISA itself is held to the
+# bit through the reference kernels above; 0.15 stays below NEAR_TIE, so a clearly decided image cannot flip.
+INT8_FLOOR = 0.15
 # An image whose two best x86 scores are closer than this may take either class on another engine, thread count or
 # ISA: an INT8 top-1 is compared only where x86 decided it by more (measured: a retrained MobileNetV3-Small's INT8
 # scores moved by up to 0.109 between LiteRT's aarch64 kernels and x86's built-in ones, and one of 24 images, x86
@@ -242,7 +247,8 @@ def test_every_artifact_agrees_with_x86(box_run, x86, artifacts):
         # top-1 image by image, not just the rate, on every image x86 decided clearly
         assert row["same_top1_decided"] == row["decided_images"], (model, row)
         precision = artifacts.precision(model)
-        bound = row["x86_kernel_spread"] + INT8_STEPS if precision == "int8" else USER_TOLERANCE[precision]
+        int8_bound = max(row["x86_kernel_spread"] + INT8_STEPS, INT8_FLOOR)
+        bound = int8_bound if precision == "int8" else USER_TOLERANCE[precision]
         assert row["max_difference"] <= bound + 1e-7, (model, row)  # 1e-7: float32 scores
         if model.endswith(".tflite"):  # XNNPACK needs /sys, which qemu-user cannot give it
             assert row["engine"].endswith("(CPU (built-in kernels))"), (model, row)
