@@ -47,9 +47,22 @@ REFERENCE_TOLERANCE = {"fp32": 1e-5, "fp16": 1e-5, "int8": 0.0}
 # INT8 kernels requantise with their own rounding: one step of difference in an early depthwise convolution grows
 # through a deep network. On this machine alone LiteRT's two x86 kernel families (XNNPACK, built-in) differ by
 # up to 0.086 on the INT8 MobileNetV3 (22 output steps). A box may differ from x86 by that spread of the artifact
-# (measured here for each) plus INT8_STEPS output steps (ONNX Runtime's ARM and x86 kernels: 3 measured).
+# (measured here for each) plus INT8_STEPS output steps (ONNX Runtime's ARM and x86 kernels: 3 measured; the
+# MobileNetV3-Small trained with issue 26's defaults, tflite_runtime 2.14 on armv7l: 5 beyond x86's spread).
 USER_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-3}
-INT8_STEPS = 4 / 255  # steps of the softmax output: 1/256 in LiteRT, 1/255 in ONNX Runtime's QDQ
+INT8_STEPS = 8 / 255  # steps of the softmax output: 1/256 in LiteRT, 1/255 in ONNX Runtime's QDQ
+# ... but never below INT8_FLOOR: LiteRT's aarch64/armv7l optimised INT8 kernels differ from x86's by more than x86's
+# two families do from each other on some retrained models (measured on MobileNetV3-Small INT8 trained with issue
+# 26's defaults: 0.066, 0.070 and 0.109 where x86's spread was 0.047, 0.012 and 0.059). The ISA itself is held to the
+# bit through the reference kernels above; 0.15 stays below NEAR_TIE, so a clearly decided image cannot flip.
+INT8_FLOOR = 0.15
+# An image whose two best x86 scores are closer than this may take either class on another engine, thread count or
+# ISA: an INT8 top-1 is compared only where x86 decided it by more (measured: a retrained MobileNetV3-Small's INT8
+# scores moved by up to 0.109 between LiteRT's aarch64 kernels and x86's built-in ones, and one of 24 images, x86
+# margin 0.113, took the other class in a 4-thread bench). At most a quarter of the images may be that close, so the
+# comparisons keep their teeth (a model near chance fails here).
+NEAR_TIE = {"int8": 0.25, "fp32": 1e-3, "fp16": 1e-3}
+MOST_NEAR_TIES = 0.25
 CLI_RUNS, CLI_WARMUP = 3, 1  # emulated latency means nothing: bench proves the path, not the speed
 REPORT = os.environ.get("EDGECLS_BOX_REPORT")
 
@@ -60,6 +73,21 @@ def _report(key: str, value) -> None:
         document = json.loads(path.read_text()) if path.is_file() else {}
         document[key] = value
         path.write_text(json.dumps(document, indent=2))
+
+
+def _decided(scores, precision: str) -> np.ndarray:
+    """Which images x86 decided by more than ``NEAR_TIE`` (top-1 minus top-2); fails when over a quarter are not."""
+    ranked = np.sort(np.asarray(scores), axis=1)
+    decided = ranked[:, -1] - ranked[:, -2] >= NEAR_TIE[precision]
+    assert np.mean(~decided) <= MOST_NEAR_TIES, (precision, float(np.mean(~decided)))
+    return decided
+
+
+def _slack(x86_entry: dict, model: str) -> float:
+    """How far a top-1 rate may move on another engine: the share of images x86 did not decide clearly (plus float
+    rounding of the rate)."""
+    precision = Path(model).name.rsplit(".", 1)[0].rsplit("_", 1)[1]
+    return float(np.mean(~_decided(x86_entry["scores"], precision))) + 1e-9
 
 
 # --- x86 side -----------------------------------------------------------------------------------------------
@@ -199,11 +227,14 @@ def test_every_artifact_agrees_with_x86(box_run, x86, artifacts):
         box_scores, x86_scores = np.asarray(scored["scores"]), np.asarray(here["scores"])
         truth = np.asarray([here["labels"].index(image.split("/")[0]) for image in here["images"]])
         ranked = np.sort(x86_scores, axis=1)
+        decided = _decided(x86_scores, artifacts.precision(model))
         spread = _difference(here["scores_builtin"], here["scores"]) if model.endswith(".tflite") else 0.0
         table[model] = {
             "top1_box": float((box_scores.argmax(1) == truth).mean()),
             "top1_x86": float((x86_scores.argmax(1) == truth).mean()),
             "same_top1_images": int((box_scores.argmax(1) == x86_scores.argmax(1)).sum()),
+            "same_top1_decided": int((box_scores.argmax(1) == x86_scores.argmax(1))[decided].sum()),
+            "decided_images": int(decided.sum()),
             "images": len(truth),
             "max_difference": _difference(box_scores, x86_scores),
             "x86_kernel_spread": spread,  # XNNPACK against the built-in kernels, on x86
@@ -213,9 +244,11 @@ def test_every_artifact_agrees_with_x86(box_run, x86, artifacts):
         }
     _report(f"agreement {name}", table)
     for model, row in table.items():
-        assert row["same_top1_images"] == row["images"], (model, row)  # top-1 image by image, not just the rate
+        # top-1 image by image, not just the rate, on every image x86 decided clearly
+        assert row["same_top1_decided"] == row["decided_images"], (model, row)
         precision = artifacts.precision(model)
-        bound = row["x86_kernel_spread"] + INT8_STEPS if precision == "int8" else USER_TOLERANCE[precision]
+        int8_bound = max(row["x86_kernel_spread"] + INT8_STEPS, INT8_FLOOR)
+        bound = int8_bound if precision == "int8" else USER_TOLERANCE[precision]
         assert row["max_difference"] <= bound + 1e-7, (model, row)  # 1e-7: float32 scores
         if model.endswith(".tflite"):  # XNNPACK needs /sys, which qemu-user cannot give it
             assert row["engine"].endswith("(CPU (built-in kernels))"), (model, row)
@@ -239,10 +272,11 @@ def test_the_device_commands_run_clean_without_tensorflow(box_run, x86):
         here = x86[model]
         truth = [here["labels"].index(image.split("/")[0]) for image in here["images"]]
         top1 = float((np.asarray(here["scores"]).argmax(1) == np.asarray(truth)).mean())
-        assert document["top1"] == pytest.approx(top1, abs=1e-9), model
+        assert document["top1"] == pytest.approx(top1, abs=_slack(here, model)), model
     for result in bench["results"]:
         assert result["engine_version"] in box_run["versions"].values(), result["engine_version"]
-        assert result["top1"] == pytest.approx(evaluations[Path(result["model"]).name]["top1"], abs=1e-9)
+        name = Path(result["model"]).name
+        assert result["top1"] == pytest.approx(evaluations[name]["top1"], abs=_slack(x86[name], name))
         assert result["emulated"] == f"{box_run['record']['machine']} under emulation on an x86_64 host"
         assert any("latency not meaningful" in note for note in result["notes"])
     assert "latency not meaningful" in bench["where"] and not bench["on_target"]
@@ -339,7 +373,7 @@ def test_bench_over_ssh_on_the_box_gives_the_local_top1(sshd_boxes, artifacts, t
     _report("ssh bench pios64", {"top1": [r["top1"] for r in run["results"]], "where": run["where"]})
 
 
-def test_a_fleet_of_both_boxes_and_an_x86_device(sshd_boxes, artifacts, tmp_path):
+def test_a_fleet_of_both_boxes_and_an_x86_device(sshd_boxes, artifacts, x86, tmp_path):
     from test_remote import _fleet_file
 
     (_, pi64), (_, pi32) = sshd_boxes["pios64"], sshd_boxes["pios32"]
@@ -358,7 +392,9 @@ def test_a_fleet_of_both_boxes_and_an_x86_device(sshd_boxes, artifacts, tmp_path
     devices = saved["devices"]
     assert [d["status"] for d in devices] == ["ok", "ok", "ok"] and saved["failed"] == []
     top1 = [[result["top1"] for result in d["run"]["results"]] for d in devices]
-    assert top1[0] == top1[1] == top1[2], top1
+    slack = [_slack(x86[Path(model).name], model) for model in models]
+    for device in top1[:2]:  # each box against the x86 device, model by model
+        assert all(abs(a - b) <= allowed for a, b, allowed in zip(device, top1[2], slack)), (top1, slack)
     engines = [[result["engine"] for result in d["run"]["results"]] for d in devices]
     assert engines == [["litert", "litert"], ["tflite_runtime", "tflite_runtime"], ["litert", "litert"]], engines
     emulated = [[result["emulated"] for result in d["run"]["results"]] for d in devices]
