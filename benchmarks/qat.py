@@ -13,23 +13,28 @@ Protocol:
   100 patches per class from the right 30 % (another patch seed): the float
   model's best epoch is chosen on ``val/``, every top-1 here is on ``test``
   (1,000 images, one image = 0.1 point), which no stage has seen;
-- float: ``edgecls train`` from scratch (no ImageNet weights here), 64 px,
-  ``--epochs`` (default 30) without early stopping, per seed;
+- float: ``edgecls train`` from scratch (no ImageNet weights here) at 64 px
+  with the library's defaults (``TrainConfig(data, model, alpha, img_size=64,
+  weights="none", seed)``: the from-scratch epochs, learning rate, early
+  stopping and precise BatchNorm a user gets), per seed;
 - calibration: 300 training images (``edgecls calib-data``), the same for
   PTQ and for QAT's starting ranges;
 - INT8: ``edgecls.quantize.quantize`` with ``max_float_layers=0`` (plain INT8:
   the budget may not keep a layer float), TFLite ``--io int8``, ONNX in the
-  default ``cpu`` scheme; QAT with ``--qat-epochs`` (default 5) at 1e-4 on the
-  training split;
-- control: the float model fine-tuned the same epochs at the same rate
-  *without* fake quantization (``qat.finetune`` on the float model): how much
-  of QAT's top-1 is further training rather than quantization awareness;
+  default ``cpu`` scheme; QAT with the library's defaults (``QuantizeConfig``'s
+  ``qat_epochs`` and ``qat_lr``: the float model as teacher) on the training
+  split, seeded like the float model;
+- control (``--control``): the float model fine-tuned the same way *without*
+  fake quantization (``qat.finetune`` on the float model, itself as teacher):
+  how much of QAT's top-1 is further training rather than quantization
+  awareness;
 - latency: ``edgecls.runtime.measure.measure_model`` (the ``edgecls bench``
   code path), one thread, 100 runs after 10 warm-up, on this x86 host (not a
   Pi: host numbers are host numbers).
 
-Run: ``nice -n 10 .venv/bin/python benchmarks/qat.py --seeds 0,1,2`` (about
-20 minutes per model and seed on 2 shared cores).
+Run: ``nice -n 10 .venv/bin/python benchmarks/qat.py --models efficientnetb0 --seeds 0,1,2``
+(about 15 minutes of training and 20 of quantizing per EfficientNet-B0 seed on
+2 shared cores).
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from photoset import PHOTOS10, make_photoset  # noqa: E402
+
+from edgecls.quantize.config import QAT_EPOCHS, QAT_LR  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "qat.json"
 WORK = ROOT / "runs" / "bench-qat"
@@ -83,8 +90,9 @@ def photo_data(work: Path) -> tuple[Path, Path, Path]:
     return data, test, calib
 
 
-def float_model(spec: str, seed: int, data: Path, epochs: int, work: Path) -> Path:
-    """``spec`` (``name`` or ``name@alpha``) trained from scratch on ``data`` with ``seed`` (reused when present)."""
+def float_model(spec: str, seed: int, data: Path, work: Path) -> Path:
+    """``spec`` (``name`` or ``name@alpha``) trained from scratch on ``data`` with ``seed`` and the library's
+    defaults (reused when present)."""
     from edgecls.train import TrainConfig, train
 
     name, _, alpha = spec.partition("@")
@@ -95,8 +103,6 @@ def float_model(spec: str, seed: int, data: Path, epochs: int, work: Path) -> Pa
             model=name,
             alpha=float(alpha or 1.0),
             img_size=IMAGE_SIZE,
-            epochs=epochs,
-            patience=0,
             weights="none",
             seed=seed,
             out=str(out),
@@ -113,7 +119,8 @@ def latency(path: str) -> dict:
 
 
 def control_top1(model_path: Path, data: Path, test: Path, *, epochs: int, lr: float, seed: int) -> float:
-    """Top-1 of the float model fine-tuned like QAT (same data, epochs, rate, seed) without fake quantization."""
+    """Top-1 of the float model fine-tuned like QAT (same data, epochs, rate, seed, teacher) without fake
+    quantization."""
     from edgecls.adapters.keras_io import load_keras_model
     from edgecls.data import parse_augment
     from edgecls.evaluate import evaluation_images, model_info, predict_scores
@@ -125,7 +132,16 @@ def control_top1(model_path: Path, data: Path, test: Path, *, epochs: int, lr: f
         if type(layer).__name__ == "BatchNormalization":
             layer.trainable = False
     train = training_split(info, str(data)).train
-    finetune(model, train, epochs=epochs, learning_rate=lr, seed=seed, augment=parse_augment("auto", str(data)))
+    teacher = load_keras_model(model_path)
+    finetune(
+        model,
+        train,
+        teacher=teacher,
+        epochs=epochs,
+        learning_rate=lr,
+        seed=seed,
+        augment=parse_augment("auto", str(data)),
+    )
     images = evaluation_images(info, str(test)).images
     return float(np.mean(predict_scores(model, images).argmax(1) == images.labels))
 
@@ -135,7 +151,7 @@ def run_seed(spec: str, seed: int, args, data: Path, test: Path, calib: Path, wo
     from edgecls.quantize import QuantizeConfig, quantize
 
     started = time.time()
-    model_path = float_model(spec, seed, data, args.epochs, work)
+    model_path = float_model(spec, seed, data, work)
     exported = export(model_path, formats=("tflite", "onnx"), out_dir=model_path.parent / "fp32")
     rows, float_top1 = [], None
     for artifact in exported.artifacts:
@@ -152,7 +168,6 @@ def run_seed(spec: str, seed: int, args, data: Path, test: Path, calib: Path, wo
             seed=seed,
             qat=qat,
             qat_data=str(data) if qat else None,
-            qat_epochs=args.qat_epochs,
             out=str(model_path.parent / variant),
         )
         result = quantize(model_path, config)
@@ -178,7 +193,9 @@ def run_seed(spec: str, seed: int, args, data: Path, test: Path, calib: Path, wo
     for row in rows:
         if row["variant"] == "float":
             row["top1"] = float_top1
-    control = control_top1(model_path, data, test, epochs=args.qat_epochs, lr=1e-4, seed=seed)
+    control = None
+    if args.control:
+        control = control_top1(model_path, data, test, epochs=QAT_EPOCHS, lr=QAT_LR, seed=seed)
     return {
         "seed": seed,
         "model_path": os.path.relpath(model_path, ROOT),
@@ -196,9 +213,10 @@ def summary(seeds: list[dict]) -> dict:
     for run in seeds:
         for row in run["rows"]:
             table.setdefault(row["variant"], {}).setdefault(row["format"], []).append(100.0 * row["top1"])
-        table.setdefault("float_finetuned_like_qat", {}).setdefault("keras", []).append(
-            100.0 * run["float_finetuned_like_qat_top1"]
-        )
+        if run.get("float_finetuned_like_qat_top1") is not None:
+            table.setdefault("float_finetuned_like_qat", {}).setdefault("keras", []).append(
+                100.0 * run["float_finetuned_like_qat_top1"]
+            )
     float_mean = float(np.mean([100.0 * run["float_top1"] for run in seeds]))
     out = {"float_top1_mean": round(float_mean, 2)}
     for variant, formats in table.items():
@@ -239,10 +257,9 @@ def main(argv=None) -> int:
     from edgecls.runtime.device import machine_info
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="mobilenetv2@0.35")
+    parser.add_argument("--models", default="efficientnetb0", help="name or name@alpha, comma-separated")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--epochs", type=int, default=30, help="float training epochs (from scratch)")
-    parser.add_argument("--qat-epochs", type=int, default=5)
+    parser.add_argument("--control", action="store_true", help="also the float model fine-tuned like QAT")
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -272,9 +289,9 @@ def write(args, models: dict, started: float, machine) -> None:
         "protocol": __doc__.split("Protocol:")[1].split("Run:")[0].strip(),
         "data": "photos10: 150 train + 60 val patches per class (left 70 % of each photo); test: 100 patches per class "
         "(right 30 %, another patch seed), 64 px",
-        "float_epochs": args.epochs,
-        "qat_epochs": args.qat_epochs,
-        "qat_lr": 1e-4,
+        "float_training": "edgecls train's defaults (from scratch, 64 px)",
+        "qat_epochs": QAT_EPOCHS,
+        "qat_lr": QAT_LR,
         "where": f"{machine.arch} host ({platform.processor() or machine.system}, {machine.cpu_count} cores shared "
         "with other jobs), latency through edgecls.runtime, 1 thread; not a device",
         "models": models,

@@ -341,6 +341,59 @@ def test_prune_then_qat_then_the_runtime(shapes_run):
         assert classifier.predict(image)[0][0] == "bright"
 
 
+def test_ranges_start_at_the_mean_batch_range_and_whole_set_on_request():
+    """``initialize_ranges`` averages each batch's min/max (what the moving average tracks in training); one batch
+    of every image gives the whole set's min/max (post-training calibration's range)."""
+    import keras
+
+    from edgecls.quantize.qat import initialize_ranges
+    from edgecls.quantize.qat_graph import activation_quantizers, build_qat_model
+
+    inputs = keras.Input((4, 4, 1))
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, use_bias=False, activation="relu", name="conv")(inputs))
+    model.get_layer("conv").set_weights([np.ones((1, 1, 1, 1), np.float32)])
+    images = np.zeros((64, 4, 4, 1), np.float32)
+    images[:32, 0, 0, 0] = 2.0  # batch 1's max 2, batch 2's max 6: mean 4, whole set 6
+    images[32:, 0, 0, 0] = 6.0
+    qat, _ = build_qat_model(model, per_channel=True)
+    tracked = [q for q in activation_quantizers(qat) if q.fixed is None and q.source == "conv"]
+    assert initialize_ranges(qat, images, batch=32) >= 1 and tracked
+    assert np.isclose(float(tracked[0].range_max.numpy()), 4.0)
+    initialize_ranges(qat, images, batch=len(images))
+    assert np.isclose(float(tracked[0].range_max.numpy()), 6.0)
+
+
+def test_finetune_learns_the_teacher_not_the_labels_with_dropout_off():
+    """QAT's loss is the cross-entropy to the teacher's softmax: with labels that contradict the teacher the
+    student still moves toward the teacher; the dropout it switched off is restored afterwards."""
+    import keras
+
+    from edgecls.data.sets import ImageSet
+    from edgecls.quantize.qat import finetune
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(64, 8, 8, 3)).astype(np.uint8)
+
+    def net(name):
+        inputs = keras.Input((8, 8, 3))
+        x = keras.layers.Rescaling(1 / 255.0)(inputs)
+        x = keras.layers.Flatten()(x)
+        x = keras.layers.Dropout(0.5, name=f"{name}_drop")(x)
+        return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x), name=name)
+
+    teacher, student = net("teacher"), net("student")
+    teacher.layers[-1].set_weights([rng.normal(0, 1, (192, 2)).astype(np.float32), np.zeros(2, np.float32)])
+    wanted = teacher.predict(images, verbose=0).argmax(1)
+    labels = 1 - wanted  # every label says the other class
+    train = ImageSet(images, labels.astype(np.int64), [f"image{i}" for i in range(len(images))])
+    before = np.mean(student.predict(images, verbose=0).argmax(1) == wanted)
+    finetune(student, train, teacher=teacher, epochs=30, learning_rate=1e-2, seed=0, batch_size=8)
+    after = np.mean(student.predict(images, verbose=0).argmax(1) == wanted)
+    assert after >= 0.9 and after > before, (before, after)
+    assert student.get_layer("student_drop").rate == 0.5
+
+
 def test_qat_options_are_checked(tmp_path):
     from edgecls.base.errors import ConfigError
     from edgecls.quantize import QuantizeConfig

@@ -9,7 +9,7 @@ import typer
 
 from edgecls.cli.app import JsonOption, app, console, require_workstation, run, styled
 
-QAT_EPOCHS, QAT_LR = 5, 1e-4  # = edgecls.quantize.config's (not imported: this module loads without TensorFlow)
+QAT_EPOCHS, QAT_LR = 6, 3e-5  # = edgecls.quantize.config's (not imported: this module loads without TensorFlow)
 
 EVAL_DATA_HELP = (
     "A folder of <label>/ images (scored whole), or digits / the training folder (its held-out split): "
@@ -88,7 +88,8 @@ def quantize(
         typer.Option(
             "--qat",
             help="Quantization-aware training first: fake quantization as the converter quantizes, a brief "
-            "fine-tune on --data, then INT8 of the QAT model (the report shows PTQ beside it).",
+            "fine-tune on --data's training split with the float model as teacher, then INT8 of the QAT model "
+            "(the report shows PTQ beside it).",
         ),
     ] = False,
     data: Annotated[
