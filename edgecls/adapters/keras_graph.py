@@ -64,6 +64,22 @@ def graph_nodes(model: Any, *, not_a_graph: Exception | None = None) -> list[Any
     return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
 
 
+def producer(tensor: Any) -> tuple[Any, list[Any]] | None:
+    """(the operation that computed a symbolic ``tensor``, the tensors that call read), or None for an input.
+
+    Private: ``_keras_history`` (operation, node index, tensor index) and the
+    operation's ``_inbound_nodes``; a ``KerasTensor`` has no public link to its
+    producer while a graph is being built (``keras.models.clone_model``'s
+    ``call_function`` sees tensors only).
+    """
+    history = getattr(tensor, "_keras_history", None)  # noqa: SLF001 - see the docstring
+    if history is None:
+        return None
+    operation, node_index = history[0], history[1]
+    node = operation._inbound_nodes[node_index]  # noqa: SLF001 - see the docstring
+    return operation, list(node.arguments.keras_tensors)
+
+
 def is_nested_model(operation: Any) -> bool:
     """Whether a node's operation is itself a functional model (its own nodes count too)."""
     return has_graph(operation)

@@ -9,6 +9,8 @@ import typer
 
 from edgecls.cli.app import JsonOption, app, console, require_workstation, run, styled
 
+QAT_EPOCHS, QAT_LR = 6, 3e-5  # = edgecls.quantize.config's (not imported: this module loads without TensorFlow)
+
 EVAL_DATA_HELP = (
     "A folder of <label>/ images (scored whole), or digits / the training folder (its held-out split): "
     "float vs quantized top-1, held to --max-drop."
@@ -81,6 +83,21 @@ def quantize(
             ),
         ),
     ] = None,
+    qat: Annotated[
+        bool,
+        typer.Option(
+            "--qat",
+            help="Quantization-aware training first: fake quantization as the converter quantizes, a brief "
+            "fine-tune on --data's training split with the float model as teacher, then INT8 of the QAT model "
+            "(the report shows PTQ beside it).",
+        ),
+    ] = False,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", "-d", help="--qat's training data (its training split); default: the model's own."),
+    ] = None,
+    qat_epochs: Annotated[int, typer.Option("--qat-epochs", help="--qat: fine-tuning epochs.")] = QAT_EPOCHS,
+    qat_lr: Annotated[float, typer.Option("--qat-lr", help="--qat: initial learning rate (cosine decay).")] = QAT_LR,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: beside the model).")] = None,
     json: JsonOption = False,
 ) -> None:
@@ -108,6 +125,10 @@ def quantize(
             max_drop=max_drop,
             max_float_layers=max_float_layers,
             out=str(out) if out else None,
+            qat=qat,
+            qat_data=data,
+            qat_epochs=qat_epochs,
+            qat_lr=qat_lr,
         )
         result = quantize_model(model, config)
         if target and not fp16:
@@ -143,8 +164,24 @@ def _render_quantize(result) -> None:
         scope = f"{result.eval_scope}, {result.n_eval_skipped} skipped"
         scored = f"{result.n_eval_images} images of {result.eval_data} ({scope})"
         out.print(f"float top-1 {result.float_top1:.2%} on {scored}; budget {result.max_drop:.2f} points")
-    table = Table("artifact", "precision", "I/O", "size", "× FP32", "top-1", "drop", "agreement", "kept float")
+    if result.qat:
+        qat = result.qat
+        keras_top1 = f", QAT Keras top-1 {qat['keras_top1']:.2%}" if "keras_top1" in qat else ""
+        out.print(
+            f"QAT: {qat['epochs']} epochs on {qat['n_images']} training images of {qat['data']} "
+            f"(learning rate {qat['learning_rate']:g}, {qat['seconds']:.0f} s){keras_top1}"
+        )
+    columns = ("artifact", "precision", "I/O", "size", "× FP32", "top-1", "drop", "agreement", "kept float")
+    table = Table(*columns, *(("PTQ top-1", "= QAT Keras") if result.qat else ()))
     for artifact in result.artifacts:
+        extra = (
+            (
+                "n/a" if artifact.ptq_top1 is None else f"{artifact.ptq_top1:.2%}",
+                "n/a" if artifact.qat_agreement is None else f"{artifact.qat_agreement:.2%}",
+            )
+            if result.qat
+            else ()
+        )
         table.add_row(
             Path(artifact.path).name,
             artifact.precision,
@@ -155,6 +192,7 @@ def _render_quantize(result) -> None:
             "n/a" if artifact.drop is None else f"{artifact.drop:.2f}",
             "n/a" if artifact.agreement is None else f"{artifact.agreement:.2%}",
             ", ".join(artifact.float_layers) or "—",
+            *extra,
         )
     out.print(table)
     for message in result.warnings:

@@ -18,7 +18,12 @@ STAGE_CONFIGS: dict[str, tuple[str | None, str | None, tuple[str, ...], tuple[st
     "train": ("edgecls.train", "TrainConfig", ("data", "seed", "out", "resume"), ()),
     "prune": ("edgecls.prune", "PruneConfig", ("data", "seed", "out"), ()),
     "distill": ("edgecls.distill", "DistillConfig", ("teacher", "data", "seed", "out", "resume"), ("student",)),
-    "quantize": ("edgecls.quantize", "QuantizeConfig", ("precision", "seed", "out", "eval_data"), ("precisions",)),
+    "quantize": (
+        "edgecls.quantize",
+        "QuantizeConfig",
+        ("precision", "seed", "out", "eval_data", "qat_data"),
+        ("precisions",),
+    ),
     "export": (None, None, (), ("formats",)),
     "robustness": (None, None, (), ("severities", "corruptions")),
     "bench": ("edgecls.bench", "BenchConfig", ("models", "target", "data", "out"), ("targets",)),

@@ -207,12 +207,11 @@ def quantize(
             "seed": config.seed,
             "out": str(stage_dir / precision),
             "eval_data": config.resolve(config.data),
+            # [quantize] qat = true trains on the pipeline's data (its training split; eval_data scores its held-out)
+            "qat_data": config.resolve(config.data) if options.get("qat") and precision == "int8" else None,
         }
-        chosen = {
-            k: v
-            for k, v in options.items()
-            if not (precision == "fp16" and k in ("calib", "io", "method", "per_channel", "calib_size", "formats"))
-        }
+        int8_only = ("calib", "io", "method", "per_channel", "calib_size", "formats", "qat", "qat_epochs", "qat_lr")
+        chosen = {k: v for k, v in options.items() if not (precision == "fp16" and k in int8_only)}
         result = quantize_model(
             source, stage_options(QuantizeConfig, chosen, stage="quantize", source=config.source, **fixed)
         )
@@ -230,6 +229,8 @@ def quantize(
                     "size_bytes": artifact.size_bytes,
                     "top1": artifact.top1,
                     "float_layers": artifact.float_layers,
+                    "qat": bool(result.qat),
+                    "ptq_top1": artifact.ptq_top1,  # with qat: plain post-training INT8 beside it
                 }
             )
     return {"source": source, "reports": reports, "artifacts": rows}

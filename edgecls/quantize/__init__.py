@@ -77,6 +77,9 @@ def quantize(model_path: str | Path, config: QuantizeConfig = _DEFAULT_CONFIG) -
             warnings_seen.append(message)
     keras_model = _load_keras(source) if source.suffix == ".keras" else None
     float_top1 = evaluation.float_top1(keras_model if keras_model is not None else source) if evaluation else None
+    qat_run = _train_qat(config, keras_model, info, calibration, evaluation, source)
+    if qat_run is not None:
+        warnings_seen += qat_run.record["warnings"]
     artifacts = []
     with tempfile.TemporaryDirectory(prefix=".quantize-", dir=out_dir) as scratch:
         for name in formats:
@@ -88,6 +91,7 @@ def quantize(model_path: str | Path, config: QuantizeConfig = _DEFAULT_CONFIG) -
                 calibration=calibration_record or None,
                 float_top1=float_top1,
                 eval_data=config.eval_data,
+                **({"qat": _qat_provenance(qat_run.record)} if qat_run is not None else {}),
             )
             job = QuantizeJob(
                 source=source,
@@ -99,8 +103,13 @@ def quantize(model_path: str | Path, config: QuantizeConfig = _DEFAULT_CONFIG) -
                 config=config,
                 work=work,
                 final=out_dir / f"{stem}_{config.precision}.{name}",
+                qat=qat_run,
             )
             artifacts.append(_QUANTIZERS[name](job))
+            if qat_run is not None:
+                from edgecls.quantize.qat import compare_with_ptq
+
+                compare_with_ptq(artifacts[-1], job)
             if artifacts[-1].within_budget is False:
                 warnings_seen.append(
                     f"{artifacts[-1].path}: top-1 drop {artifacts[-1].drop:.2f} points exceeds --max-drop "
@@ -120,6 +129,7 @@ def quantize(model_path: str | Path, config: QuantizeConfig = _DEFAULT_CONFIG) -
         config={**dataclasses.asdict(config), "formats": list(formats)},
         host=f"{platform.machine()} host ({platform.processor() or platform.system()})",
         seconds=round(time.time() - started, 2),
+        qat={**qat_run.record, "float_top1": float_top1} if qat_run is not None else {},
     )
     from edgecls.quantize.report import write_reports
 
@@ -146,6 +156,23 @@ def _calibration(
         "method": config.method,
         "per_channel": config.per_channel,
     }
+
+
+def _train_qat(config: QuantizeConfig, keras_model, info: ModelInfo, calibration, evaluation, source: Path):
+    """With ``--qat``: the QAT model trained once for every format (``edgecls.quantize.qat``), else None."""
+    if not config.qat:
+        return None
+    if keras_model is None:
+        raise ConfigError(f"{source}: --qat trains the Keras model; pass the .keras file, not an .onnx")
+    from edgecls.quantize.qat import train_qat
+
+    return train_qat(keras_model, info, config, calibration, evaluation)
+
+
+def _qat_provenance(record: dict[str, Any]) -> dict[str, Any]:
+    """What the artifact's metadata says about its QAT: enough to repeat it."""
+    keys = ("data", "split", "n_images", "epochs", "learning_rate", "batch_size", "augment", "ema_decay", "weights")
+    return {key: record[key] for key in keys} | {"keras_top1": record.get("keras_top1")}
 
 
 def _formats(config: QuantizeConfig, source: Path) -> tuple[str, ...]:

@@ -76,6 +76,7 @@ class QuantizeJob:
     config: QuantizeConfig
     work: Path  # scratch folder of this format (candidates)
     final: Path  # the artifact's path, written atomically at the end
+    qat: Any = None  # with --qat: the trained ``qat.QatRun``, whose model the format converts instead
 
     def run_budget(self, requantizer) -> BudgetOutcome:
         """The accuracy budget loop over ``requantizer`` with this run's evaluation and limits."""

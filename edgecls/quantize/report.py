@@ -50,6 +50,8 @@ def markdown(result: Any) -> str:
             "Evaluation: none (pass `--eval-data` to measure accuracy and hold INT8 to the `--max-drop` budget).",
             "",
         ]
+    if result.qat:
+        lines += qat_lines(result)
     lines += [
         "| artifact | format | precision | I/O | size | × FP32 | top-1 | drop (points) | agreement | layers kept float "
         "| time |",
@@ -103,3 +105,31 @@ def markdown(result: Any) -> str:
         lines += ["", "## Warnings", ""] + [f"- {message}" for message in result.warnings]
     lines += ["", f"Total time {result.seconds:.1f} s on {result.host}.", ""]
     return "\n".join(lines)
+
+
+def qat_lines(result: Any) -> list[str]:
+    """The QAT section: how it trained, and float / PTQ / QAT top-1 side by side per format."""
+    qat = result.qat
+    placement = qat.get("placement", {})
+    lines = [
+        f"Quantization-aware training: {qat['epochs']} epochs on {qat['n_images']} images of the training split of "
+        f"`{qat['data']}` (learning rate {qat['learning_rate']:g}, cosine decay; augment "
+        f"{', '.join(qat['augment']) or 'none'}; range EMA decay {qat['ema_decay']}; {qat['seconds']:.0f} s), "
+        f"{qat['weights']} weights, {qat['activations']} activations; "
+        f"{len(placement.get('folded_batchnorms', []))} BatchNorm folded, "
+        f"{placement.get('activation_quantizers', 0)} activation and {placement.get('fake_quantized_weights', 0)} "
+        "weight fake-quantizers. The last epoch is kept (no choice on the evaluation images).",
+        "",
+    ]
+    if result.eval_data:
+        lines += [
+            "| format | float top-1 | PTQ top-1 (plain) | QAT Keras top-1 | QAT INT8 top-1 | QAT INT8 = QAT Keras |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for artifact in result.artifacts:
+            lines.append(
+                f"| {artifact.format} | {_percent(result.float_top1)} | {_percent(artifact.ptq_top1)} | "
+                f"{_percent(qat.get('keras_top1'))} | {_percent(artifact.top1)} | {_percent(artifact.qat_agreement)} |"
+            )
+        lines.append("")
+    return lines

@@ -287,16 +287,16 @@ def quantize_tflite(job: QuantizeJob) -> QuantizedArtifact:
         outcome = job.judge_once(candidate)
         io, scheme = "float", "FP16 weights, float32 compute on CPU (LiteRT converter)"
     else:
+        # --qat: the QAT model goes through the same converter, which takes its fake-quant ops' ranges
+        model = job.qat.model if job.qat is not None else job.keras_model
         requantizer = TFLiteRequantizer(
-            job.keras_model, job.calibration, job.info, io=config.io, per_channel=config.per_channel, scratch=job.work
+            model, job.calibration, job.info, io=config.io, per_channel=config.per_channel, scratch=job.work
         )
         outcome = job.run_budget(requantizer)
         candidate, io = Path(outcome.path), config.io
         weights = "per-channel" if config.per_channel else "per-tensor"
-        scheme = (
-            f"full-integer INT8 (LiteRT converter): {weights} int8 weights, "
-            f"int8 activations (min/max calibration), {io} I/O"
-        )
+        ranges = "ranges from QAT" if job.qat is not None else "min/max calibration"
+        scheme = f"full-integer INT8 (LiteRT converter): {weights} int8 weights, int8 activations ({ranges}), {io} I/O"
     written = write_tflite_bytes(candidate.read_bytes(), job.final, job.final_info(outcome))
     graph = TFLiteGraph.read(written)
     return artifact_record(

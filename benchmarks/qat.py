@@ -1,0 +1,305 @@
+"""Benchmark of ``edgecls quantize --qat`` (issue 27): where post-training INT8 loses, does QAT win it back?
+
+Writes ``benchmarks/results/qat.json``: for each model and seed, the float
+model and four INT8 variants — PTQ per-channel, PTQ per-tensor, QAT
+per-channel, QAT per-tensor — each as TFLite and ONNX, with top-1 on held-out
+real photos, size, agreement with the model it came from, and host latency.
+
+Protocol:
+
+- data: ``photos10`` cut from photographs shipped in scikit-image /
+  scikit-learn (``benchmarks/photoset.py``): 150 training and 60 validation
+  patches per class from the left 70 % of each photo, and a *test* folder of
+  100 patches per class from the right 30 % (another patch seed): the float
+  model's best epoch is chosen on ``val/``, every top-1 here is on ``test``
+  (1,000 images, one image = 0.1 point), which no stage has seen;
+- float: ``edgecls train`` from scratch (no ImageNet weights here) at 64 px
+  with the library's defaults (``TrainConfig(data, model, alpha, img_size=64,
+  weights="none", seed)``: the from-scratch epochs, learning rate, early
+  stopping and precise BatchNorm a user gets), per seed;
+- calibration: 300 training images (``edgecls calib-data``), the same for
+  PTQ and for QAT's starting ranges;
+- INT8: ``edgecls.quantize.quantize`` with ``max_float_layers=0`` (plain INT8:
+  the budget may not keep a layer float), TFLite ``--io int8``, ONNX in the
+  default ``cpu`` scheme; QAT with the library's defaults (``QuantizeConfig``'s
+  ``qat_epochs`` and ``qat_lr``: the float model as teacher) on the training
+  split, seeded like the float model;
+- control (``--control``): the float model fine-tuned the same way *without*
+  fake quantization (``qat.finetune`` on the float model, itself as teacher):
+  how much of QAT's top-1 is further training rather than quantization
+  awareness;
+- latency: ``edgecls.runtime.measure.measure_model`` (the ``edgecls bench``
+  code path), one thread, 100 runs after 10 warm-up, on this x86 host (not a
+  Pi: host numbers are host numbers).
+
+Run: ``nice -n 10 .venv/bin/python benchmarks/qat.py --models efficientnetb0 --seeds 0,1,2``
+(about 15 minutes of training and 20 of quantizing per EfficientNet-B0 seed on
+2 shared cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from photoset import PHOTOS10, make_photoset  # noqa: E402
+
+from edgecls.quantize.config import QAT_EPOCHS, QAT_LR  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "qat.json"
+WORK = ROOT / "runs" / "bench-qat"
+IMAGE_SIZE = 64
+THREADS, RUNS, WARMUP = 1, 100, 10
+VARIANTS = {  # name → (per_channel, qat)
+    "ptq_per_channel": (True, False),
+    "ptq_per_tensor": (False, False),
+    "qat_per_channel": (True, True),
+    "qat_per_tensor": (False, True),
+}
+log = logging.getLogger("benchmarks.qat")
+
+
+def photo_data(work: Path) -> tuple[Path, Path, Path]:
+    """(train+val folder, test folder, calibration folder), made once."""
+    import shutil
+
+    from edgecls.quantize.calibration import CalibDataConfig, make_calibration_folder
+
+    data, test, calib = work / "data" / "photos10", work / "data" / "photos10-test", work / "data" / "calib"
+    if not data.exists():
+        make_photoset(data, PHOTOS10, train_per_class=150, val_per_class=60, patch_size=IMAGE_SIZE, seed=0)
+    if not test.exists():
+        other = make_photoset(work / "data" / ".test", PHOTOS10, train_per_class=1, val_per_class=100, seed=1)
+        shutil.move(str(other / "val"), str(test))
+        shutil.rmtree(other)
+    if not calib.exists():
+        make_calibration_folder(CalibDataConfig(source=str(data), out=str(calib), n=300))
+    return data, test, calib
+
+
+def float_model(spec: str, seed: int, data: Path, work: Path) -> Path:
+    """``spec`` (``name`` or ``name@alpha``) trained from scratch on ``data`` with ``seed`` and the library's
+    defaults (reused when present)."""
+    from edgecls.train import TrainConfig, train
+
+    name, _, alpha = spec.partition("@")
+    out = work / f"{spec.replace('@', '-')}-s{seed}"
+    if not (out / "model.keras").exists():
+        config = TrainConfig(
+            data=str(data),
+            model=name,
+            alpha=float(alpha or 1.0),
+            img_size=IMAGE_SIZE,
+            weights="none",
+            seed=seed,
+            out=str(out),
+        )
+        train(config)
+    return out / "model.keras"
+
+
+def latency(path: str) -> dict:
+    from edgecls.runtime.measure import measure_model
+
+    measured = measure_model(Path(path), threads=THREADS, runs=RUNS, warmup=WARMUP)
+    return {"p50_ms": round(measured.latency_ms.p50, 4), "min_ms": round(measured.latency_ms.min, 4)}
+
+
+def control_top1(model_path: Path, data: Path, test: Path, *, epochs: int, lr: float, seed: int) -> float:
+    """Top-1 of the float model fine-tuned like QAT (same data, epochs, rate, seed, teacher) without fake
+    quantization."""
+    from edgecls.adapters.keras_io import load_keras_model
+    from edgecls.data import parse_augment
+    from edgecls.evaluate import evaluation_images, model_info, predict_scores
+    from edgecls.quantize.qat import finetune, training_split
+
+    info = model_info(model_path)
+    model = load_keras_model(model_path)
+    for layer in model.layers:  # frozen BatchNorm statistics, as QAT folds them
+        if type(layer).__name__ == "BatchNormalization":
+            layer.trainable = False
+    train = training_split(info, str(data)).train
+    teacher = load_keras_model(model_path)
+    finetune(
+        model,
+        train,
+        teacher=teacher,
+        epochs=epochs,
+        learning_rate=lr,
+        seed=seed,
+        augment=parse_augment("auto", str(data)),
+    )
+    images = evaluation_images(info, str(test)).images
+    return float(np.mean(predict_scores(model, images).argmax(1) == images.labels))
+
+
+def run_seed(spec: str, seed: int, args, data: Path, test: Path, calib: Path, work: Path) -> dict:
+    from edgecls.export import export
+    from edgecls.quantize import QuantizeConfig, quantize
+
+    started = time.time()
+    model_path = float_model(spec, seed, data, work)
+    exported = export(model_path, formats=("tflite", "onnx"), out_dir=model_path.parent / "fp32")
+    rows, float_top1 = [], None
+    for artifact in exported.artifacts:
+        rows.append(
+            {"variant": "float", "format": artifact.format, "size_bytes": artifact.size_bytes, **latency(artifact.path)}
+        )
+    qat_keras = {}
+    for variant, (per_channel, qat) in VARIANTS.items():
+        config = QuantizeConfig(
+            calib=str(calib),
+            eval_data=str(test),
+            max_float_layers=0,
+            per_channel=per_channel,
+            seed=seed,
+            qat=qat,
+            qat_data=str(data) if qat else None,
+            out=str(model_path.parent / variant),
+        )
+        result = quantize(model_path, config)
+        float_top1 = result.float_top1
+        if qat:
+            qat_keras[variant] = result.qat.get("keras_top1")
+        for artifact in result.artifacts:
+            rows.append(
+                {
+                    "variant": variant,
+                    "format": artifact.format,
+                    "top1": artifact.top1,
+                    "drop_points": artifact.drop,
+                    "agreement_with_float": artifact.agreement,
+                    "agreement_with_qat_keras": artifact.qat_agreement,
+                    "ptq_top1_same_run": artifact.ptq_top1,
+                    "float_ops": artifact.float_ops,
+                    "size_bytes": artifact.size_bytes,
+                    "scheme": artifact.scheme,
+                    **latency(artifact.path),
+                }
+            )
+    for row in rows:
+        if row["variant"] == "float":
+            row["top1"] = float_top1
+    control = None
+    if args.control:
+        control = control_top1(model_path, data, test, epochs=QAT_EPOCHS, lr=QAT_LR, seed=seed)
+    return {
+        "seed": seed,
+        "model_path": os.path.relpath(model_path, ROOT),
+        "float_top1": float_top1,
+        "qat_keras_top1": qat_keras,
+        "float_finetuned_like_qat_top1": control,
+        "rows": rows,
+        "seconds": round(time.time() - started, 1),
+    }
+
+
+def summary(seeds: list[dict]) -> dict:
+    """Mean (and each seed's) top-1 per variant and format, in points; drops against float."""
+    table: dict[str, dict[str, list[float]]] = {}
+    for run in seeds:
+        for row in run["rows"]:
+            table.setdefault(row["variant"], {}).setdefault(row["format"], []).append(100.0 * row["top1"])
+        if run.get("float_finetuned_like_qat_top1") is not None:
+            table.setdefault("float_finetuned_like_qat", {}).setdefault("keras", []).append(
+                100.0 * run["float_finetuned_like_qat_top1"]
+            )
+    float_mean = float(np.mean([100.0 * run["float_top1"] for run in seeds]))
+    out = {"float_top1_mean": round(float_mean, 2)}
+    for variant, formats in table.items():
+        for fmt, values in formats.items():
+            out[f"{variant}/{fmt}"] = {
+                "top1_mean": round(float(np.mean(values)), 2),
+                "top1_per_seed": [round(v, 2) for v in values],
+                "drop_mean_points": round(float_mean - float(np.mean(values)), 2),
+            }
+    return out
+
+
+def checks(models: dict) -> dict:
+    """The issue's verdicts, per model: PTQ loses ≥ 1 point, QAT within 0.3 of float, agreement, integer-only."""
+    verdicts = {}
+    for spec, entry in models.items():
+        table = entry["summary"]
+        rows = [row for run in entry["seeds"] for row in run["rows"] if row["variant"].startswith("qat")]
+        worst_ptq = max(
+            table[f"ptq_per_{kind}/{fmt}"]["drop_mean_points"]
+            for kind in ("channel", "tensor")
+            for fmt in ("tflite", "onnx")
+        )
+        verdicts[spec] = {
+            "some_ptq_loses_at_least_1_point_mean": worst_ptq >= 1.0,
+            "qat_within_0.3_points_of_float_mean_every_qat_artifact": all(
+                table[f"qat_per_{kind}/{fmt}"]["drop_mean_points"] <= 0.3
+                for kind in ("channel", "tensor")
+                for fmt in ("tflite", "onnx")
+            ),
+            "qat_artifacts_agree_with_qat_keras_99_percent_min": min(r["agreement_with_qat_keras"] for r in rows),
+            "qat_tflite_integer_only": all(r["float_ops"] == 0 for r in rows if r["format"] == "tflite"),
+        }
+    return verdicts
+
+
+def main(argv=None) -> int:
+    from edgecls.runtime.device import machine_info
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="efficientnetb0", help="name or name@alpha, comma-separated")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--control", action="store_true", help="also the float model fine-tuned like QAT")
+    parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    started = time.time()
+    data, test, calib = photo_data(args.work)
+    models = json.loads(args.out.read_text()).get("models", {}) if args.out.exists() else {}
+    for spec in args.models.split(","):
+        done = {run["seed"]: run for run in models.get(spec, {}).get("seeds", [])}
+        for seed in (int(s) for s in args.seeds.split(",")):
+            if seed not in done:
+                log.info("%s seed %d", spec, seed)
+                done[seed] = run_seed(spec, seed, args, data, test, calib, args.work)
+                seeds = [done[s] for s in sorted(done)]
+                models[spec] = {"seeds": seeds, "summary": summary(seeds)}
+                write(args, models, started, machine_info())
+    write(args, models, started, machine_info())
+    print(json.dumps({spec: entry["summary"] for spec, entry in models.items()}, indent=1))
+    return 0
+
+
+def write(args, models: dict, started: float, machine) -> None:
+    from edgecls.base.fileio import write_json
+
+    document = {
+        "benchmark": "quantize --qat (issue 27)",
+        "protocol": __doc__.split("Protocol:")[1].split("Run:")[0].strip(),
+        "data": "photos10: 150 train + 60 val patches per class (left 70 % of each photo); test: 100 patches per class "
+        "(right 30 %, another patch seed), 64 px",
+        "float_training": "edgecls train's defaults (from scratch, 64 px)",
+        "qat_epochs": QAT_EPOCHS,
+        "qat_lr": QAT_LR,
+        "where": f"{machine.arch} host ({platform.processor() or machine.system}, {machine.cpu_count} cores shared "
+        "with other jobs), latency through edgecls.runtime, 1 thread; not a device",
+        "models": models,
+        "checks": checks({spec: entry for spec, entry in models.items() if entry.get("seeds")}),
+        "seconds": round(time.time() - started, 1),
+    }
+    write_json(args.out, document)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
