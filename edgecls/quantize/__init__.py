@@ -107,7 +107,7 @@ def quantize(model_path: str | Path, config: QuantizeConfig = _DEFAULT_CONFIG) -
             )
             artifacts.append(_QUANTIZERS[name](job))
             if qat_run is not None:
-                from edgecls.quantize.qat import compare_with_ptq
+                from edgecls.quantize.ptq_baseline import compare_with_ptq
 
                 compare_with_ptq(artifacts[-1], job)
             if artifacts[-1].within_budget is False:
