@@ -168,7 +168,8 @@ def _render_quantize(result) -> None:
         qat = result.qat
         keras_top1 = f", QAT Keras top-1 {qat['keras_top1']:.2%}" if "keras_top1" in qat else ""
         out.print(
-            f"QAT: {qat['epochs']} epochs on {qat['n_images']} training images of {qat['data']} "
+            f"QAT: {qat['epochs']} epoch{'s' if qat['epochs'] != 1 else ''} on {qat['n_images']} training images "
+            f"of {qat['data']} "
             f"(learning rate {qat['learning_rate']:g}, {qat['seconds']:.0f} s){keras_top1}"
         )
     columns = ("artifact", "precision", "I/O", "size", "× FP32", "top-1", "drop", "agreement", "kept float")

@@ -84,7 +84,7 @@ def initialize_ranges(model, images: np.ndarray, *, batch: int = RANGE_BATCH) ->
         probe = keras.Model(model.inputs, [quantizer.input for quantizer in quantizers])
         lows, highs = [], []
         for start in range(0, len(images), batch):
-            outputs = probe(images[start : start + batch].astype(np.float32), training=False)
+            outputs = probe([images[start : start + batch].astype(np.float32)], training=False)  # its inputs: a list
             outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
             values = [keras.ops.convert_to_numpy(value) for value in outputs]
             lows.append([float(value.min()) for value in values])
