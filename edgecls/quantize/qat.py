@@ -162,17 +162,11 @@ def _dropout_off(model) -> list[tuple[Any, float]]:
 
 
 def training_split(info: ModelInfo, data: str):
-    """The training images of ``data`` as the model's own run split them (``val/`` folder, or seed and fraction)."""
-    from edgecls.data import load_dataset
+    """The data set of ``data`` as the model's own run split it (``val/`` folder, or its seed and fraction, the
+    file list checked against the recorded digest: ``evaluate.validation_set``); QAT trains on its ``train``."""
+    from edgecls.evaluate import validation_set
 
-    split = info.provenance.get("split", {})
-    dataset = load_dataset(
-        data,
-        image_size=info.input_size,
-        channel_order=info.channel_order,
-        val_split=float(split.get("val_split", 0.2)),
-        seed=int(split.get("seed", 0)),
-    )
+    _, dataset = validation_set(info, data)
     if tuple(dataset.class_names) != tuple(info.labels):
         raise ConfigError(
             f"{data}: classes {list(dataset.class_names)[:5]} do not match the model's labels {list(info.labels)[:5]}; "
