@@ -357,6 +357,31 @@ def _qat_deploy_model(run, taps: dict):
     return deploy_model(run.model, taps=taps)
 
 
+def write_float_onnx(model, path: Path) -> list[str]:
+    """``model`` (Keras) as a float ONNX at ``path``; returns its layer names (the budget's candidates)."""
+    import onnx
+
+    from edgecls.export.onnx import convert_onnx
+
+    onnx.save(convert_onnx(model), str(path))
+    return [layer.name for layer in model.layers]
+
+
+def requantizer_for(job: QuantizeJob, float_path: Path, layer_names: list[str], scratch: Path) -> OnnxRequantizer:
+    """An ``OnnxRequantizer`` over ``float_path`` with ``job.config``'s calibration method, weights and scheme."""
+    config = job.config
+    return OnnxRequantizer(
+        float_path,
+        job.calibration,
+        job.info,
+        method=config.method,
+        per_channel=config.per_channel,
+        layer_names=layer_names,
+        scratch=scratch,
+        scheme=config.onnx_scheme,
+    )
+
+
 def quantize_onnx(job: QuantizeJob) -> QuantizedArtifact:
     """QDQ INT8 ONNX artifact of the Keras model (or of the float ``.onnx`` source), held to the budget."""
     import onnx
@@ -368,27 +393,15 @@ def quantize_onnx(job: QuantizeJob) -> QuantizedArtifact:
     config = job.config
     float_path = job.work / "float.onnx"
     if job.keras_model is not None:
-        from edgecls.export.onnx import convert_onnx
-
         # --qat: the QAT model's folded float weights; its learned ranges are pinned below
         taps: dict = {}
         model = job.keras_model if job.qat is None else _qat_deploy_model(job.qat, taps)
-        onnx.save(convert_onnx(model), str(float_path))
-        layer_names = [layer.name for layer in model.layers]
+        layer_names = write_float_onnx(model, float_path)
     else:
         float_path.write_bytes(job.source.read_bytes())
         layer_names = []
     fp32_size = embed_onnx(onnx.load(str(float_path)), job.info).ByteSize()
-    requantizer = OnnxRequantizer(
-        float_path,
-        job.calibration,
-        job.info,
-        method=config.method,
-        per_channel=config.per_channel,
-        layer_names=layer_names,
-        scratch=job.work,
-        scheme=config.onnx_scheme,
-    )
+    requantizer = requantizer_for(job, float_path, layer_names, job.work)
     if job.qat is not None:
         from edgecls.quantize.qat import onnx_ranges
 

@@ -26,21 +26,8 @@ def compare_with_ptq(artifact, job) -> None:
             job.keras_model, job.calibration, job.info, io=config.io, per_channel=config.per_channel, scratch=scratch
         )
     else:
-        import onnx
-
-        from edgecls.export.onnx import convert_onnx
-        from edgecls.quantize.onnx import OnnxRequantizer
+        from edgecls.quantize.onnx import requantizer_for, write_float_onnx
 
         float_path = scratch / "float.onnx"
-        onnx.save(convert_onnx(job.keras_model), str(float_path))
-        requantizer = OnnxRequantizer(
-            float_path,
-            job.calibration,
-            job.info,
-            method=config.method,
-            per_channel=config.per_channel,
-            layer_names=[layer.name for layer in job.keras_model.layers],
-            scratch=scratch,
-            scheme=config.onnx_scheme,
-        )
+        requantizer = requantizer_for(job, float_path, write_float_onnx(job.keras_model, float_path), scratch)
     artifact.ptq_top1, _ = job.evaluation.score(requantizer.quantize(frozenset()))
