@@ -112,7 +112,8 @@ def qat_lines(result: Any) -> list[str]:
     qat = result.qat
     placement = qat.get("placement", {})
     lines = [
-        f"Quantization-aware training: {qat['epochs']} epochs on {qat['n_images']} images of the training split of "
+        f"Quantization-aware training: {qat['epochs']} epoch{'s' if qat['epochs'] != 1 else ''} on "
+        f"{qat['n_images']} images of the training split of "
         f"`{qat['data']}` (learning rate {qat['learning_rate']:g}, cosine decay; augment "
         f"{', '.join(qat['augment']) or 'none'}; range EMA decay {qat['ema_decay']}; {qat['seconds']:.0f} s), "
         f"{qat['weights']} weights, {qat['activations']} activations; "
