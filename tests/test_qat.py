@@ -428,6 +428,25 @@ def test_qat_options_are_checked(tmp_path):
     assert result.exit_code == 2 and "--qat trains for INT8" in result.output
 
 
+def test_a_qat_artifact_below_plain_ptq_is_warned_about():
+    """QAT that scores under PTQ of the same format on the evaluation images gets a warning naming both top-1s and
+    the images between them; equal or better gets none, nor does a run without evaluation images."""
+    from edgecls.quantize.config import QuantizedArtifact
+    from edgecls.quantize.ptq_baseline import qat_below_ptq
+
+    def artifact(top1, ptq_top1):
+        return QuantizedArtifact(
+            "out/model_int8.tflite", "tflite", "int8", "int8", "QAT", 10, 40, 0.25, top1, 0.98, 1.3, False,
+            ptq_top1=ptq_top1,
+        )  # fmt: skip
+
+    warning = qat_below_ptq(artifact(0.905, 0.914), 1000)
+    assert warning.startswith("out/model_int8.tflite: QAT top-1 90.50% is below plain post-training INT8's 91.40%")
+    assert "same 1000 images (9 image(s))" in warning and "without --qat" in warning
+    assert qat_below_ptq(artifact(0.914, 0.914), 1000) is None and qat_below_ptq(artifact(0.92, 0.914), 1000) is None
+    assert qat_below_ptq(artifact(None, 0.914), 1000) is None and qat_below_ptq(artifact(0.9, None), 1000) is None
+
+
 def test_pipeline_takes_quantize_qat(tmp_path):
     from conftest import write_pipeline
 

@@ -107,9 +107,12 @@ def quantize(model_path: str | Path, config: QuantizeConfig = _DEFAULT_CONFIG) -
             )
             artifacts.append(_QUANTIZERS[name](job))
             if qat_run is not None:
-                from edgecls.quantize.ptq_baseline import compare_with_ptq
+                from edgecls.quantize.ptq_baseline import compare_with_ptq, qat_below_ptq
 
                 compare_with_ptq(artifacts[-1], job)
+                below = qat_below_ptq(artifacts[-1], evaluation.size) if evaluation is not None else None
+                if below:
+                    warnings_seen.append(below)
             if artifacts[-1].within_budget is False:
                 warnings_seen.append(
                     f"{artifacts[-1].path}: top-1 drop {artifacts[-1].drop:.2f} points exceeds --max-drop "
