@@ -1,11 +1,13 @@
-"""The artifacts a box runs, made here on x86 through edgecls' public functions: two models, three precisions.
+"""The artifacts a box runs, made here on x86 through edgecls' public functions: two models, three precisions, and QAT.
 
 ``cnn`` and ``mobilenetv3small`` (from scratch: no download here) are trained briefly on ``textures4``
 (``benchmarks/photoset.py``: patches of photographs shipped in scikit-image), at 48 x 48 pixels, the patches'
 own size: ``Classifier``'s resize is then a copy on every OpenCV version, and a score difference between x86
 and a box is the engines' and kernels' alone. Each model is exported (FP32 ``.tflite`` and ``.onnx``) and
-quantized (FP16 ``.tflite``; INT8 ``.tflite`` and ``.onnx``, calibrated on training patches). The evaluation
-folder is the validation patches: another region of each photo than any training or calibration patch.
+quantized (FP16 ``.tflite``; INT8 ``.tflite`` and ``.onnx``, calibrated on training patches); MobileNetV3-Small
+also through quantization-aware training (``--qat``, one epoch: INT8 ``.tflite`` and ``.onnx`` with its ranges).
+The evaluation folder is the validation patches: another region of each photo than any training or calibration
+patch.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ MODELS = {
     "cnn": {"epochs": 10, "batch_size": 16},
     "mobilenetv3small": {"epochs": 15, "batch_size": 16, "alpha": 0.75, "weights": "none"},
 }
+
+QAT_MODELS, QAT_EPOCHS = ("mobilenetv3small",), 1  # hard-swish and squeeze-excite: what QAT is for (issue 27)
 
 
 @dataclass
@@ -73,11 +77,17 @@ def make_artifacts(out: Path) -> Artifacts:
         exported = export(trained.model_path, out_dir=run / "fp32")
         fp16 = quantize(trained.model_path, QuantizeConfig(precision="fp16", out=str(run / "fp16")))
         int8 = quantize(trained.model_path, QuantizeConfig(calib=str(calib), formats=("tflite", "onnx"), out=str(run)))
-        for precision, result in (("fp32", exported), ("fp16", fp16), ("int8", int8)):
+        results = [(model, "fp32", exported), (model, "fp16", fp16), (model, "int8", int8)]
+        if model in QAT_MODELS:  # quantization-aware training's INT8 (fake-quant ranges) on the Pi's OS too
+            qat = QuantizeConfig(
+                calib=str(calib), formats=("tflite", "onnx"), qat=True, qat_epochs=QAT_EPOCHS, out=str(run / "qat")
+            )
+            results.append((f"{model}-qat", "int8", quantize(trained.model_path, qat)))
+        for name, precision, result in results:
             for artifact in result.artifacts:
                 suffix = Path(artifact.path).suffix
                 if suffix in (".tflite", ".onnx"):
-                    target = out / f"{model}_{precision}{suffix}"
+                    target = out / f"{name}_{precision}{suffix}"
                     shutil.copyfile(artifact.path, target)
                     artifacts.files[target.name] = target
     artifacts.seconds = round(time.monotonic() - started, 1)
