@@ -28,6 +28,9 @@ Protocol:
   fake quantization (``qat.finetune`` on the float model, itself as teacher):
   how much of QAT's top-1 is further training rather than quantization
   awareness;
+- kernels: each INT8 TFLite's top-1 through LiteRT's default (XNNPACK) and
+  its built-in kernels, image by image (``kernel_agreement``): the engine's
+  own consistency, beside QAT's agreement with its Keras model;
 - latency: ``edgecls.runtime.measure.measure_model`` (the ``edgecls bench``
   code path), one thread, 100 runs after 10 warm-up, on this x86 host (not a
   Pi: host numbers are host numbers).
@@ -118,6 +121,34 @@ def latency(path: str) -> dict:
     return {"p50_ms": round(measured.latency_ms.p50, 4), "min_ms": round(measured.latency_ms.min, 4)}
 
 
+def kernel_agreement(path: str, test: Path) -> float | None:
+    """Share of the test images on which LiteRT's two CPU kernel families give an INT8 TFLite the same top-1: the
+    default (XNNPACK, what ``edgecls.runtime`` runs on x86 and a Pi) and the built-in kernels (what runs where
+    XNNPACK cannot, e.g. a Pi OS box under qemu). Their INT8 requantization rounds differently; this is the
+    engine's own consistency, the ceiling for any simulation (QAT's included) of "the" artifact."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from edgecls.evaluate import evaluation_images, model_info, predict_scores
+    from edgecls.runtime import Classifier
+
+    if not path.endswith(".tflite"):
+        return None
+    images = evaluation_images(model_info(path), str(test)).images
+    classifier = Classifier(path, threads=1)
+    default = predict_scores(classifier, images).argmax(1)
+    builtin = Interpreter(
+        model_path=path, num_threads=1, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    builtin.allocate_tensors()
+    source, result = builtin.get_input_details()[0], builtin.get_output_details()[0]
+    other = []
+    for pixels in images.images:
+        builtin.set_tensor(source["index"], classifier.to_input(pixels[None]))
+        builtin.invoke()
+        other.append(int(builtin.get_tensor(result["index"])[0].argmax()))
+    return float(np.mean(default == np.asarray(other)))
+
+
 def control_top1(model_path: Path, data: Path, test: Path, *, epochs: int, lr: float, seed: int) -> float:
     """Top-1 of the float model fine-tuned like QAT (same data, epochs, rate, seed, teacher) without fake
     quantization."""
@@ -184,6 +215,7 @@ def run_seed(spec: str, seed: int, args, data: Path, test: Path, calib: Path, wo
                     "agreement_with_float": artifact.agreement,
                     "agreement_with_qat_keras": artifact.qat_agreement,
                     "ptq_top1_same_run": artifact.ptq_top1,
+                    "xnnpack_vs_builtin_kernels_same_top1": kernel_agreement(artifact.path, test),
                     "float_ops": artifact.float_ops,
                     "size_bytes": artifact.size_bytes,
                     "scheme": artifact.scheme,
@@ -248,6 +280,13 @@ def checks(models: dict) -> dict:
                 for fmt in ("tflite", "onnx")
             ),
             "qat_artifacts_agree_with_qat_keras_99_percent_min": min(r["agreement_with_qat_keras"] for r in rows),
+            # LiteRT's XNNPACK and built-in kernels on the same INT8 TFLite: the engine's own top-1 consistency
+            "int8_tflite_xnnpack_vs_builtin_same_top1_min": min(
+                row["xnnpack_vs_builtin_kernels_same_top1"]
+                for run in entry["seeds"]
+                for row in run["rows"]
+                if row.get("xnnpack_vs_builtin_kernels_same_top1") is not None
+            ),
             "qat_tflite_integer_only": all(r["float_ops"] == 0 for r in rows if r["format"] == "tflite"),
         }
     return verdicts
