@@ -282,11 +282,14 @@ def checks(models: dict) -> dict:
             "qat_artifacts_agree_with_qat_keras_99_percent_min": min(r["agreement_with_qat_keras"] for r in rows),
             # LiteRT's XNNPACK and built-in kernels on the same INT8 TFLite: the engine's own top-1 consistency
             "int8_tflite_xnnpack_vs_builtin_same_top1_min": min(
-                row["xnnpack_vs_builtin_kernels_same_top1"]
-                for run in entry["seeds"]
-                for row in run["rows"]
-                if row.get("xnnpack_vs_builtin_kernels_same_top1") is not None
-            ),
+                (
+                    row["xnnpack_vs_builtin_kernels_same_top1"]
+                    for run in entry["seeds"]
+                    for row in run["rows"]
+                    if row.get("xnnpack_vs_builtin_kernels_same_top1") is not None
+                ),
+                default=None,
+            ),  # None where the results predate the column
             "qat_tflite_integer_only": all(r["float_ops"] == 0 for r in rows if r["format"] == "tflite"),
         }
     return verdicts
