@@ -125,7 +125,7 @@ def kernel_agreement(path: str, test: Path) -> float | None:
     """Share of the test images on which LiteRT's two CPU kernel families give an INT8 TFLite the same top-1: the
     default (XNNPACK, what ``edgecls.runtime`` runs on x86 and a Pi) and the built-in kernels (what runs where
     XNNPACK cannot, e.g. a Pi OS box under qemu). Their INT8 requantization rounds differently; this is the
-    engine's own consistency, the ceiling for any simulation (QAT's included) of "the" artifact."""
+    engine's own consistency, the scale against which QAT's agreement with "the" artifact is read."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     from edgecls.evaluate import evaluation_images, model_info, predict_scores
