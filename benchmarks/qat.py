@@ -153,9 +153,8 @@ def control_top1(model_path: Path, data: Path, test: Path, *, epochs: int, lr: f
     """Top-1 of the float model fine-tuned like QAT (same data, epochs, rate, seed, teacher) without fake
     quantization."""
     from edgecls.adapters.keras_io import load_keras_model
-    from edgecls.data import parse_augment
     from edgecls.evaluate import evaluation_images, model_info, predict_scores
-    from edgecls.quantize.qat import finetune, training_split
+    from edgecls.quantize.qat import finetune, qat_augment, training_split
 
     info = model_info(model_path)
     model = load_keras_model(model_path)
@@ -171,7 +170,7 @@ def control_top1(model_path: Path, data: Path, test: Path, *, epochs: int, lr: f
         epochs=epochs,
         learning_rate=lr,
         seed=seed,
-        augment=parse_augment("auto", str(data)),
+        augment=qat_augment(str(data)),
     )
     images = evaluation_images(info, str(test)).images
     return float(np.mean(predict_scores(model, images).argmax(1) == images.labels))
