@@ -37,7 +37,9 @@ Protocol:
 
 Run: ``nice -n 10 .venv/bin/python benchmarks/qat.py --models efficientnetb0 --seeds 0,1,2``
 (about 15 minutes of training and 20 of quantizing per EfficientNet-B0 seed on
-2 shared cores).
+2 shared cores). Seeds already in ``--out`` are kept; to measure a new QAT recipe
+on the same float models, write to a new ``--out`` with ``--reuse-ptq
+benchmarks/results/qat.json`` (the float and PTQ rows are taken from there).
 """
 
 from __future__ import annotations
@@ -176,20 +178,43 @@ def control_top1(model_path: Path, data: Path, test: Path, *, epochs: int, lr: f
     return float(np.mean(predict_scores(model, images).argmax(1) == images.labels))
 
 
+def reuse_rows(results: Path, spec: str, seed: int, model_path: Path) -> list[dict]:
+    """The float and PTQ rows of ``spec``'s ``seed`` in an earlier ``results`` file, when they are of the same float
+    model (``--reuse-ptq``: PTQ is deterministic, the two runs of 5246b18 and ebc514d gave identical rows);
+    ``[]`` when the file has no such seed."""
+    for run in json.loads(results.read_text()).get("models", {}).get(spec, {}).get("seeds", []):
+        if run["seed"] == seed and run["model_path"] == os.path.relpath(model_path, ROOT):
+            rows = [dict(row, reused_from=str(results)) for row in run["rows"] if not row["variant"].startswith("qat")]
+            log.info("%s seed %d: float and PTQ rows reused from %s", spec, seed, results)
+            return rows
+    return []
+
+
 def run_seed(spec: str, seed: int, args, data: Path, test: Path, calib: Path, work: Path) -> dict:
     from edgecls.export import export
     from edgecls.quantize import QuantizeConfig, quantize
 
     started = time.time()
     model_path = float_model(spec, seed, data, work)
-    exported = export(model_path, formats=("tflite", "onnx"), out_dir=model_path.parent / "fp32")
     rows, float_top1 = [], None
-    for artifact in exported.artifacts:
-        rows.append(
-            {"variant": "float", "format": artifact.format, "size_bytes": artifact.size_bytes, **latency(artifact.path)}
-        )
+    reused = reuse_rows(args.reuse_ptq, spec, seed, model_path) if args.reuse_ptq else []
+    if reused:
+        rows += reused
+    else:
+        exported = export(model_path, formats=("tflite", "onnx"), out_dir=model_path.parent / "fp32")
+        for artifact in exported.artifacts:
+            rows.append(
+                {
+                    "variant": "float",
+                    "format": artifact.format,
+                    "size_bytes": artifact.size_bytes,
+                    **latency(artifact.path),
+                }
+            )
     qat_keras = {}
     for variant, (per_channel, qat) in VARIANTS.items():
+        if reused and not qat:
+            continue
         config = QuantizeConfig(
             calib=str(calib),
             eval_data=str(test),
@@ -303,6 +328,13 @@ def main(argv=None) -> int:
     parser.add_argument("--control", action="store_true", help="also the float model fine-tuned like QAT")
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--reuse-ptq",
+        type=Path,
+        default=None,
+        help="take the float and PTQ rows of each seed from this earlier results file (same float models); "
+        "train and measure QAT only",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     started = time.time()
