@@ -86,6 +86,13 @@ def test_quant_params_are_tensorflows_fake_quant_grid():
         assert np.isclose(rounded.min(), grid[0], rtol=1e-5) and np.isclose(rounded.max(), grid[-1], rtol=1e-5)
 
 
+def test_qat_trains_photographs_through_randaugment_and_digits_unaugmented(tmp_path):
+    from edgecls.quantize.qat import qat_augment
+
+    assert qat_augment(str(tmp_path)) == ("flip", "rotate", "zoom", "randaugment")
+    assert qat_augment("digits") == ()  # a flipped 2 is not a 2; RandAugment needs colour frames
+
+
 def test_batchnorm_fold_and_deploy_model_compute_the_float_model():
     """Every BatchNorm is folded, with its moving statistics, so that ``deploy_model`` (the folded weights in
     plain layers, without rounding: the ONNX export's source) computes the float model."""
