@@ -350,7 +350,12 @@ def test_a_stopped_bench_stops_on_the_device(device, device_python, digits_run, 
                     os.kill(pid, signal.SIGKILL)
         else:
             bench.send_signal(getattr(signal, how))
-        stdout, stderr = bench.communicate(timeout=60)
+        try:
+            stdout, stderr = bench.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # say where it hung: the CLI's own progress lines
+            bench.kill()
+            _, stderr = bench.communicate()
+            pytest.fail(f"edgecls bench had not exited 60 s after {how}; its stderr ends: {stderr[-2000:]!r}")
     finally:
         bench.kill()
     expected = {"SIGINT": (130, "interrupted"), "SIGTERM": (143, "terminated")}
