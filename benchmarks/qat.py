@@ -128,27 +128,15 @@ def kernel_agreement(path: str, test: Path) -> float | None:
     default (XNNPACK, what ``edgecls.runtime`` runs on x86 and a Pi) and the built-in kernels (what runs where
     XNNPACK cannot, e.g. a Pi OS box under qemu). Their INT8 requantization rounds differently; this is the
     engine's own consistency, the scale against which QAT's agreement with "the" artifact is read."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
     from edgecls.evaluate import evaluation_images, model_info, predict_scores
     from edgecls.runtime import Classifier
 
     if not path.endswith(".tflite"):
         return None
     images = evaluation_images(model_info(path), str(test)).images
-    classifier = Classifier(path, threads=1)
-    default = predict_scores(classifier, images).argmax(1)
-    builtin = Interpreter(
-        model_path=path, num_threads=1, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    )
-    builtin.allocate_tensors()
-    source, result = builtin.get_input_details()[0], builtin.get_output_details()[0]
-    other = []
-    for pixels in images.images:
-        builtin.set_tensor(source["index"], classifier.to_input(pixels[None]))
-        builtin.invoke()
-        other.append(int(builtin.get_tensor(result["index"])[0].argmax()))
-    return float(np.mean(default == np.asarray(other)))
+    default = predict_scores(Classifier(path, threads=1), images).argmax(1)
+    builtin = predict_scores(Classifier(path, threads=1, kernels="builtin"), images).argmax(1)
+    return float(np.mean(default == builtin))
 
 
 def control_top1(model_path: Path, data: Path, test: Path, *, epochs: int, lr: float, seed: int) -> float:

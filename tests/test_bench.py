@@ -375,6 +375,32 @@ def test_the_delegate_actually_used_is_reported(digits_run, tmp_path):
     assert classifier.predict(frame, top_k=1) == [("0", 16.0)]  # 2**4 per channel: it ran, on the built-in kernels
 
 
+def test_litert_kernel_families_are_chosen_by_name(digits_run):
+    """``kernels=``: XNNPACK (default), the built-in or the reference kernels run the same graph to the same scores
+    (FP32: to float rounding); a family LiteRT lacks, or kernels for an ONNX file, is a clear error."""
+    from edgecls.base.errors import ConfigError
+    from edgecls.evaluate import evaluation_images, model_info, predict_scores
+
+    images = evaluation_images(model_info(digits_run.tflite), "digits").images.images[:200]
+    runs = {
+        kind: Classifier(digits_run.tflite, threads=1, kernels=kind) for kind in ("default", "builtin", "reference")
+    }
+    assert {kind: run.engine.provider for kind, run in runs.items()} == {
+        "default": "XNNPACK/CPU",
+        "builtin": "CPU (built-in kernels)",
+        "reference": "CPU (reference kernels)",
+    }
+    scores = {kind: predict_scores(run, images) for kind, run in runs.items()}
+    assert scores["default"].shape == (200, 10)
+    for kind in ("builtin", "reference"):
+        np.testing.assert_allclose(scores[kind], scores["default"], atol=1e-4)
+        assert np.mean(scores[kind].argmax(1) == scores["default"].argmax(1)) >= 0.99
+    with pytest.raises(ConfigError, match="kernel families are default, builtin, reference"):
+        Classifier(digits_run.tflite, kernels="gpu")
+    with pytest.raises(ConfigError, match="ONNX Runtime"):
+        Classifier(digits_run.onnx, kernels="builtin")
+
+
 # --- start times: first start and TensorRT's cached start, with a fake TensorRT onnxruntime ----------
 
 BUILD_S = 0.3  # what the fake TensorRT takes to build an engine; loading one from the cache takes nothing

@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from edgecls.base.errors import ModelError, RuntimeUnavailableError
+from edgecls.base.errors import ConfigError, ModelError, RuntimeUnavailableError
 from edgecls.runtime import tensorrt
 from edgecls.runtime.litert import delegate_provider
 
@@ -73,12 +74,15 @@ def _default_threads() -> int:
 class LiteRTEngine(Engine):
     """``.tflite`` through LiteRT (``ai_edge_litert``), else ``tflite_runtime``."""
 
-    def __init__(self, path: Path, *, threads: int | None = None, providers: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, path: Path, *, threads: int | None = None, providers: tuple[str, ...] = (), kernels: str = "default"
+    ) -> None:
         super().__init__()
         interpreter_class, self.name, self.version = _load_tflite_interpreter()
         self.threads = threads or _default_threads()
+        options = _kernel_options(interpreter_class, kernels)
         try:
-            self._interpreter = interpreter_class(model_path=str(path), num_threads=self.threads)
+            self._interpreter = interpreter_class(model_path=str(path), num_threads=self.threads, **options)
             self._interpreter.allocate_tensors()
         except ValueError as exc:
             raise ModelError(f"{path}: LiteRT cannot load this model ({exc})") from exc
@@ -89,7 +93,7 @@ class LiteRTEngine(Engine):
                 f"{self.name} {self.version} cannot create an interpreter under NumPy {np.__version__} ({exc}); "
                 'install ai-edge-litert>=1.1.1, or pip install "numpy<2" for this engine'
             ) from exc
-        self.provider = delegate_provider(self._interpreter)
+        self.provider = "CPU (reference kernels)" if kernels == "reference" else delegate_provider(self._interpreter)
         self.input = _tflite_spec(self._interpreter.get_input_details()[0])
         self.output = _tflite_spec(self._interpreter.get_output_details()[0])
         self._input_index = self._interpreter.get_input_details()[0]["index"]
@@ -104,6 +108,25 @@ class LiteRTEngine(Engine):
         self._interpreter.set_tensor(self._input_index, batch)
         self._interpreter.invoke()
         return self._interpreter.get_tensor(self._output_index)
+
+
+# LiteRT's kernel families (``kernels=``): "default" is XNNPACK where it takes the graph (x86, a Pi), else the
+# built-in kernels; "builtin" is the built-in (optimised) kernels alone, what runs where XNNPACK cannot; "reference"
+# is the plain C++ kernels, the same integers on every CPU. Their INT8 requantization rounds differently, so one
+# artifact's top-1 can differ between them on close calls; comparing them tells that from a conversion error.
+LITERT_KERNELS = {"default": None, "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "reference": "BUILTIN_REF"}
+
+
+def _kernel_options(interpreter_class: Callable, kernels: str) -> dict[str, Any]:
+    """The interpreter's keyword for a kernel family of ``LITERT_KERNELS``."""
+    if kernels not in LITERT_KERNELS:
+        raise ConfigError(f"kernels={kernels!r}: LiteRT's kernel families are {', '.join(LITERT_KERNELS)}")
+    if LITERT_KERNELS[kernels] is None:
+        return {}
+    import importlib
+
+    resolver = importlib.import_module(interpreter_class.__module__).OpResolverType  # litert's or tflite_runtime's
+    return {"experimental_op_resolver_type": getattr(resolver, LITERT_KERNELS[kernels])}
 
 
 def _load_tflite_interpreter() -> tuple[Callable, str, str]:
@@ -244,12 +267,18 @@ def list_engines() -> list[str]:
 
 
 def load_engine(
-    path: str | Path, *, threads: int | None = None, providers: tuple[str, ...] = (), precision: str | None = None
+    path: str | Path,
+    *,
+    threads: int | None = None,
+    providers: tuple[str, ...] = (),
+    precision: str | None = None,
+    kernels: str = "default",
 ) -> Engine:
     """Open ``path`` with the engine registered for its suffix.
 
     ``precision`` (fp32, fp16, int8: a target's first) is what TensorRT builds an
     ``.onnx`` for; a ``.tflite`` runs at the precision of its own graph.
+    ``kernels`` (a ``.tflite``'s): which of LiteRT's kernel families runs it (``LITERT_KERNELS``).
     """
     path = Path(path)
     if not path.is_file():
@@ -258,5 +287,7 @@ def load_engine(
     if engine_class is None:
         raise ModelError(f"{path}: the runtime runs {', '.join(list_engines())} files, not {path.suffix or 'this'}")
     if engine_class is OnnxEngine:
+        if kernels != "default":
+            raise ConfigError(f"kernels={kernels!r} chooses LiteRT's kernels; {path} runs on ONNX Runtime")
         return OnnxEngine(path, threads=threads, providers=providers, precision=precision)
-    return engine_class(path, threads=threads, providers=providers)
+    return engine_class(path, threads=threads, providers=providers, kernels=kernels)

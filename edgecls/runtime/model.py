@@ -42,6 +42,10 @@ class Classifier:
 
     ``precision`` (fp32, fp16, int8: a target's first) is what TensorRT builds
     an ``.onnx`` for (see ``load_engine``); other engines run the graph as it is.
+
+    ``kernels`` (a ``.tflite``'s): ``default`` (XNNPACK where it takes the
+    graph), ``builtin`` or ``reference``: LiteRT's other CPU kernel families,
+    e.g. to see on x86 what a device without XNNPACK computes.
     """
 
     def __init__(
@@ -53,10 +57,13 @@ class Classifier:
         providers: tuple[str, ...] = (),
         collect: Collector | None = None,
         precision: str | None = None,
+        kernels: str = "default",
     ) -> None:
         self.path = Path(model_path)
         _check_top_k(top_k)
-        self.engine: Engine = load_engine(self.path, threads=threads, providers=providers, precision=precision)
+        self.engine: Engine = load_engine(
+            self.path, threads=threads, providers=providers, precision=precision, kernels=kernels
+        )
         self.info: ModelInfo = self._read_info()
         self.top_k = top_k
         self.labels = self.info.labels

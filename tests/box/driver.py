@@ -5,9 +5,9 @@ workstation's: the same code scores the same images on both sides. The job (JSON
 
 - ``models``: artifact paths; each scores every image of ``data`` through ``Classifier.predict`` (all classes,
   dequantised, one thread), image order as ``edgecls evaluate``'s (class folder, then path);
-- ``kernels``: each ``.tflite`` is scored again through these LiteRT op resolvers, on the same input tensors,
-  the output dequantised as ``Classifier`` does: ``builtin`` (the built-in kernels without XNNPACK, what a box
-  runs) and ``reference`` (LiteRT's reference kernels: plain C++, the same integer arithmetic on every ISA);
+- ``kernels``: each ``.tflite`` is scored again through these LiteRT kernel families (``Classifier(kernels=)``):
+  ``builtin`` (the built-in kernels without XNNPACK, what a box runs) and ``reference`` (LiteRT's reference
+  kernels: plain C++, the same integer arithmetic on every ISA);
 - ``cli``: ``edgecls`` argument lists, each run in this process as the console script runs (its exit code,
   stdout, stderr and seconds recorded);
 - ``target``: the profile whose ``placement()`` label is recorded.
@@ -39,7 +39,7 @@ def score_images(model: str, data: Path, *, kernels: tuple[str, ...] = ()) -> di
 
     classifier = Classifier(model, threads=1)
     labels = list(classifier.labels)
-    others = {kind: _interpreter(model, kind) for kind in kernels} if model.endswith(".tflite") else {}
+    others = {kind: Classifier(model, threads=1, kernels=kind) for kind in kernels} if model.endswith(".tflite") else {}
     images, scores, other_scores = [], [], {kind: [] for kind in others}
     for label in sorted(entry.name for entry in data.iterdir() if entry.is_dir()):
         for path in sorted(p for p in (data / label).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
@@ -49,38 +49,13 @@ def score_images(model: str, data: Path, *, kernels: tuple[str, ...] = ()) -> di
             ranked = dict(classifier.predict(image, top_k=len(labels)))
             images.append(f"{label}/{path.name}")
             scores.append([float(ranked[name]) for name in labels])
-            for kind, run in others.items():
-                other_scores[kind].append(run(classifier.to_input(classifier.preprocess(image)[None])))
+            for kind, other in others.items():
+                other_ranked = dict(other.predict(image, top_k=len(labels)))
+                other_scores[kind].append([float(other_ranked[name]) for name in labels])
     scored = {"labels": labels, "images": images, "scores": scores, "engine": classifier.engine.name}
     scored["provider"] = classifier.engine.provider
     scored.update({f"scores_{kind}": values for kind, values in other_scores.items()})
     return scored
-
-
-def _interpreter(model: str, kind: str):
-    """``tensor -> dequantised scores`` through LiteRT's ``builtin`` or ``reference`` kernels, one thread."""
-    import numpy as np
-
-    try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    except ImportError:  # Pi OS 32-bit: tflite-runtime
-        from tflite_runtime.interpreter import Interpreter, OpResolverType
-
-    resolver = {"builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "reference": "BUILTIN_REF"}[kind]
-    interpreter = Interpreter(
-        model_path=model, num_threads=1, experimental_op_resolver_type=getattr(OpResolverType, resolver)
-    )
-    interpreter.allocate_tensors()
-    source, result = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    scale, zero_point = result["quantization"]
-
-    def scores(tensor) -> list[float]:
-        interpreter.set_tensor(source["index"], tensor)
-        interpreter.invoke()
-        raw = interpreter.get_tensor(result["index"])[0].astype(np.float32)
-        return [float(value) for value in ((raw - zero_point) * scale if scale else raw)]
-
-    return scores
 
 
 def run_cli(arguments: list[str]) -> dict:
