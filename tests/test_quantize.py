@@ -413,6 +413,35 @@ def test_cli_errors_are_one_line(dense_models, tmp_path, arguments, message):
     assert message in result.stderr and result.stderr.count("\n") == 1
 
 
+def test_a_missed_budget_reports_the_candidate_it_keeps(caplog):
+    """When keeping tensors in float makes top-1 worse, the loop keeps plain INT8 and its warning says so (it said
+    "after keeping 2 tensor(s) in float" beside a report of 0 layers)."""
+    from edgecls.quantize.budget import GraphOp, LayerError, run_budget
+
+    class Requantizer:
+        def quantize(self, float_nodes):
+            return frozenset(float_nodes)
+
+        def graph(self):
+            return [GraphOp(f"op{i}", "CONV_2D", (f"t{i - 1}",), (f"t{i}",), (f"conv{i}",)) for i in range(1, 4)]
+
+        def layer_errors(self):
+            return [LayerError(f"t{i}", [f"conv{i}"], "CONV_2D", error=1.0 / i) for i in range(1, 4)]
+
+    top1 = {0: 0.90, 2: 0.88, 3: 0.87}  # ops kept in float (t1: op1 and its reader op2; t2: op3 more) -> top-1
+
+    def evaluate(candidate):
+        return top1[len(candidate)], 0.9
+
+    with caplog.at_level("WARNING", logger="edgecls.quantize.budget"):
+        outcome = run_budget(Requantizer(), evaluate, float_top1=0.95, max_drop=1.0, max_float_layers=2)
+    assert outcome.within_budget is False and outcome.float_layers == [] and outcome.top1 == 0.90
+    assert [attempt.top1 for attempt in outcome.attempts] == [0.90, 0.88, 0.87]
+    (message,) = [record.getMessage() for record in caplog.records if "max-drop" in record.getMessage()]
+    assert "up to 2 tensor(s) kept in float (limit 2)" in message
+    assert message.endswith("keeping the most accurate candidate: 0 layer(s) in float, drop 5.00 points")
+
+
 def test_fp16_is_measured_not_budgeted(dense_models, tmp_path):
     result = quantize(dense_models["plain"], QuantizeConfig(precision="fp16", eval_data="digits", out=str(tmp_path)))
     (artifact,) = result.artifacts

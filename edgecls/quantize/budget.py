@@ -233,12 +233,13 @@ def run_budget(
     within = chosen.drop <= max_drop
     if not within:
         log.warning(
-            "INT8 top-1 drop %.2f points exceeds --max-drop %.2f after keeping %d tensor(s) in float (limit %d); "
-            "keeping the most accurate candidate",
-            chosen.drop,
+            "INT8 top-1 drop exceeds --max-drop %.2f with up to %d tensor(s) kept in float (limit %d); "
+            "keeping the most accurate candidate: %d layer(s) in float, drop %.2f points",
             max_drop,
             len(kept),
             max_float_layers,
+            len(chosen.float_layers),
+            chosen.drop,
         )
     return BudgetOutcome(
         chosen_path,
