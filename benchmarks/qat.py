@@ -85,20 +85,28 @@ log = logging.getLogger("benchmarks.qat")
 
 def photo_data(work: Path) -> tuple[Path, Path, Path]:
     """(train+val folder, test folder, calibration folder), made once."""
-    import shutil
-
     from edgecls.quantize.calibration import CalibDataConfig, make_calibration_folder
 
-    data, test, calib = work / "data" / "photos10", work / "data" / "photos10-test", work / "data" / "calib"
+    data, calib = work / "data" / "photos10", work / "data" / "calib"
     if not data.exists():
         make_photoset(data, PHOTOS10, train_per_class=150, val_per_class=60, patch_size=IMAGE_SIZE, seed=0)
-    if not test.exists():
-        other = make_photoset(work / "data" / ".test", PHOTOS10, train_per_class=1, val_per_class=100, seed=1)
-        shutil.move(str(other / "val"), str(test))
-        shutil.rmtree(other)
+    test = held_out_cut(work / "data" / "photos10-test", per_class=100, seed=1)
     if not calib.exists():
         make_calibration_folder(CalibDataConfig(source=str(data), out=str(calib), n=300))
     return data, test, calib
+
+
+def held_out_cut(folder: Path, *, per_class: int, seed: int) -> Path:
+    """``folder``: ``per_class`` patches per class from the right 30 % of each photo (patch ``seed``), made once."""
+    import shutil
+
+    if not folder.exists():
+        other = make_photoset(
+            folder.parent / f".{folder.name}", PHOTOS10, train_per_class=1, val_per_class=per_class, seed=seed
+        )
+        shutil.move(str(other / "val"), str(folder))
+        shutil.rmtree(other)
+    return folder
 
 
 def float_model(spec: str, seed: int, data: Path, work: Path) -> Path:
@@ -316,20 +324,6 @@ def checks(models: dict) -> dict:
 RESCORE_PATCH_SEED = 2  # the rescore cut's patch seed: not the training split's (0) nor the test cut's (1)
 
 
-def rescore_cut(work: Path, per_class: int) -> Path:
-    """``per_class`` held-out patches per class from the right 30 % of each photo (patch seed 2), made once."""
-    import shutil
-
-    test = work / "data" / f"photos10-test-{per_class}"
-    if not test.exists():
-        other = make_photoset(
-            work / "data" / ".rescore", PHOTOS10, train_per_class=1, val_per_class=per_class, seed=RESCORE_PATCH_SEED
-        )
-        shutil.move(str(other / "val"), str(test))
-        shutil.rmtree(other)
-    return test
-
-
 def rescore(models: dict, test: Path) -> dict:
     """Top-1 of every artifact of every seed in ``models`` on ``test``, through ``edgecls.runtime``; the files are
     where ``run_seed`` wrote them (``fp32/model_fp32.*``, ``<variant>/model_int8.*`` beside the float model)."""
@@ -400,7 +394,9 @@ def main(argv=None) -> int:
         from edgecls.base.fileio import write_json
 
         document = json.loads(args.out.read_text())
-        test = rescore_cut(args.work, args.rescore)
+        test = held_out_cut(
+            args.work / "data" / f"photos10-test-{args.rescore}", per_class=args.rescore, seed=RESCORE_PATCH_SEED
+        )
         document["rescore"] = {
             "test": f"{args.rescore} patches per class from the right 30 % of each photo, patch seed "
             f"{RESCORE_PATCH_SEED} (the test cut's is 1: a few patches may coincide); the same artifact files",
