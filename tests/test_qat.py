@@ -86,6 +86,44 @@ def test_quant_params_are_tensorflows_fake_quant_grid():
         assert np.isclose(rounded.min(), grid[0], rtol=1e-5) and np.isclose(rounded.max(), grid[-1], rtol=1e-5)
 
 
+def test_fake_quant_rounds_to_tensorflows_grid_and_writes_level_times_step():
+    """``fake_quant`` is TensorFlow's fake-quant grid: the same levels as the op (but for a value within float32
+    rounding of a half level, which it decides from the value itself), each written as level × step, clamped to
+    the nudged range, 255 steps (254 and ±127 for narrow-range weights, per channel), straight-through gradient
+    inside the range only. Under ``converter_ops()`` it is the op itself, which the converter reads."""
+    import tensorflow as tf
+
+    from edgecls.quantize.fake_quant import converter_ops, fake_quant
+
+    for low, high in ((-0.37, 2.9), (-30.2, 250.7), (0.0, 6.0), (-3.0, -0.0)):
+        values = np.linspace(low - 1, high + 1, 20001, dtype=np.float32)
+        ours = np.asarray(fake_quant(values, low, high))
+        theirs = tf.quantization.fake_quant_with_min_max_vars(values, low, high).numpy()
+        step = (np.float32(high) - np.float32(low)) / np.float32(255)
+        levels, their_levels = np.round(ours / step), np.round(theirs / step)
+        assert np.abs(levels - their_levels).max() <= 1 and np.mean(levels == their_levels) > 0.999, (low, high)
+        np.testing.assert_array_equal(ours, levels.astype(np.float32) * step)
+        assert levels.max() - levels.min() == 255
+        with converter_ops():
+            np.testing.assert_array_equal(np.asarray(fake_quant(values, low, high)), theirs)
+
+    kernel = np.random.default_rng(0).normal(0, 0.2, (3, 3, 4, 5)).astype(np.float32)
+    amax = np.abs(kernel).max(axis=(0, 1, 2))
+    ours = np.asarray(fake_quant(kernel, -amax, amax, narrow_range=True, per_channel=True))
+    theirs = tf.quantization.fake_quant_with_min_max_vars_per_channel(kernel, -amax, amax, narrow_range=True).numpy()
+    levels = np.round(ours / (amax / np.float32(127)))
+    assert (
+        levels.min() >= -127 and levels.max() <= 127 and np.array_equal(np.abs(levels).max(axis=(0, 1, 2)), [127] * 5)
+    )
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
+
+    inputs = tf.constant([-5.0, -0.2, 1.0, 2.8, 9.0])
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        rounded = fake_quant(inputs, -0.37, 2.9)
+    np.testing.assert_array_equal(tape.gradient(rounded, inputs).numpy(), [0.0, 1.0, 1.0, 1.0, 0.0])
+
+
 def test_qat_trains_photographs_through_randaugment_and_digits_unaugmented(tmp_path):
     from edgecls.quantize.qat import qat_augment
 

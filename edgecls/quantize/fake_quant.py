@@ -18,15 +18,29 @@ use, so that training sees the INT8 model's errors:
   trained model, folding with the statistics inference will use makes the
   trained weights the deployed ones).
 
-Both call ``keras.quantizers.fake_quant_with_min_max_vars``, which on
-TensorFlow is ``tf.quantization.fake_quant_with_min_max_vars(_per_channel)``:
-the ops the converter reads ranges from.
+Both round with ``fake_quant``: TensorFlow's fake-quant grid (its nudged
+zero point, clamp and half-up rounding), with each value's level decided from
+the value itself (x / step), as an integer kernel decides it from its
+accumulator, and written as level × step. TensorFlow's op decides it from the
+bottom of the range, (x − nudged_min) · (1 / step), whose float32 error grows
+with the range. The two differ only for values within float32 rounding of a
+half level, but a squeeze-excite network carries such differences to its
+top-1: on step-0 QAT of EfficientNet-B0 (photos10, per-channel, 1,000 test
+images) the QAT Keras model agreed with its INT8 TFLite (XNNPACK) on 98.5 %
+of images and with its Q/DQ ONNX on 98.3 % through the op, 99.6 % and 99.6 %
+through ``fake_quant``. While the LiteRT
+converter traces the model (``converter_ops()``), it emits TensorFlow's op
+(``keras.quantizers.fake_quant_with_min_max_vars``), the one the converter
+reads ranges from.
 
 >>> quantizer = ActivationQuantizer(name="relu1_quant")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -37,6 +51,41 @@ WEIGHT_QMAX = 127  # narrow-range INT8 weights: [-127, 127], zero point 0 (the c
 ACTIVATION_LEVELS = 255  # 8-bit activations: 256 levels, 255 steps
 MIN_RANGE = 1e-6  # a range narrower than this (a dead channel, an all-zero tensor) is widened: no division by 0
 LOGISTIC_RANGE = (0.0, 255.0 / 256.0)  # what the converter fixes for LOGISTIC/SOFTMAX outputs: scale 1/256, zp -128
+
+
+_CONVERTER_OPS = contextvars.ContextVar("edgecls_fake_quant_converter_ops", default=False)
+
+
+@contextlib.contextmanager
+def converter_ops() -> Iterator[None]:
+    """While the LiteRT converter traces a QAT model: fake quantization as TensorFlow's op, which it reads."""
+    token = _CONVERTER_OPS.set(True)
+    try:
+        yield
+    finally:
+        _CONVERTER_OPS.reset(token)
+
+
+def fake_quant(inputs, low, high, *, narrow_range: bool = False, per_channel: bool = False):
+    """``inputs`` rounded to the 8-bit grid of [low, high] (per last-axis channel when ``per_channel``).
+
+    The grid is TensorFlow's fake-quant op's: step (high - low) / 255 (254 narrow), zero point rounded to a level
+    and the range nudged to it, values clamped to the nudged range and rounded half up; the level is x / step
+    (the op computes it from the range's bottom) and the value level × step. Straight-through gradient inside
+    the range, none outside (the ranges are tracked, not trained). Under ``converter_ops()``: TensorFlow's op.
+    """
+    if _CONVERTER_OPS.get():
+        return keras.quantizers.fake_quant_with_min_max_vars(
+            inputs, low, high, num_bits=8, narrow_range=narrow_range, axis=-1 if per_channel else None
+        )
+    qmin = 1.0 if narrow_range else 0.0
+    qmax = float(ACTIVATION_LEVELS)
+    low, high = ops.cast(low, "float32"), ops.cast(high, "float32")
+    step = ops.stop_gradient((high - low) / (qmax - qmin))
+    zero_point = ops.clip(ops.floor(qmin - low / step + 0.5), qmin, qmax)  # std::round of a positive number
+    clamped = ops.clip(inputs, (qmin - zero_point) * step, (qmax - zero_point) * step)
+    rounded = ops.floor(clamped / step + 0.5) * step
+    return clamped + ops.stop_gradient(rounded - clamped)
 
 
 def quant_params(low: float, high: float) -> tuple[float, int]:
@@ -98,7 +147,7 @@ class ActivationQuantizer(keras.layers.Layer):
             self.range_min.assign(self.decay * self.range_min + (1.0 - self.decay) * batch_min)
             self.range_max.assign(self.decay * self.range_max + (1.0 - self.decay) * batch_max)
         low, high = self.bounds(self.range_min, self.range_max)
-        return keras.quantizers.fake_quant_with_min_max_vars(inputs, low, high, num_bits=8, narrow_range=False)
+        return fake_quant(inputs, low, high)
 
     def bounds(self, low, high):
         """The (min, max) handed to the fake-quant op: holding 0, and symmetric (zero point 0) when asked."""
@@ -155,9 +204,7 @@ def fake_quant_weights(kernel, *, per_channel: bool):
     The range is the current max |w| (TFMOT's ``LastValueQuantizer``), per output channel or per tensor.
     """
     amax = weight_amax(kernel, per_channel=per_channel)
-    return keras.quantizers.fake_quant_with_min_max_vars(
-        kernel, -amax, amax, num_bits=8, narrow_range=True, axis=-1 if per_channel else None
-    )
+    return fake_quant(kernel, -amax, amax, narrow_range=True, per_channel=per_channel)
 
 
 KINDS = ("conv2d", "depthwise", "dense")

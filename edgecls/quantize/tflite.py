@@ -77,9 +77,11 @@ def int8_converter_options(
 def convert_int8(model, calibration: CalibrationSet, *, io: str = "int8", per_channel: bool = True) -> bytes:
     """Full-integer INT8 TFLite bytes (no metadata) through Keras' LiteRT exporter."""
     from edgecls.export.tflite import convert_tflite
+    from edgecls.quantize.fake_quant import converter_ops
 
     try:
-        return convert_tflite(model, **int8_converter_options(calibration, io=io, per_channel=per_channel))
+        with converter_ops():  # a QAT model's fake quantization as the op the converter reads ranges from
+            return convert_tflite(model, **int8_converter_options(calibration, io=io, per_channel=per_channel))
     except Exception as exc:  # the converter raises ConverterError/RuntimeError for ops without an INT8 kernel
         raise ModelError(
             f"the LiteRT converter could not make a full-integer model ({exc}); an op without an INT8 kernel needs "
@@ -99,10 +101,13 @@ def calibrate(model, calibration: CalibrationSet) -> bytes:
 
     The same SavedModel → ``TFLiteConverter`` route Keras' LiteRT exporter takes.
     """
+    from edgecls.quantize.fake_quant import converter_ops
+
     with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         saved = Path(scratch) / "saved_model"
-        model.export(str(saved), format="tf_saved_model", verbose=False)
+        with converter_ops():
+            model.export(str(saved), format="tf_saved_model", verbose=False)
         return litert_converter.calibrate_saved_model(saved, representative_dataset(calibration))
 
 
