@@ -22,16 +22,16 @@ Both round with ``fake_quant``: TensorFlow's fake-quant grid (its nudged
 zero point, clamp and half-up rounding), with each value's level decided from
 the value itself (x / step), as an integer kernel decides it from its
 accumulator, and written as level × step. TensorFlow's op decides it from the
-bottom of the range, (x − nudged_min) · (1 / step), whose float32 error grows
-with the range. The two differ only for values within float32 rounding of a
-half level, but a squeeze-excite network carries such differences to its
-top-1: on step-0 QAT of EfficientNet-B0 (photos10, per-channel, 1,000 test
-images) the QAT Keras model agreed with its INT8 TFLite (XNNPACK) on 98.5 %
-of images and with its Q/DQ ONNX on 98.3 % through the op, 99.6 % and 99.6 %
-through ``fake_quant``. While the LiteRT
-converter traces the model (``converter_ops()``), it emits TensorFlow's op
-(``keras.quantizers.fake_quant_with_min_max_vars``), the one the converter
-reads ranges from.
+bottom of the range, (x − nudged_min) · (1 / step). The two differ only for
+values within float32 rounding of a half level, but a squeeze-excite network
+carries such differences to its top-1: on step-0 QAT of EfficientNet-B0
+(photos10, per channel, 1,000 test images) the QAT Keras model agreed with
+its INT8 TFLite (XNNPACK) on 98.5 % of images and with its Q/DQ ONNX on
+98.3 % through the op, and on 99.6 % and 99.6 % through ``fake_quant``
+(measured end to end; which values it changes is not pinned down). While the
+LiteRT converter traces the model (``converter_ops()``), it emits
+TensorFlow's op (``keras.quantizers.fake_quant_with_min_max_vars``), the one
+the converter reads ranges from.
 
 >>> quantizer = ActivationQuantizer(name="relu1_quant")  # doctest: +SKIP
 """
