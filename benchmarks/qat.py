@@ -287,24 +287,30 @@ def summary(seeds: list[dict]) -> dict:
     return out
 
 
+def top1_verdicts(table: dict) -> dict:
+    """Figure 1's verdicts from a summary (``variant/format`` → ``drop_mean_points``): some PTQ artifact loses at
+    least 1 point, and every QAT artifact ends within 0.3 points of float (mean of the seeds)."""
+
+    def drops(method: str) -> list[float]:
+        return [
+            table[f"{method}_per_{kind}/{fmt}"]["drop_mean_points"]
+            for kind in ("channel", "tensor")
+            for fmt in ("tflite", "onnx")
+        ]
+
+    return {
+        "some_ptq_loses_at_least_1_point_mean": max(drops("ptq")) >= 1.0,
+        "qat_within_0.3_points_of_float_mean_every_qat_artifact": all(drop <= 0.3 for drop in drops("qat")),
+    }
+
+
 def checks(models: dict) -> dict:
     """The issue's verdicts, per model: PTQ loses ≥ 1 point, QAT within 0.3 of float, agreement, integer-only."""
     verdicts = {}
     for spec, entry in models.items():
-        table = entry["summary"]
         rows = [row for run in entry["seeds"] for row in run["rows"] if row["variant"].startswith("qat")]
-        worst_ptq = max(
-            table[f"ptq_per_{kind}/{fmt}"]["drop_mean_points"]
-            for kind in ("channel", "tensor")
-            for fmt in ("tflite", "onnx")
-        )
         verdicts[spec] = {
-            "some_ptq_loses_at_least_1_point_mean": worst_ptq >= 1.0,
-            "qat_within_0.3_points_of_float_mean_every_qat_artifact": all(
-                table[f"qat_per_{kind}/{fmt}"]["drop_mean_points"] <= 0.3
-                for kind in ("channel", "tensor")
-                for fmt in ("tflite", "onnx")
-            ),
+            **top1_verdicts(entry["summary"]),
             "qat_artifacts_agree_with_qat_keras_99_percent_min": min(r["agreement_with_qat_keras"] for r in rows),
             # LiteRT's XNNPACK and built-in kernels on the same INT8 TFLite: the engine's own top-1 consistency
             "int8_tflite_xnnpack_vs_builtin_same_top1_min": min(
@@ -351,15 +357,7 @@ def rescore(models: dict, test: Path) -> dict:
         means = {key: float(np.mean([100.0 * run["top1"][key] for run in seeds])) for key in seeds[0]["top1"]}
         drops = {key: round(means[f"float/{key.split('/')[1]}"] - mean, 2) for key, mean in means.items()}
         summary = {key: {"top1_mean": round(mean, 2), "drop_mean_points": drops[key]} for key, mean in means.items()}
-        qat = [key for key in drops if key.startswith("qat")]
-        section[spec] = {
-            "seeds": seeds,
-            "summary": summary,
-            "checks": {
-                "some_ptq_loses_at_least_1_point_mean": max(v for k, v in drops.items() if k.startswith("ptq")) >= 1,
-                "qat_within_0.3_points_of_float_mean_every_qat_artifact": all(drops[key] <= 0.3 for key in qat),
-            },
-        }
+        section[spec] = {"seeds": seeds, "summary": summary, "checks": top1_verdicts(summary)}
     return section
 
 
