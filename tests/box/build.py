@@ -136,7 +136,8 @@ def enable_binfmt(name: str) -> None:
         mounted = subprocess.run(
             ["mount", "-t", "binfmt_misc", "binfmt_misc", str(misc)], capture_output=True, text=True
         )
-        if mounted.returncode != 0:
+        # Another box's build (a thread of ``main``) may have mounted it between the check and this mount.
+        if mounted.returncode != 0 and not (misc / "register").exists():
             raise BoxUnavailable(f"cannot mount binfmt_misc at {misc}: {mounted.stderr.strip()}")
     entry = misc / name
     if not entry.is_file() or "enabled" not in entry.read_text():
