@@ -11,6 +11,12 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 OLD_LITERT := 1.1.1
 OLD_LITERT_VENV := .venv-litert-$(OLD_LITERT)
 
+# The LiteRT the Pi OS 32-bit box resolves (tflite-runtime's last release, the only one with an armv7l wheel), here
+# on x86 with NumPy 1 as there: the box's reference kernels are compared with the same release's (tests/test_box.py;
+# reference kernels change between releases, the ISA must not change them).
+ARMV7_TFLITE := 2.14.0
+ARMV7_TFLITE_VENV := .venv-tflite-runtime-$(ARMV7_TFLITE)
+
 .PHONY: install demo lint test test-fast bench boxes clean
 
 $(BIN)/edgecls: pyproject.toml
@@ -30,6 +36,11 @@ $(OLD_LITERT_VENV)/bin/typer:
 	$(PYTHON) -m venv $(OLD_LITERT_VENV)
 	$(OLD_LITERT_VENV)/bin/pip install --quiet "ai-edge-litert==$(OLD_LITERT)" "numpy<3" opencv-python-headless typer rich
 
+$(ARMV7_TFLITE_VENV)/.installed:
+	$(PYTHON) -m venv $(ARMV7_TFLITE_VENV)
+	$(ARMV7_TFLITE_VENV)/bin/pip install --quiet "tflite-runtime==$(ARMV7_TFLITE)" "numpy<2" opencv-python-headless
+	touch $@
+
 lint: $(BIN)/edgecls  ## ruff (formatting and lint rules), then lint-imports (the layering contracts): pyproject.toml
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
@@ -40,9 +51,10 @@ lint: $(BIN)/edgecls  ## ruff (formatting and lint rules), then lint-imports (th
 # The Pi OS box tests (tests/test_box.py) run in a pytest session of their own beside the rest: emulated Python
 # keeps one core busy for minutes (their first run also builds the boxes) while the other tests mostly wait on
 # TensorFlow's own threads; their output follows the main session's, and either failing fails the target.
-test: lint $(OLD_LITERT_VENV)/bin/typer  ## lint, then the whole test suite (old-LiteRT compatibility and the Pi OS boxes included)
+test: lint $(OLD_LITERT_VENV)/bin/typer $(ARMV7_TFLITE_VENV)/.installed  ## lint, then the whole test suite (old-LiteRT compatibility and the Pi OS boxes included)
 	@boxlog=$$(mktemp); \
-	$(BIN)/pytest -q -rs -p no:cacheprovider --durations=5 tests/test_box.py >$$boxlog 2>&1 & boxes=$$!; \
+	EDGECLS_TFLITE_RUNTIME_PYTHON=$(CURDIR)/$(ARMV7_TFLITE_VENV)/bin/python \
+		$(BIN)/pytest -q -rs -p no:cacheprovider --durations=5 tests/test_box.py >$$boxlog 2>&1 & boxes=$$!; \
 	EDGECLS_OLD_LITERT_PYTHON=$(OLD_LITERT_VENV)/bin/python $(BIN)/pytest -q -rs -p no:cacheprovider --durations=15 \
 		--ignore=tests/test_box.py; suite=$$?; \
 	wait $$boxes; boxed=$$?; echo "== tests/test_box.py (the Pi OS boxes)"; cat $$boxlog; rm -f $$boxlog; \
@@ -58,4 +70,4 @@ bench: $(BIN)/edgecls  ## every benchmarks/*.py; JSON results in benchmarks/resu
 	@set -e; for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script; done
 
 clean:
-	rm -rf runs .pytest_cache .ruff_cache $(OLD_LITERT_VENV)
+	rm -rf runs .pytest_cache .ruff_cache $(OLD_LITERT_VENV) $(ARMV7_TFLITE_VENV)
