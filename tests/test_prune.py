@@ -67,7 +67,7 @@ def test_rebuilt_model_equals_masked_original(name):
 
     graph, keep, plans, small, masked = _prune_in_memory(model, 0.5)
     assert keep, "something must be pruned at ratio 0.5"
-    assert max_abs_difference(masked, small) <= 1e-4
+    assert _relative_difference(masked, small) <= EQUIVALENT
     # the masking matters: the unmasked original computes something else
     assert max_abs_difference(model, small) > 1e-3
     _, macs_before = count_params_and_macs(model)
@@ -85,6 +85,23 @@ def test_rebuilt_model_equals_masked_original(name):
     assert max_abs_difference(model, same) == 0.0
     for before, after in zip(model.get_weights(), same.get_weights()):
         np.testing.assert_array_equal(before, after)
+
+
+# The rebuilt model against the masked original, relative to the size of the logits: float32 summation order alone
+# gives 8e-8 to 3.4e-7 (measured on every handler class), a wrong channel the order of the logits themselves. An
+# absolute bound cannot hold both: a product of two convolutions on pixels 0..255 has logits near 3e4, where float32
+# resolves 2e-3 (1e-4 held on one CPU and failed by 4e-3 on another).
+EQUIVALENT = 1e-5
+
+
+def _relative_difference(reference, candidate) -> float:
+    """``max_abs_difference`` over the largest |logit| of ``reference`` on its pixels (at least 1)."""
+    from edgecls.prune.rebuild import comparison_output, max_abs_difference
+
+    shape = tuple(int(d) for d in reference.input_shape[1:])
+    pixels = np.random.default_rng(0).uniform(0.0, 255.0, size=(4, *shape)).astype(np.float32)  # max_abs_difference's
+    scale = float(np.max(np.abs(np.asarray(comparison_output(reference)(pixels, training=False)))))
+    return max_abs_difference(reference, candidate) / max(1.0, scale)
 
 
 def _functional(build):
@@ -107,8 +124,6 @@ def _head(x):
 
 def test_residual_add_concatenate_and_depthwise_groups():
     from keras import layers
-
-    from edgecls.prune.rebuild import max_abs_difference
 
     def build(inputs):
         stem = layers.ReLU()(
@@ -135,7 +150,7 @@ def test_residual_add_concatenate_and_depthwise_groups():
     np.testing.assert_array_equal(graph.indices(graph.layers["mix"].input_layout, keep), expected)
     assert small.get_layer("mix").kernel.shape[2] == len(keep["left"]) + len(keep["right"]) == 8 + 16
     assert small.get_layer("dw").kernel.shape[2] == small.get_layer("stem").filters == 16
-    assert max_abs_difference(masked, small) <= 1e-4
+    assert _relative_difference(masked, small) <= EQUIVALENT
 
 
 def _handler_samples() -> dict[str, object]:
@@ -200,7 +215,6 @@ def test_every_handled_layer_class_prunes_to_its_masked_original(handled):
     from keras import layers
 
     from edgecls.adapters.keras_graph import graph_nodes, is_ops_class
-    from edgecls.prune.rebuild import max_abs_difference
 
     sample = _handler_samples().get(handled)
     if sample is None:
@@ -223,13 +237,11 @@ def test_every_handled_layer_class_prunes_to_its_masked_original(handled):
     graph, keep, _, small, masked = _prune_in_memory(model, 0.5)
     assert graph.unsupported == []
     assert len(keep["conv"]) == 8 and small.get_layer("conv").filters == 8
-    assert max_abs_difference(masked, small) <= 1e-4
+    assert _relative_difference(masked, small) <= EQUIVALENT
 
 
 def test_flatten_then_dense_drops_rows_of_removed_channels():
     from keras import layers
-
-    from edgecls.prune.rebuild import max_abs_difference
 
     model = _functional(
         lambda inputs: layers.Dense(5, name="logits")(
@@ -239,14 +251,12 @@ def test_flatten_then_dense_drops_rows_of_removed_channels():
     graph, keep, _, small, masked = _prune_in_memory(model, 0.5)
     assert len(keep["conv"]) == 8
     assert small.get_layer("logits").kernel.shape == (3 * 3 * 8, 5)
-    assert max_abs_difference(masked, small) <= 1e-4
+    assert _relative_difference(masked, small) <= EQUIVALENT
 
 
 def test_unknown_layer_blocks_its_group_and_is_reported():
     import keras
     from keras import layers
-
-    from edgecls.prune.rebuild import max_abs_difference
 
     class MyConv(keras.layers.Conv2D):  # a subclass may behave differently: not assumed to be a Conv2D
         pass
@@ -266,7 +276,7 @@ def test_unknown_layer_blocks_its_group_and_is_reported():
     left_alone = {plan.name: plan.left_alone for plan in plans if plan.left_alone}
     assert "a" in left_alone and "LayerNormalization" in left_alone["a"]
     assert small.get_layer("a").filters == 16
-    assert max_abs_difference(masked, small) <= 1e-4
+    assert _relative_difference(masked, small) <= EQUIVALENT
 
 
 def test_head_and_excluded_layers_are_never_pruned():
