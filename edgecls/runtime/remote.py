@@ -98,7 +98,6 @@ _LAUNCHER = (
     "sys.argv = ['edgecls.runtime.measure', *sys.argv[1:]]\n"
     "runpy.run_module('edgecls.runtime.measure', run_name='__main__', alter_sys=True)\n"
 )
-REMOVE_TIMEOUT_S = 60.0  # the clean-up connection after a run or a stop; a dead link is given up after it
 _REMOTE_TMP = re.compile(r"^/[^\x00-\x1f\x7f]*/edgecls-bench\.[A-Za-z0-9]+$")  # mktemp's answer; used quoted
 
 
@@ -246,7 +245,7 @@ def _stop_and_remove(ssh: SSH, remote_dir: str) -> None:
         'rm -rf -- "$dir"'
     )
     try:
-        completed = ssh.run(script, step="removing the temporary directory", timeout=REMOVE_TIMEOUT_S)
+        completed = ssh.run(script, step="removing the temporary directory", timeout=60)
     except RemoteError as exc:
         shown = printable(remote_dir)
         log.warning("%s; %s may be left on the device, and the benchmark still running there", exc, shown)
