@@ -284,8 +284,20 @@ def _start_bench(device, device_python, model, tmp_path) -> tuple[subprocess.Pop
     ]
     env = {**os.environ, "PYTHONPATH": str(TREE), "TMPDIR": str(local_tmp)}
     pipe = subprocess.PIPE
-    bench = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe, text=True, env=env)
+    bench = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe, text=True, env=env, preexec_fn=_ctrl_c_as_a_shell
+    )
     return bench, local_tmp
+
+
+def _ctrl_c_as_a_shell() -> None:
+    """SIGINT as an interactive shell gives a command it starts: the default, which Python makes KeyboardInterrupt.
+
+    An ignored signal stays ignored across exec, and Python installs its handler only where SIGINT is not ignored:
+    a suite started in the background (``make test &``, ``nohup``) would hand the bench an ignored SIGINT, and
+    the SIGINT test would wait on a process that never heard it (measured: it did, twice).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _device_processes(device) -> list[str]:
