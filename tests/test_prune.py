@@ -95,13 +95,11 @@ EQUIVALENT = 1e-5
 
 
 def _relative_difference(reference, candidate) -> float:
-    """``max_abs_difference`` over the largest |logit| of ``reference`` on its pixels (at least 1)."""
-    from edgecls.prune.rebuild import comparison_output, max_abs_difference
+    """``max_abs_difference`` over the logit scale ``prune_channels`` divides it by (at least 1)."""
+    from edgecls.prune.rebuild import max_abs_difference
+    from edgecls.prune.structured import _logit_scale
 
-    shape = tuple(int(d) for d in reference.input_shape[1:])
-    pixels = np.random.default_rng(0).uniform(0.0, 255.0, size=(4, *shape)).astype(np.float32)  # max_abs_difference's
-    scale = float(np.max(np.abs(np.asarray(comparison_output(reference)(pixels, training=False)))))
-    return max_abs_difference(reference, candidate) / max(1.0, scale)
+    return max_abs_difference(reference, candidate) / max(1.0, _logit_scale(reference))
 
 
 def _functional(build):
