@@ -143,24 +143,28 @@ def x86(x86_run) -> dict:
     return _by_name(x86_run)
 
 
-_SAME_RELEASE: dict[tuple[str, str], dict] = {}
+@pytest.fixture(scope="module")
+def x86_tflite_runtime(artifacts, tmp_path_factory) -> dict | None:
+    """The driver run here by ``TFLITE_RUNTIME_PYTHON`` (unset: ``None``): each ``.tflite``'s reference kernels."""
+    if not TFLITE_RUNTIME_PYTHON:
+        return None
+    models = [path for name, path in artifacts.files.items() if name.endswith(".tflite")]
+    work = tmp_path_factory.mktemp("x86-tflite-runtime")
+    return _drive_here(TFLITE_RUNTIME_PYTHON, models, ["reference"], artifacts.eval_dir, work)
 
 
-def _x86_reference(box_run: dict, x86_run: dict, artifacts: Artifacts, work: Path) -> dict:
+def _x86_reference(box_run: dict, x86_run: dict, x86_tflite_runtime: dict | None) -> dict:
     """Each ``.tflite``'s reference-kernel scores on x86 through the LiteRT release the box resolved."""
     wanted = _litert(box_run["versions"])
     if wanted == _litert(x86_run["versions"]):
         return _by_name(x86_run)
-    if not TFLITE_RUNTIME_PYTHON:
+    if x86_tflite_runtime is None:
         pytest.skip(f"the box runs {wanted[0]} {wanted[1]}: set EDGECLS_TFLITE_RUNTIME_PYTHON (make test does)")
-    if wanted not in _SAME_RELEASE:
-        models = [path for name, path in artifacts.files.items() if name.endswith(".tflite")]
-        _SAME_RELEASE[wanted] = _drive_here(TFLITE_RUNTIME_PYTHON, models, ["reference"], artifacts.eval_dir, work)
-    here = _litert(_SAME_RELEASE[wanted]["versions"])
+    here = _litert(x86_tflite_runtime["versions"])
     assert here == wanted, (
         f"the box resolved {wanted}, {TFLITE_RUNTIME_PYTHON} has {here}: update Makefile ARMV7_TFLITE"
     )
-    return _by_name(_SAME_RELEASE[wanted])
+    return _by_name(x86_tflite_runtime)
 
 
 @pytest.fixture(scope="module")
@@ -246,10 +250,10 @@ def _difference(a, b) -> float:
     return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max())
 
 
-def test_the_arm_kernels_compute_what_x86_computes(box_run, x86_run, artifacts, tmp_path):
+def test_the_arm_kernels_compute_what_x86_computes(box_run, x86_run, x86_tflite_runtime, artifacts):
     """LiteRT's reference kernels in the box against the same release's on x86: the ISA alone."""
     name = box_run["box"].recipe.name
-    here = _x86_reference(box_run, x86_run, artifacts, tmp_path)
+    here = _x86_reference(box_run, x86_run, x86_tflite_runtime)
     table = {}
     for model, scored in _by_name(box_run).items():
         if model.endswith(".tflite"):
