@@ -148,6 +148,27 @@ def test_batchnorm_fold_and_deploy_model_compute_the_float_model():
     assert not any(type(layer).__name__ == "BatchNormalization" for layer in deploy_model(qat).layers)
 
 
+def test_a_saved_qat_model_loads_back_computing_what_it_computed(tmp_path):
+    """``model.save`` then ``load_qat_model``: the strides come back from the config as lists and each
+    convolution's bias grid (its input quantizer's step, a link the file does not hold) is found again."""
+    from edgecls.quantize.fake_quant import QuantConv
+    from edgecls.quantize.qat import initialize_ranges
+    from edgecls.quantize.qat_graph import build_qat_model, load_qat_model
+
+    images = np.random.default_rng(0).integers(0, 256, (8, SIZE, SIZE, 3)).astype(np.uint8)
+    qat, _ = build_qat_model(calibrated_model("mobilenetv2", images), per_channel=False)
+    initialize_ranges(qat, images)
+    qat.save(tmp_path / "qat.keras")
+    loaded = load_qat_model(tmp_path / "qat.keras")
+
+    def linked(model):
+        return [layer.input_scale is not None for layer in model.layers if isinstance(layer, QuantConv)]
+
+    assert linked(loaded) == linked(qat) and sum(linked(qat)) > 30
+    pixels = images.astype(np.float32)
+    assert np.array_equal(loaded.predict(pixels, verbose=0), qat.predict(pixels, verbose=0))
+
+
 @pytest.mark.slow
 # EfficientNet-B0 per channel only (its per-tensor conversion adds a minute to CI and places nothing new)
 @pytest.mark.parametrize(

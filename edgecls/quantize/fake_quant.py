@@ -233,10 +233,13 @@ class QuantConv(keras.layers.Layer):
         super().__init__(**kwargs)
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        self.kind, self.base, self.kernel_shape = kind, dict(base), tuple(int(d) for d in kernel_shape)
+        # tuples: a saved model's config gives the strides back as lists, which Keras' conv ops refuse
+        base = {key: tuple(value) if isinstance(value, list) else value for key, value in base.items()}
+        self.kind, self.base, self.kernel_shape = kind, base, tuple(int(d) for d in kernel_shape)
         self.batchnorm, self.epsilon, self.per_channel = bool(batchnorm), float(epsilon), bool(per_channel)
-        # () -> the INT8 step of this op's input (its ActivationQuantizer's ``scale``), set by the QAT rewrite; a
-        # function, not the layer, so that Keras does not track the quantizer as a sublayer of this one
+        # () -> the INT8 step of this op's input (its ActivationQuantizer's ``scale``), set from the graph
+        # (``qat_graph.link_input_scales``); a function, not the layer, so that Keras does not track the quantizer
+        # as a sublayer of this one (nor save it twice)
         self.input_scale = None
 
     @classmethod

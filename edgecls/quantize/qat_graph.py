@@ -216,9 +216,6 @@ class _Rewriter:
         name, kind = operation.name, type(operation).__name__
         if kind in WEIGHTED:
             quant = QuantConv.from_layers(operation, self.folds.get(name), per_channel=self.per_channel)
-            source = input_quantizer(args[0])
-            if source is not None:  # the converter's bias grid needs the input's INT8 step
-                quant.input_scale = source.scale
             self.placement.weights.append(name)
             if name in self.folds:
                 self.placement.folded.append((name, self.folds[name].name))
@@ -323,6 +320,24 @@ class _Rewriter:
         return self._after(name, keras.activations.get(activation)(inputs))
 
 
+def link_input_scales(model) -> None:
+    """Give each ``QuantConv`` of ``model`` its input's INT8 step (the converter's bias grid needs it): the
+    quantizer its input is on, found in the graph; none when the input is on no single grid."""
+    for node in graph_nodes(model, not_a_graph=ModelError(f"{model.name}: a QAT model is a functional model")):
+        if isinstance(node.operation, QuantConv):
+            source = input_quantizer(node.arguments.keras_tensors[0])
+            node.operation.input_scale = source.scale if source is not None else None
+
+
+def load_qat_model(path):
+    """A QAT model saved with ``model.save``, as it was: its layers from the file, its bias grids relinked."""
+    import keras
+
+    model = keras.models.load_model(path, compile=False)
+    link_input_scales(model)
+    return model
+
+
 def input_quantizer(tensor):
     """The ``ActivationQuantizer`` whose grid ``tensor`` is on: itself, or through ops that keep their input's
     grid (padding, reshape, max pooling); None when the tensor is not on one INT8 grid (a fused output)."""
@@ -375,6 +390,7 @@ def build_qat_model(model, *, per_channel: bool = True, symmetric: bool = False,
     rewriter = _Rewriter(model, per_channel=per_channel, symmetric=symmetric, decay=decay)
     graph = functional_graph(model, not_a_graph=ModelError(f"{model.name}: QAT needs a functional model"))
     qat = keras.models.clone_model(graph, clone_function=rewriter.clone, call_function=rewriter.call)
+    link_input_scales(qat)
     log.info(
         "QAT model: %d BatchNorm folded, %d weights and %d activations fake-quantized",
         len(rewriter.placement.folded),
