@@ -169,6 +169,35 @@ def test_a_saved_qat_model_loads_back_computing_what_it_computed(tmp_path):
     assert np.array_equal(loaded.predict(pixels, verbose=0), qat.predict(pixels, verbose=0))
 
 
+def test_snapping_writes_every_folded_weight_onto_its_level_and_changes_no_output():
+    """After QAT the folded kernels and biases are written onto their INT8 / INT32 levels: a weight left on a
+    rounding boundary (put there by hand) is on a level afterwards, as is every other, and the QAT model computes
+    what it computed."""
+    from edgecls.quantize.fake_quant import WEIGHT_QMAX, QuantConv, weight_amax
+    from edgecls.quantize.qat import initialize_ranges, snap_to_grid
+    from edgecls.quantize.qat_graph import build_qat_model
+
+    images = np.random.default_rng(0).integers(0, 256, (8, SIZE, SIZE, 3)).astype(np.uint8)
+    qat, _ = build_qat_model(calibrated_model("mobilenetv2", images), per_channel=False)
+    initialize_ranges(qat, images)
+    layer = next(layer for layer in qat.layers if isinstance(layer, QuantConv) and layer.kind == "conv2d")
+    kernel = np.asarray(layer.folded()[0])
+    step = float(np.asarray(weight_amax(kernel, per_channel=False))) / WEIGHT_QMAX
+    factor = kernel.reshape(-1)[1] / np.asarray(layer.kernel).reshape(-1)[1]
+    raw = np.asarray(layer.kernel).copy()
+    raw.reshape(-1)[1] = (np.floor(kernel.reshape(-1)[1] / step) + 0.5) * step / factor  # on a boundary
+    layer.kernel.assign(raw)
+    pixels = images.astype(np.float32)
+    before = qat.predict(pixels, verbose=0)
+    assert snap_to_grid(qat) >= 1
+    for conv in (layer for layer in qat.layers if isinstance(layer, QuantConv)):
+        folded, bias = (np.asarray(value, dtype=np.float64) for value in conv.folded())
+        flat = np.asarray(conv._flat_kernel(folded)).reshape(-1, conv.channels)
+        steps = np.asarray(weight_amax(flat, per_channel=conv._weights_per_channel)) / WEIGHT_QMAX
+        assert np.abs(flat / steps - np.round(flat / steps)).max() < 1e-3, conv.name
+    assert np.array_equal(qat.predict(pixels, verbose=0), before)
+
+
 @pytest.mark.slow
 # EfficientNet-B0 per channel only (its per-tensor conversion adds a minute to CI and places nothing new)
 @pytest.mark.parametrize(

@@ -19,7 +19,10 @@
    Ranges are tracked as an exponential moving average with the decay
    ``models.bn_momentum_for(steps)`` gives a BatchNorm over the same steps
    (the old range weighs e^-10 at the end, at most 0.99 per step); no model
-   selection on the evaluation images: the last epoch is kept.
+   selection on the evaluation images: the last epoch is kept;
+4. ``snap_to_grid``: the folded weights written onto their INT8 (kernel) and
+   INT32 (bias) levels, so that the converter and ONNX Runtime round none of
+   them another way than the QAT model does.
 
 The format paths then convert the QAT model: TFLite through the LiteRT
 converter, which reads the fake-quant ops' ranges (``quantize.tflite``); ONNX
@@ -108,6 +111,17 @@ def initialize_ranges(model, images: np.ndarray, *, batch: int = RANGE_BATCH) ->
     for quantizer, lo, hi in zip(quantizers, low, high):
         quantizer.set_range(lo, hi)
     return len(quantizers)
+
+
+def snap_to_grid(model) -> int:
+    """Every ``QuantConv``'s folded weights written onto their levels (``QuantConv.snap_to_grid``), once training is
+    over: the converter and ONNX Runtime then round no weight another way. Returns how many kernel values lay
+    within a hundredth of a step of a rounding boundary."""
+    from edgecls.quantize.fake_quant import QuantConv
+
+    near = sum(layer.snap_to_grid() for layer in model.layers if isinstance(layer, QuantConv))
+    log.info("QAT weights written onto their INT8 levels (%d lay within 0.01 step of a rounding boundary)", near)
+    return near
 
 
 def set_decay(model, decay: float) -> None:
@@ -235,6 +249,7 @@ def train_qat(model, info: ModelInfo, config, calibration: CalibrationSet, evalu
         seed=config.seed,
         augment=augment,
     )
+    near_ties = snap_to_grid(qat)
     run = QatRun(qat, placement, symmetric, config.per_channel)
     run.record = {
         "data": str(data),
@@ -251,6 +266,7 @@ def train_qat(model, info: ModelInfo, config, calibration: CalibrationSet, evalu
         "activations": "symmetric int8 (zero point 0)" if symmetric else "asymmetric int8",
         "placement": placement.to_dict(),
         "history": history,
+        "weights_near_a_rounding_boundary": near_ties,
         "warnings": warnings,
     }
     if evaluation is not None:
