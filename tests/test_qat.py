@@ -170,7 +170,7 @@ def test_a_saved_qat_model_loads_back_computing_what_it_computed(tmp_path):
 
 
 def test_snapping_writes_every_folded_weight_onto_its_level_and_changes_no_output():
-    """After QAT the folded kernels and biases are written onto their INT8 / INT32 levels: a weight left on a
+    """After QAT the folded kernels are written onto their INT8 levels (the biases onto INT32 ones): a weight left on a
     rounding boundary (put there by hand) is on a level afterwards, as is every other, and the QAT model computes
     what it computed."""
     from edgecls.quantize.fake_quant import WEIGHT_QMAX, QuantConv, weight_amax
@@ -191,7 +191,7 @@ def test_snapping_writes_every_folded_weight_onto_its_level_and_changes_no_outpu
     before = qat.predict(pixels, verbose=0)
     assert snap_to_grid(qat) >= 1
     for conv in (layer for layer in qat.layers if isinstance(layer, QuantConv)):
-        folded, bias = (np.asarray(value, dtype=np.float64) for value in conv.folded())
+        folded = np.asarray(conv.folded()[0], dtype=np.float64)
         flat = np.asarray(conv._flat_kernel(folded)).reshape(-1, conv.channels)
         steps = np.asarray(weight_amax(flat, per_channel=conv._weights_per_channel)) / WEIGHT_QMAX
         assert np.abs(flat / steps - np.round(flat / steps)).max() < 1e-3, conv.name

@@ -299,12 +299,21 @@ class QuantConv(keras.layers.Layer):
         kernel, bias = self.kernel, self.bias
         if not self.batchnorm:
             return kernel, bias
-        factor = self.gamma / ops.sqrt(self.moving_variance + self.epsilon)
-        if self.kind == "depthwise":  # kernel (kh, kw, in, multiplier): output channel in·multiplier + m
-            kernel = kernel * ops.reshape(factor, self.kernel_shape[-2:])
-        else:
-            kernel = kernel * factor
-        return kernel, self.beta + (bias - self.moving_mean) * factor
+        factor = self._fold_factor()
+        return kernel * self._per_kernel(factor), self.beta + (bias - self.moving_mean) * factor
+
+    def _fold_factor(self):
+        """γ/√(σ²+ε) per output channel: the BatchNormalization's scale, folded into kernel and bias."""
+        return self.gamma / ops.sqrt(self.moving_variance + self.epsilon)
+
+    def _per_kernel(self, values):
+        """Per-output-channel ``values`` shaped to multiply the kernel (a depthwise kernel is (kh, kw, in,
+        multiplier): output channel in·multiplier + m)."""
+        return ops.reshape(values, self.kernel_shape[-2:]) if self.kind == "depthwise" else values
+
+    def _weight_step(self, kernel):
+        """The INT8 step of the folded ``kernel``: per output channel of the converted op, or per tensor."""
+        return weight_amax(self._flat_kernel(kernel), per_channel=self._weights_per_channel) / WEIGHT_QMAX
 
     def _flat_kernel(self, kernel):
         """The kernel with the converted op's output channels on its last axis (a depthwise's in × multiplier)."""
@@ -335,8 +344,7 @@ class QuantConv(keras.layers.Layer):
         """
         if self.input_scale is None:
             return bias
-        weight_scale = weight_amax(self._flat_kernel(kernel), per_channel=self._weights_per_channel) / WEIGHT_QMAX
-        step = ops.maximum(self.input_scale() * weight_scale, 1e-12)
+        step = ops.maximum(self.input_scale() * self._weight_step(kernel), 1e-12)
         return bias + ops.stop_gradient(ops.round(bias / step) * step - bias)
 
     def snap_to_grid(self) -> int:
@@ -354,15 +362,14 @@ class QuantConv(keras.layers.Layer):
         kernel, bias = self.folded()
         on_grid_kernel = self.quantized_kernel()
         on_grid_bias = self.quantized_bias(kernel, bias)
-        step = weight_amax(self._flat_kernel(kernel), per_channel=self._weights_per_channel) / WEIGHT_QMAX
-        moved = ops.abs(self._flat_kernel(on_grid_kernel) - self._flat_kernel(kernel)) / step
+        moved = ops.abs(self._flat_kernel(on_grid_kernel) - self._flat_kernel(kernel)) / self._weight_step(kernel)
         near_tie = int(ops.convert_to_numpy(ops.sum(ops.cast(ops.abs(moved - 0.5) < 0.01, "int32"))))
         if not self.batchnorm:
             self.kernel.assign(on_grid_kernel)
             self.bias.assign(on_grid_bias)
             return near_tie
-        factor = self.gamma / ops.sqrt(self.moving_variance + self.epsilon)
-        factor_k = ops.reshape(factor, self.kernel_shape[-2:]) if self.kind == "depthwise" else factor
+        factor = self._fold_factor()
+        factor_k = self._per_kernel(factor)
         # a channel with γ = 0 folds to 0 whatever its kernel: left as it is
         self.kernel.assign(
             ops.where(factor_k != 0, on_grid_kernel / ops.where(factor_k != 0, factor_k, 1.0), self.kernel)
