@@ -348,6 +348,52 @@ def test_the_qat_model_computes_what_the_int8_tflite_computes(name, until, per_c
         assert off < (1e-2 if per_channel else 1e-6), (quantizer.name, levels.max(), off)
 
 
+@pytest.mark.slow
+def test_the_budget_can_keep_any_layer_of_a_qat_tflite_in_float(tmp_path):
+    """Calibrated, a QAT model is INT8 past its first fake-quant op, where neither the debugger nor the converter's
+    denylist reach (the budget saw 1 tensor of a cnn's 9). ``QatTFLiteRequantizer`` calibrates the folded float
+    weights and gives each rounded tensor its learned range: quantized whole, that is the fake-quant conversion op
+    for op, every output's scale (within SCALE_RTOL) and zero point; the per-layer errors cover every activation
+    tensor; and keeping one in the middle in float floats its own ops, the rest on QAT's grid."""
+    from edgecls.adapters.tflite_graph import TFLiteGraph
+    from edgecls.quantize.budget import float_nodes_for
+    from edgecls.quantize.qat import initialize_ranges
+    from edgecls.quantize.qat_graph import build_qat_model
+    from edgecls.quantize.tflite import QatTFLiteRequantizer, requantize
+    from edgecls.runtime.metadata import ModelInfo
+
+    images = np.random.default_rng(0).integers(0, 256, (16, SIZE, SIZE, 3)).astype(np.uint8)
+    qat, _ = build_qat_model(calibrated_model("mobilenetv2", images), per_channel=True)
+    initialize_ranges(qat, images)
+    info = ModelInfo(("a", "b", "c"), (SIZE, SIZE), 3)
+    requantizer = QatTFLiteRequantizer(qat, calibration_of(images), info, io="int8", per_channel=True, scratch=tmp_path)
+    plain = TFLiteGraph.read(requantizer.quantize(frozenset()))
+    assert plain.float_ops() == []
+    same_model = TFLiteGraph.from_bytes(requantize(requantizer.calibrated, io="int8", per_channel=True))
+    assert [op.op_type for op in same_model.ops] == [op.op_type for op in plain.ops]
+    for ours, theirs in zip(same_model.ops, plain.ops):
+        ours, theirs = ours.outputs[0], theirs.outputs[0]
+        assert np.allclose(ours.scale, theirs.scale, rtol=SCALE_RTOL) and ours.zero_point == theirs.zero_point
+    errors = requantizer.layer_errors()
+    activations = [t for op in plain.ops for t in op.outputs if t.scale and t not in plain.outputs]
+    assert len(errors) == len(activations) > 60
+
+    middle = errors[len(errors) // 2]
+    nodes = float_nodes_for(middle.tensor, requantizer.graph())
+    kept = TFLiteGraph.read(requantizer.quantize(frozenset(nodes)))
+    computed = [op for op in kept.float_ops() if op.op_type not in ("QUANTIZE", "DEQUANTIZE")]
+    assert computed and {op.outputs[0].name for op in computed} <= nodes
+    assert any(middle.tensor in (t.name for t in op.outputs) for op in computed)
+    grid = [(t.scale[0], t.zero_point[0]) for op in plain.ops for t in op.outputs if t.scale]
+
+    def on_the_grid(tensor):
+        return any(np.isclose(tensor.scale[0], s, rtol=SCALE_RTOL) and tensor.zero_point[0] == z for s, z in grid)
+
+    integer = [op for op in kept.ops if op.computes_in_integer]
+    assert len(integer) >= len(plain.ops) - 2 * len(nodes) - 4
+    assert [op.op_type for op in integer if not on_the_grid(op.outputs[0])] == []
+
+
 # --- a QAT run end to end: small folder, integer-only TFLite, ONNX with the learned ranges, pruned model ------
 
 
@@ -418,6 +464,8 @@ def test_qat_on_a_small_folder_makes_integer_tflite_and_onnx_with_its_ranges(sha
         provenance = read_model_info(artifact.path).provenance
         assert provenance["qat"]["epochs"] == 2 and provenance["qat"]["split"] == "train"
     assert len(result.qat["placement"]["folded_batchnorms"]) == 3 and result.qat["warnings"] == []
+    # the report's worst tensors reach past the first fake-quant op in both formats (QatTFLiteRequantizer)
+    assert len(artifacts["tflite"].worst_layers) == len(artifacts["onnx"].worst_layers) == 5
     learned = [t.scale[0] for op in tflite.ops for t in op.outputs if t.scale and op.op_type in ("CONV_2D", "MEAN")]
     onnx_scales = onnx_activation_scales(Path(artifacts["onnx"].path))
     assert len(learned) == 4

@@ -28,7 +28,10 @@ The format paths then convert the QAT model: TFLite through the LiteRT
 converter, which reads the fake-quant ops' ranges (``quantize.tflite``); ONNX
 from ``qat_graph.deploy_model`` (the folded float weights) through
 ``onnxruntime.quantization`` with each learned range pinned by
-``TensorQuantOverrides`` (``onnx_ranges``, tensors matched by value).
+``TensorQuantOverrides`` (``onnx_ranges``, tensors matched by value). Where the
+accuracy budget keeps TFLite layers in float, the same folded weights are
+calibrated by the converter and given the learned ranges as statistics
+(``tflite_ranges``; see ``quantize.tflite.QatTFLiteRequantizer``).
 
 >>> run = train_qat(model, info, config, calibration, evaluation)  # doctest: +SKIP
 >>> run.record["keras_top1"]  # doctest: +SKIP
@@ -40,6 +43,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -278,11 +282,11 @@ def train_qat(model, info: ModelInfo, config, calibration: CalibrationSet, evalu
     return run
 
 
-# --- the learned ranges in the ONNX graph --------------------------------------------------
+# --- the learned ranges in the ONNX graph, and in the calibrated TFLite graph the budget uses -----
 
 
-MATCH_IMAGES = 4  # calibration images the float Keras and float ONNX tensors are compared on
-MATCH_RTOL = 1e-3  # relative to the tensor's largest value: TF and ONNX Runtime float kernels differ by ~1e-6
+MATCH_IMAGES = 4  # calibration images the float Keras and the float ONNX or TFLite tensors are compared on
+MATCH_RTOL = 1e-3  # relative to the tensor's largest value: TF, LiteRT and ONNX Runtime kernels differ by ~1e-6
 
 
 def onnx_ranges(run: QatRun, deploy, taps: dict[str, Any], onnx_path, images: np.ndarray, scratch) -> dict:
@@ -297,16 +301,12 @@ def onnx_ranges(run: QatRun, deploy, taps: dict[str, Any], onnx_path, images: np
     a Conv/Gemm/MatMul/Add that feeds nothing else, that input gets the range
     too: ONNX Runtime folds such an activation into the tensor before it.
     """
-    import keras
     import onnx
     import onnxruntime as ort
     from onnxruntime.quantization.qdq_loss_debug import modify_model_output_intermediate_tensors
 
-    quantizers = [quantizer for quantizer in activation_quantizers(run.model) if quantizer.name in taps]
-    probe = keras.Model(deploy.inputs, [taps[quantizer.name] for quantizer in quantizers])
     batch = images[:MATCH_IMAGES].astype(np.float32)
-    expected = probe.predict(batch, verbose=0)
-    expected = expected if isinstance(expected, list) else [expected]
+    quantizers, expected = _tapped_values(run.model, deploy, taps, batch)
     augmented = Path(scratch) / "float_all_tensors.onnx"
     modify_model_output_intermediate_tensors(str(onnx_path), str(augmented))
     session = ort.InferenceSession(str(augmented), providers=["CPUExecutionProvider"])
@@ -343,8 +343,58 @@ def onnx_ranges(run: QatRun, deploy, taps: dict[str, Any], onnx_path, images: np
     return overrides
 
 
+def tflite_ranges(model, deploy, taps: dict[str, Any], calibrated: bytes, images: np.ndarray) -> dict[str, tuple]:
+    """Tensor name → the (min, max) a QAT range gives it, in ``calibrated``: the LiteRT converter's calibrated
+    float model of ``deploy`` (``qat_graph.deploy_model(model, taps=taps)``).
+
+    Tensors are matched by value, as in ``onnx_ranges``: each quantizer's input in ``deploy`` and every tensor of
+    ``calibrated`` run by LiteRT on the same images (a conv's fused activation is one tensor in TFLite).
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    batch = images[:MATCH_IMAGES].astype(np.float32)
+    quantizers, expected = _tapped_values(model, deploy, taps, batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "preserve_all_tensors is for debugging": it is what this is
+        interpreter = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True)
+    details = interpreter.get_tensor_details()
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], batch.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], batch)
+    interpreter.invoke()
+    values = {}
+    for detail in details:
+        try:
+            values[detail["name"]] = interpreter.get_tensor(detail["index"])
+        except ValueError:  # a tensor LiteRT holds no data for (an unused intermediate)
+            continue
+    ranges: dict[str, tuple] = {}
+    missing = []
+    for quantizer, value in zip(quantizers, expected):
+        tensors = _same_values(value, values)
+        if not tensors:
+            missing.append(quantizer.name)
+        low, high = (float(bound) for bound in quantizer.bounds(quantizer.range_min, quantizer.range_max))
+        ranges.update({tensor: (low, high) for tensor in tensors})
+    if missing:
+        log.warning(
+            "no TFLite tensor holds %d QAT range(s)' values (%s): calibrated instead", len(missing), missing[:5]
+        )
+    return ranges
+
+
+def _tapped_values(model, deploy, taps: dict[str, Any], batch: np.ndarray) -> tuple[list, list[np.ndarray]]:
+    """The quantizers of ``model`` that ``taps`` holds, and the tensor each rounds, computed by ``deploy`` on
+    ``batch``."""
+    import keras
+
+    quantizers = [quantizer for quantizer in activation_quantizers(model) if quantizer.name in taps]
+    expected = keras.Model(deploy.inputs, [taps[quantizer.name] for quantizer in quantizers]).predict(batch, verbose=0)
+    return quantizers, expected if isinstance(expected, list) else [expected]
+
+
 def _same_values(value: np.ndarray, tensors: dict[str, np.ndarray]) -> list[str]:
-    """ONNX tensors equal to a Keras (NHWC) tensor, in NHWC or NCHW order."""
+    """ONNX or TFLite tensors equal to a Keras (NHWC) tensor, in NHWC or NCHW (ONNX) order."""
     layouts = [value.reshape(-1)]
     if value.ndim == 4:
         layouts.append(np.transpose(value, (0, 3, 1, 2)).reshape(-1))

@@ -275,6 +275,33 @@ class TFLiteRequantizer:
         )
 
 
+class QatTFLiteRequantizer(TFLiteRequantizer):
+    """``TFLiteRequantizer`` for a QAT model (``--qat``): plain INT8 is the converter's reading of its fake-quant ops.
+
+    Calibrated, a QAT model is already INT8 past its first fake-quant op (the converter quantizes such a graph from
+    the ops' ranges), so neither the debugger nor ``denylisted_nodes`` would reach its later tensors. The per-layer
+    errors, and the candidates with layers kept in float, come instead from the QAT model's folded float weights
+    (``qat_graph.deploy_model``), calibrated, with each tensor a QAT quantizer rounds given its learned range as the
+    statistics (``qat.tflite_ranges``): every other tensor is quantized as the QAT model quantizes it.
+    """
+
+    @property
+    def calibrated(self) -> bytes:
+        if self._calibrated is None:
+            from edgecls.quantize.qat import tflite_ranges
+            from edgecls.quantize.qat_graph import deploy_model
+
+            taps: dict[str, Any] = {}
+            deploy = deploy_model(self.model, taps=taps)
+            graph = TFLiteGraph.from_bytes(calibrate(deploy, self.calibration))
+            ranges = tflite_ranges(self.model, deploy, taps, graph.to_bytes(), self.calibration.images)
+            for tensor in graph.tensors:
+                if tensor.name in ranges:
+                    graph.set_range(tensor, *ranges[tensor.name])
+            self._calibrated = graph.to_bytes()
+        return self._calibrated
+
+
 # --- this format's whole quantize path ---------------------------------------------------
 
 
@@ -294,7 +321,7 @@ def quantize_tflite(job: QuantizeJob) -> QuantizedArtifact:
     else:
         # --qat: the QAT model goes through the same converter, which takes its fake-quant ops' ranges
         model = job.qat.model if job.qat is not None else job.keras_model
-        requantizer = TFLiteRequantizer(
+        requantizer = (TFLiteRequantizer if job.qat is None else QatTFLiteRequantizer)(
             model, job.calibration, job.info, io=config.io, per_channel=config.per_channel, scratch=job.work
         )
         outcome = job.run_budget(requantizer)
