@@ -257,3 +257,48 @@ def test_onnx_models_from_elsewhere(tmp_path):
         Classifier(_onnx_model(tmp_path / "dynamic.onnx", ["batch", "height", "width", 3]))
     with pytest.raises(ModelError, match=r"\(1, 3, 8, 8\) \(channels first"):
         Classifier(_onnx_model(tmp_path / "nchw.onnx", [1, 3, 8, 8], channels_axis=1))
+
+
+def _qdq_matmul(path: Path, weight: int) -> Path:
+    """x (1, 64) → INT8 Q/DQ → MatMul by an INT8 weight of ±``weight`` in alternating columns → INT8 Q/DQ."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    levels = np.full((64, 4), weight, np.int8)
+    levels[:, 1::2] = -weight
+    constants = {"w": levels, "w_scale": np.float32(0.01), "x_scale": np.float32(0.05), "y_scale": np.float32(20.0)}
+    constants["zero"] = np.int8(0)
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_scale", "zero"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "x_scale", "zero"], ["xf"]),
+        helper.make_node("DequantizeLinear", ["w", "w_scale", "zero"], ["wf"]),
+        helper.make_node("MatMul", ["xf", "wf"], ["y"]),
+        helper.make_node("QuantizeLinear", ["y", "y_scale", "zero"], ["yq"]),
+        helper.make_node("DequantizeLinear", ["yq", "y_scale", "zero"], ["scores"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(np.asarray(value), name) for name, value in constants.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("weight", [127, 63])
+def test_int8_onnx_computes_what_its_graph_says_with_full_8_bit_weights(tmp_path, weight):
+    """A Q/DQ MatMul whose INT8 input and weights sit at the ends of their ranges (QAT's and TensorRT's full 8-bit
+    weights) gives the exact product, 64 · 127 · weight steps rounded to the output's grid; by default ONNX Runtime on
+    an x86 CPU without VNNI returned 0 for all four (saturated UINT8 × INT8 pair sums), where 7-bit weights
+    (``reduce_range``) were right."""
+    from edgecls.runtime.engines import OnnxEngine
+
+    engine = OnnxEngine(_qdq_matmul(tmp_path / "qdq.onnx", weight), threads=1)
+    scores = engine.run(np.full((1, 64), 127 * 0.05, np.float32))
+    exact = 64 * 127 * 0.05 * weight * 0.01
+    expected = np.round(exact / 20.0) * 20.0 * np.array([1, -1, 1, -1])
+    assert np.array_equal(scores[0], expected.astype(np.float32)), (scores, expected)
