@@ -189,8 +189,8 @@ class OnnxEngine(Engine):
         # INT8 Q/DQ graphs run on signed INT8 kernels, as ONNX Runtime's ARM builds do by default. On x86 it shifts
         # INT8 activations to UINT8 for its U8S8 kernels, whose VPMADDUBSW saturates 16-bit pair sums when the
         # weights use all 8 bits (QAT's grid, the TensorRT scheme) on a CPU without VNNI: a QAT EfficientNet-B0's
-        # Q/DQ ONNX gave another top-1 than the same graph run op by op on 2.2 % of 1,000 images (0 with this),
-        # at the same speed (interleaved, 1 thread, this repository's 2-core AMD EPYC host).
+        # Q/DQ ONNX gave another top-1 than the same graph run op by op on 2.2 % of 1,000 images (0 with this);
+        # its four INT8 ONNX ran 7 % faster to 7 % slower (interleaved, 1 thread, a busy 2-core AMD EPYC host).
         options.add_session_config_entry("session.qdqisint8allowed", "1")
         wanted = self._providers(path, providers, onnxruntime.get_available_providers(), precision)
         started = time.perf_counter()
