@@ -167,22 +167,23 @@ class TFLiteGraph:
 
     def set_quantization(self, tensor: Tensor, scale: float, zero_point: int) -> None:
         """Give ``tensor`` one (per-tensor) scale and zero point."""
-        stored = self.model.subgraphs[0].tensors[tensor.index]
-        if stored.quantization is None:
-            from ai_edge_litert import schema_py_generated as schema
-
-            stored.quantization = schema.QuantizationParametersT()
-        stored.quantization.scale, stored.quantization.zeroPoint = [float(scale)], [int(zero_point)]
+        stored = self._stored_quantization(tensor)
+        stored.scale, stored.zeroPoint = [float(scale)], [int(zero_point)]
 
     def set_range(self, tensor: Tensor, low: float, high: float) -> None:
         """Give a calibrated model's float ``tensor`` the statistics (min, max) the converter's quantize step
         makes its scale and zero point from, in place of the ones calibration recorded."""
+        stored = self._stored_quantization(tensor)
+        stored.min, stored.max = [float(low)], [float(high)]
+
+    def _stored_quantization(self, tensor: Tensor) -> Any:
+        """``tensor``'s quantization parameters in the object model, created empty where it has none."""
         stored = self.model.subgraphs[0].tensors[tensor.index]
         if stored.quantization is None:
             from ai_edge_litert import schema_py_generated as schema
 
             stored.quantization = schema.QuantizationParametersT()
-        stored.quantization.min, stored.quantization.max = [float(low)], [float(high)]
+        return stored.quantization
 
     def set_metadata(self, name: str, data: bytes) -> None:
         """Store ``data`` as the ``Model.metadata`` entry ``name`` (an existing entry of that name is replaced)."""
