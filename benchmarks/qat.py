@@ -37,7 +37,9 @@ Protocol:
 
 Run: ``nice -n 10 .venv/bin/python benchmarks/qat.py --models efficientnetb0 --seeds 0,1,2``
 (about 15 minutes of training and 20 of quantizing per EfficientNet-B0 seed on
-2 shared cores). Seeds already in ``--out`` are kept; to measure a new QAT recipe
+2 shared cores). Seeds already in ``--out`` are kept, and so is a variant's
+quantized folder whose report has this run's configuration (it is measured
+again, not quantized again); to measure a new QAT recipe
 on the same float models, write to a new ``--out`` with ``--reuse-ptq
 benchmarks/results/qat.json`` (the float and PTQ rows are taken from there).
 
@@ -198,6 +200,29 @@ def reuse_rows(results: Path, spec: str, seed: int, model_path: Path) -> list[di
     return []
 
 
+def earlier_quantize(model_path: Path, config):
+    """The result of an earlier ``quantize(model_path, config)`` whose report is already in ``config.out`` with the
+    same configuration (the folder aside) and is newer than the model file, its artifacts read from that folder; None
+    when there is none. A run interrupted after hours of QAT resumes from it instead of training again."""
+    import dataclasses
+
+    from edgecls.quantize.config import QuantizedArtifact, QuantizeResult
+
+    out = Path(config.out)
+    report = out / f"{model_path.stem}_{config.precision}_quantize.json"
+    if not report.exists() or report.stat().st_mtime < model_path.stat().st_mtime:
+        return None
+    earlier = json.loads(report.read_text())
+    wanted = json.loads(json.dumps(dataclasses.asdict(config)))
+    if {k: v for k, v in earlier["config"].items() if k != "out"} != {k: v for k, v in wanted.items() if k != "out"}:
+        return None
+    artifacts = [QuantizedArtifact(**dict(a, path=str(out / Path(a["path"]).name))) for a in earlier["artifacts"]]
+    if not all(Path(a.path).exists() for a in artifacts):
+        return None
+    log.info("%s: quantized earlier with this configuration (%s), measured again", out, report)
+    return QuantizeResult(**dict(earlier, artifacts=artifacts, report_json=str(report)))
+
+
 def run_seed(spec: str, seed: int, args, data: Path, test: Path, calib: Path, work: Path) -> dict:
     from edgecls.export import export
     from edgecls.quantize import QuantizeConfig, quantize
@@ -228,12 +253,13 @@ def run_seed(spec: str, seed: int, args, data: Path, test: Path, calib: Path, wo
             eval_data=str(test),
             max_float_layers=0,
             per_channel=per_channel,
+            formats=("tflite", "onnx"),
             seed=seed,
             qat=qat,
             qat_data=str(data) if qat else None,
             out=str(model_path.parent / variant),
         )
-        result = quantize(model_path, config)
+        result = earlier_quantize(model_path, config) or quantize(model_path, config)
         float_top1 = result.float_top1
         if qat:
             qat_keras[variant] = result.qat.get("keras_top1")
@@ -251,6 +277,8 @@ def run_seed(spec: str, seed: int, args, data: Path, test: Path, calib: Path, wo
                     "float_ops": artifact.float_ops,
                     "size_bytes": artifact.size_bytes,
                     "scheme": artifact.scheme,
+                    "quantize_report": os.path.relpath(result.report_json, ROOT),
+                    "quantize_seconds": result.seconds,
                     **latency(artifact.path),
                 }
             )

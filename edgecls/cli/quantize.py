@@ -9,7 +9,7 @@ import typer
 
 from edgecls.cli.app import JsonOption, app, console, require_workstation, run, styled
 
-QAT_EPOCHS, QAT_LR = 6, 3e-5  # = edgecls.quantize.config's (not imported: this module loads without TensorFlow)
+QAT_EPOCHS, QAT_LR = 12, 3e-5  # = edgecls.quantize.config's (not imported: this module loads without TensorFlow)
 
 EVAL_DATA_HELP = (
     "A folder of <label>/ images (scored whole), or digits / the training folder (its held-out split): "
