@@ -36,7 +36,7 @@ Protocol:
   Pi: host numbers are host numbers).
 
 Run: ``nice -n 10 .venv/bin/python benchmarks/qat.py --models efficientnetb0 --seeds 0,1,2``
-(about 15 minutes of training and 20 of quantizing per EfficientNet-B0 seed on
+(about 15 minutes of training and an hour of quantizing, QAT's 12 epochs most of it, per EfficientNet-B0 seed on
 2 shared cores). Seeds already in ``--out`` are kept, and so is a variant's
 quantized folder whose report has this run's configuration (it is measured
 again, not quantized again); to measure a new QAT recipe
