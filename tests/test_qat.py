@@ -4,6 +4,7 @@ and prune → QAT → export."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -473,6 +474,24 @@ def test_qat_on_a_small_folder_makes_integer_tflite_and_onnx_with_its_ranges(sha
         assert any(np.isclose(scale, other, rtol=1e-6) for other in onnx_scales), (scale, onnx_scales)
     report = Path(result.report_markdown).read_text()
     assert "Quantization-aware training: 2 epochs" in report and "| PTQ top-1 (plain) |" in report
+
+
+@pytest.mark.slow
+def test_the_qat_command_draws_its_epochs_on_stderr_and_prints_json_on_stdout(shapes_run):
+    """``edgecls quantize --qat`` as a user runs it: minutes of fine-tuning drawn epoch by epoch on stderr, the
+    result as one JSON object on stdout, the QAT TFLite integer-only."""
+    folder, model_path, calib, root = shapes_run
+    out = root / "cli-qat"
+    arguments = ["quantize", str(model_path), "--qat", "--calib", str(calib), "--data", str(folder)]
+    arguments += ["--eval-data", str(folder), "--qat-epochs", "2", "--format", "tflite", "--out", str(out), "--json"]
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.stderr
+    assert "epoch 1/2" in result.stderr and "epoch 2/2" in result.stderr
+    document = json.loads(result.stdout)
+    assert document["qat"]["epochs"] == 2 and document["qat"]["keras_top1"] is not None
+    (artifact,) = document["artifacts"]
+    assert artifact["format"] == "tflite" and artifact["float_ops"] == 0 and artifact["qat_agreement"] >= 0.99
+    assert Path(artifact["path"]).parent == out
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ def pipeline(
             from_stage=from_stage,
             until_stage=until_stage,
             on_stage=announce,
-            callbacks=[epoch_progress(0)],  # every fit of train, prune and distill draws its epochs
+            callbacks=[epoch_progress(0)],  # every fit of train, prune, distill and QAT draws its epochs
         )
         if result.failed:
             from edgecls.base.errors import EdgeclsError

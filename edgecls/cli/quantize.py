@@ -104,6 +104,7 @@ def quantize(
     """INT8 (or FP16) TFLite/ONNX with calibration data, held to an accuracy budget."""
     require_workstation()
     from edgecls.base.errors import ConfigError
+    from edgecls.cli.train import epoch_progress
     from edgecls.quantize import QuantizeConfig
     from edgecls.quantize import quantize as quantize_model
     from edgecls.quantize.config import onnx_scheme_for
@@ -130,7 +131,9 @@ def quantize(
             qat_epochs=qat_epochs,
             qat_lr=qat_lr,
         )
-        result = quantize_model(model, config)
+        # --qat's fine-tuning draws its epochs on stderr (the rest of quantize takes minutes, QAT most of it)
+        callbacks = [epoch_progress(qat_epochs)] if qat and not fp16 else []
+        result = quantize_model(model, config, callbacks=callbacks)
         if target and not fp16:
             result.warnings += _target_warnings(target)
         return result

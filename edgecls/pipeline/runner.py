@@ -69,7 +69,7 @@ def run_pipeline(
     ``from_stage`` re-runs that stage (and so everything after it) even when
     nothing changed; ``until_stage`` stops after that stage. ``callbacks``
     (Keras callbacks, e.g. a progress bar) go to every fit of the Keras stages:
-    training, pruning's fine-tuning, distillation.
+    training, pruning's fine-tuning, distillation, quantize's QAT.
 
     >>> run_pipeline(load_pipeline_config("examples/digits.toml")).report_md  # doctest: +SKIP
     'runs/digits/report.md'
@@ -106,7 +106,7 @@ def run_pipeline(
             )
             _notify(on_stage, name, "resuming" if resuming else "running")
             try:
-                extra = {"callbacks": callbacks} if name in stage_functions.KERAS_STAGES else {}
+                extra = {"callbacks": callbacks} if name in stage_functions.FIT_STAGES else {}
                 summary = STAGE_FUNCTIONS[name](config, options, stage_dir, summaries, resuming, **extra)
             except EdgeclsError as exc:
                 failed = f"{name}: {exc}"

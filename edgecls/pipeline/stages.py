@@ -19,6 +19,7 @@ from edgecls.pipeline.config import PipelineConfig, stage_options
 log = logging.getLogger(__name__)
 
 KERAS_STAGES = ("train", "prune", "distill")
+FIT_STAGES = (*KERAS_STAGES, "quantize")  # the stages that fit a Keras model (quantize: with qat), given callbacks
 
 
 def keras_row(
@@ -186,7 +187,12 @@ def distill(
 
 
 def quantize(
-    config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool
+    config: PipelineConfig,
+    options: dict[str, Any],
+    stage_dir: Path,
+    summaries: dict,
+    resuming: bool,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     from edgecls.quantize import QuantizeConfig
     from edgecls.quantize import quantize as quantize_model
@@ -213,7 +219,9 @@ def quantize(
         int8_only = ("calib", "io", "method", "per_channel", "calib_size", "formats", "qat", "qat_epochs", "qat_lr")
         chosen = {k: v for k, v in options.items() if not (precision == "fp16" and k in int8_only)}
         result = quantize_model(
-            source, stage_options(QuantizeConfig, chosen, stage="quantize", source=config.source, **fixed)
+            source,
+            stage_options(QuantizeConfig, chosen, stage="quantize", source=config.source, **fixed),
+            callbacks=callbacks,  # [quantize] qat = true: its fine-tuning's epochs
         )
         reports.append(result.report_json)
         for artifact in result.artifacts:

@@ -22,6 +22,7 @@ import logging
 import platform
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +47,15 @@ log = logging.getLogger(__name__)
 _DEFAULT_CONFIG = QuantizeConfig()  # frozen: one shared default is safe
 
 
-def quantize(model_path: str | Path, config: QuantizeConfig = _DEFAULT_CONFIG) -> QuantizeResult:
+def quantize(
+    model_path: str | Path, config: QuantizeConfig = _DEFAULT_CONFIG, *, callbacks: Sequence[Any] = ()
+) -> QuantizeResult:
     """INT8 (or FP16) artifacts of a ``.keras`` (or ``.onnx``) model, held to ``config.max_drop``.
 
     Writes ``<stem>_int8.tflite`` / ``<stem>_int8.onnx`` (metadata inside), the
     calibration manifest and ``<stem>_<precision>_quantize.json``/``.md`` into ``config.out``
-    (default: beside the model).
+    (default: beside the model). ``callbacks`` (Keras callbacks, e.g. a progress bar) go to
+    ``--qat``'s fine-tuning.
     """
     started = time.time()
     config.check()
@@ -77,7 +81,7 @@ def quantize(model_path: str | Path, config: QuantizeConfig = _DEFAULT_CONFIG) -
             warnings_seen.append(message)
     keras_model = _load_keras(source) if source.suffix == ".keras" else None
     float_top1 = evaluation.float_top1(keras_model if keras_model is not None else source) if evaluation else None
-    qat_run = _train_qat(config, keras_model, info, calibration, evaluation, source)
+    qat_run = _train_qat(config, keras_model, info, calibration, evaluation, source, callbacks)
     if qat_run is not None:
         warnings_seen += qat_run.record["warnings"]
     artifacts = []
@@ -161,7 +165,9 @@ def _calibration(
     }
 
 
-def _train_qat(config: QuantizeConfig, keras_model, info: ModelInfo, calibration, evaluation, source: Path):
+def _train_qat(
+    config: QuantizeConfig, keras_model, info: ModelInfo, calibration, evaluation, source: Path, callbacks=()
+):
     """With ``--qat``: the QAT model trained once for every format (``edgecls.quantize.qat``), else None."""
     if not config.qat:
         return None
@@ -169,7 +175,7 @@ def _train_qat(config: QuantizeConfig, keras_model, info: ModelInfo, calibration
         raise ConfigError(f"{source}: --qat trains the Keras model; pass the .keras file, not an .onnx")
     from edgecls.quantize.qat import train_qat
 
-    return train_qat(keras_model, info, config, calibration, evaluation)
+    return train_qat(keras_model, info, config, calibration, evaluation, callbacks=callbacks)
 
 
 def _qat_provenance(record: dict[str, Any]) -> dict[str, Any]:

@@ -44,6 +44,7 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,7 @@ def finetune(
     learning_rate: float,
     seed: int,
     augment: tuple[str, ...] = (),
+    callbacks: Sequence[Any] = (),
     batch_size: int = BATCH_SIZE,
 ) -> dict[str, list[float]]:
     """Train the QAT ``model`` on ``train`` (an ``ImageSet``) for ``epochs`` to match ``teacher``; returns Keras'
@@ -171,7 +173,7 @@ def finetune(
     data = data.map(lambda images, _labels: (images, teacher(images, training=False)))
     rates = _dropout_off(model)
     try:
-        history = model.fit(data, epochs=epochs, verbose=0, shuffle=False)
+        history = model.fit(data, epochs=epochs, verbose=0, shuffle=False, callbacks=list(callbacks))
     finally:
         for layer, rate in rates:
             layer.rate = rate
@@ -210,8 +212,11 @@ def training_split(info: ModelInfo, data: str):
     return dataset
 
 
-def train_qat(model, info: ModelInfo, config, calibration: CalibrationSet, evaluation=None) -> QatRun:
-    """The QAT model of ``model``, fine-tuned on ``config.qat_data`` as ``config`` says (see the module's doc)."""
+def train_qat(
+    model, info: ModelInfo, config, calibration: CalibrationSet, evaluation=None, *, callbacks: Sequence[Any] = ()
+) -> QatRun:
+    """The QAT model of ``model``, fine-tuned on ``config.qat_data`` as ``config`` says (see the module's doc);
+    ``callbacks`` (Keras callbacks, e.g. a progress bar) go to its fit."""
     from edgecls.models import bn_momentum_for
 
     started = time.time()
@@ -252,6 +257,7 @@ def train_qat(model, info: ModelInfo, config, calibration: CalibrationSet, evalu
         learning_rate=config.qat_lr,
         seed=config.seed,
         augment=augment,
+        callbacks=callbacks,
     )
     near_ties = snap_to_grid(qat)
     run = QatRun(qat, placement, symmetric, config.per_channel)
