@@ -572,3 +572,77 @@ def test_bench_corruptions_need_data_and_valid_severities(tmp_path, digits_run):
         bench(BenchConfig(models=(str(digits_run.tflite),), corruptions=True))
     result = CliRunner().invoke(app, ["bench", str(digits_run.tflite), "--corruptions", "--severities", "0-7"])
     assert result.exit_code == 2 and "severities must lie in 1..5" in result.output
+
+
+# --- an INT8 artifact slower than its float sibling is flagged (fake engine: the latency is ours to set) ----------
+
+
+def _tiny_artifact(path: Path, precision: str, source_digest: str) -> Path:
+    """A tiny ONNX carrying edgecls metadata, as ``edgecls export`` / ``quantize`` write it."""
+    import onnx
+
+    from edgecls.runtime.metadata import METADATA_KEY, ModelInfo
+
+    _tiny_onnx(path)
+    model = onnx.load(str(path))
+    info = ModelInfo(tuple(str(i) for i in range(10)), (8, 8), 1, "GRAY")
+    info = info.with_provenance(precision=precision, source_digest=source_digest)
+    model.metadata_props.add(key=METADATA_KEY, value=info.to_json())
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture
+def engine_latency(monkeypatch):
+    """``.onnx`` files run on a fake engine that takes the milliseconds its file name's entry says (each model
+    measured in this process, where the fake is, instead of a fresh one)."""
+    import time
+
+    from edgecls.runtime import engines, measure
+    from edgecls.runtime.engines import Engine, TensorSpec
+
+    latency_ms: dict[str, float] = {}
+
+    class FakeEngine(Engine):
+        def __init__(self, path, *, threads=None, providers=(), kernels="default"):
+            super().__init__()
+            self.name, self.version, self.provider, self.threads = "fake", "0", "CPU", threads or 1
+            self.input = TensorSpec("pixels", (1, 8, 8, 1), np.dtype(np.float32))
+            self.output = TensorSpec("scores", (1, 10), np.dtype(np.float32))
+            self._sleep_s = latency_ms[Path(path).name] / 1000
+
+        def _run(self, batch):
+            time.sleep(self._sleep_s)
+            return np.zeros((batch.shape[0], 10), np.float32)
+
+    monkeypatch.setitem(engines.ENGINES, ".onnx", FakeEngine)
+    monkeypatch.setattr(measure, "_measure_in_subprocess", measure.measure_model)
+    return latency_ms
+
+
+def test_bench_flags_an_int8_artifact_slower_than_its_float_sibling(tmp_path, engine_latency):
+    from typer.testing import CliRunner
+
+    from edgecls.cli import app
+
+    int8 = _tiny_artifact(tmp_path / "m_int8.onnx", "int8", "aaaa")
+    fp32 = _tiny_artifact(tmp_path / "m_fp32.onnx", "fp32", "aaaa")
+    other = _tiny_artifact(tmp_path / "other_fp32.onnx", "fp32", "bbbb")  # another model: faster, not a sibling
+    engine_latency.update({"m_int8.onnx": 6.0, "m_fp32.onnx": 2.0, "other_fp32.onnx": 0.5})
+    out = tmp_path / "bench"
+    arguments = ["bench", str(int8), str(fp32), str(other), "--runs", "15", "--warmup", "1", "--threads", "1"]
+    result = CliRunner().invoke(app, [*arguments, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "INT8 slower than its float sibling m_fp32.onnx" in " ".join(result.output.split()), result.output
+    markdown = (out / "bench.md").read_text()
+    int8_row = next(line for line in markdown.splitlines() if line.startswith("| m_int8.onnx"))
+    assert "INT8 slower than its float sibling m_fp32.onnx here (6." in int8_row
+    assert "deploy the float one on this target" in int8_row
+    assert "sibling" not in next(line for line in markdown.splitlines() if line.startswith("| m_fp32.onnx"))
+    saved = {Path(r["model"]).name: r["notes"] for r in json.loads((out / "bench.json").read_text())["results"]}
+    assert any("INT8 slower than its float sibling m_fp32.onnx" in note for note in saved["m_int8.onnx"])
+    assert not any("sibling" in note for note in saved["m_fp32.onnx"] + saved["other_fp32.onnx"])
+
+    engine_latency.update({"m_int8.onnx": 1.0})  # INT8 faster than its sibling: nothing to say
+    result = CliRunner().invoke(app, [*arguments, "--out", str(tmp_path / "again")])
+    assert result.exit_code == 0 and "sibling" not in result.output

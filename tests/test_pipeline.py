@@ -355,3 +355,62 @@ def test_latency_plot_names_models_by_the_labels_given(tmp_path, monkeypatch):
     for figure in figures:
         monkeypatch.undo()
         plt.close(figure)
+
+
+# --- the deployed candidate: the fastest artifact within the accuracy budget, where the target itself timed them ----
+
+
+def _row(name, fmt, precision, top1_change, size, latency=None, *, path=None):
+    return {
+        "name": name,
+        "format": fmt,
+        "precision": precision,
+        "path": path or f"{name.replace(' ', '_')}.{fmt}",
+        "size_bytes": size,
+        "top1_change": top1_change,
+        "latency": latency or {},
+    }
+
+
+def test_the_deployed_candidate_is_the_fastest_tflite_within_budget_on_a_target_measured_there():
+    from edgecls.pipeline.candidate import deployed_artifact
+
+    def on(p50, *, on_target=True):
+        return {"host": {"p50": p50, "on_target": on_target}}
+
+    keras = _row("FP32 Keras", "keras", "fp32", 0.0, 900, {"host": {"p50": 0.35, "on_target": True, "via": "export"}})
+    fp32 = _row("FP32 tflite", "tflite", "fp32", 0.0, 800, on(0.35))
+    fp16 = _row("FP16 tflite", "tflite", "fp16", 0.0, 400, on(0.40))
+    int8 = _row("INT8 tflite", "tflite", "int8", -0.3, 200, on(0.54))  # slower than its float siblings here
+    assert deployed_artifact([keras, fp32, fp16, int8])["name"] == "FP32 tflite"
+    int8["latency"] = on(0.20)
+    assert deployed_artifact([keras, fp32, fp16, int8])["name"] == "INT8 tflite"
+    int8["top1_change"] = -1.5  # fastest, but past the 1-point budget
+    assert deployed_artifact([keras, fp32, fp16, int8])["name"] == "FP32 tflite"
+    assert deployed_artifact([keras, fp32, fp16, int8], max_drop=2.0)["name"] == "INT8 tflite"
+    # latencies measured here with a Pi's settings are not the Pi's: INT8 (within budget) as before, else the smallest
+    for row in (fp32, fp16, int8):
+        row["latency"] = {"rpi5": {"p50": 9.0 if row is int8 else 0.1, "on_target": False}}
+    int8["top1_change"] = -0.3
+    assert deployed_artifact([keras, fp32, fp16, int8])["name"] == "INT8 tflite"
+    int8["top1_change"] = -1.5
+    assert deployed_artifact([keras, fp32, fp16, int8])["name"] == "FP16 tflite"
+
+
+def test_the_report_warns_of_an_int8_artifact_slower_than_its_float_sibling(tmp_path):
+    from test_bench import _tiny_artifact
+
+    from edgecls.pipeline.candidate import slower_int8_warnings
+    from edgecls.pipeline.report import artifact_labels
+
+    int8 = _tiny_artifact(tmp_path / "model_int8.onnx", "int8", "aaaa")
+    fp32 = _tiny_artifact(tmp_path / "model_fp32.onnx", "fp32", "aaaa")
+    unrelated = _tiny_artifact(tmp_path / "pruned_fp32.onnx", "fp32", "bbbb")
+    rows = [
+        _row("INT8 onnx", "onnx", "int8", 0.0, 1, {"host": {"p50": 2.0}, "rpi5": {"p50": 1.0}}, path=str(int8)),
+        _row("FP32 onnx", "onnx", "fp32", 0.0, 1, {"host": {"p50": 1.0}, "rpi5": {"p50": 3.0}}, path=str(fp32)),
+        _row("pruned FP32 onnx", "onnx", "fp32", 0.0, 1, {"host": {"p50": 0.1}}, path=str(unrelated)),
+    ]
+    assert slower_int8_warnings(rows, ["host", "rpi5"], artifact_labels(rows)) == [
+        "INT8 onnx is slower than its float sibling FP32 onnx on host (2.000 vs 1.000 ms p50)"
+    ]

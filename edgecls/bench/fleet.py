@@ -48,6 +48,7 @@ from typing import Any
 
 from edgecls.base.errors import ConfigError, EdgeclsError
 from edgecls.bench.config import DeviceOutcome, FleetDevice, check_models
+from edgecls.bench.siblings import flag_slower_int8
 from edgecls.runtime.corruptions import CorruptionSpec
 from edgecls.runtime.remote import measure_remote
 from edgecls.runtime.ssh import Destination, RemoteConfig, RemoteStopped
@@ -258,4 +259,4 @@ def _with_data(outcome: DeviceOutcome, data: str | None) -> DeviceOutcome:
         return outcome
     n_eval = max((result.n_eval for result in outcome.run.results), default=0)
     run = dataclasses.replace(outcome.run, settings={**outcome.run.settings, "data": data, "n_eval": n_eval})
-    return dataclasses.replace(outcome, run=run)
+    return dataclasses.replace(outcome, run=flag_slower_int8(run))  # per device: INT8 slower than float there

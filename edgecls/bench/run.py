@@ -21,6 +21,7 @@ from pathlib import Path
 from edgecls.base.errors import ConfigError
 from edgecls.bench.config import BenchConfig, BenchReport, check_models
 from edgecls.bench.evalset import prepare_eval_set
+from edgecls.bench.siblings import flag_slower_int8
 from edgecls.runtime.measure import measure_models
 from edgecls.runtime.remote import measure_remote
 from edgecls.runtime.results import MeasureConfig
@@ -77,7 +78,7 @@ def bench(config: BenchConfig) -> BenchReport:
     skipped = max((result.eval_skipped for result in run.results), default=0)
     scope = _eval_scope(config) if config.data else None
     scored = {"data": config.data, "n_eval": n_eval, "eval_skipped": skipped, "eval_scope": scope}
-    run = dataclasses.replace(run, settings={**run.settings, **scored})
+    run = flag_slower_int8(dataclasses.replace(run, settings={**run.settings, **scored}))
     out = Path(config.out) if config.out else Path("runs") / f"bench-{target.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     paths = write_reports(run, out)
     return BenchReport(

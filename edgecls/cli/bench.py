@@ -164,9 +164,24 @@ def _render_fleet(report) -> None:
 
     out = console()
     render_fleet_table(report.devices, out)
+    for device in report.devices:
+        if device.run is not None:
+            _print_slower_int8(device.run, out, where=f"{device.remote} ({device.target}): ")
     out.print(
         f"reports: {report.markdown_path}, {report.json_path}" + (f", {report.plot_path}" if report.plot_path else "")
     )
+
+
+def _print_slower_int8(run, out, *, where: str = "") -> None:
+    """The flag in a line of its own: a table column folds it."""
+    from rich.text import Text
+
+    from edgecls.bench.siblings import NOTE_PREFIX
+
+    for result in run.results:
+        for note in result.notes:
+            if note.startswith(NOTE_PREFIX):
+                out.print(Text(f"⚠ {where}{Path(result.model).name}: {note}", style="bold yellow"))
 
 
 def _render_bench(report) -> None:
@@ -174,6 +189,7 @@ def _render_bench(report) -> None:
 
     out = console()
     render_table(report.run, out)
+    _print_slower_int8(report.run, out)
     out.print(
         f"reports: {report.markdown_path}, {report.json_path}" + (f", {report.plot_path}" if report.plot_path else "")
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecls.base.errors import ConfigError, DataError
-from edgecls.base.fileio import write_json
+from edgecls.base.fileio import file_digest, write_json
 from edgecls.runtime.metadata import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ def export(
     model_path = Path(model_path)
     model = load_keras_model(model_path, unsafe=unsafe)
     info = model_info(model_path)
+    source_digest = file_digest(model_path)  # the artifacts made from one model know each other (bench's siblings)
     out = Path(out_dir) if out_dir else model_path.parent / "export"
     sample, sample_name = parity_sample(info)
     reference = predict_scores(model, sample)
@@ -81,7 +82,9 @@ def export(
             log.warning(
                 "--fp16 applies to TFLite only; the ONNX artifact is FP32 (TensorRT builds FP16 engines from it)"
             )
-        artifact_info = info.with_provenance(precision=precision, format=fmt, exported_from=str(model_path))
+        artifact_info = info.with_provenance(
+            precision=precision, format=fmt, exported_from=str(model_path), source_digest=source_digest
+        )
         path = out / f"{model_path.stem}_{precision}.{fmt}"
         log.info("writing %s", path)
         if fmt == "tflite":

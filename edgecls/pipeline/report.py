@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecls.base.fileio import write_json, write_text
+from edgecls.pipeline.candidate import deployed_artifact, deployment_target, quantize_max_drop, slower_int8_warnings
 from edgecls.pipeline.config import PipelineConfig
 
 
@@ -35,7 +36,8 @@ def collect_rows(summaries: dict[str, dict[str, Any]]) -> tuple[list[dict[str, A
             figures = measured["models"].get(row["path"])
             if figures:
                 row["latency"][target] = {
-                    k: figures[k] for k in ("p50", "p99", "fps", "where", "engine", "provider", "threads", "throttled")
+                    k: figures.get(k)
+                    for k in ("p50", "p99", "fps", "where", "on_target", "engine", "provider", "threads", "throttled")
                 }
                 if figures.get("top1") is not None:
                     row["top1"] = figures["top1"]  # measured through edgecls.runtime, as on the device
@@ -70,10 +72,10 @@ def write_report(config: PipelineConfig, summaries: dict[str, dict[str, Any]]) -
     scatter = plot_accuracy_latency(rows, list(bench), run_dir / "accuracy_vs_latency.png")
     if scatter:
         plots["accuracy vs latency"] = str(scatter)
-    deployed = deployed_artifact(rows)
+    deployed = deployed_artifact(rows, max_drop=quantize_max_drop(config))
     if deployed is not None:
         plots["confusion matrix of the deployed model"] = confusion_of(deployed, run_dir)
-    warnings = stage_warnings(summaries)
+    warnings = stage_warnings(summaries) + slower_int8_warnings(rows, list(bench), artifact_labels(rows))
     document = {
         "name": config.name,
         "data": config.data,
@@ -143,14 +145,6 @@ def compare_markdown(summary: dict[str, Any] | None, run_dir: Path) -> str:
 def stage_warnings(summaries: dict[str, dict[str, Any]]) -> list[str]:
     """Every stage's warnings (training: validation at chance), each prefixed with its stage."""
     return [f"{stage}: {warning}" for stage, summary in summaries.items() for warning in summary.get("warnings", [])]
-
-
-def deployed_artifact(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The artifact a Pi would get: INT8 TFLite if made, else the smallest TFLite."""
-    tflite = [row for row in rows if row["format"] == "tflite"]
-    int8 = [row for row in tflite if row["precision"] == "int8"]
-    pool = int8 or tflite
-    return min(pool, key=lambda row: row["size_bytes"]) if pool else None
 
 
 def confusion_of(row: dict[str, Any], run_dir: Path) -> str | None:
@@ -234,7 +228,15 @@ def to_markdown(
     if not targets:
         lines.append("- no [bench] stage: no latency measured.")
     if deployed is not None:
-        lines += ["", f"Deployed candidate: `{deployed['path']}` ({deployed['name']})."]
+        target = deployment_target([deployed])
+        why = (
+            f"the fastest TFLite on {target}, measured there, within {quantize_max_drop(config):g} top-1 points of "
+            "the FP32 Keras model"
+            if target
+            else "the INT8 TFLite where one was made, else the smallest: no [bench] target was measured on its own "
+            "device"
+        )
+        lines += ["", f"Deployed candidate: `{deployed['path']}` ({deployed['name']}): {why}."]
     float_kept = [row for row in rows if row.get("float_layers")]
     for row in float_kept:
         lines.append(f"- {row['name']} keeps in float: {', '.join(row['float_layers'])}")

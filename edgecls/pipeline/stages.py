@@ -355,6 +355,7 @@ def bench(
                     "provider": result.provider,
                     "threads": result.threads,
                     "where": result.where,
+                    "on_target": result.on_target,  # measured on the device itself, not here with its settings
                     "throttled": result.throttled,
                     "samples_ms": result.samples_ms,
                 }
@@ -371,13 +372,14 @@ def compare(
     artifact the report calls deployed: INT8 TFLite, else the smallest TFLite, else the last Keras model)."""
     from edgecls.evaluate.compare import compare as compare_models
     from edgecls.evaluate.compare import result_path
-    from edgecls.pipeline.report import artifact_labels, deployed_artifact
+    from edgecls.pipeline.candidate import deployed_artifact, quantize_max_drop
+    from edgecls.pipeline.report import artifact_labels, collect_rows
 
-    rows = [row for summary in summaries.values() for row in summary.get("artifacts", [])]
+    rows, _ = collect_rows(summaries)  # with each target's latency: the deployed candidate is the fastest in budget
     model_a = config.resolve(options["a"])
     model_b, b_name = _compare_b(config, options.get("b"), rows)
     if model_b is None:
-        deployed = deployed_artifact(rows)
+        deployed = deployed_artifact(rows, max_drop=quantize_max_drop(config))
         if deployed is not None:
             model_b, b_name = deployed["path"], artifact_labels(rows)[deployed["path"]]
         else:

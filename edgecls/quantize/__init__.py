@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecls.base.errors import ConfigError, ModelError
+from edgecls.base.fileio import file_digest
 from edgecls.quantize.calibration import CalibrationSet, load_calibration, write_manifest
 from edgecls.quantize.config import (
     FORMATS,
@@ -92,6 +93,7 @@ def quantize(
             artifact_info = info.with_provenance(
                 precision=config.precision,
                 quantized_from=source.name,
+                source_digest=file_digest(source),  # its float siblings carry the same (bench flags a slower INT8)
                 calibration=calibration_record or None,
                 float_top1=float_top1,
                 eval_data=config.eval_data,

@@ -7,6 +7,7 @@ Engines take and return numpy arrays and never import TensorFlow.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -18,8 +19,10 @@ from typing import Any
 import numpy as np
 
 from edgecls.base.errors import ConfigError, ModelError, RuntimeUnavailableError
-from edgecls.runtime import tensorrt
+from edgecls.runtime import onnx_int8, tensorrt
 from edgecls.runtime.litert import delegate_provider
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,7 @@ class OnnxEngine(Engine):
 
     load_seconds: float = 0.0
     cache_hit: bool | None = None
+    int8_kernels: onnx_int8.KernelChoice | None = None  # a Q/DQ graph on the CPU: which INT8 kernels run it, and why
 
     def __init__(
         self, path: Path, *, threads: int | None = None, providers: tuple[str, ...] = (), precision: str | None = None
@@ -182,24 +186,18 @@ class OnnxEngine(Engine):
             ) from exc
         self.name, self.version = "onnxruntime", onnxruntime.__version__
         self.threads = threads or _default_threads()
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        # INT8 Q/DQ graphs run on signed INT8 kernels, as ONNX Runtime's ARM builds do by default. On x86 it shifts
-        # INT8 activations to UINT8 for its U8S8 kernels, whose VPMADDUBSW saturates 16-bit pair sums when the
-        # weights use all 8 bits (QAT's grid, the TensorRT scheme) on a CPU without VNNI: a QAT EfficientNet-B0's
-        # Q/DQ ONNX gave another top-1 than the same graph run op by op on 2.2 % of 1,000 images (0 with this);
-        # its four INT8 ONNX ran 7 % faster to 7 % slower (interleaved, 1 thread, a busy 2-core AMD EPYC host).
-        options.add_session_config_entry("session.qdqisint8allowed", "1")
         wanted = self._providers(path, providers, onnxruntime.get_available_providers(), precision)
         started = time.perf_counter()
-        try:
-            self._session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=wanted)
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise ModelError(f"{path}: ONNX Runtime cannot load this model ({exc})") from exc
+        self.int8_kernels = None
+        if _first_provider(wanted) == "CPUExecutionProvider":
+            self._session, self.int8_kernels = _cpu_session(onnxruntime, path, self.threads, wanted)
+        else:
+            self._session = _session(onnxruntime, path, self.threads, wanted, None)
         self.load_seconds = time.perf_counter() - started
-        self.provider = self._session.get_providers()[0]  # what is actually used, not just requested
+        # what is actually used, not just requested; on a Q/DQ graph also which INT8 kernels and why
+        self.provider = self._session.get_providers()[0]
+        if self.int8_kernels is not None:
+            self.provider += f" (INT8 {self.int8_kernels.kernels} kernels)"
         model_input, model_output = self._session.get_inputs()[0], self._session.get_outputs()[0]
         self.input = TensorSpec(
             model_input.name, _onnx_input_shape(model_input.shape, path), _onnx_dtype(model_input.type)
@@ -238,6 +236,70 @@ class OnnxEngine(Engine):
                 ]
             )
         return self._session.run([self.output.name], {self.input.name: batch})[0]
+
+
+def _session_options(onnxruntime: Any, threads: int, kernels: str | None) -> Any:
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    if kernels == onnx_int8.SIGNED:  # S8S8 kernels for a Q/DQ graph (ARM's default); see edgecls.runtime.onnx_int8
+        options.add_session_config_entry("session.qdqisint8allowed", "1")
+    elif kernels == onnx_int8.UNSIGNED:
+        options.add_session_config_entry("session.qdqisint8allowed", "0")
+    return options
+
+
+def _session(onnxruntime: Any, path: Path, threads: int, wanted: list[Any], kernels: str | None) -> Any:
+    try:
+        return onnxruntime.InferenceSession(
+            str(path), sess_options=_session_options(onnxruntime, threads, kernels), providers=wanted
+        )
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise ModelError(f"{path}: ONNX Runtime cannot load this model ({exc})") from exc
+
+
+def _first_provider(wanted: list[Any]) -> str:
+    first = wanted[0] if wanted else "CPUExecutionProvider"
+    return first[0] if isinstance(first, tuple) else str(first)
+
+
+def _cpu_session(
+    onnxruntime: Any, path: Path, threads: int, wanted: list[Any]
+) -> tuple[Any, onnx_int8.KernelChoice | None]:
+    """A CPU session; for a Q/DQ INT8 graph on the INT8 kernels ``onnx_int8.choose_kernels`` picks (with why)."""
+    try:
+        weights = onnx_int8.qdq_weights(path)
+    except (ValueError, IndexError) as exc:  # a file the walk does not follow: ONNX Runtime will say what is wrong
+        log.debug("%s: INT8 weights not read (%s)", path, exc)
+        weights = onnx_int8.QdqWeights(quantized=True, int8_weights=0, max_abs=-1)
+    if not weights.quantized:
+        return _session(onnxruntime, path, threads, wanted, None), None
+    cpu = onnx_int8.this_cpu()
+    choice = onnx_int8.forced_kernels() or onnx_int8.fixed_kernels(cpu, full_range_weights=weights.full_range)
+    sessions: dict[str, Any] = {}
+    if choice is None:  # both paths are correct here: the faster one, measured once per model, CPU and threads
+        key = onnx_int8.cache_key(path, cpu, onnxruntime.__version__, threads)
+        choice = onnx_int8.cached_choice(key)
+        if choice is None:
+            for kernels in (onnx_int8.SIGNED, onnx_int8.UNSIGNED):
+                sessions[kernels] = _session(onnxruntime, path, threads, wanted, kernels)
+            signed_ms, unsigned_ms = onnx_int8.time_interleaved(
+                _one_run(sessions[onnx_int8.SIGNED]), _one_run(sessions[onnx_int8.UNSIGNED])
+            )
+            choice = onnx_int8.measured_kernels(cpu, signed_ms, unsigned_ms)
+            onnx_int8.store_choice(key, choice)
+    session = sessions.get(choice.kernels) or _session(onnxruntime, path, threads, wanted, choice.kernels)
+    return session, choice
+
+
+def _one_run(session: Any) -> Callable[[], object]:
+    """One inference on zeros of the session's input, for timing."""
+    model_input = session.get_inputs()[0]
+    shape = tuple(dim if isinstance(dim, int) else 1 for dim in model_input.shape)
+    feed = {model_input.name: np.zeros(shape, _onnx_dtype(model_input.type))}
+    output = session.get_outputs()[0].name
+    return lambda: session.run([output], feed)
 
 
 def _onnx_input_shape(shape: list, path: Path) -> tuple[int, ...]:

@@ -155,8 +155,11 @@ def measure_model(
     every = [value for values in corrupted.values() for value in values]
     latency = LatencyStats.of(samples_ms)
     notes = []
-    if providers and engine.name == "onnxruntime" and engine.provider != providers[0]:
+    if providers and engine.name == "onnxruntime" and engine.provider.split(" ", 1)[0] != providers[0]:
         notes.append(f"asked for {providers[0]}, ONNX Runtime used {engine.provider}")
+    int8_kernels = getattr(engine, "int8_kernels", None)
+    if int8_kernels is not None:  # which of ONNX Runtime's INT8 kernel paths ran, and why (edgecls.runtime.onnx_int8)
+        notes.append(f"ONNX Runtime {int8_kernels.describe()}")
     peak_rss_mb = _peak_rss_mb()  # before a second session: the model's own peak, not two copies of it
     start, start_notes = _start_times(
         classifier, load_ms, threads=threads, providers=tuple(providers), precision=precision
