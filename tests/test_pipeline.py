@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import write_pipeline
 from typer.testing import CliRunner
@@ -33,16 +34,59 @@ def test_rerun_skips_and_a_change_reruns_only_downstream(tmp_path, shapes_folder
     assert Epochs.seen == ["1/2", "2/2"]
     model_mtime = (tmp_path / "runs/shapes/train/model.keras").stat().st_mtime_ns
     again = run_pipeline(load_pipeline_config(config_path, runs_dir=tmp_path / "runs"), callbacks=[Epochs()])
-    assert [s.status for s in again.stages] == ["skipped", "skipped"] and len(Epochs.seen) == 2
+    assert [s.status for s in again.stages] == ["reused", "reused"] and len(Epochs.seen) == 2
     write_pipeline(config_path, shapes_folder, export_formats='["tflite", "onnx"]')
     changed = run_pipeline(load_pipeline_config(config_path, runs_dir=tmp_path / "runs"))
-    assert [s.status for s in changed.stages] == ["skipped", "ran"]
+    assert [s.status for s in changed.stages] == ["reused", "ran"]
     assert (tmp_path / "runs/shapes/train/model.keras").stat().st_mtime_ns == model_mtime
     report = json.loads(Path(changed.report_json).read_text())
     assert {row["format"] for row in report["rows"]} == {"keras", "tflite", "onnx"}
     assert all(row["top1"] is not None for row in report["rows"])
     markdown = Path(changed.report_md).read_text()
     assert "| FP32 Keras | keras |" in markdown and "FP32 tflite" in markdown
+    finished = json.loads((tmp_path / "runs/shapes/train/stage.json").read_text())["finished_at"]
+    assert f"- train: reused from {finished}" in markdown and "- export: ran in this run" in markdown
+    assert report["stages"][0] == {"stage": "train", "status": "reused", "seconds": 0.0, "reused_from": finished}
+
+
+@pytest.mark.slow
+def test_a_stage_is_reused_only_while_its_resolved_options_inputs_and_code_are_unchanged(
+    tmp_path, shapes_folder, monkeypatch
+):
+    """A cache that serves stale work is worse than none: a changed default, a changed image (same size, same
+    modification time: its bytes are what count) or other code re-runs the stages it decides; --force re-runs one."""
+    import os
+
+    import edgecls.train.config
+    from edgecls.pipeline import keys
+
+    config_path = write_pipeline(tmp_path / "p.toml", shapes_folder)  # [train] sets no learning rate: the default
+
+    def statuses(**options):
+        result = run_pipeline(load_pipeline_config(config_path, runs_dir=tmp_path / "runs"), **options)
+        return [stage.status for stage in result.stages]
+
+    assert statuses() == ["ran", "ran"]
+    assert statuses() == ["reused", "reused"]
+    monkeypatch.setattr(edgecls.train.config, "DEFAULT_LEARNING_RATE", 2e-3)  # an upgrade's new default
+    assert statuses() == ["ran", "ran"]
+    resolved = json.loads((tmp_path / "runs/shapes/train/started.json").read_text())["resolved"]
+    assert resolved["learning_rate"] == 2e-3 and resolved["epochs"] == 2 and resolved["weights"] == "none"
+    assert statuses() == ["reused", "reused"]
+    image = sorted((shapes_folder / "dark").glob("*.png"))[0]
+    before = image.stat()
+    pixels = image.read_bytes()
+    from conftest import write_png
+
+    write_png(image, np.full((40, 40, 3), 200, np.uint8))
+    assert image.read_bytes() != pixels
+    os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert statuses() == ["ran", "ran"]
+    assert statuses(force=("export",)) == ["reused", "ran"]  # the same model, exported again: the same bytes
+    monkeypatch.setattr(keys, "code_digest", lambda: "0.2.0+another-build")
+    assert statuses() == ["ran", "ran"]
+    with pytest.raises(ConfigError, match="--force quantize: not a stage"):
+        statuses(force=("quantize",))
 
 
 def test_a_failing_stage_stops_and_keeps_earlier_outputs(tmp_path, shapes_folder):
@@ -162,7 +206,7 @@ baseline = {str(phase == "baseline").lower()}
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert (tmp_path / "runs/kd/train/stage.json").is_file() and not (tmp_path / "runs/kd/distill/stage.json").exists()
     resumed = run_pipeline(load_pipeline_config(config_path, runs_dir=tmp_path / "runs"))
-    assert [(s.stage, s.status) for s in resumed.stages] == [("train", "skipped"), ("distill", "resumed")]
+    assert [(s.stage, s.status) for s in resumed.stages] == [("train", "reused"), ("distill", "resumed")]
     clean = run_pipeline(load_pipeline_config(config_path, runs_dir=tmp_path / "clean"))
 
     def top1(result):
@@ -185,16 +229,18 @@ baseline = {str(phase == "baseline").lower()}
 )
 def test_a_jetson_bench_target_picks_the_tensorrt_onnx_scheme(tmp_path, bench, quantize_extra, scheme):
     from edgecls.pipeline.checks import check_options
-    from edgecls.pipeline.runner import stage_key
+    from edgecls.pipeline.keys import stage_key
+    from edgecls.pipeline.resolve import resolved_options
+
+    def key(pipeline):
+        return stage_key("quantize", resolved_options(pipeline, "quantize", pipeline.stages["quantize"], {}), {}, "k")
 
     extra = f'\n[quantize]\nprecisions = ["int8"]\ncalib = "calib"\n{quantize_extra}\n\n[bench]\ntargets = {bench}\n'
     config = load_pipeline_config(write_pipeline(tmp_path / "p.toml", tmp_path, extra=extra))
     check_options(config)
     assert config.stages["quantize"].get("onnx_scheme") == scheme
     plain = load_pipeline_config(write_pipeline(tmp_path / "q.toml", tmp_path, extra=extra.replace(bench, '["host"]')))
-    changed = stage_key(config, "quantize", config.stages["quantize"], "k") != stage_key(
-        plain, "quantize", plain.stages["quantize"], "k"
-    )
+    changed = key(config) != key(plain)
     assert changed == (scheme == "tensorrt")  # adding a Jetson re-runs [quantize]
 
 
@@ -242,7 +288,7 @@ def test_accuracy_latency_labels_are_unique_and_do_not_overlap():
     from matplotlib.transforms import Bbox
 
     from edgecls.base.plots import pyplot
-    from edgecls.pipeline.report import accuracy_latency_figure
+    from edgecls.pipeline.scatter import accuracy_latency_figure
 
     rows = crowded_rows()
     figure = accuracy_latency_figure(rows, ["host", "rpi5"])
@@ -275,7 +321,7 @@ def test_accuracy_latency_labels_are_unique_and_do_not_overlap():
 
 
 def test_place_labels_never_overlaps_even_on_one_point():
-    from edgecls.pipeline.report import place_labels
+    from edgecls.pipeline.scatter import place_labels
 
     anchors = [(100.0, 100.0)] * 12 + [(100.0 + 3 * i, 100.0 + i) for i in range(12)]
     sizes = [(60.0 + 5 * (i % 4), 9.0) for i in range(len(anchors))]

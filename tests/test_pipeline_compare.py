@@ -64,7 +64,7 @@ def test_compare_stage_gives_the_verdict_compare_gives_and_reruns_alone(tmp_path
     shutil.copy(tflite.parent.parent.parent / "train" / "model.keras", replaced)
     again = run_pipeline(write_pipeline_with_compare(tmp_path, shapes_folder, f'a = "{replaced}"\nb = "FP32 Keras"'))
     statuses = {outcome.stage: outcome.status for outcome in again.stages}
-    assert statuses == {"train": "skipped", "export": "skipped", "compare": "ran"}
+    assert statuses == {"train": "reused", "export": "reused", "compare": "ran"}
     summary = json.loads((run / "compare" / "stage.json").read_text())["summary"]
     assert summary["b"]["name"] == "FP32 Keras" and summary["b"]["model"].endswith("model.keras")
     assert summary["a_only_correct"] == summary["b_only_correct"] == 0  # the same weights on both sides

@@ -17,6 +17,14 @@ def pipeline(
         str | None, typer.Option("--from", help="Re-run from this stage even if nothing changed.")
     ] = None,
     until_stage: Annotated[str | None, typer.Option("--until", help="Stop after this stage.")] = None,
+    force: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--force",
+            help="Re-run this stage even if nothing changed (repeatable); later stages re-run "
+            "only if its output changed.",
+        ),
+    ] = None,
     runs_dir: Annotated[
         Path | None,
         typer.Option("--runs-dir", help="Where runs/<name>/ goes (default: runs, or the file's runs_dir)."),
@@ -36,6 +44,7 @@ def pipeline(
             load_pipeline_config(config, runs_dir=runs_dir),
             from_stage=from_stage,
             until_stage=until_stage,
+            force=tuple(force or ()),
             on_stage=announce,
             callbacks=[epoch_progress(0)],  # every fit of train, prune, distill and QAT draws its epochs
         )
@@ -53,5 +62,6 @@ def pipeline(
 def _render(result) -> None:
     out = console()
     for stage in result.stages:
-        out.print(f"{stage.stage:9s} {stage.status:8s} {stage.seconds:7.1f} s")
+        when = f"  (from {stage.reused_from})" if stage.reused_from else ""
+        out.print(f"{stage.stage:9s} {stage.status:8s} {stage.seconds:7.1f} s{when}")
     out.print(f"report: {result.report_md} ({result.seconds:.0f} s in all)")

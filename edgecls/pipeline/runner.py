@@ -1,19 +1,17 @@
-"""Run the stages in order, each only when its inputs or options changed.
+"""Run the stages in order, each only when something that decides its output changed.
 
-Each stage writes into ``runs/NAME/<stage>/``. Before it starts, the stage's
-key (its options, the previous stage's key, the digest of any input folder it
-reads, the edgecls version) goes into ``started.json``; when it finishes, its
-summary goes into ``stage.json`` with the same key. A stage whose
-``stage.json`` carries the current key, and whose artifacts all exist, is
-skipped. A stage that was interrupted (``started.json`` with the current key,
-no ``stage.json``) resumes: training stages continue from their last
-completed epoch. A stage whose key changed starts from an empty folder. Keys
-chain, so a change re-runs everything downstream of it and nothing upstream.
+Each stage writes into ``runs/NAME/<stage>/``. Before it starts, the stage's key (``keys.stage_key``: its
+resolved configuration, the content of its inputs, the code, the previous stage's key) goes into
+``started.json``; when it finishes, its summary goes into ``stage.json`` with the same key and the time. A stage
+whose ``stage.json`` carries the current key, and whose artifacts all exist, is reused, and the log and the report
+say from when. A stage that was interrupted (``started.json`` with the current key, no ``stage.json``) resumes:
+training stages continue from their last completed epoch. A stage whose key changed starts from an empty folder.
+``--from STAGE`` re-runs that stage and everything after it; ``--force STAGE`` re-runs that stage alone (a stage
+after it re-runs too when the new output differs, as its inputs' digests then do).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -24,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from edgecls.base.errors import ConfigError, EdgeclsError
-from edgecls.base.fileio import folder_digest, write_json
+from edgecls.base.fileio import write_json
 from edgecls.pipeline import stages as stage_functions
 from edgecls.pipeline.checks import check_options
 from edgecls.pipeline.config import STAGES, PipelineConfig
+from edgecls.pipeline.keys import DIGESTS_FILE, ContentDigests, stage_inputs, stage_key
+from edgecls.pipeline.resolve import resolved_options
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,11 @@ log = logging.getLogger(__name__)
 @dataclass
 class StageOutcome:
     stage: str
-    status: str  # ran | skipped | resumed | failed
+    status: str  # ran | reused | resumed | failed
     seconds: float
     key: str
     summary: dict[str, Any] = field(default_factory=dict)
+    reused_from: str | None = None  # a reused stage: when the run it comes from finished it
 
 
 @dataclass
@@ -63,11 +64,12 @@ def run_pipeline(
     until_stage: str | None = None,
     on_stage: Callable[[str, str], None] | None = None,
     callbacks: Sequence[Any] = (),
+    force: Sequence[str] = (),
 ) -> PipelineResult:
     """Run ``config``'s stages; write ``runs/NAME/report.md`` and ``report.json``.
 
     ``from_stage`` re-runs that stage (and so everything after it) even when
-    nothing changed; ``until_stage`` stops after that stage. ``callbacks``
+    nothing changed; ``force`` re-runs those stages alone; ``until_stage`` stops after that stage. ``callbacks``
     (Keras callbacks, e.g. a progress bar) go to every fit of the Keras stages:
     training, pruning's fine-tuning, distillation, quantize's QAT.
 
@@ -75,7 +77,7 @@ def run_pipeline(
     'runs/digits/report.md'
     """
     started = time.time()
-    for name, value in (("--from", from_stage), ("--until", until_stage)):
+    for name, value in (("--from", from_stage), ("--until", until_stage), *(("--force", f) for f in force)):
         if value is not None and value not in config.stages:
             raise ConfigError(f"{name} {value}: not a stage of {config.source}; its stages: {', '.join(config.stages)}")
     check_options(config)
@@ -83,18 +85,23 @@ def run_pipeline(
     summaries: dict[str, dict[str, Any]] = {}
     outcomes: list[StageOutcome] = []
     previous_key = ""
-    forced = False
+    from_reached = False
     failed = None
+    digests = ContentDigests(config.run_dir / DIGESTS_FILE)
     for name, options in config.stages.items():
-        forced = forced or name == from_stage
-        key = stage_key(config, name, options, previous_key)
+        from_reached = from_reached or name == from_stage
+        forced = from_reached or name in force
+        resolved = resolved_options(config, name, options, summaries)
+        key = stage_key(name, resolved, stage_inputs(config, name, options, summaries, digests), previous_key)
+        digests.save()
         stage_dir = config.run_dir / name
         begun = time.time()
-        done = _finished_summary(stage_dir, key)
+        done = _finished(stage_dir, key)
         if done is not None and not forced:
-            outcomes.append(StageOutcome(name, "skipped", 0.0, key, done))
-            summaries[name] = done
-            _notify(on_stage, name, "skipped (inputs and options unchanged)")
+            summary, finished_at = done
+            outcomes.append(StageOutcome(name, "reused", 0.0, key, summary, reused_from=finished_at))
+            summaries[name] = summary
+            _notify(on_stage, name, f"reused from {finished_at} (configuration, inputs and code unchanged)")
         else:
             resuming = _started_key(stage_dir) == key and not forced
             if not resuming and stage_dir.exists():
@@ -102,7 +109,12 @@ def run_pipeline(
             stage_dir.mkdir(parents=True, exist_ok=True)
             write_json(
                 stage_dir / "started.json",
-                {"key": key, "options": options, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")},
+                {
+                    "key": key,
+                    "options": options,
+                    "resolved": resolved,
+                    "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                },
             )
             _notify(on_stage, name, "resuming" if resuming else "running")
             try:
@@ -114,7 +126,13 @@ def run_pipeline(
                 _notify(on_stage, name, f"failed: {exc}")
                 break
             write_json(
-                stage_dir / "stage.json", {"key": key, "summary": summary, "seconds": round(time.time() - begun, 2)}
+                stage_dir / "stage.json",
+                {
+                    "key": key,
+                    "summary": summary,
+                    "seconds": round(time.time() - begun, 2),
+                    "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                },
             )
             outcomes.append(
                 StageOutcome(name, "resumed" if resuming else "ran", round(time.time() - begun, 2), key, summary)
@@ -125,7 +143,7 @@ def run_pipeline(
             break
     from edgecls.pipeline.report import write_report
 
-    report = write_report(config, summaries) if summaries else None
+    report = write_report(config, summaries, outcomes) if summaries else None
     return PipelineResult(
         config.name,
         str(config.run_dir),
@@ -137,40 +155,8 @@ def run_pipeline(
     )
 
 
-def stage_key(config: PipelineConfig, name: str, options: dict[str, Any], previous_key: str) -> str:
-    from edgecls import __version__
-
-    inputs = {"data": folder_digest(config.resolve(config.data))} if name in ("train",) else {}
-    for stage, option in (
-        ("quantize", "calib"),
-        ("train", "weights"),
-        ("train", "init_from"),
-        ("train", "replay"),
-        ("distill", "student"),
-        ("compare", "a"),  # the deployed model: a replaced one re-runs the comparison
-        ("compare", "b"),  # a file (a report row's name is its own digest)
-        ("compare", "data"),
-    ):
-        if (
-            name == stage
-            and isinstance(options.get(option), str)
-            and options[option].lower() not in ("imagenet", "none")
-        ):
-            # a folder or file: a changed one re-runs the stage
-            inputs[option] = folder_digest(config.resolve(options[option]))
-    document = {
-        "stage": name,
-        "options": options,
-        "previous": previous_key,
-        "inputs": inputs,
-        "data": config.data,
-        "seed": config.seed,
-        "edgecls": __version__,
-    }
-    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _finished_summary(stage_dir: Path, key: str) -> dict[str, Any] | None:
+def _finished(stage_dir: Path, key: str) -> tuple[dict[str, Any], str] | None:
+    """A finished stage's summary and when it finished, if it carries ``key`` and its artifacts are all there."""
     marker = stage_dir / "stage.json"
     if not marker.is_file():
         return None
@@ -180,7 +166,10 @@ def _finished_summary(stage_dir: Path, key: str) -> dict[str, Any] | None:
     summary = document.get("summary", {})
     if not all(Path(a["path"]).exists() for a in summary.get("artifacts", [])):
         return None
-    return summary
+    finished_at = document.get("finished_at") or time.strftime(
+        "%Y-%m-%dT%H:%M:%S", time.localtime(marker.stat().st_mtime)
+    )
+    return summary, finished_at
 
 
 def _started_key(stage_dir: Path) -> str | None:

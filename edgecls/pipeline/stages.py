@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from edgecls.base.errors import ConfigError
+from edgecls.pipeline import resolve
 from edgecls.pipeline.checks import MODEL_SUFFIXES
-from edgecls.pipeline.config import PipelineConfig, stage_options
+from edgecls.pipeline.config import PipelineConfig
+from edgecls.pipeline.resolve import KERAS_STAGES
 
 log = logging.getLogger(__name__)
 
-KERAS_STAGES = ("train", "prune", "distill")
 FIT_STAGES = (*KERAS_STAGES, "quantize")  # the stages that fit a Keras model (quantize: with qat), given callbacks
 
 
@@ -60,28 +61,10 @@ def train(
     resuming: bool,
     callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    from edgecls.train import TrainConfig
     from edgecls.train import train as train_model
 
     resume = resuming and (stage_dir / "backup").is_dir()
-    if isinstance(options.get("weights"), str) and options["weights"].lower() not in (
-        "imagenet",
-        "none",
-    ):  # a file beside the pipeline file
-        options = {**options, "weights": config.resolve(options["weights"])}
-    for name in ("init_from", "replay"):  # the deployed model and its original data, beside the pipeline file
-        if isinstance(options.get(name), str):
-            options = {**options, name: config.resolve(options[name])}
-    train_config = stage_options(
-        TrainConfig,
-        options,
-        stage="train",
-        source=config.source,
-        data=config.resolve(config.data),
-        seed=config.seed,
-        out=str(stage_dir),
-        resume=resume,
-    )
+    train_config = resolve.train_config(config, options, stage_dir, resume=resume)
     result = train_model(train_config, callbacks=callbacks)
     # a retrained model is validated on the new split and the replayed one together; its report row scores
     # the pipeline's data, as every later stage (quantize, robustness) does, so Δ top-1 compares like with like
@@ -105,18 +88,9 @@ def prune(
     resuming: bool,
     callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    from edgecls.prune import PruneConfig
     from edgecls.prune import prune as prune_model
 
-    prune_config = stage_options(
-        PruneConfig,
-        options,
-        stage="prune",
-        source=config.source,
-        data=config.resolve(config.data),
-        seed=config.seed,
-        out=str(stage_dir / "model.keras"),
-    )
+    prune_config = resolve.prune_config(config, options, stage_dir)
     result = prune_model(summaries["train"]["model"], prune_config, callbacks=callbacks)
     return {
         "model": result.model_path,
@@ -145,29 +119,11 @@ def distill(
     resuming: bool,
     callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    from edgecls.distill import DistillConfig, interrupted
     from edgecls.distill import distill as distill_model
+    from edgecls.distill import interrupted
 
-    options = dict(options)
-    # a registry name or a .keras file; default: the pruned model when there is one
-    student = options.pop("student", None)
-    if student is None:
-        student = summaries["prune"]["model"] if "prune" in summaries else "cnn"
-    elif student.endswith(".keras"):
-        student = config.resolve(student)
     resume = resuming and interrupted(stage_dir)  # the distillation's own fit, or its --baseline one
-    distill_config = stage_options(
-        DistillConfig,
-        options,
-        stage="distill",
-        source=config.source,
-        teacher=summaries["train"]["model"],
-        student=student,
-        data=config.resolve(config.data),
-        seed=config.seed,
-        out=str(stage_dir),
-        resume=resume,
-    )
+    distill_config = resolve.distill_config(config, options, stage_dir, summaries, resume=resume)
     result = distill_model(distill_config, callbacks=callbacks)
     return {
         "model": str(result.model_path),
@@ -194,33 +150,18 @@ def quantize(
     resuming: bool,
     callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    from edgecls.quantize import QuantizeConfig
     from edgecls.quantize import quantize as quantize_model
 
-    options = dict(options)
-    precisions = options.pop("precisions", ["int8"])
     source = latest_keras_model(summaries)
     source_row = next(
         summary["artifacts"][0] for stage, summary in reversed(list(summaries.items())) if stage in KERAS_STAGES
     )
     prefix = source_row["name"].replace(" Keras", "").replace("FP32", "").strip()
-    if "calib" in options:
-        options["calib"] = config.resolve(str(options["calib"]))
     rows, reports = [], []
-    for precision in precisions:
-        fixed = {
-            "precision": precision,
-            "seed": config.seed,
-            "out": str(stage_dir / precision),
-            "eval_data": config.resolve(config.data),
-            # [quantize] qat = true trains on the pipeline's data (its training split; eval_data scores its held-out)
-            "qat_data": config.resolve(config.data) if options.get("qat") and precision == "int8" else None,
-        }
-        int8_only = ("calib", "io", "method", "per_channel", "calib_size", "formats", "qat", "qat_epochs", "qat_lr")
-        chosen = {k: v for k, v in options.items() if not (precision == "fp16" and k in int8_only)}
+    for quantize_config in resolve.quantize_configs(config, options, stage_dir):
         result = quantize_model(
             source,
-            stage_options(QuantizeConfig, chosen, stage="quantize", source=config.source, **fixed),
+            quantize_config,
             callbacks=callbacks,  # [quantize] qat = true: its fine-tuning's epochs
         )
         reports.append(result.report_json)
@@ -308,36 +249,23 @@ def robustness(
 def bench(
     config: PipelineConfig, options: dict[str, Any], stage_dir: Path, summaries: dict, resuming: bool
 ) -> dict[str, Any]:
-    from edgecls.bench import BenchConfig
     from edgecls.bench import bench as bench_models
     from edgecls.bench.report import plot_latency
     from edgecls.pipeline.report import artifact_labels
 
-    options = dict(options)
-    targets = options.pop("targets", ["host"])
     rows = [
         row
         for summary in summaries.values()
         for row in summary.get("artifacts", [])
         if row["format"] in ("tflite", "onnx")
     ]
-    models = tuple(row["path"] for row in rows)
+    models = resolve.upstream_models(summaries)
     labels = artifact_labels(rows)
     if not models:
         raise ConfigError(f"{config.source}: [bench] has nothing to measure; add [export] or [quantize] before it")
     results: dict[str, dict[str, Any]] = {}
-    for target in targets:
-        target = config.resolve_target(target)  # a target file beside the pipeline file
-        bench_config = stage_options(
-            BenchConfig,
-            options,
-            stage="bench",
-            source=config.source,
-            models=models,
-            target=target,
-            data=config.resolve(config.data),
-            out=str(stage_dir / target),
-        )
+    for bench_config in resolve.bench_configs(config, options, stage_dir, models):
+        target = bench_config.target
         report = bench_models(bench_config)
         if report.plot_path:  # three stages each export a model_fp32.tflite: name them as the report table does
             plot_latency(report.run, Path(report.plot_path), labels=labels)
@@ -389,8 +317,8 @@ def compare(
         model_b,
         config.resolve(options.get("data", config.data)),
         target=config.resolve_target(options["target"]) if "target" in options else None,
-        runs=int(options.get("runs", 100)),
-        warmup=int(options.get("warmup", 10)),
+        runs=int(options.get("runs", resolve.COMPARE_RUNS)),
+        warmup=int(options.get("warmup", resolve.COMPARE_WARMUP)),
         out_dir=stage_dir,
     )
     return {

@@ -13,7 +13,7 @@ from edgecls.train.config import DEFAULT_FINETUNE_EPOCHS, FINETUNE_LR_FACTOR, Tr
 from edgecls.train.fit import FitOptions, best_epoch, fit, make_optimizer, read_history, steps_per_epoch
 from edgecls.train.result import TrainResult
 from edgecls.train.runs import describe_device, environment
-from edgecls.train.stage import choose_weights, resume_markers, train
+from edgecls.train.stage import choose_weights, resolve_train_config, resume_markers, train
 
 __all__ = [
     "DEFAULT_FINETUNE_EPOCHS",
@@ -28,6 +28,7 @@ __all__ = [
     "fit",
     "make_optimizer",
     "read_history",
+    "resolve_train_config",
     "resume_markers",
     "steps_per_epoch",
     "train",

@@ -157,39 +157,62 @@ def resume_markers(run_dir: Path) -> list[Path]:
     ]
 
 
-def choose_weights(config: TrainConfig, size: int, channel_order: str) -> str:
-    """``imagenet``, ``none`` or a file, from ``config.weights`` (None: the default), logged; an ImageNet
-    file is found in (or downloaded into) Keras' cache here, so offline with nothing cached fails before training."""
+def resolve_train_config(config: TrainConfig) -> TrainConfig:
+    """The options a run of ``config`` trains with, decided without loading data or downloading anything: input
+    size and channels, the starting weights (``imagenet`` by default for a photo folder where Keras publishes them),
+    epochs and learning rate. What a pipeline's stage key holds, so a changed default re-runs the stage.
+
+    >>> resolve_train_config(TrainConfig(data="digits")).epochs  # doctest: +SKIP
+    20
+    """
+    if config.init_from is not None:  # a retrained model: its options come from the model it starts from
+        return config
+    from edgecls.models import get_entry
+
+    entry = get_entry(config.model)
+    size = config.img_size or entry.default_image_size
+    channel_order = (config.channels or ("GRAY" if config.data == "digits" else "RGB")).upper()
+    weights = config.weights if config.weights is not None else _default_weights(config, size, channel_order)[0]
+    scratch_base = str(weights).lower() == "none" and entry.keras_module is not None
+    resolved = replace(config, img_size=size, channels=channel_order, weights=weights)
+    return resolved.resolved(keras_base_from_scratch=scratch_base)
+
+
+def _default_weights(config: TrainConfig, size: int, channel_order: str) -> tuple[str, str]:
+    """``imagenet`` for a photo folder where Keras publishes ImageNet weights at this alpha and size, else
+    ``none``; with the reason in words."""
     from edgecls.models import get_entry, pretrained
 
     entry = get_entry(config.model)
+    has_imagenet = entry.keras_module is not None and pretrained.imagenet_weights_available(
+        config.model, alpha=config.alpha, image_size=(size, size)
+    )
+    if config.data != "digits" and channel_order == "RGB" and has_imagenet:
+        return "imagenet", (
+            f"the default for a photo folder on {config.model} at alpha {config.alpha:g}, {size}x{size}; "
+            "--weights none trains from scratch"
+        )
+    why = (
+        "edgecls' own cnn"
+        if entry.keras_module is None
+        else "the built-in digits"
+        if config.data == "digits"
+        else f"{channel_order} input"
+        if channel_order != "RGB"
+        else f"Keras has none at alpha {config.alpha:g}"
+    )
+    return "none", f"from scratch: {why}"
+
+
+def choose_weights(config: TrainConfig, size: int, channel_order: str) -> str:
+    """``imagenet``, ``none`` or a file, from ``config.weights`` (None: the default), logged; an ImageNet
+    file is found in (or downloaded into) Keras' cache here, so offline with nothing cached fails before training."""
+    from edgecls.models import pretrained
+
     chosen = config.weights
     if chosen is None:
-        has_imagenet = entry.keras_module is not None and pretrained.imagenet_weights_available(
-            config.model, alpha=config.alpha, image_size=(size, size)
-        )
-        if config.data != "digits" and channel_order == "RGB" and has_imagenet:
-            chosen = "imagenet"
-            log.info(
-                "weights: imagenet (the default for a photo folder on %s at alpha %g, %dx%d; --weights none trains "
-                "from scratch)",
-                config.model,
-                config.alpha,
-                size,
-                size,
-            )
-        else:
-            chosen = "none"
-            why = (
-                "edgecls' own cnn"
-                if entry.keras_module is None
-                else "the built-in digits"
-                if config.data == "digits"
-                else f"{channel_order} input"
-                if channel_order != "RGB"
-                else f"Keras has none at alpha {config.alpha:g}"
-            )
-            log.info("weights: none (from scratch: %s)", why)
+        chosen, why = _default_weights(config, size, channel_order)
+        log.info("weights: %s (%s)", chosen, why)
     source = pretrained.resolve_weights(chosen)
     if source is None:
         return "none"
