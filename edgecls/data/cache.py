@@ -10,8 +10,8 @@
   key of what was decoded); each epoch reads its batches back with ``pread``
   (the page cache holds them, not the training process). A second run over
   the same folder at the same size reuses the file; a changed folder (a file
-  added, removed, rewritten: names, sizes and modification times, the
-  ``edgecls.base.fileio.folder_digest`` the pipeline keys its stages by) gets a new one.
+  added, removed, rewritten: names, sizes and modification times,
+  ``edgecls.base.fileio.folder_digest``) gets a new one.
 - ``none``: nothing kept; each epoch decodes from the files again (one pass
   first checks every file decodes, so the split and the skipped list are the
   same as in the other modes).
