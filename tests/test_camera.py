@@ -95,12 +95,13 @@ def test_a_test_source_is_paced_at_its_fps_and_numbered():
         started = time.monotonic()
         frames = list(source)
         elapsed = time.monotonic() - started
-    assert [frame.sequence for frame in frames] == list(range(25))  # a fast reader misses nothing
-    assert [synthetic_frame_number(frame.image) for frame in frames] == list(range(25))
-    assert all(frame.dropped == 0 and frame.image.shape == (120, 160, 3) for frame in frames)
+    numbers = [frame.sequence for frame in frames]
+    assert [synthetic_frame_number(frame.image) for frame in frames] == numbers and numbers[-1] == 24
+    # A reader that does nothing else keeps up (on a loaded machine the scheduler may still cost it one or two).
+    assert len(frames) >= 22 and all(frame.image.shape == (120, 160, 3) for frame in frames)
     assert 0.40 <= elapsed <= 1.5  # 25 frames at 50 fps: 0.48 s from the first to the last
     stats = source.stats()
-    assert (stats.captured, stats.processed, stats.skipped) == (25, 25, 0)
+    assert (stats.captured, stats.processed, stats.skipped) == (25, len(frames), 25 - len(frames))
     assert stats.capture_fps == pytest.approx(50, rel=0.15)
 
 

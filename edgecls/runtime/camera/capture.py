@@ -1,8 +1,9 @@
 """Sources OpenCV's ``VideoCapture`` opens: V4L2 cameras, network streams (FFmpeg), video files, GStreamer pipelines.
 
 Each reader answers the ``Reader`` protocol: ``read()`` gives the next image (BGR uint8) and the
-``time.monotonic()`` it was captured at, or ``None`` at the end of a file; a live source whose read fails raises
-``StreamDropped`` (the frame source reconnects a network stream, and ends on anything else).
+``time.monotonic()`` it was captured at, or ``None`` at the end of a file or a GStreamer pipeline; a camera or
+stream whose read fails raises ``StreamDropped`` (the frame source reconnects a network stream, and fails a
+camera with a ``CameraError``).
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ class CaptureReader:
         captured_at = time.monotonic()
         if not ok or image is None:
             if self.spec.kind == "file":
+                return None
+            if self.spec.kind == "gstreamer":  # OpenCV cannot tell an end of stream (num-buffers, a file) from a fault
+                log.warning("%s ended (end of stream, or a fault: GST_DEBUG=2 shows GStreamer's own)", self.description)
                 return None
             raise StreamDropped(f"{self.description} delivered no frame")
         return image, captured_at
