@@ -209,3 +209,22 @@ def test_to_bgr_knows_picamera2s_memory_orders():
     assert np.array_equal(to_bgr(xbgr, "XBGR8888", (64, 48)), bgr)
     with pytest.raises(CameraError, match="not one edgecls converts"):
         to_bgr(bgr, "SBGGR10", (64, 48))
+
+
+def test_a_camera_that_fails_midway_is_a_camera_error(fake_picamera2, monkeypatch):
+    calls = []
+    real = FakePicamera2.capture_request
+
+    def failing(self, flush=None):
+        calls.append(flush)
+        if len(calls) > 2:
+            raise RuntimeError("Camera frontend has timed out!")
+        return real(self, flush)
+
+    monkeypatch.setattr(FakePicamera2, "capture_request", failing)
+    with FrameSource("picam://0", timeout_s=2) as source:
+        frames = []
+        with pytest.raises(CameraError, match="Pi camera 0 failed: RuntimeError: Camera frontend has timed out!"):
+            while True:
+                frames.append(source.read())
+    assert 1 <= len(frames) <= 2 and FakePicamera2.made[0].closed

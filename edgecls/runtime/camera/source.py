@@ -102,6 +102,8 @@ class FrameSource:
         Waits at most ``timeout`` seconds (default ``timeout_s``), then raises ``FrameTimeout``.
         """
         self.meter.done_with_previous()
+        if self._closed.is_set():
+            return None
         if self._thread is None:
             frame = self._read_in_order()
         else:
@@ -153,8 +155,6 @@ class FrameSource:
     # -- files and folders in order, in the caller's thread ---------------------------------------------------
 
     def _read_in_order(self) -> Frame | None:
-        if self._closed.is_set():
-            return None
         read = self.reader.read()
         if read is None:
             return None
@@ -199,6 +199,10 @@ class FrameSource:
                     if self.spec.kind != "network" or not self._reconnect(str(dropped)):
                         raise CameraError(f"{dropped}: the source stopped") from None
                     continue
+                except CameraError:
+                    raise
+                except Exception as exc:  # a camera library's own error (Picamera2's RuntimeError): one line
+                    raise CameraError(f"{self.description} failed: {type(exc).__name__}: {exc}") from exc
                 if read is None:
                     break
                 self._publish(*read)
