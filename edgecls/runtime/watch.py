@@ -121,10 +121,15 @@ def watch(config: WatchConfig, *, on_frame: FrameCallback | None = None) -> Watc
         seconds=round(time.monotonic() - started, 3),
         stopped=stopped,
         stats=stats,
-        engine=f"{classifier.engine.name} {classifier.engine.version} ({classifier.engine.provider}, "
-        f"{classifier.engine.threads} threads)",
+        engine=_describe_engine(classifier),
         collected=collector.saved if collector is not None else None,
     )
+
+
+def _describe_engine(classifier: Classifier) -> str:
+    engine = classifier.engine
+    threads = f"{engine.threads} thread{'' if engine.threads == 1 else 's'}"
+    return f"{engine.name} {engine.version} ({engine.provider}, {threads})"
 
 
 def predict_frame(classifier: Classifier, frame: Frame) -> FrameResult:
