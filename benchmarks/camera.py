@@ -29,6 +29,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+from runtime_overhead import build_int8_mobilenet  # noqa: E402  (benchmarks/ is this script's folder)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "camera.json"
@@ -38,44 +39,6 @@ THREADS = 1  # the engine's; the reader thread has the other core
 DURATION_S, WARMUP_S = 20.0, 2.0
 MODELS = {"faster than the camera": 96, "slower than the camera": 800}  # input side, pixels
 SLACK_MS = 5.0  # scheduling on a shared 2-core host: how far past the bound a frame may be and still count
-
-
-def build_int8_mobilenet(folder: Path, side: int) -> Path:
-    """MobileNetV2 alpha 1.0, side x side x 3, 10 classes, full-integer INT8 through the LiteRT converter."""
-    import tensorflow as tf
-
-    from edgecls.export.tflite import write_tflite
-    from edgecls.models import build_model
-    from edgecls.runtime.metadata import ModelInfo
-
-    model = build_model("mobilenetv2", num_classes=10, image_size=(side, side), channels=3, alpha=1.0)
-    rng = np.random.default_rng(0)
-
-    def representative_dataset():
-        for _ in range(32):
-            pixels = rng.integers(0, 256, (1, side, side, 3)).astype(np.float32)
-            pixels[0, 0, 0, 0], pixels[0, 0, 0, 1] = 0.0, 255.0  # the full pixel range: input scale 1
-            yield [pixels]
-
-    info = ModelInfo(
-        tuple(str(d) for d in range(10)),
-        (side, side),
-        3,
-        "RGB",
-        provenance={"source_model": "mobilenetv2", "precision": "int8", "weights": "random"},
-    )
-    path = folder / f"mobilenetv2_a1.0_{side}_int8.tflite"
-    write_tflite(
-        model,
-        path,
-        info,
-        optimizations=[tf.lite.Optimize.DEFAULT],
-        representative_dataset=representative_dataset,
-        target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
-        inference_input_type=tf.int8,
-        inference_output_type=tf.int8,
-    )
-    return path
 
 
 def watch_model(model: Path) -> dict:
