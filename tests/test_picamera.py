@@ -228,3 +228,13 @@ def test_a_camera_that_fails_midway_is_a_camera_error(fake_picamera2, monkeypatc
             while True:
                 frames.append(source.read())
     assert 1 <= len(frames) <= 2 and FakePicamera2.made[0].closed
+
+
+def test_closing_twice_stops_and_closes_the_camera_once(fake_picamera2, monkeypatch):
+    stops = []
+    monkeypatch.setattr(FakePicamera2, "stop", lambda self: stops.append(self))
+    source = FrameSource("picam://0")
+    assert source.read(timeout=2) is not None
+    source.close()
+    source.close()
+    assert len(stops) == 1 and FakePicamera2.made[0].closed

@@ -118,6 +118,8 @@ class FrameSource:
 
     def close(self) -> None:
         """Stop the reader thread and release the camera (idempotent)."""
+        if self._closed.is_set():
+            return
         self._closed.set()
         with self._condition:
             self._ended = True
