@@ -49,31 +49,31 @@ MEMORY_CALLS = 10_000
 FRAME_SHAPE = (480, 640, 3)
 
 
-def build_int8_mobilenet(folder: Path) -> Path:
-    """MobileNetV2 alpha 1.0, 96x96x3, 10 classes, full-integer INT8 through the LiteRT converter."""
+def build_int8_mobilenet(folder: Path, side: int = 96) -> Path:
+    """MobileNetV2 alpha 1.0, side x side x 3 (96 here), 10 classes, full-integer INT8 through the LiteRT converter."""
     import tensorflow as tf
 
     from edgecls.export.tflite import write_tflite
     from edgecls.models import build_model
     from edgecls.runtime.metadata import ModelInfo
 
-    model = build_model("mobilenetv2", num_classes=10, image_size=(96, 96), channels=3, alpha=1.0)
+    model = build_model("mobilenetv2", num_classes=10, image_size=(side, side), channels=3, alpha=1.0)
     rng = np.random.default_rng(0)
 
     def representative_dataset():
         for _ in range(64):
-            pixels = rng.integers(0, 256, (1, 96, 96, 3)).astype(np.float32)
+            pixels = rng.integers(0, 256, (1, side, side, 3)).astype(np.float32)
             pixels[0, 0, 0, 0], pixels[0, 0, 0, 1] = 0.0, 255.0  # the full pixel range: input scale 1, zero point -128
             yield [pixels]
 
     info = ModelInfo(
         tuple(str(d) for d in range(10)),
-        (96, 96),
+        (side, side),
         3,
         "RGB",
         provenance={"source_model": "mobilenetv2", "precision": "int8", "weights": "random"},
     )
-    path = folder / "mobilenetv2_a1.0_96_int8.tflite"
+    path = folder / f"mobilenetv2_a1.0_{side}_int8.tflite"
     write_tflite(
         model,
         path,

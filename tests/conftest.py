@@ -149,3 +149,29 @@ def write_legacy_h5(model, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w") as handle:
         legacy_h5_format.save_weights_to_hdf5_group(handle, model)
+
+
+def channel_means_onnx(path: Path, size: tuple[int, int] = (32, 32)) -> Path:
+    """A real ONNX classifier with no training: each class' score is the mean of one input channel, in the
+    model's own RGB order (labels red, green, blue), so a red frame must come out ``red`` through
+    ``Classifier.predict`` (no TensorFlow needed; onnx to write it, onnxruntime to run it)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgecls.runtime.metadata import METADATA_KEY, ModelInfo
+
+    height, width = size
+    node = helper.make_node("ReduceMean", ["image"], ["scores"], axes=[1, 2], keepdims=0)
+    graph = helper.make_graph(
+        [node],
+        "channel_means",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, height, width, 3])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    info = ModelInfo(("red", "green", "blue"), size, 3, "RGB", provenance={"source_model": "channel means"})
+    helper.set_model_props(model, {METADATA_KEY: info.to_json()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path

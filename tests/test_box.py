@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from box.artifacts import Artifacts, make_artifacts
-from box.build import RECIPES, VENV, Box, BoxUnavailable, build_wheel, get_box, unavailable_reason
+from box.build import CAMERA_VENV, RECIPES, VENV, Box, BoxUnavailable, build_wheel, get_box, unavailable_reason
 from loopback_sshd import loopback_sshd
 from loopback_sshd import missing_reason as sshd_missing
 
@@ -493,3 +493,119 @@ def test_sigterm_leaves_nothing_on_the_box(sshd_boxes, artifacts, tmp_path):
     assert left == [] and list(server.device_tmp.iterdir()) == [] and list(local_tmp.iterdir()) == []
     assert not (tmp_path / "out").exists()
     _report("sigterm pios64", {"running_before": running, "returncode": bench.returncode, "left": left})
+
+
+# --- the "Pi with a camera" install: apt's NumPy and OpenCV, a --system-site-packages venv, edgecls[picamera] ------
+
+
+CAMERA_PROBE = Path(__file__).parent / "camera_probe.py"
+APT_PACKAGES = "/usr/lib/python3/dist-packages"
+# videotestsrc paced as a camera at 30 fps, small (emulated Python reads it), BGR into the appsink.
+GST_BOX = (
+    "gst://videotestsrc num-buffers={frames} pattern={pattern} is-live=true ! "
+    "video/x-raw,width=64,height=48,framerate=30/1 ! videoconvert ! video/x-raw,format=BGR ! "
+    "appsink drop=true max-buffers=1"
+)
+CAMERA_MODELS = ("cnn_int8.tflite", "cnn_int8.onnx", "mobilenetv3small_int8.tflite")
+
+
+@pytest.fixture(scope="module")
+def camera_box_run(artifacts, wheel, tmp_path_factory) -> dict:
+    """The pios64 box's camera venv: this tree's wheel in it, then camera_probe.py over two GStreamer pipelines."""
+    from conftest import channel_means_onnx
+
+    box, _timings = _open_box("pios64", wheel)
+    staged = box.host_path(f"/tmp/{wheel.name}")
+    shutil.copyfile(wheel, staged)
+    staged.chmod(0o644)
+    try:
+        reinstall = [f"{CAMERA_VENV}/bin/pip", "install", "-q", "--no-deps", "--force-reinstall", f"/tmp/{wheel.name}"]
+        box.run(reinstall, env={"PIP_DISABLE_PIP_VERSION_CHECK": "1"}, step="reinstalling the wheel (camera venv)")
+    finally:
+        staged.unlink(missing_ok=True)
+    work = box.host_path(f"/home/pi/camera-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    channel_means_onnx(work / "means.onnx")
+    for name in CAMERA_MODELS:
+        shutil.copyfile(artifacts.files[name], work / name)
+    shutil.copyfile(CAMERA_PROBE, work / "camera_probe.py")
+    there = f"/home/pi/{work.name}"
+    job = {
+        "runs": [
+            {"source": GST_BOX.format(frames=20, pattern="red"), "models": [f"{there}/means.onnx"]},
+            {
+                "source": GST_BOX.format(frames=4, pattern="smpte"),
+                "models": [f"{there}/{name}" for name in CAMERA_MODELS],
+                "first_frame": f"{there}/bars.png",
+            },
+        ]
+    }
+    (work / "job.json").write_text(json.dumps(job))
+    subprocess.run(["chown", "-R", "1000:1000", str(work)], check=True)
+    started = time.monotonic()
+    try:
+        completed = box.run(
+            ["sh", "-c", f"cd {shlex.quote(there)} && exec {CAMERA_VENV}/bin/python camera_probe.py job.json out.json"],
+            check=False,
+            timeout=1200,
+        )
+        assert completed.returncode == 0, (completed.stdout + completed.stderr)[-4000:]
+        result = json.loads((work / "out.json").read_text())
+        bars = tmp_path_factory.mktemp("camera-box") / "bars.png"
+        shutil.copyfile(work / "bars.png", bars)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result.update(seconds=round(time.monotonic() - started, 1), record=box.record["camera"], bars=bars, there=there)
+    return result
+
+
+def test_the_pi_camera_install_keeps_apt_numpy_and_opencv(camera_box_run):
+    record, probed = camera_box_run["record"], camera_box_run
+    # What pip put into the venv: the runtime without NumPy or OpenCV, which stay apt's (NumPy 1.24, OpenCV 4.6).
+    assert {"edgecls", "ai-edge-litert", "onnxruntime"} <= set(record["venv_packages"])
+    assert not {"numpy", "opencv-python", "opencv-python-headless"} & set(record["venv_packages"])
+    built = record["imports"]  # probed when the box was built, and again now by the probe
+    assert built["numpy"].startswith("1.24") and built["numpy_file"].startswith(APT_PACKAGES)
+    assert built["cv2"].startswith("4.6") and built["cv2_file"].startswith(APT_PACKAGES)
+    assert probed["numpy"]["file"].startswith(APT_PACKAGES) and probed["numpy"]["version"].startswith("1.24")
+    assert probed["cv2"]["file"].startswith(APT_PACKAGES) and probed["cv2"]["version"].startswith("4.6")
+    assert probed["cv2"]["gstreamer"] and record["imports"]["gstreamer"] and probed["heavy"] == []
+    _report(
+        "camera pios64",
+        {
+            "venv_packages": record["venv_packages"],
+            "imports": record["imports"],
+            "pip_install_s": record["pip_install_s"],
+            "venv_mb": record["venv_mb"],
+            "probe_s": camera_box_run["seconds"],
+            "versions": probed["versions"],
+            "stats": [run["stats"] for run in probed["runs"]],
+        },
+    )
+
+
+def test_a_gstreamer_pipeline_feeds_the_classifier_in_the_box(camera_box_run, artifacts):
+    from edgecls.runtime import Classifier
+    from edgecls.runtime.preprocess import read_image
+
+    red, bars = camera_box_run["runs"]
+    numbers = [frame["sequence"] for frame in red["frames"]]
+    assert numbers == sorted(set(numbers)) and numbers[-1] == 19 and len(numbers) >= 3
+    assert red["stats"]["processed"] + red["stats"]["skipped"] == 20 == red["stats"]["captured"]
+    assert all(frame["shape"] == [48, 64, 3] for frame in red["frames"])
+    predictions = next(iter(red["predictions"].values()))
+    assert all(max(scores, key=scores.get) == "red" for scores in predictions)  # BGR from GStreamer, RGB to the model
+    # The first frame of the colour bars, scored here on x86 by LiteRT's built-in kernels (what the box runs) and
+    # ONNX Runtime: the box's aarch64 engines under apt's NumPy 1.24 agree.
+    image = read_image(camera_box_run["bars"])
+    for name in CAMERA_MODELS:
+        kernels = "builtin" if name.endswith(".tflite") else "default"
+        classifier = Classifier(artifacts.files[name], threads=1, kernels=kernels)
+        here = dict(classifier.predict(image, top_k=len(classifier.labels)))
+        there = bars["predictions"][f"{camera_box_run['there']}/{name}"][0]
+        difference = max(abs(here[label] - there[label]) for label in here)
+        assert difference <= INT8_FLOOR, (name, here, there)
+        ranked = sorted(here.values())
+        if ranked[-1] - ranked[-2] >= NEAR_TIE["int8"]:
+            assert max(there, key=there.get) == max(here, key=here.get), (name, here, there)

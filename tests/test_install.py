@@ -75,6 +75,10 @@ def test_the_runtime_extra_carries_the_cli_and_installs_on_every_device():
     assert "onnxruntime" not in jetson and "onnxruntime-gpu" not in jetson
     assert set(jetson) == {name for name in runtime if name not in ("onnxruntime", "tflite-runtime")}
     assert "edgecls" in train and not {"typer", "rich"} & set(train)  # from [runtime]
+    # A Pi with a camera: apt's NumPy 1.x and OpenCV (GStreamer) stay the ones imported (picamera2 needs NumPy 1).
+    picamera = _names(_extras()["picamera"])
+    assert set(picamera) == set(runtime) - {"opencv-python-headless"}
+    assert _extras()["picamera"][0] == "numpy>=1.23,<2"
 
 
 def test_metrics_in_numpy():
@@ -207,17 +211,23 @@ def device_artifacts(digits_run, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def runtime_venv(tmp_path_factory) -> Path:
-    """A fresh venv with the built wheel installed with ``[runtime]`` only, from the registry pip reaches."""
-    root = tmp_path_factory.mktemp("runtime-venv")
+def wheel(tmp_path_factory) -> Path:
+    """The edgecls wheel of this tree, as a user downloads it."""
+    root = tmp_path_factory.mktemp("wheel")
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(root / "wheel"), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(root), str(ROOT)],
         capture_output=True,
         text=True,
         check=False,
     )
     assert built.returncode == 0, built.stderr[-3000:]
-    wheel = next((root / "wheel").glob("edgecls-*.whl"))
+    return next(root.glob("edgecls-*.whl"))
+
+
+@pytest.fixture(scope="module")
+def runtime_venv(wheel, tmp_path_factory) -> Path:
+    """A fresh venv with the built wheel installed with ``[runtime]`` only, from the registry pip reaches."""
+    root = tmp_path_factory.mktemp("runtime-venv")
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)  # the base interpreter's venv module
     env = _clean_env()
@@ -334,6 +344,7 @@ def test_the_device_commands_on_a_runtime_only_install(runtime_venv, device_arti
             ["evaluate", str(art["tflite"]), "--data", str(art["data"]), "--out", str(tmp_path / "ev")],
             0,
         ),
+        "watch": (["watch", str(art["tflite"]), "--source", "test://?fps=30", "--duration", "3", "--json"], 0),
         "train-help": (["train", "--help"], 0),
         "train": (["train", "--data", "digits"], 2),
         "quantize": (["quantize", str(art["onnx"]), "--calib", str(art["data"])], 2),
@@ -362,6 +373,7 @@ def test_the_device_commands_on_a_runtime_only_install(runtime_venv, device_arti
             and f"edgecls {name} runs on the workstation" in lines[0]
         )
     assert "digits is built into scikit-learn" in outputs["evaluate-digits"][1]
+    _check_watch(outputs["watch"][0], labels=[str(digit) for digit in range(10)])
     assert "--data" in outputs["train-help"][0]
 
     # One folder, one answer: bench and evaluate score the same 41 images (1 skipped) to the same top-1.
@@ -395,6 +407,19 @@ def test_the_device_commands_on_a_runtime_only_install(runtime_venv, device_arti
         f"import edgecls.runtime {measured['import_edgecls_runtime_s']} s ({report})"
     )
     assert measured["venv_mb"] < 600  # LiteRT + ONNX Runtime + OpenCV + NumPy + the CLI; TensorFlow alone is 1.3 GB
+
+
+def _check_watch(stdout: str, labels: list[str]) -> None:
+    """``edgecls watch --source test://?fps=30 --duration 3 --json``: a line a frame, then the summary."""
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    frames, summary = lines[:-1], lines[-1]["summary"]
+    numbers = [frame["sequence"] for frame in frames]
+    assert numbers == sorted(set(numbers)) and len(frames) >= 45, numbers  # 3 s of a 30 fps source, most of it
+    assert all(frame["top"][0]["label"] in labels and frame["inference_ms"] <= frame["age_ms"] for frame in frames)
+    assert (summary["frames"], summary["stopped"]) == (len(frames), "duration") and 2.9 <= summary["seconds"] < 6
+    stats = summary["stats"]
+    assert stats["processed"] + stats["skipped"] == numbers[-1] + 1 <= stats["captured"]  # every frame accounted
+    assert 25 <= stats["capture_fps"] <= 35 and stats["age_p95_ms"] < 1000 / 30 + 200
 
 
 @pytest.mark.slow
@@ -436,3 +461,115 @@ def test_device_commands_import_no_training_framework_on_the_workstation(device_
         )
         assert completed.returncode == 0, completed.stderr[-2000:]
         assert json.loads(out.read_text())["heavy"] == [], arguments
+
+
+# --- the "Pi with a camera" install, on this machine: apt's NumPy and OpenCV under a --system-site-packages venv ---
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's: apt's python3-numpy and python3-opencv are built for it
+APT_PACKAGES = "/usr/lib/python3/dist-packages"
+CAMERA_PROBE = ROOT / "tests" / "camera_probe.py"
+# videotestsrc paced as a camera (is-live) at 30 fps, through videoconvert to BGR: what a csi:// pipeline ends in.
+GST_RED = (
+    "gst://videotestsrc num-buffers={frames} pattern=red is-live=true ! "
+    "video/x-raw,width=160,height=120,framerate=30/1 ! videoconvert ! video/x-raw,format=BGR ! "
+    "appsink drop=true max-buffers=1"
+)
+GST_BARS = GST_RED.replace("pattern=red", "pattern=smpte")
+
+
+def system_opencv_missing() -> str | None:
+    """Why this machine has no Debian Python with apt's OpenCV (GStreamer) and NumPy, or ``None``."""
+    probe = (
+        "import cv2, numpy, venv; assert cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER), 'no GStreamer'; "
+        "assert cv2.__file__.startswith('/usr/lib/python3/'), cv2.__file__"
+    )
+    if not Path(SYSTEM_PYTHON).is_file():
+        return f"no {SYSTEM_PYTHON}"
+    completed = subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, text=True, env=_clean_env())
+    if completed.returncode != 0:
+        return (
+            f"{SYSTEM_PYTHON} lacks apt's OpenCV with GStreamer ({completed.stderr.strip().splitlines()[-1]}): "
+            "apt-get install python3-opencv python3-numpy python3-venv gstreamer1.0-plugins-base (.ci/run does)"
+        )
+    return None
+
+
+@pytest.fixture(scope="module")
+def picamera_venv(wheel, tmp_path_factory) -> Path:
+    """The README's "Pi with a camera" install here: Debian's Python, a venv that sees apt's packages, then
+    ``pip install "edgecls[picamera]"``."""
+    reason = system_opencv_missing()
+    if reason:  # CI installs these (.ci/run): there, a missing package is a failure, not a skip
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(reason)
+    venv = tmp_path_factory.mktemp("picamera-venv") / "venv"
+    subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    installed = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"{wheel}[picamera]"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=_clean_env(),
+    )
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    return venv
+
+
+@pytest.mark.slow
+def test_the_pi_camera_install_keeps_apt_numpy_and_opencv_and_reads_gstreamer(
+    picamera_venv, device_artifacts, tmp_path
+):
+    from conftest import channel_means_onnx
+
+    from edgecls.runtime import Classifier
+    from edgecls.runtime.preprocess import read_image
+
+    python = str(picamera_venv / "bin" / "python")
+    listed = subprocess.run(
+        [python, "-m", "pip", "list", "--local", "--format=json"], capture_output=True, text=True, env=_clean_env()
+    )
+    in_venv = {item["name"].lower(): item["version"] for item in json.loads(listed.stdout)}
+    assert {"edgecls", "ai-edge-litert", "onnxruntime", "typer", "rich"} <= set(in_venv)
+    assert not {"numpy", "opencv-python", "opencv-python-headless"} & set(in_venv), in_venv  # apt's stay
+
+    means = channel_means_onnx(tmp_path / "means.onnx")
+    tflite = str(device_artifacts["tflite"])  # the digits model, INT8
+    job = {
+        "runs": [
+            {"source": GST_RED.format(frames=30), "models": [str(means)], "first_frame": str(tmp_path / "red.png")},
+            {"source": GST_BARS.format(frames=10), "models": [tflite], "first_frame": str(tmp_path / "bars.png")},
+        ]
+    }
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    completed = subprocess.run(
+        [python, str(CAMERA_PROBE), str(tmp_path / "job.json"), str(tmp_path / "out.json")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_clean_env(),
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    probed = json.loads((tmp_path / "out.json").read_text())
+    assert probed["numpy"]["file"].startswith(APT_PACKAGES) and probed["numpy"]["version"].startswith("1.")
+    assert probed["cv2"]["file"].startswith(APT_PACKAGES) and probed["cv2"]["gstreamer"]
+    assert probed["heavy"] == [] and "edgecls" in probed["versions"]
+
+    red, bars = probed["runs"]
+    numbers = [frame["sequence"] for frame in red["frames"]]
+    assert numbers == sorted(set(numbers)) and numbers[-1] == 29 and len(numbers) >= 20  # paced at 30 fps
+    assert all(frame["shape"] == [120, 160, 3] for frame in red["frames"])
+    assert red["stats"]["captured"] == 30 and red["stats"]["processed"] + red["stats"]["skipped"] == 30
+    assert 20 <= red["stats"]["capture_fps"] <= 40
+    # GStreamer's red, through videoconvert's BGR and predict's RGB: the red channel wins on every frame.
+    assert all(max(scores, key=scores.get) == "red" for scores in red["predictions"][str(means)])
+    # LiteRT under apt's NumPy 1.x scores the first frame as this venv's LiteRT under NumPy 2 does.
+    here = dict(Classifier(tflite, threads=1).predict(read_image(tmp_path / "bars.png"), top_k=10))
+    there = bars["predictions"][tflite][0]
+    assert max(abs(here[label] - there[label]) for label in here) <= 1e-6, (here, there)
+    _record_camera_install(probed, in_venv)
+
+
+def _record_camera_install(probed: dict, in_venv: dict) -> None:
+    report = os.environ.get("EDGECLS_CAMERA_INSTALL_REPORT")
+    if report:
+        Path(report).write_text(json.dumps({"probe": probed, "venv_packages": in_venv}, indent=2))

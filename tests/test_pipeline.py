@@ -334,7 +334,7 @@ def test_place_labels_never_overlaps_even_on_one_point():
 
 
 def test_artifact_labels_follow_the_report_table_and_are_unique():
-    from edgecls.pipeline.report import artifact_labels
+    from edgecls.pipeline.labels import artifact_labels
 
     rows = [row for row in crowded_rows() if row["format"] != "keras"]
     labels = artifact_labels(rows)
@@ -447,7 +447,7 @@ def test_the_report_warns_of_an_int8_artifact_slower_than_its_float_sibling(tmp_
     from test_bench import _tiny_artifact
 
     from edgecls.pipeline.candidate import slower_int8_warnings
-    from edgecls.pipeline.report import artifact_labels
+    from edgecls.pipeline.labels import artifact_labels
 
     int8 = _tiny_artifact(tmp_path / "model_int8.onnx", "int8", "aaaa")
     fp32 = _tiny_artifact(tmp_path / "model_fp32.onnx", "fp32", "aaaa")

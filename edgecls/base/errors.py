@@ -30,3 +30,11 @@ class RuntimeUnavailableError(EdgeclsError):
 
 class RemoteError(EdgeclsError):
     """A remote (SSH) operation failed."""
+
+
+class CameraError(EdgeclsError):
+    """A camera, stream, video file or image folder cannot be opened or read."""
+
+
+class FrameTimeout(CameraError):
+    """A source delivered no frame within the time allowed (``FrameSource.read(timeout)``)."""

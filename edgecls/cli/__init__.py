@@ -19,6 +19,7 @@ from edgecls.cli import info as _info  # noqa: F401,E402
 from edgecls.cli import explain as _explain  # noqa: F401,E402
 from edgecls.cli import pipeline as _pipeline  # noqa: F401,E402
 from edgecls.cli import bench as _bench  # noqa: F401,E402
+from edgecls.cli import watch as _watch  # noqa: F401,E402
 from edgecls.cli import targets as _targets  # noqa: F401,E402
 from edgecls.cli import quantize as _quantize  # noqa: F401,E402
 from edgecls.cli import calib_data as _calib_data  # noqa: F401,E402

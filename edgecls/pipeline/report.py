@@ -12,6 +12,7 @@ from typing import Any
 from edgecls.base.fileio import write_json, write_text
 from edgecls.pipeline.candidate import deployed_artifact, deployment_target, quantize_max_drop, slower_int8_warnings
 from edgecls.pipeline.config import PipelineConfig
+from edgecls.pipeline.labels import artifact_labels
 
 
 def collect_rows(summaries: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -284,20 +285,3 @@ def _relative(path: str, base: Path) -> str:
         return str(Path(path).resolve().relative_to(base.resolve()))
     except ValueError:
         return str(path)
-
-
-def artifact_labels(rows: list[dict[str, Any]]) -> dict[str, str]:
-    """Artifact path → the name the report table gives it, made unique.
-
-    A repeated name gets its stage, then a number.
-    """
-    labels: dict[str, str] = {}
-    for row in rows:
-        name = row["name"]
-        if name in labels.values():
-            name = f"{name} ({row['stage']})"
-        base, count = name, 2
-        while name in labels.values():
-            name, count = f"{base} #{count}", count + 1
-        labels[row["path"]] = name
-    return labels

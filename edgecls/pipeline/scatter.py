@@ -106,7 +106,7 @@ def accuracy_latency_figure(rows: list[dict[str, Any]], targets: list[str]):
     if not any(target in row["latency"] for row in shown for target in targets):
         return None
     from edgecls.base.plots import pyplot
-    from edgecls.pipeline.report import artifact_labels
+    from edgecls.pipeline.labels import artifact_labels
 
     plt = pyplot()
     labels = artifact_labels(shown)

@@ -251,7 +251,7 @@ def bench(
 ) -> dict[str, Any]:
     from edgecls.bench import bench as bench_models
     from edgecls.bench.report import plot_latency
-    from edgecls.pipeline.report import artifact_labels
+    from edgecls.pipeline.labels import artifact_labels
 
     rows = [
         row
@@ -301,7 +301,8 @@ def compare(
     from edgecls.evaluate.compare import compare as compare_models
     from edgecls.evaluate.compare import result_path
     from edgecls.pipeline.candidate import deployed_artifact, quantize_max_drop
-    from edgecls.pipeline.report import artifact_labels, collect_rows
+    from edgecls.pipeline.labels import artifact_labels
+    from edgecls.pipeline.report import collect_rows
 
     rows, _ = collect_rows(summaries)  # with each target's latency: the deployed candidate is the fastest in budget
     model_a = config.resolve(options["a"])
@@ -340,7 +341,7 @@ def compare(
 
 def _compare_b(config: PipelineConfig, b: str | None, rows: list[dict[str, Any]]) -> tuple[str | None, str | None]:
     """[compare] b: a model file, or one of the report's artifact names (as the report table shows them)."""
-    from edgecls.pipeline.report import artifact_labels
+    from edgecls.pipeline.labels import artifact_labels
 
     if b is None:
         return None, None

@@ -86,7 +86,9 @@ class CorruptionSpec:
     seed: int = 0
 
     @classmethod
-    def of(cls, names: Sequence[str] | None = None, severities: Sequence[int] = SEVERITIES, seed: int = 0):
+    def of(
+        cls, names: Sequence[str] | None = None, severities: Sequence[int] = SEVERITIES, seed: int = 0
+    ) -> CorruptionSpec:
         """Checked: ``names`` None or empty means every corruption; unknown names or severities are ConfigErrors."""
         chosen = tuple(names) if names else list_corruptions()
         unknown = [name for name in chosen if name not in _CORRUPTIONS]
@@ -136,7 +138,7 @@ def _to_uint8(unit: np.ndarray) -> np.ndarray:
 
 
 def _scale(frame: np.ndarray) -> float:
-    return min(frame.shape[:2]) / REFERENCE_SIDE
+    return float(min(frame.shape[:2]) / REFERENCE_SIDE)
 
 
 # -- noise ---------------------------------------------------------------------
@@ -171,7 +173,7 @@ def disk_kernel(radius: float, *, supersample: int = 8) -> np.ndarray:
     inside = (fine[:, None] ** 2 + fine[None, :] ** 2) <= max(radius, 0.5) ** 2
     size = 2 * half + 1
     kernel = inside.reshape(size, supersample, size, supersample).mean(axis=(1, 3))
-    return (kernel / kernel.sum()).astype(np.float32)
+    return np.asarray(kernel / kernel.sum(), dtype=np.float32)
 
 
 def defocus_blur(frame: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
@@ -199,7 +201,7 @@ def motion_kernel(radius: float, sigma: float, angle_degrees: float) -> np.ndarr
         for dx, dy, share in corners:
             if 0 <= y0 + dy < size and 0 <= x0 + dx < size:
                 kernel[y0 + dy, x0 + dx] += weight * share
-    return kernel / kernel.sum()
+    return np.asarray(kernel / kernel.sum(), dtype=kernel.dtype)
 
 
 def motion_blur(frame: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
@@ -236,7 +238,10 @@ def jpeg_compression(frame: np.ndarray, level: int, rng: np.random.Generator) ->
     ok, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY[level]])
     if not ok:
         raise ValueError(f"OpenCV could not JPEG-encode a frame of shape {frame.shape}")
-    return cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
+    decoded = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
+    if decoded is None:
+        raise ValueError(f"OpenCV could not decode its own JPEG of a frame of shape {frame.shape}")
+    return decoded
 
 
 def jpeg_bytes(frame: np.ndarray, severity: int) -> int:

@@ -83,7 +83,7 @@ def _family(arch: str) -> str:
 def cpuinfo_arch(text: str) -> str:
     """The processor ``/proc/cpuinfo`` describes: ``x86_64``/``i686`` (``vendor_id``, ``flags``), ``aarch64``/``arm``
     (``CPU implementer``), "" when it names neither (another architecture: no verdict)."""
-    fields = {}
+    fields: dict[str, str] = {}
     for line in text.splitlines():
         key, colon, value = line.partition(":")
         if colon:

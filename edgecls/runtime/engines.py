@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -110,7 +110,7 @@ class LiteRTEngine(Engine):
             self._batch = batch.shape[0]
         self._interpreter.set_tensor(self._input_index, batch)
         self._interpreter.invoke()
-        return self._interpreter.get_tensor(self._output_index)
+        return cast(np.ndarray, self._interpreter.get_tensor(self._output_index))
 
 
 # LiteRT's kernel families (``kernels=``): "default" is XNNPACK where it takes the graph (x86, a Pi), else the
@@ -120,7 +120,7 @@ class LiteRTEngine(Engine):
 LITERT_KERNELS = {"default": None, "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "reference": "BUILTIN_REF"}
 
 
-def _kernel_options(interpreter_class: Callable, kernels: str) -> dict[str, Any]:
+def _kernel_options(interpreter_class: Callable[..., Any], kernels: str) -> dict[str, Any]:
     """The interpreter's keyword for a kernel family of ``LITERT_KERNELS``."""
     if kernels not in LITERT_KERNELS:
         raise ConfigError(f"kernels={kernels!r}: LiteRT's kernel families are {', '.join(LITERT_KERNELS)}")
@@ -129,10 +129,10 @@ def _kernel_options(interpreter_class: Callable, kernels: str) -> dict[str, Any]
     import importlib
 
     resolver = importlib.import_module(interpreter_class.__module__).OpResolverType  # litert's or tflite_runtime's
-    return {"experimental_op_resolver_type": getattr(resolver, LITERT_KERNELS[kernels])}
+    return {"experimental_op_resolver_type": getattr(resolver, cast(str, LITERT_KERNELS[kernels]))}
 
 
-def _load_tflite_interpreter() -> tuple[Callable, str, str]:
+def _load_tflite_interpreter() -> tuple[Callable[..., Any], str, str]:
     try:
         import importlib.metadata as metadata
 
@@ -153,7 +153,7 @@ def _load_tflite_interpreter() -> tuple[Callable, str, str]:
         ) from exc
 
 
-def _tflite_spec(detail: dict) -> TensorSpec:
+def _tflite_spec(detail: dict[str, Any]) -> TensorSpec:
     scale, zero_point = detail.get("quantization", (0.0, 0))
     return TensorSpec(
         detail["name"], tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"]), float(scale), int(zero_point)
@@ -235,7 +235,7 @@ class OnnxEngine(Engine):
                     for i in range(batch.shape[0])
                 ]
             )
-        return self._session.run([self.output.name], {self.input.name: batch})[0]
+        return cast(np.ndarray, self._session.run([self.output.name], {self.input.name: batch})[0])
 
 
 def _session_options(onnxruntime: Any, threads: int, kernels: str | None) -> Any:
@@ -302,7 +302,7 @@ def _one_run(session: Any) -> Callable[[], object]:
     return lambda: session.run([output], feed)
 
 
-def _onnx_input_shape(shape: list, path: Path) -> tuple[int, ...]:
+def _onnx_input_shape(shape: list[Any], path: Path) -> tuple[int, ...]:
     """The input shape with a dynamic batch as 1.
 
     A dynamic height, width or channel count is an error (frames are resized to a fixed size).
@@ -327,7 +327,7 @@ def _onnx_dtype(type_name: str) -> np.dtype:
     return np.dtype(names[type_name])
 
 
-ENGINES: dict[str, type[Engine]] = {".tflite": LiteRTEngine, ".onnx": OnnxEngine}
+ENGINES: dict[str, Callable[..., Engine]] = {".tflite": LiteRTEngine, ".onnx": OnnxEngine}
 
 
 def list_engines() -> list[str]:

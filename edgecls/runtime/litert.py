@@ -7,8 +7,10 @@ says whether XNNPACK took the graph over.
 
 from __future__ import annotations
 
+from typing import Any
 
-def delegate_provider(interpreter) -> str:
+
+def delegate_provider(interpreter: Any) -> str:
     """What runs the graph: XNNPACK when it took over part of it (a DELEGATE node), else the built-in kernels.
 
     LiteRT applies XNNPACK by default to float and signed int8 graphs; an old

@@ -190,7 +190,7 @@ def measure_model(
         samples_ms=[round(sample, 5) for sample in samples_ms],
         notes=notes,
         start_s=start,
-        severities=list(corruptions.severities) if corrupted else [],
+        severities=list(corruptions.severities) if corrupted and corruptions else [],
         corruptions=corrupted,
         mean_corruption_top1=round(float(np.mean(every)), 4) if every else None,
     )
@@ -210,7 +210,7 @@ def _start_times(
     if cache_hit is None:  # no TensorRT engine cache: a second start would time the same thing again
         return StartTimes(first=first), []
     second = load_engine(classifier.path, threads=threads, providers=providers, precision=precision)
-    cached, second_hit = second.load_seconds, second.cache_hit
+    cached, second_hit = getattr(second, "load_seconds", 0.0), getattr(second, "cache_hit", None)
     del second
     notes = []
     if not second_hit:
@@ -291,7 +291,7 @@ def _current_rss_mb() -> float:
     try:
         import psutil
 
-        return psutil.Process().memory_info().rss / 2**20
+        return float(psutil.Process().memory_info().rss / 2**20)
     except ImportError:
         pass
     try:

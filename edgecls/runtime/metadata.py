@@ -55,7 +55,7 @@ class ModelInfo:
                 input_size=(int(document["input_size"][0]), int(document["input_size"][1])),
                 channels=int(document["channels"]),
                 channel_order=str(document.get("channel_order", "RGB")),
-                pixel_range=tuple(document.get("pixel_range", (0, 255))),  # type: ignore[arg-type]
+                pixel_range=tuple(document.get("pixel_range", (0, 255))),
                 provenance=dict(document.get("provenance", {})),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
@@ -81,6 +81,7 @@ def read_model_info(path: str | Path) -> ModelInfo | None:
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
     suffix = path.suffix.lower()
+    raw: bytes | str | None
     if suffix == ".tflite":
         try:
             raw = tflite_metadata(path.read_bytes()).get(METADATA_KEY)
@@ -130,7 +131,7 @@ def tflite_metadata(buffer: bytes) -> dict[str, bytes]:
 
 
 def _u32(buffer: bytes, pos: int) -> int:
-    return struct.unpack_from("<I", buffer, pos)[0]
+    return int(struct.unpack_from("<I", buffer, pos)[0])
 
 
 def _field_position(buffer: bytes, table: int, index: int) -> int | None:
@@ -190,7 +191,8 @@ def _onnx_metadata(path: Path) -> str | None:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ModelError(f"{path}: not a valid ONNX model ({exc})") from exc
-    return session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    value: str | None = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    return value
 
 
 def _keras_metadata(path: Path) -> str | None:

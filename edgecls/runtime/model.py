@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -137,7 +137,7 @@ class Classifier:
         """Top-k ``(label, score)`` for one BGR/gray uint8 frame of any size."""
         raw = self.engine.invoke_raw(self.to_input(self.preprocess(frame)[None]))[0]
         if self.collect is not None:
-            self._offer(frame, raw)
+            self._offer(self.collect, frame, raw)
         return self._top_k(raw, top_k)
 
     def predict_batch(self, frames: list[np.ndarray], top_k: int | None = None) -> list[Prediction]:
@@ -148,12 +148,12 @@ class Classifier:
         raw = self.engine.invoke_raw(self.to_input(batch))
         if self.collect is not None:
             for frame, row in zip(frames, raw):
-                self._offer(frame, row)
+                self._offer(self.collect, frame, row)
         return [self._top_k(row, top_k) for row in raw]
 
-    def _offer(self, frame: np.ndarray, raw: np.ndarray) -> None:
+    def _offer(self, collect: Collector, frame: np.ndarray, raw: np.ndarray) -> None:
         scores = (raw.astype(np.float32) - self._zero_point) * self._scale
-        self.collect.consider(frame, self.labels, scores, model=self.path.name, model_sha256=self._digest)
+        collect.consider(frame, self.labels, scores, model=self.path.name, model_sha256=self._digest)
 
     def _top_k(self, raw: np.ndarray, top_k: int | None) -> Prediction:
         """The k best classes of one raw output row (quantised or not), dequantising only those k."""
@@ -177,7 +177,7 @@ def _check_top_k(top_k: int) -> None:
         raise ValueError(f"top_k must be 1 or more, got {top_k}")
 
 
-def best_indices(row: np.ndarray, k: int) -> tuple[list[int], list]:
+def best_indices(row: np.ndarray, k: int) -> tuple[list[int], list[Any]]:
     """Indices of the ``k`` largest values of ``row``, largest first, ties in index order; and the row as a list."""
     k = min(k, row.shape[0])
     if row.shape[0] <= 256:  # short rows: one Python sort costs less than several numpy calls
@@ -198,7 +198,7 @@ def _input_encoder(spec: TensorSpec) -> Callable[[np.ndarray], np.ndarray]:
 
         def quantize(pixels: np.ndarray) -> np.ndarray:
             quantized = np.round(pixels.astype(np.float32) / spec.scale) + spec.zero_point
-            return np.clip(quantized, info.min, info.max).astype(spec.dtype)
+            return cast(np.ndarray, np.clip(quantized, info.min, info.max).astype(spec.dtype))
 
         return quantize
     return lambda pixels: pixels.astype(spec.dtype)

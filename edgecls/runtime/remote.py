@@ -160,7 +160,7 @@ def _check_stop(stop: threading.Event | None, ssh: SSH) -> None:
         raise RemoteStopped(f"the benchmark on {ssh.destination} was stopped before it started")
 
 
-def _parse_run(completed: subprocess.CompletedProcess, destination: Destination, names: list[str]) -> MeasureRun:
+def _parse_run(completed: subprocess.CompletedProcess[str], destination: Destination, names: list[str]) -> MeasureRun:
     """The device's last stdout line as a ``MeasureRun``, checked field by field (a login banner may come before it)."""
     lines = [line for line in completed.stdout.splitlines() if line.strip()]
     shown = printable(lines[-1][:80]) if lines else "nothing"

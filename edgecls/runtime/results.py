@@ -112,7 +112,8 @@ class MeasureResult:
     @classmethod
     def from_dict(cls, document: Any) -> MeasureResult:
         """Read a result written by ``to_dict``; ``ValueError`` names the first missing or mistyped field."""
-        return _from_document(cls, document, "result")
+        result: MeasureResult = _from_document(cls, document, "result")
+        return result
 
 
 @dataclass(frozen=True)
@@ -134,10 +135,11 @@ class MeasureRun:
     @classmethod
     def from_dict(cls, document: Any) -> MeasureRun:
         """Read a run written by ``to_dict`` (a device's JSON): every field is checked before anything uses it."""
-        return _from_document(cls, document, "run")
+        run: MeasureRun = _from_document(cls, document, "run")
+        return run
 
 
-def _from_document(cls: type, document: Any, where: str) -> Any:
+def _from_document(cls: Any, document: Any, where: str) -> Any:
     """The dataclass ``cls`` from a JSON ``document``, each field checked against its annotation.
 
     A device running a newer edgecls may report more: unknown keys are ignored.

@@ -131,7 +131,7 @@ class SSH:
 
     def run(
         self, script: str, *, step: str, timeout: float | None = None, stdin: Any = subprocess.DEVNULL
-    ) -> subprocess.CompletedProcess:
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``script`` on the device; ssh reads ``stdin`` (never the caller's own)."""
         command = self.command(script)
         log.debug("%s: %s", step, shlex.join(command))
@@ -146,7 +146,7 @@ class SSH:
 
     def run_tethered(
         self, script: str, *, step: str, stop: threading.Event | None = None
-    ) -> subprocess.CompletedProcess:
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``script`` with ssh's stdin a pipe held open by this process until ssh ends.
 
         The pipe ends when this process stops or dies, or when ssh does: that is
@@ -179,17 +179,17 @@ class SSH:
                 os.close(write_end)
         return self._checked(command, process.returncode, stdout, stderr, step)
 
-    def _communicate(self, process: subprocess.Popen, stop: threading.Event | None) -> tuple[bytes, bytes]:
+    def _communicate(self, process: subprocess.Popen[bytes], stop: threading.Event | None) -> tuple[bytes, bytes]:
         while True:
             try:
                 return process.communicate(timeout=None if stop is None else STOP_POLL_S)
             except subprocess.TimeoutExpired:  # communicate may be called again: nothing read is lost
-                if stop.is_set():
+                if stop is not None and stop.is_set():
                     raise RemoteStopped(f"the benchmark on {self.destination} was stopped") from None
 
     def _checked(
         self, command: list[str], returncode: int, stdout: bytes, stderr: bytes, step: str
-    ) -> subprocess.CompletedProcess:
+    ) -> subprocess.CompletedProcess[str]:
         completed = subprocess.CompletedProcess(command, returncode, _decode(stdout), _decode(stderr))
         if completed.returncode == 255:
             raise RemoteError(_connection_message(self.destination, step, completed.stderr, self.config))
@@ -245,4 +245,4 @@ def printable(value: Any) -> Any:
 
 def tail(text: str, lines: int = 3) -> str:
     kept = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
-    return printable(" | ".join(kept[-lines:]))
+    return str(printable(" | ".join(kept[-lines:])))

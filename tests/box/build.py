@@ -3,7 +3,10 @@
 Raspberry Pi OS is Debian 12 "bookworm" with Python 3.11. Two boxes (``RECIPES``):
 
 - ``pios64``: Pi OS 64-bit (arm64), edgecls installed as the README tells a Pi 4/5 user:
-  ``pip install "edgecls-….whl[runtime]"`` in a venv;
+  ``pip install "edgecls-….whl[runtime]"`` in a venv; and, beside it, as it tells a Pi with a camera:
+  apt's NumPy, OpenCV (with GStreamer) and videotestsrc (``python3-numpy``, ``python3-opencv``,
+  ``gstreamer1.0-plugins-base``), a second venv with the system site packages (``~/edgecls-camera``), then
+  ``pip install "edgecls-….whl[picamera]"`` (NumPy held at apt's 1.x, no pip OpenCV);
 - ``pios32``: Pi OS 32-bit (armhf; ``uname -m`` answers armv7l): NumPy and OpenCV from apt
   (``python3-numpy``, ``python3-opencv``), a venv with the system site packages, then the same
   ``pip install "edgecls-….whl[runtime]"`` (tflite-runtime, no ONNX Runtime).
@@ -50,6 +53,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SUITE = "bookworm"  # Raspberry Pi OS 12 is Debian 12
 BOX_USER = "pi"
 VENV = f"/home/{BOX_USER}/edgecls"  # the README's device venv, ~/edgecls
+CAMERA_VENV = f"/home/{BOX_USER}/edgecls-camera"  # the README's "Pi with a camera" venv, ~/edgecls-camera
+CAMERA_APT = ("python3-numpy", "python3-opencv", "gstreamer1.0-plugins-base")  # videotestsrc, videoconvert, appsink
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 BOX_CA = "/etc/edgecls-box/host-ca.crt"  # this machine's CA bundle, for pip in the box (PIP_CERT)
 BUILD_TIMEOUT_S = 3600  # debootstrap and pip under emulation: minutes; an hour means something hangs
@@ -76,11 +81,22 @@ class Recipe:
     apt: tuple[str, ...]  # debootstrap --include (with their dependencies)
     system_site_packages: bool  # the venv sees apt's Python packages
     target: str  # the edgecls target profile of the board it stands for
+    camera: bool = False  # also CAMERA_VENV: edgecls[picamera] over apt's NumPy and OpenCV (CAMERA_APT)
 
 
 COMMON_APT = ("python3", "python3-venv", "openssh-server", "procps")  # sshd: the device over SSH; procps: ps
 RECIPES = {
-    "pios64": Recipe("pios64", "Pi OS 64-bit (arm64)", "arm64", "qemu-aarch64", "aarch64", COMMON_APT, False, "rpi5"),
+    "pios64": Recipe(
+        "pios64",
+        "Pi OS 64-bit (arm64)",
+        "arm64",
+        "qemu-aarch64",
+        "aarch64",
+        (*COMMON_APT, *CAMERA_APT),
+        False,
+        "rpi5",
+        camera=True,
+    ),
     "pios32": Recipe(
         "pios32",
         "Pi OS 32-bit (armhf)",
@@ -203,6 +219,7 @@ def runtime_requirements() -> dict[str, object]:
     return {
         "dependencies": project.get("dependencies", []),
         "runtime": project["optional-dependencies"]["runtime"],
+        "picamera": project["optional-dependencies"]["picamera"],
         "requires-python": project.get("requires-python"),
     }
 
@@ -367,8 +384,9 @@ def _build(box: Box, wheel: Path) -> None:
         _step(command, "debootstrap", partial / "debootstrap.log")
         userland.write_text(json.dumps({"debootstrap_s": round(time.monotonic() - started, 1)}))
     record.update(json.loads(userland.read_text()))
-    if building.host_path(VENV).exists():  # a failed install's venv: made again
-        shutil.rmtree(building.host_path(VENV))
+    for folder in (VENV, CAMERA_VENV):  # a failed install's venvs: made again
+        if building.host_path(folder).exists():
+            shutil.rmtree(building.host_path(folder))
 
     shutil.copyfile("/etc/resolv.conf", building.host_path("/etc/resolv.conf"))
     building.host_path(BOX_CA).parent.mkdir(parents=True, exist_ok=True)
@@ -388,6 +406,8 @@ def _build(box: Box, wheel: Path) -> None:
     installed = building.run(install, env=pip_env, timeout=BUILD_TIMEOUT_S, step="pip install edgecls[runtime]")
     record["pip_install_s"] = round(time.monotonic() - started, 1)
     (partial / "pip-install.log").write_text(installed.stdout + installed.stderr)
+    if recipe.camera:
+        record["camera"] = _build_camera_venv(building, wheel, pip_env, partial / "pip-install-camera.log")
     building.host_path(f"/tmp/{wheel.name}").unlink()
 
     listed = building.run([f"{VENV}/bin/pip", "list", "--format=json"], step="pip list")
@@ -410,6 +430,33 @@ def _build(box: Box, wheel: Path) -> None:
         record["debootstrap_s"],
         record["pip_install_s"],
     )
+
+
+# What the camera venv's Python imports, and from where: NumPy and OpenCV must be apt's (/usr/lib/python3).
+CAMERA_PROBE = """
+import json, cv2, numpy
+print(json.dumps({"numpy": numpy.__version__, "numpy_file": numpy.__file__, "cv2": cv2.__version__,
+    "cv2_file": cv2.__file__, "gstreamer": bool(cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER))}))
+"""
+
+
+def _build_camera_venv(box: Box, wheel: Path, pip_env: dict[str, str], log_file: Path) -> dict[str, object]:
+    """The README's "Pi with a camera" install in ``box``: a venv with the system site packages, then
+    ``edgecls[picamera]``. Its record: seconds, what pip installed into the venv, what NumPy and OpenCV import."""
+    box.run(["python3", "-m", "venv", "--system-site-packages", CAMERA_VENV], step="python3 -m venv (camera)")
+    started = time.monotonic()
+    install = [f"{CAMERA_VENV}/bin/pip", "install", "--no-cache-dir", f"/tmp/{wheel.name}[picamera]"]
+    installed = box.run(install, env=pip_env, timeout=BUILD_TIMEOUT_S, step="pip install edgecls[picamera]")
+    log_file.write_text(installed.stdout + installed.stderr)
+    seconds = round(time.monotonic() - started, 1)
+    listed = box.run([f"{CAMERA_VENV}/bin/pip", "list", "--local", "--format=json"], step="pip list (camera)")
+    probe = box.run([f"{CAMERA_VENV}/bin/python", "-c", CAMERA_PROBE], step="camera venv probe")
+    return {
+        "pip_install_s": seconds,
+        "venv_packages": {item["name"].lower(): item["version"] for item in json.loads(listed.stdout)},
+        "imports": json.loads(probe.stdout),
+        "venv_mb": _size_mb(box.host_path(CAMERA_VENV)),
+    }
 
 
 def _step(command: list[str], step: str, log_file: Path) -> None:

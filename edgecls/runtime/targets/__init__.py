@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from pathlib import Path
@@ -145,18 +146,18 @@ def _check_choices(values: dict[str, Any], source: str) -> None:
     for key, allowed in (("kind", TARGET_KINDS),):
         if values[key] not in allowed:
             raise ConfigError(f"{source}: key {key!r} is {values[key]!r}; choose one of: {', '.join(allowed)}")
-    for key, allowed in (("engines", ENGINE_NAMES), ("precisions", PRECISIONS)):
-        bad = [item for item in values[key] if item not in allowed]
+    for key, items in (("engines", ENGINE_NAMES), ("precisions", PRECISIONS)):
+        bad = [item for item in values[key] if item not in items]
         if bad or not values[key]:
-            raise ConfigError(f"{source}: key {key!r} has {bad or 'nothing'}; use items of: {', '.join(allowed)}")
+            raise ConfigError(f"{source}: key {key!r} has {bad or 'nothing'}; use items of: {', '.join(items)}")
 
 
 def _load_toml(path: Path) -> dict[str, Any]:
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ImportError:  # Python 3.10 (JetPack 6): the tomli backport
+    else:  # Python 3.10 (JetPack 6): the tomli backport
         try:
-            import tomli as tomllib  # type: ignore[no-redef]
+            import tomli as tomllib
         except ImportError as exc:
             raise ConfigError(f"{path}: reading target files on Python 3.10 needs tomli: pip install tomli") from exc
     with path.open("rb") as handle:
