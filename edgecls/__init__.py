@@ -5,4 +5,4 @@ device that has no TensorFlow, and the CLI loads TensorFlow only in the commands
 that need it.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
