@@ -41,11 +41,13 @@ $(ARMV7_TFLITE_VENV)/.installed:
 	$(ARMV7_TFLITE_VENV)/bin/pip install --quiet "tflite-runtime==$(ARMV7_TFLITE)" "numpy<2" opencv-python-headless
 	touch $@
 
-lint: $(BIN)/edgecls  ## ruff (formatting and lint rules), lint-imports (the layering contracts), mypy --strict on edgecls.runtime: pyproject.toml
+# mkdocs: not --quiet, which hides the warnings --strict fails on (and then passes). The site goes to site/ (ignored).
+lint: $(BIN)/edgecls  ## ruff (formatting and lint rules), lint-imports (the layering contracts), mypy --strict on edgecls.runtime: pyproject.toml; mkdocs build --strict: docs/, mkdocs.yml
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/mypy
+	$(BIN)/mkdocs build --strict --site-dir site
 
 # -rs: a skipped test prints its reason (the Pi OS boxes skip where this machine cannot run them: not root, no
 # qemu-user/binfmt_misc, no debootstrap).
