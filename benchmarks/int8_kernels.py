@@ -7,8 +7,9 @@ by run (the order rotates each round):
 
 - ``default``: a plain ``onnxruntime.InferenceSession`` (on x86 the unsigned U8S8 kernels);
 - ``signed``: the same with ``session.qdqisint8allowed = 1`` (S8S8 kernels);
-- ``chosen``: ``edgecls.runtime.engines.OnnxEngine`` as a user gets it (its verdict cache emptied first, so the
-  choice is made in this run), with the path it took.
+- ``chosen``: the path ``edgecls.runtime.engines.OnnxEngine`` took as a user gets it (its verdict cache emptied
+  first, so the choice is made in this run), timed as the other two are (a plain session on that path), and
+  ``runtime``: the engine's own call (``Engine.invoke_raw``, its lock included).
 
 Also the share of validation images where the default and the signed path give the same top-1 (a saturating path
 shows as disagreement), and the float ONNX's p50 beside them. The CPU model and its VNNI flags head the JSON.
@@ -150,10 +151,12 @@ def measure(paths: dict, images: np.ndarray, runs: int) -> dict:
         feed_shape = tuple(dim for dim in engine.input.shape)
         frame = np.zeros(feed_shape, engine.input.dtype)
         float_frame = np.zeros(float_engine.input.shape, float_engine.input.dtype)
+        chosen_signed = engine.int8_kernels is not None and engine.int8_kernels.kernels == "signed"
         calls = {
             "default": session_call(session(path, False), frame),
             "signed": session_call(session(path, True), frame),
-            "chosen": partial(engine.invoke_raw, frame),
+            "chosen": session_call(session(path, chosen_signed), frame),
+            "runtime": partial(engine.invoke_raw, frame),
             "float": partial(float_engine.invoke_raw, float_frame),
         }
         timings = time_interleaved(calls, runs)
@@ -179,7 +182,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/int8_kernels.json"))
     parser.add_argument("--work", type=Path, default=Path("runs/bench-int8-kernels"))
     parser.add_argument("--runs", type=int, default=300)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--qat-epochs", type=int, default=1)
     args = parser.parse_args()
     started = time.time()

@@ -134,14 +134,24 @@ def _render_distill(result) -> None:
             f"{result.student_params:,}",
             f"{result.student_macs:,}",
         )
+    if result.given_top1 is not None:
+        table.add_row(
+            f"student as given ({Path(result.student_source).name})",
+            f"{result.given_top1:.2%}",
+            f"{result.student_params:,}",
+            f"{result.student_macs:,}",
+        )
+    distilled = result.distilled_top1 if result.distilled_top1 is not None else result.student_top1
     table.add_row(
-        styled(f"distilled student ({result.student_source})"),
-        styled(f"{result.student_top1:.2%}"),
+        styled(f"distilled student ({result.student_source})") if result.kept == "distilled" else "distilled student",
+        styled(f"{distilled:.2%}") if result.kept == "distilled" else f"{distilled:.2%}",
         f"{result.student_params:,}",
         f"{result.student_macs:,}",
     )
     out = console()
     out.print(table)
+    for warning in result.warnings:
+        out.print(styled(f"kept {result.kept}: {warning}"))
     out.print(
         f"top-1 on {result.n_val} held-out images of {result.data} ({result.evaluated_with}); trained on "
         f"{result.n_train} images, T={result.temperature:g}, kd-weight {result.kd_weight:g}, best epoch "

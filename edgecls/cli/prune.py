@@ -20,7 +20,47 @@ def prune(
             "same speed)."
         ),
     ] = "channels",
-    ratio: Annotated[float, typer.Option(help="channels: fraction of each channel group to remove.")] = 0.5,
+    ratio: Annotated[
+        float, typer.Option(help="channels: fraction of each channel group to remove, uniformly (no budget given).")
+    ] = 0.5,
+    target_macs: Annotated[
+        float | None,
+        typer.Option(
+            "--target-macs",
+            help="channels: keep this fraction of the MACs (0.5: half), each group's ratio chosen by a sensitivity "
+            "scan of --data's held-out images (needs --data).",
+        ),
+    ] = None,
+    target_latency_ms: Annotated[
+        float | None,
+        typer.Option(
+            "--target-latency-ms",
+            help="channels: prune until the model runs this fast on --target (its precision and threads), measured "
+            "here or on the device with --remote (needs --data).",
+        ),
+    ] = None,
+    target: Annotated[
+        str, typer.Option("--target", "-t", help="Device profile --target-latency-ms is measured with.")
+    ] = "host",
+    remote: Annotated[
+        str | None,
+        typer.Option("--remote", help="Measure --target-latency-ms on the device over SSH: user@host[:port]."),
+    ] = None,
+    ssh_key: Annotated[Path | None, typer.Option("--ssh-key", help="Private key for --remote.")] = None,
+    remote_python: Annotated[
+        str,
+        typer.Option("--remote-python", help="Python on the device that has edgecls[runtime], e.g. ~/venv/bin/python."),
+    ] = "python3",
+    threads: Annotated[
+        int | None, typer.Option(help="Threads --target-latency-ms is measured with (default: the target's).")
+    ] = None,
+    distill: Annotated[
+        bool,
+        typer.Option(
+            "--distill/--no-distill",
+            help="Fine-tune on the unpruned model's softened outputs as well as the labels (default on).",
+        ),
+    ] = True,
     criterion: Annotated[
         str, typer.Option(help="Channel importance: l1, l2 (filter norms) or bn-gamma (|BatchNorm gamma|).")
     ] = "l1",
@@ -68,15 +108,31 @@ def prune(
         bool, typer.Option("--json", help="Print one JSON object on stdout (progress stays on stderr).")
     ] = False,
 ) -> None:
-    """Prune a model; writes <out>.keras and <out>_report.json (params, MACs, size, top-1, latency, groups)."""
+    """Prune a model; writes <out>.keras and <out>_report.json (params, MACs, size, top-1, latency, groups).
+
+    A budget chooses each channel group's ratio from a sensitivity scan: --target-macs 0.5, or --target-latency-ms 8.
+
+    --ratio cuts every group alike. After the cut the BatchNorm statistics are re-estimated.
+
+    With --data the model is fine-tuned on the labels and the unpruned model's softened outputs.
+    """
     require_workstation()
     from edgecls.cli.train import epoch_progress
     from edgecls.prune import PruneConfig
     from edgecls.prune import prune as prune_model
+    from edgecls.runtime.ssh import RemoteConfig
 
     config = PruneConfig(
         method=method,
         ratio=ratio,
+        target_macs=target_macs,
+        target_latency_ms=target_latency_ms,
+        target=target,
+        remote=RemoteConfig(remote, ssh_key=str(ssh_key) if ssh_key else None, remote_python=remote_python)
+        if remote
+        else None,
+        threads=threads,
+        distill=distill,
         criterion=criterion,
         steps=steps,
         min_channels=min_channels,
@@ -152,14 +208,24 @@ def _render(result) -> None:
             f"{latency['min_ms'][0]:.3f} → {latency['min_ms'][1]:.3f} ms), {latency['engine']} "
             f"({latency['provider']}), {latency['threads']} thread, {latency['where']}"
         )
+    if result.budget:
+        asked, reached = result.budget["asked"], result.budget["reached"]
+        wanted = (
+            f"{asked['macs_fraction']:g} of the MACs"
+            if "macs_fraction" in asked
+            else f"{asked['latency_ms']:g} ms on {asked['target']} ({asked['precision']})"
+        )
+        measured = f", {reached['latency_ms']:.3f} ms on {reached['where']}" if "latency_ms" in reached else ""
+        out.print(f"budget: {wanted}; reached {reached['macs_fraction']:.3f} of the MACs{measured}")
     if result.groups:
         groups = Table(title="channel groups pruned")
-        for column in ("group", "channels", "layers"):
+        for column in ("group", "channels", "ratio", "layers"):
             groups.add_column(column)
         for group in result.groups:
             groups.add_row(
                 group["group"],
                 f"{group['channels_before']} → {group['channels_after']}",
+                f"{1 - group['channels_after'] / group['channels_before']:.2f}",
                 ", ".join(group["layers"][:4]) + (" …" if len(group["layers"]) > 4 else ""),
             )
         out.print(groups)

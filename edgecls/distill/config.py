@@ -8,7 +8,7 @@ from typing import Any
 
 from edgecls.base.errors import ConfigError
 from edgecls.data import parse_augment
-from edgecls.distill.distiller import DistillLoss
+from edgecls.train.distillation import DistillLoss
 from edgecls.train.fit import FitOptions
 
 REPORT_NAME = "distill.json"
@@ -94,7 +94,7 @@ class DistillResult:
     report_path: str
     curves_png: str
     teacher_top1: float
-    student_top1: float  # the distilled student
+    student_top1: float  # the saved student: the distilled one, unless another scored better (``kept``)
     baseline_top1: float | None  # the same student trained alone (--baseline), else None
     teacher_params: int
     teacher_macs: int
@@ -115,6 +115,10 @@ class DistillResult:
     feature_layers: list[list[str]] = field(default_factory=list)
     seconds: float = 0.0
     device: str = ""
+    kept: str = "distilled"  # or the student as given / trained alone, when distillation ended below it
+    distilled_top1: float | None = None  # the distillation's own result, kept or not
+    given_top1: float | None = None  # a .keras student's held-out top-1 before distillation
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -7,7 +7,7 @@ trains the full student), ``LogitsDistillation`` for the outputs and, for
 matched intermediate layers, ``FeatureDistillation``. Training goes through
 ``edgecls.train.fit`` like every stage: cosine schedule, best epoch kept,
 checkpoints and ``--resume``, TensorBoard, ``runs/NAME/``. The Keras part, in
-memory, is ``edgecls.distill.distiller``; this module is the stage around it.
+memory, is ``edgecls.train.distillation``; this module is the stage around it.
 
 The loss per batch, with ``w = kd_weight`` and temperature ``T``::
 
@@ -36,10 +36,10 @@ from typing import Any
 from edgecls.base.errors import ConfigError
 from edgecls.base.fileio import write_json
 from edgecls.distill.config import REPORT_NAME, DistillConfig, DistillResult
-from edgecls.distill.distiller import distill_model
 from edgecls.distill.student import build_student, check_compatible, student_info, student_metadata
 from edgecls.evaluate import top1_accuracy
 from edgecls.runtime.metadata import ModelInfo
+from edgecls.train.distillation import distill_model
 from edgecls.train.fit import FitOptions, best_epoch, read_history
 from edgecls.train.runs import describe_device, resolve_resume, write_run_files
 
@@ -65,6 +65,8 @@ def distill(config: DistillConfig, *, callbacks: Sequence[Any] = ()) -> DistillR
     write_run_files(run_dir, config, dataset)
     fit_options = config.fit_options(config.data or teacher_info.provenance.get("dataset", ""))
     model_path = run_dir / "model.keras"
+    # a trained student (a pruned and fine-tuned .keras): distillation must not leave it worse than it came
+    given = (student.get_weights(), top1_accuracy(student, dataset.val)) if config.student_is_file else None
     if config.resume and _phase_done(run_dir):
         log.info("%s: the distillation had finished before the interruption; keeping it", model_path)
         student, history = _load(model_path), read_history(run_dir)
@@ -84,10 +86,41 @@ def distill(config: DistillConfig, *, callbacks: Sequence[Any] = ()) -> DistillR
         log.info(
             "top-1: teacher %.4f, student alone %.4f, distilled %.4f", teacher_top1, baseline["top1"], student_top1
         )
+    distilled_top1 = student_top1
+    kept, student_top1 = _keep_better(student, student_top1, given, baseline)
+    if kept != "distilled":
+        message = (
+            f"distillation ended at {distilled_top1:.2%} held-out top-1, below {kept} ({student_top1:.2%}): "
+            f"{model_path} holds {kept}"
+        )
+        log.warning("%s", message)
+        info = info.with_provenance(val_accuracy=round(student_top1, 6), kept=kept)
+        save_keras_model(student, model_path, info)
     result = _result(config, run_dir, teacher, student, dataset, history, baseline, teacher_top1, student_top1)
+    result.kept, result.distilled_top1, result.given_top1 = kept, distilled_top1, given[1] if given else None
+    if kept != "distilled":
+        result.warnings.append(message)
     result.seconds = round(time.time() - started, 2)
     write_json(result.report_path, result.to_dict())
     return result
+
+
+def _keep_better(
+    student: Any,
+    distilled_top1: float,
+    given: tuple[list[Any], float] | None,
+    baseline: dict[str, Any] | None,
+) -> tuple[str, float]:
+    """Which of the distilled student, the student as it was given and the one trained alone (``--baseline``) scored
+    best on the held-out split (the distilled one on a tie); ``student`` takes that one's weights."""
+    kept, top1 = "distilled", distilled_top1
+    if given is not None and given[1] > top1:
+        kept, top1 = "the student as given", given[1]
+        student.set_weights(given[0])
+    if baseline is not None and baseline["top1"] > top1:
+        kept, top1 = "the student trained alone (--baseline)", baseline["top1"]
+        student.set_weights(_load(baseline["model_path"]).get_weights())
+    return kept, top1
 
 
 def _checked_inputs(config: DistillConfig, run_dir: Path) -> tuple[Any, ModelInfo, Any, Any]:

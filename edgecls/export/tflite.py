@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from edgecls.base.fileio import write_bytes
 from edgecls.export.metadata import embed_tflite
@@ -34,6 +37,34 @@ def write_tflite(model, path: str | Path, info: ModelInfo, **converter_options: 
 def write_tflite_bytes(model_bytes: bytes, path: str | Path, info: ModelInfo) -> Path:
     """Write already-converted TFLite bytes atomically with ``info`` embedded."""
     return write_bytes(path, embed_tflite(model_bytes, info))
+
+
+def representative_images(images: np.ndarray) -> Callable[[], Any]:
+    """The converter's representative dataset over uint8 (N, H, W, C) pixels: one image at a time, as float 0..255."""
+
+    def generate():
+        for index in range(len(images)):
+            yield [images[index : index + 1].astype(np.float32)]
+
+    return generate
+
+
+def int8_options(images: np.ndarray, *, io: str = "int8", per_channel: bool = True) -> dict[str, Any]:
+    """LiteRT converter attributes for a full-integer model calibrated on ``images`` (for ``convert_tflite``)."""
+    import tensorflow as tf
+
+    from edgecls.adapters import litert_converter
+
+    options: dict[str, Any] = {
+        "optimizations": [tf.lite.Optimize.DEFAULT],
+        "representative_dataset": representative_images(images),
+        "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
+        "inference_input_type": litert_converter.tf_type(io),
+        "inference_output_type": litert_converter.tf_type(io),
+    }
+    if not per_channel:
+        options.update(litert_converter.per_tensor_options())
+    return options
 
 
 def fp16_options() -> dict[str, Any]:

@@ -31,18 +31,30 @@ def count_params_and_macs(model: Any) -> tuple[int, int]:
 
 def model_macs(model: Any) -> int:
     """MACs per image of every call in ``model``'s graph."""
-    total = 0
+    return int(sum(layer_macs(model).values()))
+
+
+def layer_macs(model: Any) -> dict[str, int]:
+    """MACs per image of each layer that does the arithmetic (every call of it; a nested model's layers by name).
+
+    >>> sum(layer_macs(model).values()) == model_macs(model)  # doctest: +SKIP
+    True
+    """
+    totals: dict[str, int] = {}
     not_a_graph = TypeError("count_params_and_macs needs a built functional or Sequential Keras model")
     for node in graph_nodes(model, not_a_graph=not_a_graph):
         operation = node.operation
         if is_nested_model(operation):
-            total += model_macs(operation)
+            for name, macs in layer_macs(operation).items():
+                totals[name] = totals.get(name, 0) + macs
             continue
         counter = _COUNTERS.get(type(operation).__name__)
         inputs = node.arguments.keras_tensors
         if counter is not None and inputs and node.outputs:
-            total += counter(operation, inputs[0].shape, node.outputs[0].shape)
-    return int(total)
+            totals[operation.name] = totals.get(operation.name, 0) + int(
+                counter(operation, inputs[0].shape, node.outputs[0].shape)
+            )
+    return totals
 
 
 def _spatial(shape) -> int:

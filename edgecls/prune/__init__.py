@@ -65,6 +65,8 @@ def prune(
 
     config.check()
     config = dataclasses.replace(config, finetune_epochs=config.epochs_to_finetune())  # the default resolved
+    if config.remote is not None and not isinstance(config.remote, str):
+        config = dataclasses.replace(config, remote=config.remote.destination)  # the report: where, not how
     started = time.time()
     model_path = Path(model_path)
     out = _output_path(model_path, config.out)
@@ -88,7 +90,7 @@ def prune(
         result.top1_before = top1_accuracy(original, images)
     fit_options = {"dataset": dataset, "callbacks": callbacks}
     if config.method == "channels":
-        pruned = prune_channels(original, config, result=result, **fit_options)
+        pruned = prune_channels(original, config, result=result, info=info, **fit_options)
     else:
         pruned = prune_magnitude(original, config, result=result, **fit_options)
     result.params_after, result.macs_after = count_params_and_macs(pruned)
@@ -98,7 +100,8 @@ def prune(
     provenance = {
         "pruned": {
             "method": config.method,
-            "ratio": config.ratio if config.method == "channels" else None,
+            "ratio": config.ratio if config.method == "channels" and not config.targeted else None,
+            "budget": result.budget.get("asked") or None,
             "sparsity": config.sparsity if config.method == "magnitude" else None,
             "criterion": config.criterion,
             "from": str(model_path),

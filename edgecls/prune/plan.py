@@ -40,7 +40,7 @@ def kept_count(channels: int, ratio: float, *, min_channels: int, round_to: int)
     if ratio <= 0.0:
         return channels
     step = max(1, round_to)
-    kept = math.ceil(channels * (1.0 - ratio) / step) * step
+    kept = math.ceil(channels * (1.0 - ratio) / step - 1e-9) * step  # 1e-9: 96 · (1 - 88/96) is 8.000000000000002
     return int(min(channels, max(kept, min_channels, 1)))
 
 
@@ -53,12 +53,17 @@ def plan_channels(
     min_channels: int = 8,
     round_to: int = 8,
     original_channels: dict[str, int] | None = None,
+    final_kept: dict[str, int] | None = None,
+    progress: float = 1.0,
 ) -> tuple[dict[str, np.ndarray], list[GroupPlan]]:
     """Kept indices per pruned group, and a plan line for every group.
 
     ``original_channels`` (group → channels before the first of several
     steps) makes ``ratio`` count from the original width, so three steps of
-    ``ratio`` ⅓, ⅔, 1 × 0.5 end where one step of 0.5 would.
+    ``ratio`` ⅓, ⅔, 1 × 0.5 end where one step of 0.5 would. ``final_kept``
+    (group → channels at the end, from a budget's allocation) replaces the
+    uniform ``ratio``: a step ``progress`` of the way there keeps the original
+    count minus that share of the cut, rounded up to ``round_to``.
     """
     keep: dict[str, np.ndarray] = {}
     plans: list[GroupPlan] = []
@@ -70,7 +75,13 @@ def plan_channels(
             )
             continue
         original = (original_channels or {}).get(group.name, group.channels)
-        target = min(group.channels, kept_count(original, ratio, min_channels=min_channels, round_to=round_to))
+        if final_kept is not None:  # integers: a budget's counts must come out exactly as allocated
+            final = final_kept.get(group.name, original)
+            partway = original - round((original - final) * progress)
+            step = max(1, round_to)
+            target = min(group.channels, max(-(-partway // step) * step, final))
+        else:
+            target = min(group.channels, kept_count(original, ratio, min_channels=min_channels, round_to=round_to))
         if target >= group.channels:
             reason = (
                 None if ratio <= 0 else f"{group.channels} channels is already at the --min-channels/--round-to floor"

@@ -33,17 +33,28 @@ def prune_channels(
     result: PruneResult | None = None,
     dataset: Any = None,
     callbacks: Sequence[Any] = (),
+    info: Any = None,
 ) -> Any:
     """Structured pruning of a Keras model in memory (``config.steps`` rounds); returns the smaller model.
 
-    ``result``, when given, receives the per-group counts, what was left
-    alone, and each round's equivalence check.
+    Each group loses ``config.ratio`` of its channels, or, with a budget (``target_macs``, ``target_latency_ms``),
+    what the sensitivity scan's allocation says (``budget.plan_budget``). After each cut the BatchNorm statistics
+    are re-estimated (``adaptive_bn``) and, with data, the model is fine-tuned, learning from the unpruned model's
+    softened outputs too (``distill``). ``result``, when given, receives the per-group counts, what was left
+    alone, the budget's plan and each round's equivalence check; ``info`` (the model's metadata) names the files
+    a latency budget measures.
     """
     from edgecls.prune.graph import analyze
     from edgecls.prune.plan import plan_channels
     from edgecls.prune.rebuild import mask_removed_channels, max_abs_difference, rebuild
 
     result = result if result is not None else PruneResult("", "", "", "channels", 0, 0, 0, 0)
+    teacher = model  # the unpruned model: what the fine-tuning distils from
+    final_kept = None
+    if config.targeted:
+        from edgecls.prune.budget import plan_budget
+
+        final_kept = plan_budget(model, config, dataset, result, info)
     original_channels: dict[str, int] | None = None
     first_plans = None
     for step in range(1, config.steps + 1):
@@ -59,6 +70,8 @@ def prune_channels(
             min_channels=config.min_channels,
             round_to=config.round_to,
             original_channels=original_channels,
+            final_kept=final_kept,
+            progress=step / config.steps,
         )
         first_plans = first_plans or plans
         smaller = rebuild(model, graph, keep)
@@ -79,10 +92,22 @@ def prune_channels(
             "step %d/%d: %d groups pruned, max |Δ| vs masked original %.2e", step, config.steps, len(keep), difference
         )
         model = smaller
+        if config.adaptive_bn and dataset is not None and keep:
+            reestimate_batchnorm(model, dataset, seed=config.seed, batch_size=config.batch_size)
         if config.finetune_epochs:
-            _finetune(model, dataset, config, result, callbacks, label=f"step {step}")
+            _finetune(model, dataset, config, result, callbacks, label=f"step {step}", teacher=teacher)
     _group_report(first_plans or [], plans, result)
     return model
+
+
+def reestimate_batchnorm(model: Any, dataset: Any, *, seed: int, batch_size: int) -> int:
+    """Adaptive BatchNorm (EagleEye, ECCV 2020): the statistics of the pruned model, from training images."""
+    from edgecls.train.precise_bn import PRECISE_BN_IMAGES, BatchNormEstimator, sample_images
+
+    images = sample_images(dataset.train, PRECISE_BN_IMAGES, seed=seed)
+    updated = BatchNormEstimator(model, images, batch_size=batch_size).update()
+    log.info("BatchNorm statistics of %d layers re-estimated from %d training images", updated, len(images))
+    return updated
 
 
 def prune_magnitude(
@@ -103,8 +128,17 @@ def prune_magnitude(
 
 
 def _finetune(
-    model: Any, dataset: Any, config: PruneConfig, result: PruneResult, callbacks: Sequence[Any], *, label: str
+    model: Any,
+    dataset: Any,
+    config: PruneConfig,
+    result: PruneResult,
+    callbacks: Sequence[Any],
+    *,
+    label: str,
+    teacher: Any = None,
 ) -> None:
+    """Fine-tune ``model`` in place: on the labels, and with ``config.distill`` on ``teacher``'s softened outputs."""
+    from edgecls.data import parse_augment
     from edgecls.train import FitOptions, fit
 
     if dataset is None:
@@ -114,8 +148,16 @@ def _finetune(
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
         seed=config.seed,
+        augment=parse_augment(config.augment, dataset.name),
     )
-    history = fit(model, dataset, options=options, callbacks=callbacks)
+    distilled = config.distill and teacher is not None and config.kd_weight > 0
+    if distilled:
+        from edgecls.train.distillation import DistillLoss, distill_model
+
+        loss = DistillLoss(temperature=config.temperature, kd_weight=config.kd_weight)
+        history = distill_model(teacher, model, dataset, options, loss=loss, callbacks=callbacks)
+    else:
+        history = fit(model, dataset, options=options, callbacks=callbacks)
     accuracies = history.get("val_accuracy", [])
     result.finetune.setdefault("rounds", []).append(
         {"round": label, "epochs": len(accuracies), "val_accuracy": accuracies}
@@ -128,6 +170,9 @@ def _finetune(
             "learning_rate": config.learning_rate,
             "batch_size": config.batch_size,
             "seed": config.seed,
+            "augment": list(options.augment),
+            "distilled_from_unpruned": distilled,
+            **({"temperature": config.temperature, "kd_weight": config.kd_weight} if distilled else {}),
         }
     )
 

@@ -48,30 +48,18 @@ DEBUG_IMAGES = 64  # calibration images the per-layer analysis runs on (one batc
 
 def representative_dataset(calibration: CalibrationSet) -> Callable[[], Any]:
     """The converter's representative dataset: one image at a time, float pixels 0..255."""
+    from edgecls.export.tflite import representative_images
 
-    def generate():
-        for batch in calibration.batches(1):
-            yield [batch.astype(np.float32)]
-
-    return generate
+    return representative_images(calibration.images)
 
 
 def int8_converter_options(
     calibration: CalibrationSet, *, io: str = "int8", per_channel: bool = True
 ) -> dict[str, Any]:
     """LiteRT converter attributes for a full-integer model (for ``model.export(format="litert", **options)``)."""
-    import tensorflow as tf
+    from edgecls.export.tflite import int8_options
 
-    options: dict[str, Any] = {
-        "optimizations": [tf.lite.Optimize.DEFAULT],
-        "representative_dataset": representative_dataset(calibration),
-        "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
-        "inference_input_type": litert_converter.tf_type(io),
-        "inference_output_type": litert_converter.tf_type(io),
-    }
-    if not per_channel:
-        options.update(litert_converter.per_tensor_options())
-    return options
+    return int8_options(calibration.images, io=io, per_channel=per_channel)
 
 
 def convert_int8(model, calibration: CalibrationSet, *, io: str = "int8", per_channel: bool = True) -> bytes:

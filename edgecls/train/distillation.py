@@ -4,8 +4,10 @@ Every edgecls model ends in ``Dense("logits")`` → ``softmax("probs")``; the
 ``Distiller`` sees logits sub-models that share the layers, so training it
 trains the full student. ``LogitsDistillation`` scores the softened outputs,
 ``FeatureDistillation`` each matched pair of intermediate layers, and training
-goes through ``edgecls.train.fit`` like every stage. ``edgecls.distill`` is
-the stage around it (files, checks, baseline, report).
+goes through ``edgecls.train.fit`` like every stage. It lives beside ``fit``
+because two stages train through it: ``edgecls.distill`` (the stage around it:
+files, checks, baseline, report) and ``edgecls.prune``, whose fine-tuning learns
+from the unpruned model.
 
 >>> loss = DistillLoss(temperature=2.0)  # doctest: +SKIP
 >>> history = distill_model(teacher, student, dataset, FitOptions(epochs=5), loss=loss)  # doctest: +SKIP
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from edgecls.base.errors import ModelError
-from edgecls.train import FitOptions
+from edgecls.train.fit import FitOptions
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ def distill_model(
     """
     import keras
 
-    from edgecls.train import fit, make_optimizer, steps_per_epoch
+    from edgecls.train.fit import fit, make_optimizer, steps_per_epoch
 
     losses = distillation_losses(loss.temperature, loss.feature_layers)
     distiller = keras.distillation.Distiller(
