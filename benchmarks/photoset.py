@@ -16,6 +16,8 @@ Two sets:
 - ``photos10``: ten colour photographs (astronaut, chelsea, coffee, motorcycle,
   retina, rocket, Hubble deep field, IHC stain, china, flower): harder, the
   regions of a photo differ more.
+- ``photos6``: six grayscale photographs no default was chosen on (camera, coins,
+  page, text, cell, clock_motion): a check set.
 
 >>> make_photoset("/tmp/textures", TEXTURES4, train_per_class=150, val_per_class=50)  # doctest: +SKIP
 PosixPath('/tmp/textures')
@@ -45,7 +47,10 @@ PHOTOS10 = (
     "china",
     "flower",
 )
-SETS = {"textures4": TEXTURES4, "photos10": PHOTOS10}
+# Six photographs no edgecls default was chosen on (issue 40's check of the from-scratch budget): a portrait, coins,
+# a printed page, a text sign, a microscope cell and a clock (grayscale, stored as RGB).
+PHOTOS6 = ("camera", "coins", "page", "text", "cell", "clock_motion")
+SETS = {"textures4": TEXTURES4, "photos10": PHOTOS10, "photos6": PHOTOS6}
 SKLEARN_PHOTOS = ("china", "flower")
 
 

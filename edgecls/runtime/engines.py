@@ -20,7 +20,7 @@ import numpy as np
 
 from edgecls.base.errors import ConfigError, ModelError, RuntimeUnavailableError
 from edgecls.runtime import onnx_int8, tensorrt
-from edgecls.runtime.litert import delegate_provider
+from edgecls.runtime.litert import delegate_provider, ops_outside_delegate
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,10 @@ class LiteRTEngine(Engine):
         self._input_index = self._interpreter.get_input_details()[0]["index"]
         self._output_index = self._interpreter.get_output_details()[0]["index"]
         self._batch = self.input.shape[0]
+
+    def delegation(self) -> tuple[int, dict[str, int]]:
+        """XNNPACK's partitions of the graph and the ops it left to the built-in kernels, by type (0, {}: none)."""
+        return ops_outside_delegate(self._interpreter)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         if batch.shape[0] != self._batch:

@@ -157,6 +157,11 @@ def measure_model(
     notes = []
     if providers and engine.name == "onnxruntime" and engine.provider.split(" ", 1)[0] != providers[0]:
         notes.append(f"asked for {providers[0]}, ONNX Runtime used {engine.provider}")
+    delegation = getattr(engine, "delegation", None)
+    partitions, outside = delegation() if delegation is not None else (0, {})
+    if partitions > 1 or outside:  # a split graph: each hand-over and each op on the built-in kernels costs
+        left = ", ".join(f"{name} x{count}" for name, count in sorted(outside.items(), key=lambda kv: -kv[1]))
+        notes.append(f"XNNPACK took the graph in {partitions} partitions; built-in kernels ran {left}")
     int8_kernels = getattr(engine, "int8_kernels", None)
     if int8_kernels is not None:  # which of ONNX Runtime's INT8 kernel paths ran, and why (edgecls.runtime.onnx_int8)
         notes.append(f"ONNX Runtime {int8_kernels.describe()}")
