@@ -39,8 +39,8 @@ def train(
     epochs: Annotated[
         int | None,
         typer.Option(
-            help="Maximum epochs (early stopping may end sooner). Default: 25 for a keras.applications base from "
-            "scratch (--weights none), else 20."
+            help="Maximum epochs (early stopping may end sooner). Default: a keras.applications base from scratch "
+            "(--weights none) trains 2,000 optimiser steps, at least 25 epochs; anything else 20 epochs."
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = 64,
@@ -101,12 +101,13 @@ def train(
         str | None, typer.Option("--unfreeze-from", help="Phase 2 trains this base layer and every one after it.")
     ] = None,
     patience: Annotated[
-        int,
+        int | None,
         typer.Option(
-            help="Early stopping: epochs without a better val accuracy (0 = off); an epoch does not count while "
-            "validation has never left chance and training accuracy still rises."
+            help="Early stopping: epochs without a better val accuracy (0 = off; default 8, a quarter of the epochs "
+            "for a base from scratch); an epoch does not count while validation has never left chance and training "
+            "accuracy still rises."
         ),
-    ] = 8,
+    ] = None,
     class_weights: Annotated[
         str, typer.Option("--class-weights", help="'auto' weights classes inversely to their frequency; 'none'.")
     ] = "none",

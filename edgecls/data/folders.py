@@ -161,6 +161,21 @@ def load_images(
     return images, names, skipped
 
 
+def training_image_count(data: str, val_split: float = 0.2) -> int:
+    """How many images ``load_dataset`` would train on, counted from the file names (nothing decoded): what a
+    budget in optimiser steps resolves to epochs with, before the data are loaded (a pipeline stage's key)."""
+    if data == "digits":
+        return 1797 - round(1797 * val_split)  # scikit-learn's 1,797 digits, split stratified by class
+    root = Path(data)
+    if not root.is_dir():
+        return 0
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        root = root / "train"
+        val_split = 0.0
+    total = sum(1 for path in root.rglob("*") if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
+    return total - round(total * val_split)
+
+
 DIGITS_ON_A_DEVICE = (
     'digits is built into scikit-learn, a workstation package (pip install "edgecls[train]"); on a device, '
     "score a folder of <label>/ images, or write the digits evaluation set on the workstation and copy it over "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,7 +19,9 @@ class TrainConfig:
     data: str = "digits"
     model: str = "cnn"
     img_size: int | None = None  # None: the model's default (cnn 32, MobileNets 96, ResNet50 224)
-    epochs: int | None = None  # None: SCRATCH_EPOCHS for a keras.applications base from scratch, else DEFAULT_EPOCHS
+    epochs: int | None = (
+        None  # None: SCRATCH_STEPS' worth for a keras.applications base from scratch, else DEFAULT_EPOCHS
+    )
     batch_size: int = 64
     val_split: float = 0.2
     seed: int = 0
@@ -34,7 +37,7 @@ class TrainConfig:
     finetune_lr: float | None = None  # None: learning_rate / 10
     unfreeze: int | None = None  # phase 2 trains the top N base layers; None (and no unfreeze_from): the whole base
     unfreeze_from: str | None = None  # phase 2 trains this base layer and every one after it
-    patience: int = 8
+    patience: int | None = None  # None: PATIENCE, or a quarter of a from-scratch budget's epochs (resolved())
     class_weights: str = "none"  # none | auto
     augment: str = "auto"  # auto | none | comma list of flip,rotate,zoom
     mixed_precision: bool = False
@@ -55,7 +58,7 @@ class TrainConfig:
             ("--img-size", self.img_size, self.img_size is None or self.img_size >= 1, "1 or more"),
             ("--alpha", self.alpha, self.alpha > 0, "above 0 (MobileNets: 0.35 to 1.4)"),
             ("--lr", self.learning_rate, self.learning_rate is None or self.learning_rate > 0, "above 0"),
-            ("--patience", self.patience, self.patience >= 0, "0 (off) or more"),
+            ("--patience", self.patience, self.patience is None or self.patience >= 0, "0 (off) or more"),
             (
                 "--finetune-epochs",
                 self.finetune_epochs,
@@ -73,22 +76,33 @@ class TrainConfig:
         if self.unfreeze is not None and self.unfreeze_from is not None:
             raise ConfigError(f"--unfreeze {self.unfreeze} and --unfreeze-from {self.unfreeze_from}: choose one")
 
-    def resolved(self, *, keras_base_from_scratch: bool) -> TrainConfig:
-        """The config with ``epochs`` and ``learning_rate`` filled in: ``SCRATCH_EPOCHS`` and
-        ``SCRATCH_LEARNING_RATE`` for a ``keras.applications`` base trained from scratch, else ``DEFAULT_EPOCHS``
-        and ``DEFAULT_LEARNING_RATE`` (edgecls' own ``cnn``, a pretrained base, a retrained model). What
-        ``config.json`` records, so a resumed run continues with the same values.
+    def resolved(self, *, keras_base_from_scratch: bool, train_images: int = 0) -> TrainConfig:
+        """The config with ``epochs``, ``learning_rate`` and ``patience`` filled in. A ``keras.applications`` base
+        trained from scratch gets ``SCRATCH_LEARNING_RATE`` and a budget of ``SCRATCH_STEPS`` optimiser steps over its
+        ``train_images`` (at least ``SCRATCH_EPOCHS`` epochs), with early stopping's patience a quarter of them;
+        anything else (edgecls' own ``cnn``, a pretrained base, a retrained model) ``DEFAULT_EPOCHS``,
+        ``DEFAULT_LEARNING_RATE`` and ``PATIENCE``. What ``config.json`` records, so a resumed run continues with
+        the same values.
 
-        >>> TrainConfig().resolved(keras_base_from_scratch=True).learning_rate
-        0.003
+        >>> TrainConfig().resolved(keras_base_from_scratch=True, train_images=600).epochs  # 10 steps an epoch
+        200
+        >>> TrainConfig().resolved(keras_base_from_scratch=True, train_images=600).patience
+        50
         >>> TrainConfig(epochs=5).resolved(keras_base_from_scratch=False).epochs
         5
         """
+        epochs = self.epochs or (
+            scratch_epochs(train_images, self.batch_size) if keras_base_from_scratch else DEFAULT_EPOCHS
+        )
+        patience = self.patience
+        if patience is None:
+            patience = max(PATIENCE, epochs // 4) if keras_base_from_scratch and not self.epochs else PATIENCE
         return replace(
             self,
-            epochs=self.epochs or (SCRATCH_EPOCHS if keras_base_from_scratch else DEFAULT_EPOCHS),
+            epochs=epochs,
             learning_rate=self.learning_rate
             or (SCRATCH_LEARNING_RATE if keras_base_from_scratch else DEFAULT_LEARNING_RATE),
+            patience=patience,
         )
 
     def phase2_epochs(self, pretrained: bool) -> int:
@@ -136,12 +150,29 @@ DEFAULT_FINETUNE_EPOCHS = 10
 # 84.0 / 92.0 % on photos10. Epochs: photos10 at 3e-3, 15 -> 83.0 / 74.0 %, 25 -> 87.7 / 73.7, 40 -> 88.0 / 74.0
 # (mobilenetv3small / mobilenetv2 alpha 0.35; the 40-epoch runs stopped early at epochs 24 and 21).
 SCRATCH_LEARNING_RATE = 3e-3
-SCRATCH_EPOCHS = 25
+# Budgeted in optimiser steps, not epochs: 25 epochs of 800 images is 325 steps, and a MobileNet from scratch was
+# still learning there (photos10, 64 px, seed 0; top-1 on the photos' other region, benchmarks/results/budget.json):
+# MobileNetV2 alpha 0.35 74.2 % after 25 epochs, 83.7 % with 2,000 steps (154 epochs, patience 40, stopped at 95);
+# MobileNetV3-Small 69.3 -> 89.2 %. With patience 8 the long budget stopped at epoch 26-35, while the learning rate
+# was still high, and gained little (73.4, 81.4 %): the patience scales with the budget.
+SCRATCH_STEPS = 2000
+SCRATCH_EPOCHS = 25  # the floor: a large data set still trains this many epochs
+PATIENCE = 8  # early stopping's epochs without a better validation; a from-scratch budget gets a quarter of its epochs
 # edgecls' cnn (digits 98.9 % at 1e-3, 99.2 at 3e-3; photos10 92.7 and 94.7: within a run's noise), a pretrained
 # base (the Keras transfer-learning guide's 1e-3; no ImageNet weights can be downloaded here to measure it) and a
 # retrained model keep the defaults they had.
 DEFAULT_LEARNING_RATE = 1e-3
 DEFAULT_EPOCHS = 20
+
+
+def scratch_epochs(train_images: int, batch_size: int) -> int:
+    """Epochs of a from-scratch budget: ``SCRATCH_STEPS`` steps of ``batch_size``, at least ``SCRATCH_EPOCHS``.
+
+    >>> scratch_epochs(600, 64), scratch_epochs(100_000, 64)
+    (200, 25)
+    """
+    steps_per_epoch = max(1, math.ceil(train_images / batch_size))
+    return max(SCRATCH_EPOCHS, math.ceil(SCRATCH_STEPS / steps_per_epoch))
 
 
 FINETUNE_LR_FACTOR = 0.1  # phase 2 starts at a tenth of --lr (the Keras guide uses 1e-5 after 1e-3 with plain Adam)

@@ -84,7 +84,8 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     if config.mixed_precision:
         _enable_mixed_precision()
     scratch_base = not pretrained and entry.keras_module is not None  # a keras.applications base from scratch
-    config = config.resolved(keras_base_from_scratch=scratch_base)  # its epochs and learning rate (config.py)
+    # its epochs (a from-scratch budget: steps over this many images), learning rate and patience (config.py)
+    config = config.resolved(keras_base_from_scratch=scratch_base, train_images=len(dataset.train))
     # From scratch, a keras.applications base gets the momentum that settles its BatchNorm statistics
     # within this run's steps (cnn keeps its own 0.9); a pretrained base keeps its settled statistics.
     steps = steps_per_epoch(dataset, config.batch_size * chosen.num_replicas_in_sync) * config.epochs
@@ -175,7 +176,10 @@ def resolve_train_config(config: TrainConfig) -> TrainConfig:
     weights = config.weights if config.weights is not None else _default_weights(config, size, channel_order)[0]
     scratch_base = str(weights).lower() == "none" and entry.keras_module is not None
     resolved = replace(config, img_size=size, channels=channel_order, weights=weights)
-    return resolved.resolved(keras_base_from_scratch=scratch_base)
+    from edgecls.data.folders import training_image_count
+
+    train_images = training_image_count(config.data, config.val_split) if scratch_base else 0
+    return resolved.resolved(keras_base_from_scratch=scratch_base, train_images=train_images)
 
 
 def _default_weights(config: TrainConfig, size: int, channel_order: str) -> tuple[str, str]:
