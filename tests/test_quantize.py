@@ -442,6 +442,36 @@ def test_a_missed_budget_reports_the_candidate_it_keeps(caplog):
     assert message.endswith("keeping the most accurate candidate: 0 layer(s) in float, drop 5.00 points")
 
 
+@pytest.mark.slow
+def test_one_saved_model_serves_every_tflite_conversion_of_a_model(dense_models, tmp_path, monkeypatch):
+    """A model ``quantize`` converts several times (FP32 for its size, INT8, calibration) is written as a SavedModel
+    once (most of a conversion's time), and each conversion is byte for byte Keras' own LiteRT exporter's."""
+    from edgecls.adapters import litert_converter
+    from edgecls.adapters.keras_io import load_keras_model
+    from edgecls.export.tflite import convert_tflite
+    from edgecls.quantize import tflite
+
+    writes = []
+    write = litert_converter.write_saved_model
+    monkeypatch.setattr(litert_converter, "write_saved_model", lambda *a: writes.append(a) or write(*a))
+    model = load_keras_model(dense_models["plain"])
+    calibration = load_calibration(CALIB_DIGITS, digits_info(), size=20)
+
+    def keras_export(**options) -> bytes:
+        model.export(str(tmp_path / "keras.tflite"), format="litert", verbose=False, **options)
+        return (tmp_path / "keras.tflite").read_bytes()
+
+    with tflite.converter_source(model) as source:
+        fp32, int8 = convert_tflite(source), tflite.convert_int8(source, calibration)
+        assert tflite.calibrate(source, calibration) and len(writes) == 1
+    assert fp32 == keras_export()
+    assert int8 == keras_export(**tflite.int8_converter_options(calibration))
+    writes.clear()
+    config = QuantizeConfig(calib=str(CALIB_DIGITS), calib_size=20, formats=("tflite",), out=str(tmp_path / "q"))
+    quantize(dense_models["plain"], config)
+    assert len(writes) == 1  # the FP32 size, the INT8 artifact and the debugger's calibration
+
+
 def test_fp16_is_measured_not_budgeted(dense_models, tmp_path):
     result = quantize(dense_models["plain"], QuantizeConfig(precision="fp16", eval_data="digits", out=str(tmp_path)))
     (artifact,) = result.artifacts
