@@ -22,7 +22,8 @@ SCALE_RTOL = 1e-5
 
 
 # The registry-model tests' images: random pixels, one set for all of them, so that each model is built (and traced,
-# and written for the converter) once for the module; 16 cover every per-channel range and the calibration batch.
+# and written for the converter) once for the module; the BatchNorm statistics, the QAT ranges and the converter's
+# calibration all come from these 16.
 IMAGES = np.random.default_rng(0).integers(0, 256, (16, SIZE, SIZE, 3)).astype(np.uint8)
 
 
@@ -92,8 +93,8 @@ def registry(tmp_path_factory) -> RegistryModels:
 
 
 def infer(model, pixels: np.ndarray):
-    """``model`` on ``pixels``, called eagerly (inference): ``predict`` would trace a QAT MobileNetV2's ~8,000 ops
-    into a graph first (20-30 s, most of a test), and a test comparing two calls compares them alike."""
+    """``model`` on ``pixels``, called eagerly (inference): ``predict`` would first trace a QAT MobileNetV2 (~5,000
+    ops) into a graph, 20-30 s on this host and most of a test; two calls compared are made alike."""
     import keras
 
     result = model(pixels.astype(np.float32), training=False)
@@ -191,7 +192,7 @@ def test_qat_trains_photographs_through_randaugment_and_digits_unaugmented(tmp_p
     assert qat_augment("digits") == ()  # a flipped 2 is not a 2; RandAugment needs colour frames
 
 
-@pytest.mark.slow  # a QAT MobileNetV2 (~8,000 ops): 10-30 s to build and run, off the fast lane
+@pytest.mark.slow  # a QAT MobileNetV2 (~5,000 ops): 10-30 s to build and run, off the fast lane
 def test_batchnorm_fold_and_deploy_model_compute_the_float_model(registry):
     """Every BatchNorm is folded, with its moving statistics, so that ``deploy_model`` (the folded weights in
     plain layers, without rounding: the ONNX export's source) computes the float model."""
@@ -208,7 +209,7 @@ def test_batchnorm_fold_and_deploy_model_compute_the_float_model(registry):
     assert not any(type(layer).__name__ == "BatchNormalization" for layer in deploy_model(qat).layers)
 
 
-@pytest.mark.slow  # a QAT MobileNetV2 (~8,000 ops): 10-30 s to build and run, off the fast lane
+@pytest.mark.slow  # a QAT MobileNetV2 (~5,000 ops): 10-30 s to build and run, off the fast lane
 def test_a_saved_qat_model_loads_back_computing_what_it_computed(registry, tmp_path):
     """``model.save`` then ``load_qat_model``: the strides come back from the config as lists and each
     convolution's bias grid (its input quantizer's step, a link the file does not hold) is found again."""
@@ -226,7 +227,7 @@ def test_a_saved_qat_model_loads_back_computing_what_it_computed(registry, tmp_p
     assert np.array_equal(infer(loaded, IMAGES), infer(qat, IMAGES))
 
 
-@pytest.mark.slow  # a QAT MobileNetV2 (~8,000 ops): 10-30 s to build and run, off the fast lane
+@pytest.mark.slow  # a QAT MobileNetV2 (~5,000 ops): 10-30 s to build and run, off the fast lane
 def test_snapping_writes_every_folded_weight_onto_its_level_and_changes_no_output(registry):
     """After QAT the folded kernels are written onto their INT8 levels (the biases onto INT32 ones): a weight left on a
     rounding boundary (put there by hand) is on a level afterwards, as is every other, and the QAT model computes
