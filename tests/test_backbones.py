@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import write_legacy_h5
+from shared_models import registry_model, registry_params
 
 from edgecls.base.errors import ConfigError, ModelError
-from edgecls.models import bn_momentum_for, build_model, get_entry, list_models, preprocessing_output
+from edgecls.models import bn_momentum_for, build_model, get_entry, preprocessing_output
 from edgecls.models.pretrained import imagenet_file, imagenet_weights_available
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -60,12 +61,12 @@ def _reference(name: str, pixels: np.ndarray) -> np.ndarray:
     return np.asarray(keras.Model(stock.inputs, preprocessing_output(stock))(pixels))
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", registry_params())
 def test_preprocessing_matches_the_imagenet_weights(name):
     import keras
 
-    size = max(32, get_entry(name).min_image_size)
-    model = build_model(name, num_classes=3, image_size=(size, size), channels=3)
+    model = registry_model(name)  # at its smallest input (shared with tests/test_models.py)
+    size = get_entry(name).min_image_size
     pixels = _pixels(size)
     ours = np.asarray(keras.Model(model.inputs, preprocessing_output(model))(pixels))
     reference = _reference(name, pixels)
@@ -76,7 +77,7 @@ def test_preprocessing_matches_the_imagenet_weights(name):
 def test_resnet50_flips_to_bgr_and_subtracts_the_caffe_mean():
     import keras
 
-    model = build_model("resnet50", num_classes=3, image_size=(32, 32), channels=3)
+    model = registry_model("resnet50")  # 32x32 (shared)
     pixels = np.zeros((1, 32, 32, 3), "float32")
     pixels[..., 0] = 255.0  # pure red
     out = np.asarray(keras.Model(model.inputs, preprocessing_output(model))(pixels))[0, 0, 0]
@@ -113,7 +114,15 @@ def test_imagenet_availability_follows_keras():
         assert entry.file_hash and entry.origin.endswith(entry.file_name)
 
 
-@pytest.mark.parametrize("name,alpha", [("mobilenetv2", 0.35), ("mobilenetv3small", 1.0), ("efficientnetb0", 1.0)])
+@pytest.mark.parametrize(
+    "name,alpha",
+    [
+        ("mobilenetv2", 0.35),
+        # each 4-8 s (a stock network at 96 px written as HDF5, then loaded): make test, not the fast lane
+        pytest.param("mobilenetv3small", 1.0, marks=pytest.mark.slow),
+        pytest.param("efficientnetb0", 1.0, marks=pytest.mark.slow),
+    ],
+)
 def test_imagenet_weights_come_from_the_keras_cache(name, alpha, tmp_path, monkeypatch, no_network):
     import keras
 
@@ -162,6 +171,7 @@ def test_imagenet_weights_with_an_empty_cache_offline_is_one_line(tmp_path, monk
     assert "--weights none" in message
 
 
+@pytest.mark.slow  # three MobileNetV3-Small built and one saved and loaded: 10 s
 def test_start_from_an_earlier_keras_model(tmp_path):
     import keras
 

@@ -7,23 +7,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from shared_models import NUM_CLASSES, registry_model, registry_params
 
 from edgecls.base.errors import ConfigError
 from edgecls.models import INPUT_NAME, LOGITS_LAYER, PROBS_LAYER, build_model, get_entry, list_models
 
-NUM_CLASSES = 5
 
-
-@pytest.fixture(scope="module", params=list_models())
+@pytest.fixture(scope="module", params=registry_params())
 def built(request):
-    """(name, model, image size) for a registry entry, built once at its smallest input size with 3 channels."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    entry = get_entry(request.param)
-    size = entry.min_image_size
-    model = build_model(entry.name, num_classes=NUM_CLASSES, image_size=(size, size), channels=3)
-    return entry.name, model, size
+    """(name, model, image size) for a registry entry, built once (shared_models) at its smallest input size with 3
+    channels."""
+    name = request.param
+    return name, registry_model(name), get_entry(name).min_image_size
 
 
 def test_the_registry_lists_what_it_holds():

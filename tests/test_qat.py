@@ -21,6 +21,12 @@ SIZE = 32  # the registry networks' smallest input
 SCALE_RTOL = 1e-5
 
 
+# The registry-model tests' images: random pixels, one set for all of them, so that each model is built (and traced,
+# and written for the converter) once for the module; the BatchNorm statistics, the QAT ranges and the converter's
+# calibration all come from these 16.
+IMAGES = np.random.default_rng(0).integers(0, 256, (16, SIZE, SIZE, 3)).astype(np.uint8)
+
+
 def calibrated_model(name: str, images: np.ndarray):
     """A registry model whose BatchNorm statistics are those of ``images``: activations of order 1 throughout.
 
@@ -39,6 +45,60 @@ def calibrated_model(name: str, images: np.ndarray):
             layer.momentum = 0.0  # one training-mode call sets the moving statistics to this batch's
     model(images.astype(np.float32), training=True)
     return model
+
+
+class RegistryModels:
+    """The registry models the graph tests take, each made once for the module and never changed by a test (one
+    that changes a model builds its own): the float model of a name (``calibrated_model`` on ``IMAGES``), its QAT
+    twin per weight granularity (ranges initialised on ``IMAGES``), and each one's converter source, whose SavedModel
+    is written once for all its conversions. Building, tracing and writing them is most of these tests' time."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._float: dict[str, object] = {}
+        self._qat: dict[tuple[str, bool], tuple] = {}
+        self._sources: dict[tuple[str, bool | None], object] = {}
+
+    def float_model(self, name: str):
+        if name not in self._float:
+            self._float[name] = calibrated_model(name, IMAGES)
+        return self._float[name]
+
+    def qat(self, name: str, per_channel: bool):
+        """(QAT model, placement) of ``name``'s float model, its ranges initialised on ``IMAGES``."""
+        from edgecls.quantize.qat import initialize_ranges
+        from edgecls.quantize.qat_graph import build_qat_model
+
+        key = (name, per_channel)
+        if key not in self._qat:
+            qat, placement = build_qat_model(self.float_model(name), per_channel=per_channel)
+            initialize_ranges(qat, IMAGES)
+            self._qat[key] = qat, placement
+        return self._qat[key]
+
+    def source(self, name: str, per_channel: bool | None = None):
+        """The converter source of ``name``'s float model (``per_channel`` None) or of its QAT model."""
+        from edgecls.quantize.tflite import converter_source
+
+        key = (name, per_channel)
+        if key not in self._sources:
+            model = self.float_model(name) if per_channel is None else self.qat(name, per_channel)[0]
+            self._sources[key] = converter_source(model, folder=self.folder / f"{name}-{per_channel}")
+        return self._sources[key]
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory) -> RegistryModels:
+    return RegistryModels(tmp_path_factory.mktemp("qat-registry-models"))
+
+
+def infer(model, pixels: np.ndarray):
+    """``model`` on ``pixels``, called eagerly (inference): ``predict`` would first trace a QAT MobileNetV2 (~5,000
+    ops) into a graph, 20-30 s on this host and most of a test; two calls compared are made alike."""
+    import keras
+
+    result = model(pixels.astype(np.float32), training=False)
+    return [keras.ops.convert_to_numpy(value) for value in result] if isinstance(result, list) else np.asarray(result)
 
 
 def same_ops(qat: dict[str, int], ptq: dict[str, int]) -> bool:
@@ -132,33 +192,31 @@ def test_qat_trains_photographs_through_randaugment_and_digits_unaugmented(tmp_p
     assert qat_augment("digits") == ()  # a flipped 2 is not a 2; RandAugment needs colour frames
 
 
-def test_batchnorm_fold_and_deploy_model_compute_the_float_model():
+@pytest.mark.slow  # a QAT MobileNetV2 (~5,000 ops): 10-30 s to build and run, off the fast lane
+def test_batchnorm_fold_and_deploy_model_compute_the_float_model(registry):
     """Every BatchNorm is folded, with its moving statistics, so that ``deploy_model`` (the folded weights in
     plain layers, without rounding: the ONNX export's source) computes the float model."""
-    from edgecls.quantize.qat_graph import activation_quantizers, build_qat_model, deploy_model
+    from edgecls.quantize.qat_graph import activation_quantizers, deploy_model
 
-    images = np.random.default_rng(0).integers(0, 256, (8, SIZE, SIZE, 3)).astype(np.uint8)
-    model = calibrated_model("mobilenetv2", images)
-    qat, placement = build_qat_model(model)
+    model = registry.float_model("mobilenetv2")
+    qat, placement = registry.qat("mobilenetv2", per_channel=True)
     batchnorms = {layer.name for layer in model.layers if type(layer).__name__ == "BatchNormalization"}
     assert {bn for _, bn in placement.folded} == batchnorms and len(batchnorms) == 52
-    reference = model.predict(images.astype(np.float32), verbose=0)
-    deployed = deploy_model(qat).predict(images.astype(np.float32), verbose=0)
+    reference = infer(model, IMAGES)
+    deployed = infer(deploy_model(qat), IMAGES)
     assert np.abs(deployed - reference).max() < 1e-4
     assert len(activation_quantizers(qat)) == len(placement.quantizers) > 50
     assert not any(type(layer).__name__ == "BatchNormalization" for layer in deploy_model(qat).layers)
 
 
-def test_a_saved_qat_model_loads_back_computing_what_it_computed(tmp_path):
+@pytest.mark.slow  # a QAT MobileNetV2 (~5,000 ops): 10-30 s to build and run, off the fast lane
+def test_a_saved_qat_model_loads_back_computing_what_it_computed(registry, tmp_path):
     """``model.save`` then ``load_qat_model``: the strides come back from the config as lists and each
     convolution's bias grid (its input quantizer's step, a link the file does not hold) is found again."""
     from edgecls.quantize.fake_quant import QuantConv
-    from edgecls.quantize.qat import initialize_ranges
-    from edgecls.quantize.qat_graph import build_qat_model, load_qat_model
+    from edgecls.quantize.qat_graph import load_qat_model
 
-    images = np.random.default_rng(0).integers(0, 256, (8, SIZE, SIZE, 3)).astype(np.uint8)
-    qat, _ = build_qat_model(calibrated_model("mobilenetv2", images), per_channel=False)
-    initialize_ranges(qat, images)
+    qat, _ = registry.qat("mobilenetv2", per_channel=False)
     qat.save(tmp_path / "qat.keras")
     loaded = load_qat_model(tmp_path / "qat.keras")
 
@@ -166,11 +224,11 @@ def test_a_saved_qat_model_loads_back_computing_what_it_computed(tmp_path):
         return [layer.input_scale is not None for layer in model.layers if isinstance(layer, QuantConv)]
 
     assert linked(loaded) == linked(qat) and sum(linked(qat)) > 30
-    pixels = images.astype(np.float32)
-    assert np.array_equal(loaded.predict(pixels, verbose=0), qat.predict(pixels, verbose=0))
+    assert np.array_equal(infer(loaded, IMAGES), infer(qat, IMAGES))
 
 
-def test_snapping_writes_every_folded_weight_onto_its_level_and_changes_no_output():
+@pytest.mark.slow  # a QAT MobileNetV2 (~5,000 ops): 10-30 s to build and run, off the fast lane
+def test_snapping_writes_every_folded_weight_onto_its_level_and_changes_no_output(registry):
     """After QAT the folded kernels are written onto their INT8 levels (the biases onto INT32 ones): a weight left on a
     rounding boundary (put there by hand) is on a level afterwards, as is every other, and the QAT model computes
     what it computed."""
@@ -178,9 +236,8 @@ def test_snapping_writes_every_folded_weight_onto_its_level_and_changes_no_outpu
     from edgecls.quantize.qat import initialize_ranges, snap_to_grid
     from edgecls.quantize.qat_graph import build_qat_model
 
-    images = np.random.default_rng(0).integers(0, 256, (8, SIZE, SIZE, 3)).astype(np.uint8)
-    qat, _ = build_qat_model(calibrated_model("mobilenetv2", images), per_channel=False)
-    initialize_ranges(qat, images)
+    qat, _ = build_qat_model(registry.float_model("mobilenetv2"), per_channel=False)  # its own: snapping changes it
+    initialize_ranges(qat, IMAGES)
     layer = next(layer for layer in qat.layers if isinstance(layer, QuantConv) and layer.kind == "conv2d")
     kernel = np.asarray(layer.folded()[0])
     step = float(np.asarray(weight_amax(kernel, per_channel=False))) / WEIGHT_QMAX
@@ -188,15 +245,14 @@ def test_snapping_writes_every_folded_weight_onto_its_level_and_changes_no_outpu
     raw = np.asarray(layer.kernel).copy()
     raw.reshape(-1)[1] = (np.floor(kernel.reshape(-1)[1] / step) + 0.5) * step / factor  # on a boundary
     layer.kernel.assign(raw)
-    pixels = images.astype(np.float32)
-    before = qat.predict(pixels, verbose=0)
+    before = infer(qat, IMAGES)
     assert snap_to_grid(qat) >= 1
     for conv in (layer for layer in qat.layers if isinstance(layer, QuantConv)):
         folded = np.asarray(conv.folded()[0], dtype=np.float64)
         flat = np.asarray(conv._flat_kernel(folded)).reshape(-1, conv.channels)
         steps = np.asarray(weight_amax(flat, per_channel=conv._weights_per_channel)) / WEIGHT_QMAX
         assert np.abs(flat / steps - np.round(flat / steps)).max() < 1e-3, conv.name
-    assert np.array_equal(qat.predict(pixels, verbose=0), before)
+    assert np.array_equal(infer(qat, IMAGES), before)
 
 
 @pytest.mark.slow
@@ -209,7 +265,7 @@ def test_snapping_writes_every_folded_weight_onto_its_level_and_changes_no_outpu
         {True: "per-channel", False: "per-tensor"}.get(value, value) if isinstance(value, bool) else value
     ),
 )
-def test_fake_quant_placement_matches_the_converted_graph(name, per_channel):
+def test_fake_quant_placement_matches_the_converted_graph(registry, name, per_channel):
     """The converter makes the same graph from the QAT model as from the float model (op for op), integer-only,
     and every INT8 tensor in it carries a QAT range: each activation tensor's scale and zero point are one
     quantizer's (scale within SCALE_RTOL, zero point exact), each quantizer lands on a tensor, and each
@@ -220,18 +276,14 @@ def test_fake_quant_placement_matches_the_converted_graph(name, per_channel):
     from edgecls.adapters.tflite_graph import TFLiteGraph
     from edgecls.quantize.budget import layers_in_name
     from edgecls.quantize.fake_quant import QuantConv
-    from edgecls.quantize.qat import initialize_ranges
-    from edgecls.quantize.qat_graph import activation_quantizers, build_qat_model
+    from edgecls.quantize.qat_graph import activation_quantizers
     from edgecls.quantize.tflite import convert_int8
 
-    images = np.random.default_rng(0).integers(0, 256, (16, SIZE, SIZE, 3)).astype(np.uint8)
-    model = calibrated_model(name, images)
-    qat, _ = build_qat_model(model, per_channel=per_channel)
-    initialize_ranges(qat, images)
-    calibration = calibration_of(images)
-    model_bytes = convert_int8(qat, calibration, per_channel=per_channel)
+    qat, _ = registry.qat(name, per_channel)
+    calibration = calibration_of(IMAGES)
+    model_bytes = convert_int8(registry.source(name, per_channel), calibration, per_channel=per_channel)
     graph = TFLiteGraph.from_bytes(model_bytes)
-    ptq = TFLiteGraph.from_bytes(convert_int8(model, calibration, per_channel=per_channel))
+    ptq = TFLiteGraph.from_bytes(convert_int8(registry.source(name), calibration, per_channel=per_channel))
     assert same_ops(graph.op_counts(), ptq.op_counts())
     assert graph.float_ops() == []
 
@@ -296,31 +348,28 @@ def test_fake_quant_placement_matches_the_converted_graph(name, per_channel):
     ],
     ids=["mobilenetv2-per-channel", "mobilenetv2-per-tensor", "efficientnetb0-per-tensor"],
 )
-def test_the_qat_model_computes_what_the_int8_tflite_computes(name, until, per_channel):
+def test_the_qat_model_computes_what_the_int8_tflite_computes(registry, name, until, per_channel):
     """Every activation tensor of the QAT model up to MobileNetV2's first residual Add, or EfficientNet-B0's first
     squeeze-excite average, is the INT8 TFLite's to the level (biases on the converter's INT32 grid, input × weight
     step; ImageNet's per-channel mean and 1/std on the grid the converter stores them on): per tensor all of them,
     per channel all but under 1 %. Before the bias grid, 6 % of a MobileNetV2 block's values were off, by up to 8
     levels; before the constants' grid, 8 % of EfficientNet-B0's normalised pixels. (Past an Add or a MEAN, their
     fixed-point rescaling moves values near a rounding boundary; the end-to-end check is the top-1 agreement.)"""
+    import keras
     import tensorflow as tf
 
-    from edgecls.quantize.qat import initialize_ranges
-    from edgecls.quantize.qat_graph import activation_quantizers, build_qat_model
+    from edgecls.quantize.qat_graph import activation_quantizers
     from edgecls.quantize.tflite import convert_int8
 
-    images = np.random.default_rng(1).integers(0, 256, (16, SIZE, SIZE, 3)).astype(np.uint8)
-    qat, _ = build_qat_model(calibrated_model(name, images), per_channel=per_channel)
-    initialize_ranges(qat, images)
-    interpreter = tf.lite.Interpreter(
-        model_content=convert_int8(qat, calibration_of(images), per_channel=per_channel, io="uint8"),
-        experimental_preserve_all_tensors=True,
+    images = IMAGES
+    qat, _ = registry.qat(name, per_channel)
+    model_bytes = convert_int8(
+        registry.source(name, per_channel), calibration_of(images), per_channel=per_channel, io="uint8"
     )
+    interpreter = tf.lite.Interpreter(model_content=model_bytes, experimental_preserve_all_tensors=True)
     interpreter.allocate_tensors()
     quantizers = activation_quantizers(qat)
-    import keras
-
-    expected = keras.Model(qat.inputs, [q.output for q in quantizers]).predict(images.astype(np.float32), verbose=0)
+    expected = infer(keras.Model(qat.inputs, [q.output for q in quantizers]), images)
     tensors = [t for t in interpreter.get_tensor_details() if t["quantization"][0] and len(t["shape"]) > 1]
     outputs: dict[int, list[np.ndarray]] = {}
     for image in images:
@@ -350,7 +399,7 @@ def test_the_qat_model_computes_what_the_int8_tflite_computes(name, until, per_c
 
 
 @pytest.mark.slow
-def test_the_budget_can_keep_any_layer_of_a_qat_tflite_in_float(tmp_path):
+def test_the_budget_can_keep_any_layer_of_a_qat_tflite_in_float(registry, tmp_path):
     """Calibrated, a QAT model is INT8 past its first fake-quant op, where neither the debugger nor the converter's
     denylist reach (the budget saw 1 tensor of a cnn's 9). ``QatTFLiteRequantizer`` calibrates the folded float
     weights and gives each rounded tensor its learned range: quantized whole, that is the fake-quant conversion op
@@ -358,16 +407,20 @@ def test_the_budget_can_keep_any_layer_of_a_qat_tflite_in_float(tmp_path):
     tensor; and keeping one in the middle in float floats its own ops, the rest on QAT's grid."""
     from edgecls.adapters.tflite_graph import TFLiteGraph
     from edgecls.quantize.budget import float_nodes_for
-    from edgecls.quantize.qat import initialize_ranges
-    from edgecls.quantize.qat_graph import build_qat_model
     from edgecls.quantize.tflite import QatTFLiteRequantizer, requantize
     from edgecls.runtime.metadata import ModelInfo
 
-    images = np.random.default_rng(0).integers(0, 256, (16, SIZE, SIZE, 3)).astype(np.uint8)
-    qat, _ = build_qat_model(calibrated_model("mobilenetv2", images), per_channel=True)
-    initialize_ranges(qat, images)
+    qat, _ = registry.qat("mobilenetv2", per_channel=True)
     info = ModelInfo(("a", "b", "c"), (SIZE, SIZE), 3)
-    requantizer = QatTFLiteRequantizer(qat, calibration_of(images), info, io="int8", per_channel=True, scratch=tmp_path)
+    requantizer = QatTFLiteRequantizer(
+        qat,
+        calibration_of(IMAGES),
+        info,
+        io="int8",
+        per_channel=True,
+        scratch=tmp_path,
+        source=registry.source("mobilenetv2", per_channel=True),  # the plain conversion: placement's SavedModel
+    )
     plain = TFLiteGraph.read(requantizer.quantize(frozenset()))
     assert plain.float_ops() == []
     same_model = TFLiteGraph.from_bytes(requantize(requantizer.calibrated, io="int8", per_channel=True))

@@ -84,6 +84,22 @@ def dense_models(tmp_path_factory):
     return paths
 
 
+@pytest.fixture(scope="module")
+def untrained_model(tmp_path_factory) -> Path:
+    """A 16x16 gray digits classifier as saved before training: what a command refuses before converting needs no
+    trained weights (the fast lane trains nothing)."""
+    import keras
+
+    from edgecls.adapters.keras_io import save_keras_model
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SIZE, SIZE, 1), name="pixels")
+    x = keras.layers.Flatten(name="flatten")(keras.layers.Rescaling(1 / 255.0, name="normalize")(inputs))
+    logits = keras.layers.Dense(10, name="logits")(x)
+    model = keras.Model(inputs, keras.layers.Activation("softmax", name="probs")(logits))
+    return save_keras_model(model, tmp_path_factory.mktemp("untrained") / "untrained.keras", digits_info())
+
+
 # --- calibration folders ----------------------------------------------------------------
 
 
@@ -228,6 +244,7 @@ def test_uint8_io_takes_camera_bytes_without_float_math(digits_run, tmp_path):
     assert "float_top1" in report and Path(result.report_markdown).read_text().startswith("# Quantization")
 
 
+@pytest.mark.slow  # converts
 def test_uint8_input_is_pinned_to_bytes_when_calibration_misses_0_and_255(dense_models, tmp_path):
     from edgecls.adapters import tflite_graph
     from edgecls.adapters.keras_io import load_keras_model
@@ -253,6 +270,7 @@ def test_uint8_input_is_pinned_to_bytes_when_calibration_misses_0_and_255(dense_
     assert np.mean(outputs[0].argmax(1) == outputs[1].argmax(1)) >= 0.97  # same function, one rounding fewer
 
 
+@pytest.mark.slow  # converts
 def test_info_and_the_quantize_report_count_the_same_float_ops(dense_models, tmp_path):
     """`edgecls info` and the quantize report classify every op of the same file alike (one definition)."""
     from edgecls.evaluate.info import inspect_artifact
@@ -280,6 +298,7 @@ def test_info_and_the_quantize_report_count_the_same_float_ops(dense_models, tmp
 # --- the accuracy budget ------------------------------------------------------------------
 
 
+@pytest.mark.slow  # converts
 def test_budget_keeps_the_outlier_layer_in_float(dense_models, tmp_path):
     from edgecls.adapters import tflite_graph
 
@@ -349,6 +368,7 @@ def test_cli_defaults_are_the_config_defaults():
     assert config.formats == () and defaults["format"] == ""  # "" → every format the precision allows
 
 
+@pytest.mark.slow  # converts
 def test_cli_calib_data_and_quantize(dense_models, tmp_path):
     result = runner.invoke(
         app, ["calib-data", "--from", "digits", "--n", "40", "--out", str(tmp_path / "calib"), "--json"]
@@ -403,12 +423,12 @@ def test_cli_calib_data_and_quantize(dense_models, tmp_path):
         (["--int8", "--calib", "CALIB", "--io", "int4"], "--io must be one of"),
     ],
 )
-def test_cli_errors_are_one_line(dense_models, tmp_path, arguments, message):
+def test_cli_errors_are_one_line(untrained_model, tmp_path, arguments, message):
     (tmp_path / "empty").mkdir()
     arguments = [
         str(CALIB_DIGITS) if a == "CALIB" else str(tmp_path / "empty") if a == "EMPTY" else a for a in arguments
     ]
-    result = runner.invoke(app, ["quantize", str(dense_models["plain"]), *arguments])
+    result = runner.invoke(app, ["quantize", str(untrained_model), *arguments])
     assert result.exit_code == 2, result.stdout + result.stderr
     assert message in result.stderr and result.stderr.count("\n") == 1
 
@@ -442,6 +462,37 @@ def test_a_missed_budget_reports_the_candidate_it_keeps(caplog):
     assert message.endswith("keeping the most accurate candidate: 0 layer(s) in float, drop 5.00 points")
 
 
+@pytest.mark.slow
+def test_one_saved_model_serves_every_tflite_conversion_of_a_model(dense_models, tmp_path, monkeypatch):
+    """A model ``quantize`` converts several times (FP32 for its size, INT8, calibration) is written as a SavedModel
+    once (most of a conversion's time), and each conversion is byte for byte Keras' own LiteRT exporter's."""
+    from edgecls.adapters import litert_converter
+    from edgecls.adapters.keras_io import load_keras_model
+    from edgecls.export.tflite import convert_tflite
+    from edgecls.quantize import tflite
+
+    writes = []
+    write = litert_converter.write_saved_model
+    monkeypatch.setattr(litert_converter, "write_saved_model", lambda *a: writes.append(a) or write(*a))
+    model = load_keras_model(dense_models["plain"])
+    calibration = load_calibration(CALIB_DIGITS, digits_info(), size=20)
+
+    def keras_export(**options) -> bytes:
+        model.export(str(tmp_path / "keras.tflite"), format="litert", verbose=False, **options)
+        return (tmp_path / "keras.tflite").read_bytes()
+
+    with tflite.converter_source(model) as source:
+        fp32, int8 = convert_tflite(source), tflite.convert_int8(source, calibration)
+        assert tflite.calibrate(source, calibration) and len(writes) == 1
+    assert fp32 == keras_export()
+    assert int8 == keras_export(**tflite.int8_converter_options(calibration))
+    writes.clear()
+    config = QuantizeConfig(calib=str(CALIB_DIGITS), calib_size=20, formats=("tflite",), out=str(tmp_path / "q"))
+    quantize(dense_models["plain"], config)
+    assert len(writes) == 1  # the FP32 size, the INT8 artifact and the debugger's calibration
+
+
+@pytest.mark.slow  # converts
 def test_fp16_is_measured_not_budgeted(dense_models, tmp_path):
     result = quantize(dense_models["plain"], QuantizeConfig(precision="fp16", eval_data="digits", out=str(tmp_path)))
     (artifact,) = result.artifacts
@@ -561,6 +612,7 @@ def test_target_chooses_the_onnx_scheme():
         QuantizeConfig(calib="c", onnx_scheme="trt").check()
 
 
+@pytest.mark.slow  # converts
 def test_cli_target_jetson_writes_the_tensorrt_scheme(dense_models, tmp_path):
     reports = {}
     for target in ("jetson", "rpi5", "jetson-nano"):

@@ -7,6 +7,12 @@ many times with different layers kept in float, and per-tensor weights are an
 option; no public converter API offers either, so this module reaches past it,
 as LiteRT's own ``QuantizationDebugger`` does. Each private is named here with
 why no public API serves; TensorFlow is imported inside the functions only.
+
+Keras' LiteRT exporter (``model.export(format="litert")``) writes a SavedModel
+and converts it in one call; a model converted more than once (FP32 for its
+size, INT8, calibration) would write that SavedModel each time, most of a
+conversion's time. ``write_saved_model`` and ``convert_saved_model`` are its two
+halves, so that one SavedModel serves every conversion of a model.
 """
 
 from __future__ import annotations
@@ -15,6 +21,42 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+
+def write_saved_model(model, folder: Path) -> Path:
+    """``model`` as the SavedModel Keras' LiteRT exporter converts from: an ``ExportArchive`` with one ``serve``
+    endpoint, ``model.__call__(training=False)`` on the model's input signature.
+
+    ``keras.src.export.litert.LiteRTExporter._convert_to_tflite`` writes it inside the conversion, to a
+    temporary folder; ``keras.src.export.export_utils.get_input_signature`` is the signature it infers.
+    """
+    import functools
+
+    import keras
+    from keras.src.export.export_utils import get_input_signature
+
+    signature = get_input_signature(model)
+    if not isinstance(signature, (list, tuple)):  # one positional argument, as the exporter wraps it
+        signature = [signature]
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", functools.partial(model.__call__, training=False), input_signature=signature)
+    archive.write_out(str(folder), verbose=False)
+    return folder
+
+
+def convert_saved_model(folder: Path, **converter_options: Any) -> bytes:
+    """The LiteRT converter on a ``write_saved_model`` folder, set as Keras' exporter sets it (builtin and select
+    TensorFlow ops, resource variables), then ``converter_options`` as ``model.export(format="litert", **options)``
+    sets them (``LiteRTExporter._apply_converter_kwargs``: attributes, ``target_spec`` as a dict)."""
+    import tensorflow as tf
+    from keras.src.export.litert import LiteRTExporter
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(folder))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    converter.experimental_enable_resource_variables = True
+    LiteRTExporter(model=None, **converter_options)._apply_converter_kwargs(converter)
+    return converter.convert()
 
 
 def tf_type(io: str):

@@ -40,7 +40,7 @@ from edgecls.quantize.config import (
 )
 from edgecls.quantize.job import Evaluation, QuantizeJob
 from edgecls.quantize.onnx import quantize_onnx
-from edgecls.quantize.tflite import quantize_tflite
+from edgecls.quantize.tflite import converter_source, quantize_tflite
 from edgecls.runtime.metadata import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,10 @@ def quantize(
         warnings_seen += qat_run.record["warnings"]
     artifacts = []
     with tempfile.TemporaryDirectory(prefix=".quantize-", dir=out_dir) as scratch:
+        # written on the first TFLite conversion of the Keras model, read by every later one
+        litert = (
+            converter_source(keras_model, folder=Path(scratch) / "saved_model") if keras_model is not None else None
+        )
         for name in formats:
             work = Path(scratch) / name
             work.mkdir()
@@ -110,6 +114,7 @@ def quantize(
                 work=work,
                 final=out_dir / f"{stem}_{config.precision}.{name}",
                 qat=qat_run,
+                litert=litert,
             )
             artifacts.append(_QUANTIZERS[name](job))
             if qat_run is not None:

@@ -77,6 +77,8 @@ class QuantizeJob:
     work: Path  # scratch folder of this format (candidates)
     final: Path  # the artifact's path, written atomically at the end
     qat: Any = None  # with --qat: the trained ``qat.QatRun``, whose model the format converts instead
+    # the Keras model's ``tflite.converter_source``: its SavedModel written once for every TFLite conversion of it
+    litert: Any = None
 
     def run_budget(self, requantizer) -> BudgetOutcome:
         """The accuracy budget loop over ``requantizer`` with this run's evaluation and limits."""

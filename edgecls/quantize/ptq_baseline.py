@@ -23,7 +23,13 @@ def compare_with_ptq(artifact, job) -> None:
         from edgecls.quantize.tflite import TFLiteRequantizer
 
         requantizer = TFLiteRequantizer(
-            job.keras_model, job.calibration, job.info, io=config.io, per_channel=config.per_channel, scratch=scratch
+            job.keras_model,
+            job.calibration,
+            job.info,
+            io=config.io,
+            per_channel=config.per_channel,
+            scratch=scratch,
+            source=job.litert,  # the float model's SavedModel, written for the FP32 size already
         )
     else:
         from edgecls.quantize.onnx import requantizer_for, write_float_onnx

@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import io as _io
 import logging
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -62,14 +61,33 @@ def int8_converter_options(
     return int8_options(calibration.images, io=io, per_channel=per_channel)
 
 
-def convert_int8(model, calibration: CalibrationSet, *, io: str = "int8", per_channel: bool = True) -> bytes:
-    """Full-integer INT8 TFLite bytes (no metadata) through Keras' LiteRT exporter."""
-    from edgecls.export.tflite import convert_tflite
+def converter_source(model, *, folder: Path | None = None):
+    """``model``'s ``LiteRTSource`` for the TFLite conversions ``edgecls quantize`` makes of it (FP32 for its size,
+    INT8, calibration): one SavedModel for all, traced as the converter reads a QAT model (``converter_ops``; a
+    float model traces the same either way)."""
+    from edgecls.export.tflite import LiteRTSource
     from edgecls.quantize.fake_quant import converter_ops
 
+    return LiteRTSource(model, folder=folder, tracing=converter_ops)
+
+
+def _source(model):
+    """A context giving ``model`` itself when it is a ``LiteRTSource`` (its owner closes it), else a temporary
+    ``converter_source`` of it."""
+    from edgecls.export import tflite
+    from edgecls.quantize.fake_quant import converter_ops
+
+    return tflite.litert_source(model, tracing=converter_ops)
+
+
+def convert_int8(model, calibration: CalibrationSet, *, io: str = "int8", per_channel: bool = True) -> bytes:
+    """Full-integer INT8 TFLite bytes (no metadata) through Keras' LiteRT exporter's path.
+
+    ``model``: a Keras model, or its ``converter_source`` when the same model is converted more than once.
+    """
     try:
-        with converter_ops():  # a QAT model's fake quantization as the op the converter reads ranges from
-            return convert_tflite(model, **int8_converter_options(calibration, io=io, per_channel=per_channel))
+        with _source(model) as source:  # a QAT model's fake quantization as the op the converter reads ranges from
+            return source.convert(**int8_converter_options(calibration, io=io, per_channel=per_channel))
     except Exception as exc:  # the converter raises ConverterError/RuntimeError for ops without an INT8 kernel
         raise ModelError(
             f"the LiteRT converter could not make a full-integer model ({exc}); an op without an INT8 kernel needs "
@@ -78,25 +96,21 @@ def convert_int8(model, calibration: CalibrationSet, *, io: str = "int8", per_ch
 
 
 def convert_fp16(model) -> bytes:
-    """FP16-weight TFLite bytes (float I/O) for GPU delegates."""
-    from edgecls.export.tflite import convert_tflite, fp16_options
+    """FP16-weight TFLite bytes (float I/O) for GPU delegates; ``model`` as in ``convert_int8``."""
+    from edgecls.export.tflite import fp16_options
 
-    return convert_tflite(model, **fp16_options())
+    with _source(model) as source:
+        return source.convert(**fp16_options())
 
 
 def calibrate(model, calibration: CalibrationSet) -> bytes:
     """The float TFLite model with calibration statistics: step one of INT8 conversion.
 
-    The same SavedModel → ``TFLiteConverter`` route Keras' LiteRT exporter takes.
+    From the SavedModel Keras' LiteRT exporter converts (``model`` as in ``convert_int8``).
     """
-    from edgecls.quantize.fake_quant import converter_ops
-
-    with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
+    with _source(model) as source, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        saved = Path(scratch) / "saved_model"
-        with converter_ops():
-            model.export(str(saved), format="tf_saved_model", verbose=False)
-        return litert_converter.calibrate_saved_model(saved, representative_dataset(calibration))
+        return litert_converter.calibrate_saved_model(source.saved_model(), representative_dataset(calibration))
 
 
 def requantize(
@@ -221,13 +235,26 @@ def pin_uint8_input(model_bytes: bytes) -> bytes:
 
 
 class TFLiteRequantizer:
-    """The budget loop's handle on one Keras model's TFLite INT8 conversion."""
+    """The budget loop's handle on one Keras model's TFLite INT8 conversion.
+
+    ``source``: the model's ``converter_source`` when the caller converts the model too (``quantize_tflite``'s
+    FP32 size, the ``--qat`` PTQ baseline), so that its SavedModel is written once; else one in ``scratch``.
+    """
 
     def __init__(
-        self, model, calibration: CalibrationSet, info: ModelInfo, *, io: str, per_channel: bool, scratch: Path
+        self,
+        model,
+        calibration: CalibrationSet,
+        info: ModelInfo,
+        *,
+        io: str,
+        per_channel: bool,
+        scratch: Path,
+        source=None,
     ) -> None:
         self.model, self.calibration, self.info = model, calibration, info
         self.io, self.per_channel, self.scratch = io, per_channel, scratch
+        self.source = source if source is not None else converter_source(model, folder=scratch / "saved_model")
         self.layer_names = [layer.name for layer in model.layers]
         self._calibrated: bytes | None = None
         self._count = 0
@@ -235,7 +262,7 @@ class TFLiteRequantizer:
     @property
     def calibrated(self) -> bytes:
         if self._calibrated is None:
-            self._calibrated = calibrate(self.model, self.calibration)
+            self._calibrated = calibrate(self.source, self.calibration)
         return self._calibrated
 
     def quantize(self, float_nodes: frozenset[str]) -> Path:
@@ -244,7 +271,7 @@ class TFLiteRequantizer:
                 self.calibrated, io=self.io, per_channel=self.per_channel, float_nodes=sorted(float_nodes)
             )
         else:
-            model_bytes = convert_int8(self.model, self.calibration, io=self.io, per_channel=self.per_channel)
+            model_bytes = convert_int8(self.source, self.calibration, io=self.io, per_channel=self.per_channel)
         from edgecls.export.metadata import embed_tflite
 
         if self.io == "uint8":
@@ -300,18 +327,22 @@ def quantize_tflite(job: QuantizeJob) -> QuantizedArtifact:
 
     started = time.time()
     config = job.config
-    fp32_size = len(embed_tflite(convert_tflite(job.keras_model), job.info))
+    # the float model's SavedModel, written once for its FP32 size, INT8 and calibration (and the --qat PTQ baseline)
+    source = job.litert if job.litert is not None else converter_source(job.keras_model, folder=job.work / "float")
+    fp32_size = len(embed_tflite(convert_tflite(source), job.info))
     if config.precision == "fp16":
         candidate = job.work / "fp16.tflite"
-        candidate.write_bytes(embed_tflite(convert_fp16(job.keras_model), job.info))
+        candidate.write_bytes(embed_tflite(convert_fp16(source), job.info))
         outcome = job.judge_once(candidate)
         io, scheme = "float", "FP16 weights, float32 compute on CPU (LiteRT converter)"
     else:
         # --qat: the QAT model goes through the same converter, which takes its fake-quant ops' ranges
         model = job.qat.model if job.qat is not None else job.keras_model
-        requantizer = (TFLiteRequantizer if job.qat is None else QatTFLiteRequantizer)(
-            model, job.calibration, job.info, io=config.io, per_channel=config.per_channel, scratch=job.work
-        )
+        options = dict(io=config.io, per_channel=config.per_channel, scratch=job.work)
+        if job.qat is None:
+            requantizer = TFLiteRequantizer(model, job.calibration, job.info, source=source, **options)
+        else:
+            requantizer = QatTFLiteRequantizer(model, job.calibration, job.info, **options)
         outcome = job.run_budget(requantizer)
         candidate, io = Path(outcome.path), config.io
         weights = "per-channel" if config.per_channel else "per-tensor"
