@@ -22,9 +22,10 @@ from edgecls.train import distribute
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "tests" / "multiworker_driver.py"
-# Single-process digits training (cnn, batch 64) first passes 97 % validation accuracy at epoch 8;
-# two workers at --batch-size 32 train with the same global batch of 64, so they get the same epochs.
-EPOCHS_TO_97 = 8
+# Single-process digits training (cnn at 16 px, batch 64, 5 epochs) ends at 98.3 % validation accuracy, above
+# 96 % from epoch 3 on; two workers at --batch-size 32 train with the same global batch of 64, so they get there
+# in the same epochs. An all-reduce that lost or doubled a worker's gradients would not reach 97 %.
+EPOCHS_TO_97 = 5
 
 pytestmark = pytest.mark.slow
 
