@@ -1,4 +1,5 @@
-"""Shared fixtures: one trained digits model for the whole session (its users are slow tests), small image folders."""
+"""Shared fixtures: one trained digits model for the whole session and its quantized TFLite files (their users are
+slow tests), small image folders."""
 
 from __future__ import annotations
 
@@ -74,6 +75,37 @@ def digits_run(tmp_path_factory) -> DigitsRun:
     return DigitsRun(
         run_dir, Path(result.model_path), paths["tflite"], paths["onnx"], result.val_accuracy, result, exported
     )
+
+
+@dataclass
+class DigitsQuantized:
+    fp16: Path  # FP16-weight TFLite, float I/O
+    int8: Path  # full-integer INT8 TFLite (int8 I/O)
+
+    def tflite_files(self, digits_run: DigitsRun) -> list[Path]:
+        """Every TFLite kind edgecls writes of one model: FP32 (exported), FP16, INT8."""
+        return [digits_run.tflite, self.fp16, self.int8]
+
+
+CALIB_DIGITS = Path(__file__).resolve().parents[1] / "calib_data" / "digits"  # 300 digits of the training split
+
+
+@pytest.fixture(scope="session")
+def digits_quantized(digits_run, tmp_path_factory) -> DigitsQuantized:
+    """FP16 and INT8 TFLite of ``digits_run``'s model, as ``edgecls quantize`` writes them, made once a session.
+
+    INT8 calibrates on 100 of the 300 digits in calib_data/digits (training images): what the runtime's
+    compatibility, the TFLite reader and the device install need is an integer-only graph, not a tuned one.
+    """
+    from edgecls.quantize import QuantizeConfig, quantize
+
+    out = tmp_path_factory.mktemp("digits-quantized")
+    fp16 = quantize(digits_run.model_path, QuantizeConfig(precision="fp16", out=str(out)))
+    int8 = quantize(
+        digits_run.model_path,
+        QuantizeConfig(calib=str(CALIB_DIGITS), calib_size=100, formats=("tflite",), out=str(out)),
+    )
+    return DigitsQuantized(Path(fp16.artifacts[0].path), Path(int8.artifacts[0].path))
 
 
 def write_png(path: Path, image: np.ndarray) -> Path:

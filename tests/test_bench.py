@@ -312,6 +312,7 @@ def test_bad_inputs_are_clear(digits_run, tmp_path):
         bench(BenchConfig(models=(str(digits_run.tflite),), data=str(wrong.parent), runs=100_000))
 
 
+@pytest.mark.slow  # trains a model
 def test_a_folder_scores_what_evaluate_scores_never_training_images(tmp_path, shapes_folder):
     """A model trained on a folder: bench --data on that folder scores its held-out split, as edgecls evaluate does."""
     from edgecls.evaluate import evaluate
@@ -524,6 +525,7 @@ def _shapes_split(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow  # trains a model
 def test_bench_corruptions_score_what_evaluate_corruptions_scores(tmp_path):
     """bench --corruptions corrupts each frame where the model runs: the same figures as edgecls evaluate."""
     from edgecls.evaluate.robustness import evaluate_corruptions

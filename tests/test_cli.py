@@ -17,6 +17,7 @@ def invoke(*args: str):
     return runner.invoke(app, [str(a) for a in args])
 
 
+@pytest.mark.slow  # trains a model
 def test_train_json_on_a_folder_with_bad_files(tmp_path):
     from test_data import make_messy_folder
 

@@ -49,6 +49,7 @@ def _tiny_dataset(image_size=16, classes=3, n_per_class=8):
     return Dataset("bands", tuple(f"c{k}" for k in range(classes)), part(train), part(val), "GRAY")
 
 
+@pytest.mark.slow  # trains a model
 def test_teacher_is_frozen_and_never_updated_while_the_student_learns():
     import keras
 
@@ -202,6 +203,7 @@ def test_bad_options_are_one_line_errors(digits_run, tmp_path, args, message):
     assert message in result.stderr
 
 
+@pytest.mark.slow  # trains a model
 def test_an_interrupted_distillation_resumes_where_it_stopped(tmp_path):
     import keras
 

@@ -14,6 +14,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,6 @@ from edgecls.base.errors import DataError
 from edgecls.runtime.metadata import ModelInfo
 
 ROOT = Path(__file__).resolve().parents[1]
-CALIB_DIGITS = ROOT / "calib_data" / "digits"
 HEAVY = ("tensorflow", "keras", "sklearn", "matplotlib")  # never imported by a device command on [runtime]
 
 # Runs the CLI in-process, then reports which heavy modules it imported: the exit code stays the CLI's.
@@ -186,17 +187,12 @@ def test_a_pipe_closed_early_ends_quietly(arguments):
 
 
 @pytest.fixture(scope="module")
-def device_artifacts(digits_run, tmp_path_factory) -> dict[str, Path]:
+def device_artifacts(digits_run, digits_quantized, tmp_path_factory) -> dict[str, Path]:
     """An INT8 .tflite and the FP32 .onnx of the digits model, and a small folder of <label>/ images (one broken)."""
     from edgecls.bench.evalset import write_digits_eval_set
-    from edgecls.quantize import QuantizeConfig, quantize
     from edgecls.runtime.metadata import read_model_info
 
     root = tmp_path_factory.mktemp("device")
-    int8 = quantize(
-        digits_run.model_path,
-        QuantizeConfig(calib=str(CALIB_DIGITS), calib_size=100, formats=("tflite",), out=str(root / "q")),
-    )
     digits = write_digits_eval_set(read_model_info(digits_run.tflite), root / "digits-val")
     folder = root / "photos"
     for label_dir in sorted(digits.iterdir()):  # 4 validation images of each digit
@@ -205,41 +201,63 @@ def device_artifacts(digits_run, tmp_path_factory) -> dict[str, Path]:
             shutil.copyfile(image, folder / label_dir.name / image.name)
     write_png(folder / "3" / "extra.png", np.full((8, 8), 200, np.uint8))
     (folder / "7" / "broken.png").write_bytes(b"\x89PNG truncated")
-    shutil.copyfile(int8.artifacts[0].path, root / "model_int8.tflite")
+    shutil.copyfile(digits_quantized.int8, root / "model_int8.tflite")
     shutil.copyfile(digits_run.onnx, root / "model_fp32.onnx")
     return {"tflite": root / "model_int8.tflite", "onnx": root / "model_fp32.onnx", "data": folder, "root": root}
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    """The edgecls wheel of this tree, as a user downloads it."""
-    root = tmp_path_factory.mktemp("wheel")
+@pytest.fixture(scope="session")
+def install_pool() -> Iterator[ThreadPoolExecutor]:
+    """Threads the installs run in while the session's other fixtures are made (pip waits on the disk and the
+    index more than on a core)."""
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="install") as pool:
+        yield pool
+
+
+@pytest.fixture(scope="session")
+def wheel(install_pool, tmp_path_factory) -> Future[Path]:
+    """The edgecls wheel of this tree, as a user downloads it (built in the background)."""
+    return install_pool.submit(_build_wheel, tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="session")  # session: set up before the session-scoped digits fixtures it can overlap
+def runtime_venv(install_pool, wheel, tmp_path_factory) -> Future[Path]:
+    """A fresh venv with the built wheel installed with ``[runtime]`` only, from the registry pip reaches.
+
+    Started in the background as soon as a test asks for it: the test's other fixtures (the digits model, its INT8
+    file) are made meanwhile, then it waits on ``.result()``. The wheel is built while the venv is made, then
+    installed into it.
+    """
+    venv = install_pool.submit(_make_venv, tmp_path_factory.mktemp("runtime-venv") / "venv")
+    return install_pool.submit(_install_runtime, wheel, venv)
+
+
+def _build_wheel(folder: Path) -> Path:
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(root), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(folder), str(ROOT)],
         capture_output=True,
         text=True,
         check=False,
     )
     assert built.returncode == 0, built.stderr[-3000:]
-    return next(root.glob("edgecls-*.whl"))
+    return next(folder.glob("edgecls-*.whl"))
 
 
-@pytest.fixture(scope="module")
-def runtime_venv(wheel, tmp_path_factory) -> Path:
-    """A fresh venv with the built wheel installed with ``[runtime]`` only, from the registry pip reaches."""
-    root = tmp_path_factory.mktemp("runtime-venv")
-    venv = root / "venv"
+def _make_venv(venv: Path) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)  # the base interpreter's venv module
-    env = _clean_env()
+    return venv
+
+
+def _install_runtime(wheel: Future[Path], venv: Future[Path]) -> Path:
     installed = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"{wheel}[runtime]"],
+        [str(venv.result() / "bin" / "python"), "-m", "pip", "install", "-q", f"{wheel.result()}[runtime]"],
         capture_output=True,
         text=True,
         check=False,
-        env=env,
+        env=_clean_env(),
     )
     assert installed.returncode == 0, installed.stderr[-3000:]
-    return venv
+    return venv.result()
 
 
 def _clean_env() -> dict[str, str]:
@@ -285,7 +303,7 @@ def _best_of(runs: int, command: list[str], cwd: Path) -> float:
 
 @pytest.mark.slow
 def test_the_device_commands_on_a_runtime_only_install(runtime_venv, device_artifacts, tmp_path):
-    venv, art = runtime_venv, device_artifacts
+    venv, art = runtime_venv.result(timeout=1800), device_artifacts
     python = str(venv / "bin" / "python")
     site = subprocess.run(
         [python, "-c", "import edgecls; print(edgecls.__file__)"],
@@ -422,45 +440,60 @@ def _check_watch(stdout: str, labels: list[str]) -> None:
     assert 25 <= stats["capture_fps"] <= 35 and stats["age_p95_ms"] < 1000 / 30 + 200
 
 
+# Runs CLI commands one after another in one fresh interpreter; after each, its exit code and the heavy modules
+# imported so far (a module once imported stays in sys.modules: each entry covers that command and all before it).
+PROBE_EACH = """
+import json, os, sys
+heavy_names = set(json.loads(os.environ["PROBE_HEAVY"]))
+from edgecls.cli import main
+report = []
+for arguments in json.loads(os.environ["PROBE_COMMANDS"]):
+    sys.argv = ["edgecls", *arguments]
+    code = 0
+    try:
+        main()
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+    report.append({"arguments": arguments, "code": code,
+                   "heavy": sorted({name.partition(".")[0] for name in sys.modules} & heavy_names)})
+with open(os.environ["PROBE_OUT"], "w") as handle:
+    json.dump(report, handle)
+"""
+
+
 @pytest.mark.slow
 def test_device_commands_import_no_training_framework_on_the_workstation(device_artifacts, tmp_path):
-    """In the full venv TensorFlow and scikit-learn are there to import: the device commands still do not."""
+    """In the full venv TensorFlow and scikit-learn are there to import: the device commands still do not.
+
+    One fresh interpreter runs the five commands in turn (one Python start instead of five): nothing heavy is
+    imported after any of them, so none of them imports it.
+    """
+    art = device_artifacts
+    commands = [
+        ["info", str(art["tflite"])],
+        ["info", str(art["onnx"])],
+        ["targets"],
+        ["evaluate", str(art["onnx"]), "--data", str(art["data"]), "--out", str(tmp_path)],
+        ["bench", str(art["tflite"]), "--data", str(art["data"]), "--runs", "3", "--warmup", "0"]
+        + ["--out", str(tmp_path / "b")],
+    ]
     out = tmp_path / "probe.json"
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "PROBE_OUT": str(out),
         "PROBE_HEAVY": json.dumps(["tensorflow", "keras", "sklearn"]),
+        "PROBE_COMMANDS": json.dumps(commands),
     }
-    art = device_artifacts
-    for arguments in (
-        ["info", str(art["tflite"])],
-        ["info", str(art["onnx"])],
-        ["targets"],
-        ["evaluate", str(art["onnx"]), "--data", str(art["data"]), "--out", str(tmp_path)],
-        [
-            "bench",
-            str(art["tflite"]),
-            "--data",
-            str(art["data"]),
-            "--runs",
-            "3",
-            "--warmup",
-            "0",
-            "--out",
-            str(tmp_path / "b"),
-        ],
-    ):
-        completed = subprocess.run(
-            [sys.executable, "-c", PROBE, *arguments],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            env=env,
-            check=False,
-        )
-        assert completed.returncode == 0, completed.stderr[-2000:]
-        assert json.loads(out.read_text())["heavy"] == [], arguments
+    completed = subprocess.run(
+        [sys.executable, "-c", PROBE_EACH], capture_output=True, text=True, cwd=tmp_path, env=env, check=False
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert [entry["arguments"] for entry in report] == commands  # every command ran
+    for entry in report:
+        assert entry["code"] == 0, (entry["arguments"], completed.stderr[-2000:])
+        assert entry["heavy"] == [], entry["arguments"]
 
 
 # --- the "Pi with a camera" install, on this machine: apt's NumPy and OpenCV under a --system-site-packages venv ---
@@ -504,7 +537,7 @@ def picamera_venv(wheel, tmp_path_factory) -> Path:
     venv = tmp_path_factory.mktemp("picamera-venv") / "venv"
     subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     installed = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"{wheel}[picamera]"],
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"{wheel.result()}[picamera]"],
         capture_output=True,
         text=True,
         check=False,

@@ -107,11 +107,12 @@ def test_new_labels_must_be_the_models_or_a_subset():
 
 
 @pytest.mark.slow
-def test_init_from_with_replay_trains_on_the_mix_and_reports_both_splits(tmp_path):
+def test_init_from_with_replay_trains_on_the_mix_and_reports_both_splits(tmp_path, digits_run):
+    """The deployed model is the session's digits cnn (any trained digits model is: what is checked is the mix)."""
     from edgecls.data import load_dataset, write_class_folders
     from edgecls.train import TrainConfig, train
 
-    base = train(TrainConfig(data="digits", epochs=2, out=str(tmp_path / "base"), patience=0))
+    base = digits_run.train_result
     digits = load_dataset("digits", image_size=(32, 32), channel_order="GRAY", seed=5)
     keep = np.flatnonzero(digits.val.labels < 4)[:40]  # a "new" set with four of the ten labels
     write_class_folders(tmp_path / "new", digits.val.images[keep][..., 0], digits.val.labels[keep])
@@ -144,7 +145,9 @@ def test_train_with_adversarial_runs_through_fit_and_saves_the_plain_model(tmp_p
     from edgecls.adapters.keras_io import load_keras_model
     from edgecls.train import TrainConfig, train
 
-    result = train(TrainConfig(data="digits", epochs=1, adversarial=4, out=str(tmp_path / "adv"), patience=0))
+    # 16 px: what is checked is the wiring (FGSM steps through fit, the plain model saved), not the accuracy
+    config = TrainConfig(data="digits", img_size=16, epochs=1, adversarial=4, out=str(tmp_path / "adv"), patience=0)
+    result = train(config)
     model = load_keras_model(result.model_path)
     assert "adversarial" not in model.name and model.output_shape == (None, 10)
     assert 0.0 <= result.val_accuracy <= 1.0
@@ -153,11 +156,11 @@ def test_train_with_adversarial_runs_through_fit_and_saves_the_plain_model(tmp_p
 
 
 @pytest.mark.slow
-def test_a_class_with_one_collected_frame_goes_to_training(tmp_path):
+def test_a_class_with_one_collected_frame_goes_to_training(tmp_path, digits_run):
     from edgecls.data import load_dataset, write_class_folders
     from edgecls.train import TrainConfig, train
 
-    base = train(TrainConfig(data="digits", epochs=1, out=str(tmp_path / "base"), patience=0))
+    base = digits_run.train_result  # the deployed model: the session's digits cnn
     digits = load_dataset("digits", image_size=(32, 32), channel_order="GRAY", seed=5)
     keep = np.concatenate([np.flatnonzero(digits.val.labels == 0)[:10], np.flatnonzero(digits.val.labels == 1)[:1]])
     write_class_folders(tmp_path / "new", digits.val.images[keep][..., 0], digits.val.labels[keep])

@@ -31,17 +31,9 @@ pytestmark = pytest.mark.skipif(not OLD_PYTHON, reason="EDGECLS_OLD_LITERT_PYTHO
 
 
 @pytest.fixture(scope="module")
-def tflite_models(digits_run, tmp_path_factory) -> list[Path]:
-    """FP32 (exported), FP16 and full-integer INT8 of the digits cnn, each as edgecls writes it."""
-    from edgecls.quantize import QuantizeConfig, quantize
-    from edgecls.quantize.calibration import CalibDataConfig, make_calibration_folder
-
-    out = tmp_path_factory.mktemp("compat")
-    make_calibration_folder(CalibDataConfig("digits", str(out / "calib"), n=100))
-    fp16 = quantize(digits_run.model_path, QuantizeConfig(precision="fp16", out=str(out)))
-    int8 = quantize(digits_run.model_path, QuantizeConfig(calib=str(out / "calib"), formats=("tflite",), out=str(out)))
-    paths = [Path(a.path) for result in (fp16, int8) for a in result.artifacts if str(a.path).endswith(".tflite")]
-    return [digits_run.tflite, *paths]
+def tflite_models(digits_run, digits_quantized) -> list[Path]:
+    """FP32 (exported), FP16 and full-integer INT8 of the digits cnn, as edgecls writes them (made once a session)."""
+    return digits_quantized.tflite_files(digits_run)
 
 
 def _frames() -> np.ndarray:
