@@ -48,6 +48,8 @@ def write_space(
     epochs: int = 2,
     rung_epochs: int = 1,
     promote: float = 0.5,
+    rounds: int = 2,
+    runs: int = 5,
     extra: str = "",
 ) -> Path:
     path.write_text(
@@ -69,8 +71,8 @@ prune_finetune_epochs = 1
 batch_size = 16
 
 [measure]
-rounds = 2
-runs = 5
+rounds = {rounds}
+runs = {runs}
 warmup = 1
 """
     )

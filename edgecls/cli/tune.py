@@ -34,7 +34,7 @@ def tune(
         typer.Option("--storage", help="postgresql://… to share one study between machines (default: a journal file)."),
     ] = None,
     remote: Annotated[
-        str | None, typer.Option("--remote", help="Measure on the device over SSH: user@host[:port].")
+        str | None, typer.Option("--remote", help="Measure on the device over SSH: user@host[:port][=TARGET].")
     ] = None,
     fleet: Annotated[
         Path | None, typer.Option("--fleet", help="A fleet file: every device must meet the budget.")
@@ -129,9 +129,9 @@ def _devices(remote, fleet, ssh_key, remote_python, accept_new_host_key, known_h
     )
     devices = parse_remotes([remote], defaults=defaults) if remote else []
     devices += load_fleet(fleet, defaults=defaults) if fleet else []
-    if remote is not None and fleet is None:
+    if remote is not None and fleet is None and devices[0].target is None:
         return {"remote": devices[0].remote}
-    return {"fleet": tuple(devices)}
+    return {"fleet": tuple(devices)}  # user@host=TARGET: a fleet of one with a target of its own
 
 
 class _Progress:

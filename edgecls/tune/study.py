@@ -168,7 +168,7 @@ def _context_record(config: TuneConfig, context: TuneContext) -> dict[str, Any]:
         "data": context.data,
         "seed": context.seed,
         "calib": context.calib,
-        "target": config.target,
+        "target": ", ".join(device.name for device in context.devices),
         "devices": [[device.target.name, getattr(device.remote, "destination", None)] for device in context.devices],
         "max_latency_ms": config.max_latency_ms,
         "max_size_mb": config.max_size_mb,
