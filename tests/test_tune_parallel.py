@@ -31,9 +31,11 @@ def folder(tmp_path_factory) -> Path:
     return make_folder(tmp_path_factory.mktemp("tune-parallel") / "shapes")
 
 
-def _space(path: Path) -> Path:
-    """cnn at 16 or 32 px, cut or not, INT8 or FP32; two grid seeds; rung 1 of 1 epoch, then 2."""
-    return write_space(path, grid='backbone = "cnn"\nsizes = [16, 32]')
+def _space(path: Path, *, epochs: int = 1) -> Path:
+    """cnn at 16 or 32 px in FP32 (the least work a trial can be); two grid seeds; with ``epochs`` 2, a rung 1 of 1
+    epoch and the halving gate."""
+    return write_space(path, ratios="[0.0]", precisions='["fp32"]', grid='backbone = "cnn"\nsizes = [16, 32]',
+                       epochs=epochs, rung_epochs=1)  # fmt: skip
 
 
 def _check_every_trial_ran_once(study, *, at_least: int) -> list:
@@ -52,7 +54,7 @@ def _workers(finished) -> set[tuple[str, int]]:
 
 def test_a_study_killed_during_a_trial_continues_with_every_finished_trial_kept(folder, tmp_path):
     out = tmp_path / "out"
-    command = tune_command(folder, _space(tmp_path / "space.toml"), out, "--trials", "3")
+    command = tune_command(folder, _space(tmp_path / "space.toml", epochs=2), out, "--trials", "3")
     log = (tmp_path / "first.log").open("w")
     first = subprocess.Popen(command, stdout=log, stderr=log, env=environment(), start_new_session=True)
 

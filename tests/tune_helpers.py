@@ -48,6 +48,7 @@ def write_space(
     epochs: int = 2,
     rung_epochs: int = 1,
     promote: float = 0.5,
+    finetune: int = 1,
     rounds: int = 2,
     runs: int = 5,
     extra: str = "",
@@ -67,7 +68,7 @@ weights = ["none"]
 epochs = {epochs}
 rung_epochs = {rung_epochs}
 promote = {promote}
-prune_finetune_epochs = 1
+prune_finetune_epochs = {finetune}
 batch_size = 16
 
 [measure]

@@ -14,6 +14,7 @@ failed and queued again, so the same command resumes it. Reports are rewritten a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -68,13 +69,17 @@ def tune(
         if watcher.poll():
             write_reports(study, config.out_dir)
 
-    if config.workers == 1:
-        stopped = run_trials(
-            study, storage, Objective(context), limit=config.trial_limit, deadline=deadline, after_trial=after_trial
-        )
-    else:
-        stopped = _run_workers(config, context, deadline, after_trial)
-    after_trial()
+    try:
+        if config.workers == 1:
+            objective = Objective(context)
+            stopped = run_trials(
+                study, storage, objective, limit=config.trial_limit, deadline=deadline, after_trial=after_trial
+            )
+        else:
+            stopped = _run_workers(config, context, deadline, after_trial)
+    finally:  # Ctrl-C, SIGTERM, a device gone: the reports still hold every trial finished so far
+        with contextlib.suppress(Exception):
+            after_trial()
     files = write_reports(study, config.out_dir)
     from edgecls.tune.report import front_trials, gate_summary, trial_row
 
