@@ -247,12 +247,13 @@ def save_state(work: Path, state: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=60.0, help="wall clock of each search, (a) and (b)")
+    parser.add_argument("--minutes", type=float, help="wall clock of each search, (a) and (b) (default 60; --tiny 2)")
     parser.add_argument("--part", choices=(*PARTS, "all"), default="all")
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench-tune"))
     parser.add_argument("--tiny", action="store_true", help="a few-minute run of the script (results in --workdir)")
     args = parser.parse_args(argv)
     sizes = TINY if args.tiny else FULL
+    args.minutes = args.minutes or (2.0 if args.tiny else 60.0)
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     state = json.loads((work / "state.json").read_text()) if (work / "state.json").is_file() else {}

@@ -295,6 +295,16 @@ def tiny_folder(tmp_path_factory) -> Path:
     return make_folder(tmp_path_factory.mktemp("tune-data") / "shapes")
 
 
+def _invoke(command: list[str]):
+    """The command (from ``tune_command``) in this process, through typer's CliRunner: no second TensorFlow import."""
+    from typer.testing import CliRunner
+
+    from edgecls.cli import app
+
+    result = CliRunner().invoke(app, command[command.index("tune") :])
+    return subprocess.CompletedProcess(command, result.exit_code, result.stdout, result.stderr)
+
+
 def _one_error_line(completed: subprocess.CompletedProcess, *needles: str) -> str:
     assert completed.returncode == 2, completed.stderr[-2000:]
     errors = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
@@ -312,7 +322,7 @@ def test_an_unknown_backbone_in_the_space_file_is_one_line_and_keeps_the_study(t
     optuna.create_study(storage=open_storage(str(journal)), study_name="edgecls-tune-out").enqueue_trial({"a": 1})
     before = journal.read_bytes()
     space = write_space(tmp_path / "space.toml", backbones='["cnn", "tinynet"]')
-    completed = run_tune(tune_command(tiny_folder, space, out, "--trials", "1"))
+    completed = _invoke(tune_command(tiny_folder, space, out, "--trials", "1"))
     _one_error_line(completed, "unknown backbone 'tinynet'", "mobilenetv3small")
     assert journal.read_bytes() == before
 
@@ -320,9 +330,9 @@ def test_an_unknown_backbone_in_the_space_file_is_one_line_and_keeps_the_study(t
 def test_a_storage_that_cannot_be_opened_is_one_line(tiny_folder, tmp_path):
     space = write_space(tmp_path / "space.toml")
     url = "postgresql://tune:s3cret@127.0.0.1:1/studies"
-    completed = run_tune(tune_command(tiny_folder, space, tmp_path / "out", "--storage", url))
+    completed = _invoke(tune_command(tiny_folder, space, tmp_path / "out", "--storage", url))
     line = _one_error_line(completed, "--storage postgresql://tune:***@127.0.0.1:1/studies: cannot open it")
-    assert "s3cret" not in completed.stderr + line
+    assert "Connection refused" in line and "s3cret" not in completed.stderr + line  # the driver tried: installed
 
 
 @pytest.mark.slow

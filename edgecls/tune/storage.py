@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_S = 30.0  # a running trial's heartbeat period
 STALE_AFTER_S = 300.0  # a trial of another machine without a heartbeat for this long is stale
 RETRIES = 2  # a trial whose process died is queued again at most this many times
-POSTGRES_INSTALL = 'pip install "edgecls[tune]"'
+POSTGRES_INSTALL = 'pip install "edgecls[tune]"'  # psycopg 3: SQLAlchemy 2.1's driver for postgresql://
 
 
 def open_storage(url: str) -> Any:
@@ -55,9 +55,9 @@ def open_storage(url: str) -> Any:
             raise ConfigError(f"--storage {path}: cannot open the journal file ({exc.strerror or exc})") from exc
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-    except ModuleNotFoundError as exc:
+    except ImportError as exc:  # Optuna: "Failed to import DB access module for the specified storage URL"
         raise ConfigError(
-            f"--storage {redact(url)}: the database driver {exc.name} is not installed: {POSTGRES_INSTALL}"
+            f"--storage {redact(url)}: its database driver is not installed ({POSTGRES_INSTALL} for PostgreSQL)"
         ) from exc
     except Exception as exc:  # SQLAlchemy's OperationalError, ArgumentError, …: the server or the URL said no
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
