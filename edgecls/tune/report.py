@@ -61,6 +61,8 @@ def trial_row(trial: Any) -> dict[str, Any]:
         "peak_rss_mb": latency.get("peak_rss_mb"),
         "feasible": bool(constraints) and all(value <= 0 for value in constraints.values()) and trained,
         "seconds": round(trial.duration.total_seconds(), 1) if trial.duration else None,
+        "rung1_seconds": attrs.get("rung1_seconds"),
+        "train_seconds": attrs.get("train_seconds"),
         "artifact": attrs.get("artifact"),
     }
 
@@ -146,14 +148,14 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 def gate_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """How many sampled candidates each gate stopped, and the training time the pre-training gate saved (estimated:
-    each rejected candidate would have trained rung 1, and the promoted share of them the full budget, at the mean
-    times measured here)."""
+    each rejected candidate would have trained rung 1, and the promoted share of them the full budget and its
+    conversion, at the mean times measured in this study)."""
     sampled = [row for row in rows if row["state"] in ("complete", "pruned")]
     rejected = [row for row in sampled if row["verdict"] == "over budget"]
     stopped = [row for row in sampled if row["state"] == "pruned"]
     trained = [row for row in sampled if row["top1"] is not None]
-    rung = [row["seconds"] for row in stopped if row["seconds"]]
-    full = [row["seconds"] for row in trained if row["seconds"]]
+    rung = [row["rung1_seconds"] for row in sampled if row["rung1_seconds"]]
+    full = [row["train_seconds"] for row in trained if row["train_seconds"]]
     promoted = len(trained) / max(1, len(trained) + len(stopped))
     mean_rung = statistics.mean(rung) if rung else 0.0
     saved = len(rejected) * (mean_rung + promoted * (statistics.mean(full) if full else 0.0))
