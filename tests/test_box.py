@@ -609,3 +609,27 @@ def test_a_gstreamer_pipeline_feeds_the_classifier_in_the_box(camera_box_run, ar
         ranked = sorted(here.values())
         if ranked[-1] - ranked[-2] >= NEAR_TIE["int8"]:
             assert max(there, key=there.get) == max(here, key=here.get), (name, here, there)
+
+
+def test_tune_measures_its_candidates_in_the_pios64_box_over_ssh_and_labels_them_emulated(sshd_boxes, tmp_path):
+    """edgecls tune --remote: 3 trials on tiny data, every latency (before training and of the artifact) measured
+    by the box's runtime over SSH; the report says they were measured under emulation."""
+    from tune_helpers import environment, make_folder, tune_command, write_space
+
+    _box, server = sshd_boxes["pios64"]
+    folder = make_folder(tmp_path / "shapes")
+    space = write_space(tmp_path / "space.toml", ratios="[0.0]", precisions='["int8"]', epochs=1, rung_epochs=1,
+                        rounds=1, runs=3)  # fmt: skip
+    out = tmp_path / "out"
+    command = tune_command(folder, space, out, "--trials", "3", *_remote(server, "rpi5"), budget="10000")
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=1800, env=environment())
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    front = json.loads((out / "front.json").read_text())
+    assert front["trials"], completed.stderr[-3000:]
+    for point in front["trials"]:
+        assert point["where"].startswith("aarch64 under emulation on an x86_64 host with rpi5 settings")
+        assert "over SSH" in point["where"] and point["emulated"].startswith("aarch64 under")
+    report = (out / "report.md").read_text()
+    assert "**Emulated**" in report and "not the device's" in report
+    assert list(server.device_tmp.iterdir()) == []
+    _report("tune over SSH pios64", {"front": front, "stderr": completed.stderr[-2000:]})

@@ -18,6 +18,7 @@ from edgecls.cli import models as _models  # noqa: F401,E402
 from edgecls.cli import info as _info  # noqa: F401,E402
 from edgecls.cli import explain as _explain  # noqa: F401,E402
 from edgecls.cli import pipeline as _pipeline  # noqa: F401,E402
+from edgecls.cli import tune as _tune  # noqa: F401,E402
 from edgecls.cli import bench as _bench  # noqa: F401,E402
 from edgecls.cli import watch as _watch  # noqa: F401,E402
 from edgecls.cli import targets as _targets  # noqa: F401,E402

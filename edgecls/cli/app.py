@@ -73,6 +73,7 @@ WORKSTATION_MODULES = {
     "tensorboard": "tensorboard",
     "sympy": "sympy",
     "PIL": "pillow",
+    "optuna": "optuna",
 }
 TRAIN_INSTALL = 'pip install "edgecls[train]"'
 

@@ -104,6 +104,16 @@ def imagenet_weights_available(model: str, *, alpha: float = 1.0, image_size: tu
     return imagenet_file(model, alpha=alpha, image_size=image_size) is not None
 
 
+def imagenet_weights_cached(model: str, *, alpha: float = 1.0, image_size: tuple[int, int] = (224, 224)) -> bool:
+    """Whether Keras' cache already holds the ImageNet file for this network, width and size (no network needed).
+
+    >>> imagenet_weights_cached("cnn")
+    False
+    """
+    entry = imagenet_file(model, alpha=alpha, image_size=image_size)
+    return entry is not None and (keras_home() / CACHE_SUBDIR / entry.file_name).is_file()
+
+
 def keras_home() -> Path:
     """``$KERAS_HOME`` as it is now (Keras reads it once, at import), else Keras' own default."""
     if os.environ.get("KERAS_HOME"):

@@ -42,6 +42,7 @@ class ModelEntry:
     description: str
     preprocessing: str = "unit"  # one of PREPROCESSING
     keras_module: str | None = None  # its keras.applications module (preprocess_input), None for our own
+    has_alpha: bool = False  # a width multiplier (--alpha): the MobileNets; the others have none
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -55,13 +56,14 @@ def register(
     description: str,
     preprocessing: str = "unit",
     keras_module: str | None = None,
+    has_alpha: bool = False,
 ):
     if preprocessing not in PREPROCESSING:
         raise ValueError(f"{name}: preprocessing must be one of {PREPROCESSING}, got {preprocessing!r}")
 
     def decorate(builder: Callable[[ModelOptions], object]):
         _REGISTRY[name] = ModelEntry(
-            name, builder, default_image_size, min_image_size, description, preprocessing, keras_module
+            name, builder, default_image_size, min_image_size, description, preprocessing, keras_module, has_alpha
         )
         return builder
 

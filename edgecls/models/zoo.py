@@ -124,6 +124,7 @@ def _load_base_weights(base, path: Path) -> None:
     description="MobileNetV2 (keras.applications), width --alpha",
     preprocessing="tf",
     keras_module="mobilenet_v2",
+    has_alpha=True,
 )
 def _mobilenet_v2(options: ModelOptions):
     return _application("mobilenetv2", "MobileNetV2", options, preprocessing="tf", alpha=options.alpha)
@@ -136,6 +137,7 @@ def _mobilenet_v2(options: ModelOptions):
     description="MobileNetV3-Small (keras.applications), width --alpha",
     preprocessing="tf",
     keras_module="mobilenet_v3",
+    has_alpha=True,
 )
 def _mobilenet_v3_small(options: ModelOptions):
     return _mobilenet_v3("mobilenetv3small", "MobileNetV3Small", options)
@@ -148,6 +150,7 @@ def _mobilenet_v3_small(options: ModelOptions):
     description="MobileNetV3-Large (keras.applications), width --alpha",
     preprocessing="tf",
     keras_module="mobilenet_v3",
+    has_alpha=True,
 )
 def _mobilenet_v3_large(options: ModelOptions):
     return _mobilenet_v3("mobilenetv3large", "MobileNetV3Large", options)

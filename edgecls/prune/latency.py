@@ -46,25 +46,35 @@ class LatencySearch:
     where: str = ""
 
 
+def measure_on_target(
+    paths: list[Path],
+    target: Any,
+    *,
+    remote: Any = None,
+    threads: int | None = None,
+    runs: int = PROBE_RUNS,
+    warmup: int = PROBE_WARMUP,
+) -> Any:
+    """A ``MeasureRun`` of model files with ``target``'s settings: here (each in a fresh process) or on ``remote``
+    over SSH; a path listed twice is measured twice, each time in a process of its own."""
+    if remote is not None:
+        from edgecls.runtime.remote import measure_remote
+
+        return measure_remote(remote, models=paths, target=target, runs=runs, warmup=warmup, threads=threads)
+    from edgecls.runtime.measure import measure_models
+    from edgecls.runtime.results import MeasureConfig
+
+    config = MeasureConfig(
+        models=tuple(str(path) for path in paths), target=target, threads=threads, runs=runs, warmup=warmup
+    )
+    return measure_models(config)
+
+
 def target_probe(target: Any, *, remote: Any = None, threads: int | None = None) -> LatencyProbe:
     """Time model files with ``target``'s settings: here (each in a fresh process) or on ``remote`` over SSH."""
 
     def probe(paths: list[Path]) -> tuple[list[float], str]:
-        if remote is not None:
-            from edgecls.runtime.remote import measure_remote
-
-            run = measure_remote(
-                remote, models=paths, target=target, runs=PROBE_RUNS, warmup=PROBE_WARMUP, threads=threads
-            )
-        else:
-            from edgecls.runtime.measure import measure_models
-            from edgecls.runtime.results import MeasureConfig
-
-            config = MeasureConfig(
-                models=tuple(str(path) for path in paths), target=target, threads=threads, runs=PROBE_RUNS,
-                warmup=PROBE_WARMUP,
-            )  # fmt: skip
-            run = measure_models(config)
+        run = measure_on_target(paths, target, remote=remote, threads=threads)
         results = {Path(result.model).name: result for result in run.results}
         first = run.results[0]
         where = f"{first.where}, {first.engine} {first.engine_version} {first.provider}, {first.threads} threads"
