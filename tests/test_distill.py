@@ -136,6 +136,40 @@ def _save_student(path, *, classes=10, size=32, channels=1):
     return path
 
 
+@pytest.mark.slow
+def test_a_distillation_that_leaves_the_student_worse_keeps_the_student_as_given(digits_run, tmp_path):
+    """The student is the trained digits model itself; a learning rate of 30 wrecks it in one epoch. The file
+    written holds the given weights, scores what they scored, and the report and its warning say so."""
+    import keras
+
+    from edgecls.distill import DistillConfig, distill
+    from edgecls.evaluate import top1_accuracy, validation_set
+    from edgecls.runtime.metadata import read_model_info
+
+    out = tmp_path / "kept"
+    result = distill(
+        DistillConfig(
+            teacher=str(digits_run.model_path),
+            student=str(digits_run.model_path),
+            epochs=1,
+            learning_rate=30.0,
+            patience=0,
+            out=str(out),
+        )
+    )
+    assert result.given_top1 == pytest.approx(digits_run.val_accuracy, abs=1e-6)
+    assert result.distilled_top1 < result.given_top1 - 0.2  # the run really made it worse: the check can fail
+    assert result.kept == "the student as given" and result.student_top1 == result.given_top1
+    assert any("below the student as given" in warning for warning in result.warnings)
+    kept = keras.models.load_model(out / "model.keras", compile=False)
+    given = keras.models.load_model(digits_run.model_path, compile=False)
+    assert all(np.array_equal(a, b) for a, b in zip(kept.get_weights(), given.get_weights(), strict=True))
+    info = read_model_info(out / "model.keras")
+    assert info.provenance["kept"] == "the student as given"
+    assert info.provenance["val_accuracy"] == pytest.approx(result.given_top1, abs=1e-6)
+    assert top1_accuracy(kept, validation_set(info)[1].val) == pytest.approx(result.given_top1, abs=1e-6)
+
+
 @pytest.mark.parametrize(
     "student, message",
     [
