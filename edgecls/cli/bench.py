@@ -58,7 +58,7 @@ def bench(
             help=(
                 "A fleet file: \\[fleet] defaults (target, remote_python, ssh_key, known_hosts) and "
                 "\\[\\[fleet.device]] entries "
-                'with remote = "user@host" and any of those keys (see the README).'
+                'with remote = "user@host" and any of those keys (see docs/bench.md).'
             ),
         ),
     ] = None,
