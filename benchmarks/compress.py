@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -251,6 +250,14 @@ def summary(runs: dict[str, dict[str, dict[str, dict]]]) -> dict[str, Any]:
     return out
 
 
+def host() -> str:
+    """The CPU the figures were measured on: its model, whether it has VNNI, its core count."""
+    from edgecls.runtime.onnx_int8 import this_cpu
+
+    cpu = this_cpu()
+    return f"{cpu.model} ({cpu.machine}, {'VNNI' if cpu.vnni else 'no VNNI'}), {os.cpu_count()} CPUs"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", default="textures4,photos10")
@@ -273,7 +280,7 @@ def main() -> None:
         "protocol": __doc__.split("\n\n")[1],
         "data": {name: {"classes": list(SETS[name]), "train_per_class": PATCHES[name][0],
                         "test_per_class": PATCHES[name][1], "image_size": IMAGE_SIZE} for name in args.sets.split(",")},
-        "host": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or ''}".strip(", "),
+        "host": host(),
         "summary": summary(runs),
         "runs": runs,
         "seconds": round(time.time() - started, 1),
