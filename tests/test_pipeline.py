@@ -460,3 +460,32 @@ def test_the_report_warns_of_an_int8_artifact_slower_than_its_float_sibling(tmp_
     assert slower_int8_warnings(rows, ["host", "rpi5"], artifact_labels(rows)) == [
         "INT8 onnx is slower than its float sibling FP32 onnx on host (2.000 vs 1.000 ms p50)"
     ]
+
+
+def test_the_distill_row_names_the_student_the_stage_kept_and_its_warning_reaches_the_report(tmp_path, monkeypatch):
+    """distill keeps the student as given when distilling made it worse: the pipeline's row must not call that
+    file "distilled", and the warning goes into the stage summary the report lists."""
+    from types import SimpleNamespace
+
+    import edgecls.distill
+    from edgecls.pipeline import resolve, stages
+    from edgecls.pipeline.report import stage_warnings
+
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"a model")
+    warning = "distillation ended at 41.00% held-out top-1, below the student as given (93.00%)"
+    for kept, name, warnings in (
+        ("the student as given", "undistilled student Keras", [warning]),
+        ("the student trained alone (--baseline)", "student alone Keras", [warning]),
+        ("distilled", "distilled Keras", []),
+    ):
+        result = SimpleNamespace(
+            model_path=str(model), teacher_top1=0.95, student_top1=0.93, kept=kept, distilled_top1=0.41,
+            warnings=warnings, student_params=10, student_macs=20,
+        )  # fmt: skip
+        monkeypatch.setattr(resolve, "distill_config", lambda *args, **kwargs: None)
+        monkeypatch.setattr(edgecls.distill, "distill", lambda config, callbacks=(), result=result: result)
+        summary = stages.distill(None, {}, tmp_path, {}, resuming=False)
+        assert [row["name"] for row in summary["artifacts"]] == [name]
+        assert (summary["kept"], summary["distilled_top1"], summary["student_top1"]) == (kept, 0.41, 0.93)
+        assert stage_warnings({"distill": summary}) == [f"distill: {w}" for w in warnings]

@@ -171,6 +171,8 @@ def test_budget_options_are_checked():
         (PruneConfig(target_macs=0.5, target_latency_ms=3.0, data="digits"), "choose one budget"),
         (PruneConfig(target_latency_ms=-1.0, data="digits"), "must be positive"),
         (PruneConfig(target_macs=0.5, method="magnitude", data="digits"), "use --method channels"),
+        (PruneConfig(target_latency_ms=5.0, target="rpi9", data="digits"), "unknown target 'rpi9'"),
+        (PruneConfig(target_macs=0.5, data="digits", kd_weight=1.5), r"\[prune\] kd_weight"),
     ):
         with pytest.raises(ConfigError, match=message):
             config.check()
@@ -193,6 +195,8 @@ def fake_bench(monkeypatch):
         return path
 
     def target_probe(target, *, remote=None, threads=None):
+        probed_on.append(remote)
+
         def probe(paths):
             latencies = [0.1 + 10.0 * json.loads(Path(p).read_text())["macs"] / measured_base[0] for p in paths]
             measured.extend(latencies)
@@ -201,9 +205,10 @@ def fake_bench(monkeypatch):
         return probe
 
     measured_base: list[int] = []
+    probed_on: list = []
     monkeypatch.setattr(latency, "write_candidate", write_candidate)
     monkeypatch.setattr(latency, "target_probe", target_probe)
-    return measured, measured_base
+    return measured, measured_base, probed_on
 
 
 @pytest.mark.slow
@@ -211,15 +216,18 @@ def test_target_latency_meets_its_budget_on_the_fake_bench_within_5_percent(smal
     from edgecls.adapters.keras_io import load_keras_model
     from edgecls.models.stats import count_params_and_macs
     from edgecls.prune import PruneConfig, prune
+    from edgecls.runtime.ssh import RemoteConfig
 
-    measured, base = fake_bench
+    measured, base, probed_on = fake_bench
     model_path, data = small_mobilenet
     base.append(count_params_and_macs(load_keras_model(model_path))[1])
     config = PruneConfig(
         target_latency_ms=5.0, target="rpi5", data=str(data), finetune_epochs=0, out=str(tmp_path / "p.keras"),
-        measure_tflite=False,
+        measure_tflite=False, remote=RemoteConfig("pi@pi5", ssh_key="/keys/pi", remote_python="~/venv/bin/python"),
     )  # fmt: skip
     result = prune(model_path, config)
+    # the device is reached with the key and Python given (--ssh-key, --remote-python); the report names only where
+    assert probed_on == [config.remote] and result.config["remote"] == "pi@pi5"
     reached = result.budget["reached"]
     assert 0.95 * 5.0 <= reached["latency_ms"] <= 5.0
     assert reached["latency_ms"] == pytest.approx(0.1 + 10.0 * result.macs_after / result.macs_before, abs=1e-4)

@@ -112,7 +112,7 @@ def prune(
 
     A budget chooses each channel group's ratio from a sensitivity scan: --target-macs 0.5, or --target-latency-ms 8.
 
-    --ratio cuts every group alike. After the cut the BatchNorm statistics are re-estimated.
+    --ratio cuts every group alike. With data, the BatchNorm statistics are re-estimated after each channel cut.
 
     With --data the model is fine-tuned on the labels and the unpruned model's softened outputs.
     """

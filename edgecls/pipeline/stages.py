@@ -111,6 +111,14 @@ def prune(
     }
 
 
+# distill keeps the better of the distilled student, the student as given and the one trained alone: the row says
+# which the stage's model file holds (its name prefixes the quantized rows made from it).
+KEPT_ROW_NAMES = {
+    "the student as given": "undistilled student",
+    "the student trained alone (--baseline)": "student alone",
+}
+
+
 def distill(
     config: PipelineConfig,
     options: dict[str, Any],
@@ -129,9 +137,12 @@ def distill(
         "model": str(result.model_path),
         "teacher_top1": result.teacher_top1,
         "student_top1": result.student_top1,
+        "kept": result.kept,
+        "distilled_top1": result.distilled_top1,
+        "warnings": list(result.warnings),  # the report lists them: a distillation that lost to its student
         "artifacts": [
             keras_row(
-                "distilled Keras",
+                f"{KEPT_ROW_NAMES.get(result.kept, 'distilled')} Keras",  # what the file holds
                 "distill",
                 result.model_path,
                 result.student_top1,

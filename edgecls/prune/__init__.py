@@ -50,6 +50,15 @@ __all__ = [
 _DEFAULT_CONFIG = PruneConfig()  # frozen: one shared default is safe
 
 
+def _reported(config: PruneConfig) -> dict[str, Any]:
+    """``config`` for the report: a ``RemoteConfig`` as its destination (where, not how: no key path); the config
+    itself keeps it, so the latency budget's measurements use its key and Python."""
+    remote = config.remote
+    reported = dataclasses.asdict(dataclasses.replace(config, remote=None))
+    reported["remote"] = remote if remote is None or isinstance(remote, str) else remote.destination
+    return reported
+
+
 def prune(
     model_path: str | Path, config: PruneConfig = _DEFAULT_CONFIG, *, callbacks: Sequence[Any] = ()
 ) -> PruneResult:
@@ -65,8 +74,6 @@ def prune(
 
     config.check()
     config = dataclasses.replace(config, finetune_epochs=config.epochs_to_finetune())  # the default resolved
-    if config.remote is not None and not isinstance(config.remote, str):
-        config = dataclasses.replace(config, remote=config.remote.destination)  # the report: where, not how
     started = time.time()
     model_path = Path(model_path)
     out = _output_path(model_path, config.out)
@@ -83,7 +90,7 @@ def prune(
         params_after=0,
         macs_before=0,
         macs_after=0,
-        config=dataclasses.asdict(config),
+        config=_reported(config),
     )
     result.params_before, result.macs_before = count_params_and_macs(original)
     if images is not None:

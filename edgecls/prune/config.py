@@ -96,9 +96,14 @@ class PruneConfig:
                 "--target-macs / --target-latency-ms choose each group's ratio from a sensitivity scan that scores the "
                 "model's held-out images: pass --data digits|PATH"
             )
+        if self.target_latency_ms is not None:  # an unknown target is an error now, not after the scan
+            from edgecls.runtime.targets import get_target
+
+            get_target(self.target)
         if not 0.0 <= self.kd_weight <= 1.0 or self.temperature <= 0:
             raise ConfigError(
-                f"--kd-weight must be in [0, 1] and --temperature positive, got {self.kd_weight}, {self.temperature}"
+                "the fine-tuning's kd_weight must be in [0, 1] and its temperature positive ([prune] kd_weight, "
+                f"temperature), got {self.kd_weight}, {self.temperature}"
             )
         if not 0.0 <= self.sparsity < 1.0:
             raise ConfigError(f"--sparsity must be in [0, 1), got {self.sparsity}")
