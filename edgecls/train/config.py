@@ -150,12 +150,14 @@ DEFAULT_FINETUNE_EPOCHS = 10
 # 84.0 / 92.0 % on photos10. Epochs: photos10 at 3e-3, 15 -> 83.0 / 74.0 %, 25 -> 87.7 / 73.7, 40 -> 88.0 / 74.0
 # (mobilenetv3small / mobilenetv2 alpha 0.35; the 40-epoch runs stopped early at epochs 24 and 21).
 SCRATCH_LEARNING_RATE = 3e-3
-# Budgeted in optimiser steps, not epochs: 25 epochs of 800 images is 325 steps, and a MobileNet from scratch was
-# still learning there (photos10, 64 px, seed 0; top-1 on the photos' other region, benchmarks/results/budget.json):
-# MobileNetV2 alpha 0.35 74.2 % after 25 epochs, 83.7 % with 2,000 steps (154 epochs, patience 40, stopped at 95);
-# MobileNetV3-Small 69.3 -> 89.2 %; EfficientNet-B0 74.3 -> 83.6 %. With patience 8 the long budget stopped at epoch
+# Budgeted in optimiser steps, not epochs: photos10's 800 training images leave 640 after the 20 % held-out split,
+# 10 steps an epoch, and 25 epochs (250 steps) left a MobileNet from scratch still learning (photos10, 64 px, seed 0;
+# top-1 on the photos' other region, benchmarks/results/budget.json): MobileNetV2 alpha 0.35 74.2 % after 25 epochs,
+# 83.7 % with 154 epochs and patience 40 (stopped at 95); MobileNetV3-Small 69.3 -> 89.2 %; EfficientNet-B0
+# 74.3 -> 83.6 %. Those runs were sized for 800 images (154 epochs: about 1,540 steps on 640); this default gives
+# that folder 200 epochs and patience 50, which was not itself run. With patience 8 the long budget stopped at epoch
 # 25-35, while the learning rate was still high, and gained little or lost (73.4, 81.4, 71.8 %): the patience scales
-# with the budget. Checked on photos6, a set no default was chosen on (the same file, kind "check").
+# with the budget. budget.py's "check" kind runs the defaults on photos6, a set no default was chosen on.
 SCRATCH_STEPS = 2000
 SCRATCH_EPOCHS = 25  # the floor: a large data set still trains this many epochs
 PATIENCE = 8  # early stopping's epochs without a better validation; a from-scratch budget gets a quarter of its epochs
