@@ -58,7 +58,7 @@ test: lint $(OLD_LITERT_VENV)/bin/typer $(ARMV7_TFLITE_VENV)/.installed  ## lint
 	@boxlog=$$(mktemp); \
 	EDGECLS_TFLITE_RUNTIME_PYTHON=$(CURDIR)/$(ARMV7_TFLITE_VENV)/bin/python \
 		$(BIN)/pytest -q -rs -p no:cacheprovider --durations=5 tests/test_box.py >$$boxlog 2>&1 & boxes=$$!; \
-	EDGECLS_OLD_LITERT_PYTHON=$(OLD_LITERT_VENV)/bin/python $(BIN)/pytest -q -rs -p no:cacheprovider --durations=15 \
+	EDGECLS_OLD_LITERT_PYTHON=$(OLD_LITERT_VENV)/bin/python $(BIN)/pytest -q -rs -p no:cacheprovider --durations=30 \
 		--ignore=tests/test_box.py; suite=$$?; \
 	wait $$boxes; boxed=$$?; echo "== tests/test_box.py (the Pi OS boxes)"; cat $$boxlog; rm -f $$boxlog; \
 	test $$suite -eq 0 && test $$boxed -eq 0
