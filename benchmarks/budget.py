@@ -70,7 +70,8 @@ def check(work: Path, model: str, seed: int) -> dict:
 
     data = data_set(work, "photos6")
     out = work / "runs" / f"check-{model}-s{seed}"
-    command = ["edgecls", "train", "--data", str(data), "--model", model, "--weights", "none", "--img-size", "64",
+    edgecls = str(Path(sys.executable).with_name("edgecls"))  # the console script of the Python running this
+    command = [edgecls, "train", "--data", str(data), "--model", model, "--weights", "none", "--img-size", "64",
                "--seed", str(seed), "--out", str(out), "--json"]  # fmt: skip
     started = time.time()
     done = subprocess.run(command, capture_output=True, text=True, check=True)
