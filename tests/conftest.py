@@ -16,6 +16,11 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+# pytest-xdist gives its workers COLUMNS=80 (the controller's terminal width); the CLI under test reads COLUMNS to
+# size its tables, and a serial run (CI: piped, no COLUMNS) sees none. Every worker sees what a serial run sees.
+os.environ.pop("COLUMNS", None)
+
+
 @dataclass
 class DigitsRun:
     run_dir: Path
