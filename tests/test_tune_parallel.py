@@ -160,6 +160,35 @@ def postgres():
         shutil.rmtree(home, ignore_errors=True)
 
 
+def test_workers_opening_an_empty_database_at_once_all_open_it(postgres):
+    """Machines started together on an empty database all create Optuna's tables and version row: the losers of
+    that race must open the storage, not exit with a duplicate-key error (seen in CI with two processes)."""
+    import threading
+
+    import psycopg
+
+    from edgecls.tune.storage import open_storage
+
+    with psycopg.connect(postgres, autocommit=True) as connection:
+        connection.execute("CREATE DATABASE race")
+    url = postgres.rsplit("/", 1)[0] + "/race"
+    barrier, opened, errors = threading.Barrier(6), [], []
+
+    def open_one() -> None:
+        barrier.wait()
+        try:
+            opened.append(open_storage(url))
+        except Exception as exc:  # noqa: BLE001 - every failure is the test's finding
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == [] and len(opened) == 6, errors
+
+
 def test_two_processes_share_one_study_in_postgresql(folder, tmp_path, postgres):
     """Two machines running the same command: here two processes, each with its own --out folder of one name."""
     space = _space(tmp_path / "space.toml")

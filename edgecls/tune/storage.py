@@ -54,7 +54,7 @@ def open_storage(url: str) -> Any:
         except OSError as exc:
             raise ConfigError(f"--storage {path}: cannot open the journal file ({exc.strerror or exc})") from exc
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        return _rdb_storage(url)
     except ImportError as exc:  # Optuna: "Failed to import DB access module for the specified storage URL"
         raise ConfigError(
             f"--storage {redact(url)}: its database driver is not installed ({POSTGRES_INSTALL} for PostgreSQL)"
@@ -62,6 +62,29 @@ def open_storage(url: str) -> Any:
     except Exception as exc:  # SQLAlchemy's OperationalError, ArgumentError, …: the server or the URL said no
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise ConfigError(f"--storage {redact(url)}: cannot open it ({first})") from exc
+
+
+RDB_OPEN_ATTEMPTS = 5
+
+
+def _rdb_storage(url: str) -> Any:
+    """Optuna's ``RDBStorage`` on ``url``, opened again when another worker was creating its tables at that moment.
+
+    Workers started together on an empty database each create Optuna's tables and version row; PostgreSQL lets
+    one win and the others fail with a duplicate key (``pg_type_typname_nsp_index``: a table's row type), an
+    ``IntegrityError``. On the next attempt the tables are there and the storage opens. Other errors are not retried.
+    """
+    import optuna
+    from sqlalchemy.exc import IntegrityError  # Optuna's RDB storage is SQLAlchemy's
+
+    for attempt in range(RDB_OPEN_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        except IntegrityError:
+            if attempt == RDB_OPEN_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def redact(url: str) -> str:
