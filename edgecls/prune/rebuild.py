@@ -104,6 +104,14 @@ def mask_removed_channels(model: Any, graph: ChannelGraph, keep: dict[str, np.nd
     """A copy of ``model`` whose consumers give zero weight to every removed channel."""
     masked = clone_with_config(model, model.get_config())
     masked.set_weights(model.get_weights())
+    for name, weights in masked_layer_weights(model, graph, keep).items():
+        masked.get_layer(name).set_weights(weights)
+    return masked
+
+
+def masked_layer_weights(model: Any, graph: ChannelGraph, keep: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
+    """The new weights of every layer that reads a removed channel (its weights for those channels zeroed)."""
+    changed = {}
     for name, record in graph.layers.items():
         if record.role != "producer" or not record.input_layout:
             continue
@@ -112,9 +120,9 @@ def mask_removed_channels(model: Any, graph: ChannelGraph, keep: dict[str, np.nd
             continue
         width = sum(size for _, size in record.input_layout)
         removed = np.setdiff1d(np.arange(width), kept)
-        layer = masked.get_layer(name)
-        layer.set_weights(handler_for(layer).zero_inputs(layer, layer.get_weights(), removed))
-    return masked
+        layer = model.get_layer(name)
+        changed[name] = handler_for(layer).zero_inputs(layer, layer.get_weights(), removed)
+    return changed
 
 
 def comparison_output(model: Any) -> Any:

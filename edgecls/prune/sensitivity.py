@@ -8,8 +8,9 @@ BN", ECCV 2020: removed channels shift the statistics of every BatchNorm after t
 old statistics is ranked by that shift rather than by what it lost), and the held-out images are scored.
 
 One working copy of the model serves every candidate: a cut is the consumers' weights for the removed channels set
-to zero (``rebuild.mask_removed_channels``' arithmetic, which the rebuilt model equals), so no model is rebuilt or
-retraced per candidate; each candidate's weights and statistics are put back before the next.
+to zero (``rebuild.masked_layer_weights``, the arithmetic of ``mask_removed_channels``, which the rebuilt model
+equals), so no model is rebuilt or retraced per candidate; each candidate's weights and statistics are put back
+before the next.
 
 >>> table = sensitivity_scan(model, graph, train_images, val_images, criterion="l1")  # doctest: +SKIP
 >>> table.loss_increase("block_3_expand", 0.5)  # doctest: +SKIP
@@ -27,9 +28,9 @@ from typing import Any
 import numpy as np
 
 from edgecls.prune.channels import ChannelGraph
-from edgecls.prune.handlers import handler_for
 from edgecls.prune.importance import channel_importance
 from edgecls.prune.plan import kept_count
+from edgecls.prune.rebuild import clone_with_config, masked_layer_weights
 
 log = logging.getLogger(__name__)
 
@@ -89,22 +90,6 @@ def group_keep(model: Any, graph: ChannelGraph, group_name: str, kept: int, crit
     return np.sort(np.argsort(-scores, kind="stable")[:kept])
 
 
-def masked_layer_weights(model: Any, graph: ChannelGraph, keep: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
-    """The new weights of every layer that reads a removed channel (its weights for those channels zeroed)."""
-    changed = {}
-    for name, record in graph.layers.items():
-        if record.role != "producer" or not record.input_layout:
-            continue
-        kept = graph.indices(record.input_layout, keep)
-        if kept is None:
-            continue
-        width = sum(size for _, size in record.input_layout)
-        removed = np.setdiff1d(np.arange(width), kept)
-        layer = model.get_layer(name)
-        changed[name] = handler_for(layer).zero_inputs(layer, layer.get_weights(), removed)
-    return changed
-
-
 def sensitivity_scan(
     model: Any,
     graph: ChannelGraph,
@@ -122,7 +107,6 @@ def sensitivity_scan(
 ) -> SensitivityTable:
     """Cut each prunable group of ``graph`` alone at each of ``ratios`` in a working copy of ``model`` (itself is
     not changed), re-estimate BatchNorm from ``train_pixels`` (``adaptive_bn``), score ``val_pixels``."""
-    from edgecls.prune.rebuild import clone_with_config
     from edgecls.train.precise_bn import BatchNormEstimator, batchnorm_layers
 
     started = time.time()
