@@ -311,6 +311,22 @@ def to_jsonable(value: Any) -> Any:
 PIPED_WIDTH = 200
 
 
+def ssh_defaults(
+    ssh_key: Any = None, remote_python: str = "python3", accept_new_host_key: bool = False, known_hosts: Any = None
+) -> Any:
+    """The SSH options a command took (``--ssh-key``, ``--remote-python``, ``--accept-new-host-key``,
+    ``--known-hosts``) as the ``RemoteConfig`` every ``--remote`` / fleet device starts from."""
+    from edgecls.runtime.ssh import RemoteConfig
+
+    return RemoteConfig(
+        destination="",
+        ssh_key=str(ssh_key) if ssh_key else None,
+        remote_python=remote_python,
+        accept_new_host_key=accept_new_host_key,
+        known_hosts=str(known_hosts) if known_hosts else None,
+    )
+
+
 def console():
     """A rich console on stdout for human-readable results: the terminal's width, or 200 columns when piped.
 

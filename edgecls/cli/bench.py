@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from edgecls.cli.app import app, console, run
+from edgecls.cli.app import app, console, run, ssh_defaults
 
 
 @app.command()
@@ -92,15 +92,8 @@ def bench(
     from edgecls.bench import BenchConfig
     from edgecls.bench import bench as run_bench
     from edgecls.runtime.corruptions import parse_severities
-    from edgecls.runtime.ssh import RemoteConfig
 
-    defaults = RemoteConfig(
-        destination="",
-        ssh_key=str(ssh_key) if ssh_key else None,
-        remote_python=remote_python,
-        accept_new_host_key=accept_new_host_key,
-        known_hosts=str(known_hosts) if known_hosts else None,
-    )
+    defaults = ssh_defaults(ssh_key, remote_python, accept_new_host_key, known_hosts)
 
     def config():  # inside run(): a bad --severities is one error line
         return BenchConfig(

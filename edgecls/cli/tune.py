@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgecls.cli.app import app, console, progress_console, require_workstation, run, styled
+from edgecls.cli.app import app, console, progress_console, require_workstation, run, ssh_defaults, styled
 
 
 @app.command()
@@ -118,15 +118,8 @@ def _devices(remote, fleet, ssh_key, remote_python, accept_new_host_key, known_h
     if remote is None and fleet is None:
         return {}
     from edgecls.bench import load_fleet, parse_remotes
-    from edgecls.runtime.ssh import RemoteConfig
 
-    defaults = RemoteConfig(
-        destination="",
-        ssh_key=str(ssh_key) if ssh_key else None,
-        remote_python=remote_python,
-        accept_new_host_key=accept_new_host_key,
-        known_hosts=str(known_hosts) if known_hosts else None,
-    )
+    defaults = ssh_defaults(ssh_key, remote_python, accept_new_host_key, known_hosts)
     devices = parse_remotes([remote], defaults=defaults) if remote else []
     devices += load_fleet(fleet, defaults=defaults) if fleet else []
     if remote is not None and fleet is None and devices[0].target is None:
